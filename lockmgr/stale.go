@@ -1,0 +1,117 @@
+package lockmgr
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/gofrs/flock"
+	"golang.org/x/sys/unix"
+)
+
+// PurgeStale removes the lock files nobody holds, with their .info and
+// .gate files, and temporary or .info files left by dead processes. A
+// lock file is only unlinked while this process holds it exclusively
+// (and after checking that the path still names the locked file), so a
+// held lock is never removed. With dryRun it removes nothing and returns
+// what it would remove. It returns the paths removed.
+func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
+	entries, err := os.ReadDir(m.lockDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing %s: %v", ErrLockFile, m.lockDir, err)
+	}
+	// Scans this manager uses are not stale, even if nobody holds them at
+	// this instant.
+	m.mu.Lock()
+	inUse := make(map[string]bool, len(m.scans))
+	for id := range m.scans {
+		inUse[id] = true
+	}
+	m.mu.Unlock()
+
+	var removed []string
+	var errs []error
+	remove := func(p string) {
+		if dryRun {
+			removed = append(removed, p)
+			return
+		}
+		if err := os.Remove(p); err == nil {
+			removed = append(removed, p)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	lockIDs := map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		if id, ok := strings.CutSuffix(name, ".lock"); ok && ValidateScanID(id) == nil {
+			lockIDs[id] = true
+			if inUse[id] {
+				continue
+			}
+			p := filepath.Join(m.lockDir, name)
+			if e.IsDir() {
+				errs = append(errs, m.lockFileError(p, unix.EISDIR))
+				continue
+			}
+			fl := flock.New(p, flock.SetFlag(os.O_RDWR))
+			ok, err := fl.TryLock()
+			if err != nil || !ok {
+				if err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, m.lockFileError(p, err))
+				}
+				continue // held by somebody: not stale
+			}
+			if same, _ := sameFile(fl, p); same {
+				remove(m.infoPath(id))
+				if g := m.gatePath(id); fileExists(g) {
+					gl := flock.New(g, flock.SetFlag(os.O_RDWR))
+					if ok, _ := gl.TryLock(); ok {
+						remove(g)
+						_ = gl.Unlock()
+					}
+				}
+				remove(p)
+			}
+			_ = fl.Unlock()
+		}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		p := filepath.Join(m.lockDir, name)
+		if rest, ok := strings.CutPrefix(name, ".info-tmp-"); ok {
+			// .info-tmp-PID-SEQ: a crash between write and rename.
+			pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+			if err == nil && pid != m.pid && !processAlive(pid) {
+				remove(p)
+			}
+			continue
+		}
+		if id, ok := strings.CutSuffix(name, ".info"); ok && ValidateScanID(id) == nil && !lockIDs[id] && !inUse[id] {
+			// An .info without a lock file: stale if its writer is dead.
+			inf, err := readInfoFile(p)
+			if err != nil || inf == nil || (inf.PID != m.pid && !processAlive(inf.PID)) {
+				remove(p)
+			}
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// processAlive reports whether pid names a live process.
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}

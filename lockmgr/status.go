@@ -1,0 +1,307 @@
+package lockmgr
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// MarshalText makes modes read "shared" and "exclusive" in JSON.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText parses "shared" and "exclusive".
+func (m *Mode) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "shared":
+		*m = Shared
+	case "exclusive":
+		*m = Exclusive
+	case "none", "":
+		*m = 0
+	default:
+		return fmt.Errorf("unknown lock mode %q", b)
+	}
+	return nil
+}
+
+// Where a holder or waiter was seen.
+const (
+	// WhereLocal: a lease of this Manager (this process), with owner details.
+	WhereLocal = "local"
+	// WhereProcess: a flock held or awaited by another process, found in
+	// /proc/locks (plantdb, another scanlockfs, flock(1)...).
+	WhereProcess = "process"
+)
+
+// Holder is one holder of a scan lock.
+type Holder struct {
+	Mode    Mode      `json:"mode"`
+	PID     int       `json:"pid"`
+	Command string    `json:"command,omitempty"`
+	User    string    `json:"user,omitempty"`
+	Owner   string    `json:"owner,omitempty"`
+	Note    string    `json:"note,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
+	Where   string    `json:"where"`
+}
+
+// Waiter is one request waiting for a scan lock.
+type Waiter = Holder
+
+// ScanStatus is who holds and who waits for one scan right now.
+type ScanStatus struct {
+	ScanID  string   `json:"scan_id"`
+	State   string   `json:"state"` // "free", "shared" or "exclusive"
+	Holders []Holder `json:"holders"`
+	Waiters []Waiter `json:"waiters"`
+	// Info is the scan's .info file, if there is one.
+	Info *Info `json:"info,omitempty"`
+	// InfoError says why an existing .info file could not be read.
+	InfoError string `json:"info_error,omitempty"`
+}
+
+// Active reports whether anybody holds or waits for the scan.
+func (st *ScanStatus) Active() bool { return len(st.Holders)+len(st.Waiters) > 0 }
+
+// procLock is one line of /proc/locks.
+type procLock struct {
+	kind    string // FLOCK, POSIX, OFDLCK, ...
+	mode    Mode
+	pid     int
+	file    fileID
+	blocked bool // a "->" line: a blocked request
+}
+
+// readProcLocks parses /proc/locks, e.g.
+//
+//	1: FLOCK  ADVISORY  WRITE 1234 fe:00:7864554 0 EOF
+//	1: -> FLOCK  ADVISORY  WRITE 4321 fe:00:7864554 0 EOF
+func readProcLocks() ([]procLock, error) {
+	data, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return nil, fmt.Errorf("reading /proc/locks: %w", err)
+	}
+	return parseProcLocks(data), nil
+}
+
+func parseProcLocks(data []byte) []procLock {
+	var out []procLock
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 6 {
+			continue
+		}
+		f = f[1:] // "N:"
+		var pl procLock
+		if f[0] == "->" {
+			pl.blocked = true
+			f = f[1:]
+		}
+		if len(f) < 5 {
+			continue
+		}
+		pl.kind = f[0]
+		switch f[2] {
+		case "READ":
+			pl.mode = Shared
+		case "WRITE":
+			pl.mode = Exclusive
+		default:
+			continue
+		}
+		pid, err := strconv.Atoi(f[3])
+		if err != nil {
+			continue
+		}
+		pl.pid = pid
+		dev := strings.Split(f[4], ":")
+		if len(dev) != 3 {
+			continue
+		}
+		maj, err1 := strconv.ParseUint(dev[0], 16, 32)
+		min, err2 := strconv.ParseUint(dev[1], 16, 32)
+		ino, err3 := strconv.ParseUint(dev[2], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		pl.file = fileID{dev: unix.Mkdev(uint32(maj), uint32(min)), ino: ino}
+		out = append(out, pl)
+	}
+	return out
+}
+
+// Status tells who holds and who waits for scanID right now: this
+// manager's leases and waiters (with owners), and the flocks other
+// processes hold or wait for on the scan's lock file (from /proc/locks),
+// joined with the .info file. A scan nobody holds is "free", not an error.
+func (m *Manager) Status(scanID string) (*ScanStatus, error) {
+	if err := ValidateScanID(scanID); err != nil {
+		return nil, err
+	}
+	locks, err := readProcLocks()
+	if err != nil {
+		return nil, err
+	}
+	return m.status(scanID, locks), nil
+}
+
+// List returns the status of every scan that has a holder or a waiter,
+// here or in another process, sorted by scan id.
+func (m *Manager) List() ([]*ScanStatus, error) {
+	locks, err := readProcLocks()
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	m.mu.Lock()
+	for id := range m.scans {
+		ids[id] = true
+	}
+	m.mu.Unlock()
+	held := map[fileID]bool{}
+	for _, pl := range locks {
+		if pl.kind == "FLOCK" {
+			held[pl.file] = true
+		}
+	}
+	if len(held) > 0 {
+		entries, err := os.ReadDir(m.lockDir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: listing %s: %v", ErrLockFile, m.lockDir, err)
+		}
+		for _, e := range entries {
+			id, ok := strings.CutSuffix(e.Name(), ".lock")
+			if !ok || ValidateScanID(id) != nil || ids[id] {
+				continue
+			}
+			var st unix.Stat_t
+			if unix.Stat(filepath.Join(m.lockDir, e.Name()), &st) == nil && held[fileID{st.Dev, st.Ino}] {
+				ids[id] = true
+			}
+		}
+	}
+	sorted := make([]string, 0, len(ids))
+	for id := range ids {
+		sorted = append(sorted, id)
+	}
+	sort.Strings(sorted)
+	var out []*ScanStatus
+	for _, id := range sorted {
+		if st := m.status(id, locks); st.Active() {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+func (m *Manager) status(id string, locks []procLock) *ScanStatus {
+	st := &ScanStatus{ScanID: id, Holders: []Holder{}, Waiters: []Waiter{}}
+	inf, err := readInfoFile(m.infoPath(id))
+	if err != nil {
+		st.InfoError = err.Error()
+	}
+	st.Info = inf
+
+	// This process: leases and waiters, with their owners.
+	m.mu.Lock()
+	s := m.scans[id]
+	m.mu.Unlock()
+	if s != nil {
+		s.mu.Lock()
+		for l := range s.leases {
+			st.Holders = append(st.Holders, m.localEntry(l.owner, l.mode, l.since))
+		}
+		for _, w := range s.queue {
+			st.Waiters = append(st.Waiters, m.localEntry(w.owner, w.mode, w.since))
+		}
+		s.mu.Unlock()
+	}
+
+	// Other processes, from /proc/locks.
+	var lst unix.Stat_t
+	if unix.Stat(m.lockPath(id), &lst) == nil {
+		fid := fileID{lst.Dev, lst.Ino}
+		for _, pl := range locks {
+			if pl.file != fid || pl.kind != "FLOCK" || pl.pid == m.pid {
+				continue
+			}
+			e := Holder{Mode: pl.mode, PID: pl.pid, Command: procComm(pl.pid), User: procUser(pl.pid), Where: WhereProcess}
+			if inf != nil && inf.PID == pl.pid {
+				e.Since = inf.Time()
+				if inf.User != "" {
+					e.User = inf.User
+				}
+				e.Note = inf.Note
+			}
+			if pl.blocked {
+				st.Waiters = append(st.Waiters, e)
+			} else {
+				st.Holders = append(st.Holders, e)
+			}
+		}
+	}
+	sort.SliceStable(st.Holders, func(i, j int) bool { return st.Holders[i].Since.Before(st.Holders[j].Since) })
+	sort.SliceStable(st.Waiters, func(i, j int) bool { return st.Waiters[i].Since.Before(st.Waiters[j].Since) })
+	st.State = "free"
+	for _, h := range st.Holders {
+		if h.Mode == Exclusive {
+			st.State = "exclusive"
+			break
+		}
+		st.State = "shared"
+	}
+	return st
+}
+
+func (m *Manager) localEntry(o Owner, mode Mode, since time.Time) Holder {
+	pid := o.PID
+	if pid == 0 {
+		pid = m.pid
+	}
+	return Holder{Mode: mode, PID: pid, Command: procComm(pid), User: o.User, Owner: o.Key,
+		Note: o.Note, Since: since, Where: WhereLocal}
+}
+
+// procComm returns the command name of a process, or "" if it is gone.
+func procComm(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+var uidNames sync.Map // uint32 -> string
+
+// procUser returns the name of the real user of a process.
+func procUser(pid int) string {
+	var st unix.Stat_t
+	if unix.Stat("/proc/"+strconv.Itoa(pid), &st) != nil {
+		return ""
+	}
+	return UserNameOf(st.Uid)
+}
+
+// UserNameOf returns the name of uid, or the number if it has no name.
+func UserNameOf(uid uint32) string {
+	if v, ok := uidNames.Load(uid); ok {
+		return v.(string)
+	}
+	name := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(name); err == nil {
+		name = u.Username
+	}
+	uidNames.Store(uid, name)
+	return name
+}
