@@ -1,0 +1,56 @@
+// Package fusefs is a FUSE overlay of a scan database that takes scan
+// locks (package lockmgr) for the programs that use it, so that programs
+// which know nothing about locks read and write scans safely.
+//
+// It is a loopback file system (go-fuse's fs.LoopbackNode, wrapped in
+// node for every inode through WrapChild); only the operations that need
+// a lock, and the root's listing, are overridden. It takes a plain
+// Options struct and knows nothing of flags.
+//
+// # Which scan
+//
+// The scan of a path is its first component under the mount root. Root
+// entries that are not directories (users.json, romidb) and names that
+// are not valid scan ids (lockmgr.ValidateScanID: names starting with
+// '.', too long...) belong to no scan and take no lock. The real lock
+// directory SOURCE/.locks is hidden at the root: it cannot be looked up,
+// listed, created or renamed to.
+//
+// # What takes which lock, and when it is released
+//
+//   - Open for reading (O_RDONLY without O_TRUNC or O_APPEND): shared.
+//     Open for writing, O_TRUNC, O_APPEND, create (also O_TMPFILE):
+//     exclusive. The lock is taken before the backing file is opened and
+//     belongs to the file handle; it is released on the kernel's RELEASE
+//     of that handle, after the backing file is closed. FLUSH (every
+//     close(2) of a dup'd descriptor) releases nothing.
+//   - Changes without a handle hold the exclusive lock for the duration
+//     of the operation: setattr (truncate, chmod, chown, utimens),
+//     unlink, rmdir, mkdir, mknod, symlink, link, rename, setxattr,
+//     removexattr. Link and rename lock the scans of both names, in
+//     sorted order. fallocate and copy_file_range need a descriptor open
+//     for writing, whose exclusive lease covers them.
+//   - Lookup, getattr, statx, readdir, readlink, getxattr and listxattr
+//     take no lock.
+//
+// # Owners and waiting
+//
+// The owner of a lock is the calling process: FUSE reports the calling
+// thread, which is mapped to its thread group (owner.go). lockmgr lets an
+// owner take a scan it holds again, and upgrade a shared lock it is the
+// only holder of; two shared holders that both want exclusive get
+// EDEADLK. A request waits for its lock until the timeout (EBUSY) or
+// until the caller is interrupted (the FUSE request's context is
+// cancelled: EINTR, and nothing stays queued); with O_NONBLOCK it fails
+// with EAGAIN at once. No mutex of this package is held while waiting.
+// errno.go is the one place where errors become errno values.
+//
+// # Caching and data path
+//
+// Entry, attribute and negative timeouts are zero and opens never set
+// FOPEN_KEEP_CACHE, so that a program that gets the lock after a writer
+// released it sees that writer's data and size, also when the writer
+// wrote to SOURCE directly. Reads and writes use the kernel's passthrough
+// to the backing file where available (root, Linux 6.9 and later), so
+// they never reach the daemon; open, create and release always do.
+package fusefs

@@ -1,0 +1,57 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"scanlockfs/lockmgr"
+)
+
+// Errno values a program sees when a scan lock is refused. This is the
+// only place where errors become errno values; go-fuse's ToErrno does
+// not unwrap %w chains, so every error from lockmgr or from a system call
+// passes through toErrno.
+//
+//	lockmgr.ErrTimeout       EBUSY      waited --timeout, the scan stayed locked
+//	lockmgr.ErrWouldBlock    EAGAIN     O_NONBLOCK and the scan is locked
+//	context.Canceled         EINTR      the caller was interrupted while waiting
+//	lockmgr.ErrDeadlock      EDEADLK    two shared holders both asked for exclusive
+//	lockmgr.ErrClosed        ESHUTDOWN  the mount is shutting down
+//	lockmgr.ErrLockFile      EIO        the lock file cannot be used (logged, with its path)
+//	syscall.Errno            itself     from the backing file system
+//	anything else            EIO        logged as a bug
+func toErrno(log logrus.FieldLogger, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	switch {
+	case errors.Is(err, lockmgr.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		log.WithError(err).Warn("scan lock not granted before the timeout: EBUSY")
+		return syscall.EBUSY
+	case errors.Is(err, lockmgr.ErrWouldBlock):
+		log.WithError(err).Debug("scan lock busy: EAGAIN")
+		return syscall.EAGAIN
+	case errors.Is(err, context.Canceled):
+		log.WithError(err).Debug("interrupted while waiting for scan lock: EINTR")
+		return syscall.EINTR
+	case errors.Is(err, lockmgr.ErrDeadlock):
+		log.WithError(err).Warn("scan lock upgrade would deadlock: EDEADLK")
+		return syscall.EDEADLK
+	case errors.Is(err, lockmgr.ErrClosed):
+		log.WithError(err).Info("lock manager closed: ESHUTDOWN")
+		return syscall.ESHUTDOWN
+	case errors.Is(err, lockmgr.ErrLockFile):
+		// The message names the lock file and says what to do.
+		log.WithError(err).Error("scan lock file unusable: EIO")
+		return syscall.EIO
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	log.WithError(err).Error("unexpected error: EIO")
+	return syscall.EIO
+}

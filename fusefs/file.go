@@ -1,0 +1,90 @@
+package fusefs
+
+import (
+	"context"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"scanlockfs/lockmgr"
+)
+
+// handle is an open file of the mount. It embeds the loopback file, so
+// that every FileXxx interface go-fuse knows is promoted, notably
+// FilePassthroughFder: with passthrough, reads and writes go from the
+// kernel straight to the backing file, and only open and release reach
+// the daemon. The handle owns the scan lease taken at open; it is
+// released on RELEASE (the last close of the last descriptor sharing the
+// open file, including those inherited by fork or kept by mmap), never on
+// FLUSH, which runs on every close(2).
+type handle struct {
+	*fs.LoopbackFile
+	fsys  *fileSystem
+	req   lockReq
+	scan  string         // "" when the file is in no scan
+	lease *lockmgr.Lease // nil when the file is in no scan
+
+	released atomic.Bool
+}
+
+// Release closes the backing file first, so that everything written
+// through it is in the backing file system, and only then gives the scan
+// lease back. go-fuse waits for the handle's in-flight operations before
+// calling it.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if !h.released.CompareAndSwap(false, true) {
+		h.fsys.log.WithField("path", h.req.path).Error("BUG: file handle released twice; ignoring the second release")
+		return syscall.EBADF
+	}
+	errno := h.LoopbackFile.Release(ctx)
+	if errno != 0 {
+		h.fsys.log.WithField("path", h.req.path).WithField("errno", errno).Warn("closing backing file failed")
+	}
+	h.fsys.release(h.req, h.lease)
+	return errno
+}
+
+// Read is only called without passthrough; it counts, so that the use of
+// passthrough can be checked.
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.fsys.stats.reads.Add(1)
+	return h.LoopbackFile.Read(ctx, dest, off)
+}
+
+// Write is only called without passthrough (see Read).
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.fsys.stats.writes.Add(1)
+	return h.LoopbackFile.Write(ctx, data, off)
+}
+
+// Writev is only called without passthrough (see Read).
+func (h *handle) Writev(ctx context.Context, data [][]byte, off int64) (uint32, syscall.Errno) {
+	h.fsys.stats.writes.Add(1)
+	return h.LoopbackFile.Writev(ctx, data, off)
+}
+
+// unwrapFile returns the loopback file inside a handle of ours, for
+// go-fuse code that type-asserts *fs.LoopbackFile (CopyFileRange).
+func unwrapFile(f fs.FileHandle) fs.FileHandle {
+	if h, ok := f.(*handle); ok {
+		return h.LoopbackFile
+	}
+	return f
+}
+
+// counters are the daemon's own statistics, see Stats.
+type counters struct {
+	opens, reads, writes atomic.Uint64
+}
+
+// Stats counts what the daemon served since the mount.
+type Stats struct {
+	// Opens counts successful opens and creates of files.
+	Opens uint64
+	// Reads and Writes count read and write requests that reached the
+	// daemon. With passthrough they stay at zero: the kernel reads and
+	// writes the backing files itself.
+	Reads, Writes uint64
+}

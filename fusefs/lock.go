@@ -1,0 +1,106 @@
+package fusefs
+
+import (
+	"context"
+	"slices"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"scanlockfs/lockmgr"
+)
+
+// lockReq is one request for scan locks on behalf of a FUSE request.
+type lockReq struct {
+	op       string // FUSE operation, for the log
+	path     string // path relative to the mount, for the log and status
+	mode     lockmgr.Mode
+	nonblock bool // O_NONBLOCK: fail with EAGAIN instead of waiting
+}
+
+// lock takes req.mode on every scan in scans ("" entries are skipped,
+// duplicates taken once) for the process that made the request. Scans are
+// taken in sorted order, so that two requests that both need the same
+// two scans cannot each hold one and wait for the other. On failure
+// nothing stays held. The caller releases the leases with unlock.
+func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) ([]*lockmgr.Lease, syscall.Errno) {
+	ids := make([]string, 0, len(scans))
+	for _, s := range scans {
+		if s != "" {
+			ids = append(ids, s)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, 0
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+
+	owner := callerOwner(ctx, req.path)
+	if !req.nonblock && fsys.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, fsys.timeout)
+		defer cancel()
+	}
+	leases := make([]*lockmgr.Lease, 0, len(ids))
+	for _, id := range ids {
+		var l *lockmgr.Lease
+		var err error
+		if req.nonblock {
+			l, err = fsys.mgr.TryAcquire(id, req.mode, owner)
+		} else {
+			l, err = fsys.mgr.Acquire(ctx, id, req.mode, owner)
+		}
+		if err != nil {
+			fsys.unlock(req, leases)
+			return nil, toErrno(fsys.reqLog(req, id, owner), err)
+		}
+		leases = append(leases, l)
+	}
+	if fsys.debug {
+		for _, l := range leases {
+			fsys.reqLog(req, l.ScanID(), owner).WithField("waited", l.Waited()).Debug("scan lock taken")
+		}
+	}
+	return leases, 0
+}
+
+// unlock releases leases taken by lock, in reverse order.
+func (fsys *fileSystem) unlock(req lockReq, leases []*lockmgr.Lease) {
+	for i := len(leases) - 1; i >= 0; i-- {
+		fsys.release(req, leases[i])
+	}
+}
+
+// release gives one lease back. A failure here is a bug (double release)
+// or a closed manager; it is logged, never returned to the caller.
+func (fsys *fileSystem) release(req lockReq, l *lockmgr.Lease) {
+	if l == nil {
+		return
+	}
+	if err := l.Release(); err != nil {
+		fsys.reqLog(req, l.ScanID(), l.Owner()).WithError(err).Error("releasing scan lock failed")
+		return
+	}
+	if fsys.debug {
+		fsys.reqLog(req, l.ScanID(), l.Owner()).Debug("scan lock released")
+	}
+}
+
+func (fsys *fileSystem) reqLog(req lockReq, scan string, owner lockmgr.Owner) logrus.FieldLogger {
+	return fsys.log.WithFields(logrus.Fields{
+		"op": req.op, "path": req.path, "scan": scan, "mode": req.mode, "pid": owner.PID,
+	})
+}
+
+// lockOp takes the exclusive lock on scans for the duration of a
+// handle-less change (unlink, rename, setattr...). It returns a function
+// that releases them.
+func (n *node) lockOp(ctx context.Context, op, path string, scans ...string) (func(), syscall.Errno) {
+	req := lockReq{op: op, path: path, mode: lockmgr.Exclusive}
+	leases, errno := n.fsys.lock(ctx, req, scans...)
+	if errno != 0 {
+		return nil, errno
+	}
+	return func() { n.fsys.unlock(req, leases) }, 0
+}

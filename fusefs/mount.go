@@ -1,0 +1,195 @@
+package fusefs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Cache timeouts. Zero means that the kernel asks the daemon again each
+// time: the data, size and names a program sees after it got the scan
+// lock are those on SOURCE, also when the last writer wrote to SOURCE
+// directly (through lockmgr or plantdb) rather than through this mount.
+// With a positive attribute timeout a reader could see a stale size and
+// read a truncated file; with a positive entry timeout it could open the
+// file a writer has just replaced by rename. The cost is a LOOKUP per
+// path component and a GETATTR per stat; see the README's figures.
+var (
+	entryTimeout    = time.Duration(0)
+	attrTimeout     = time.Duration(0)
+	negativeTimeout = time.Duration(0)
+)
+
+// Server is a mounted scanlockfs.
+type Server struct {
+	srv        *fuse.Server
+	fsys       *fileSystem
+	mountpoint string
+	direct     bool
+}
+
+// Mount mounts opts.Source on mountpoint and serves it until it is
+// unmounted. It returns once the kernel has the mount. As root it mounts
+// directly; otherwise through fusermount3, which must be installed.
+func Mount(mountpoint string, opts Options) (*Server, error) {
+	if opts.Manager == nil {
+		return nil, errors.New("fusefs: Options.Manager is nil")
+	}
+	logger := opts.Logger
+	if logger == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		logger = l
+	}
+	src, err := filepath.Abs(opts.Source)
+	if err != nil {
+		return nil, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(src, &st); err != nil {
+		return nil, fmt.Errorf("fusefs: source %s: %w", src, err)
+	}
+
+	fsys := &fileSystem{
+		mgr:      opts.Manager,
+		log:      logger,
+		debug:    debugEnabled(logger),
+		timeout:  opts.Timeout,
+		readOnly: opts.ReadOnly,
+		hidden:   hiddenName(src, opts.Manager.LockDir()),
+	}
+	rootData := &fs.LoopbackRoot{Path: src, Dev: uint64(st.Dev)}
+	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, fsys: fsys}
+	rootData.RootNode = root
+	fsys.root = root.EmbeddedInode()
+
+	fuseLog := log.New(&logWriter{log: logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)
+	direct := os.Geteuid() == 0
+	fopts := &fs.Options{
+		EntryTimeout:    &entryTimeout,
+		AttrTimeout:     &attrTimeout,
+		NegativeTimeout: &negativeTimeout,
+		Logger:          fuseLog,
+		MountOptions: fuse.MountOptions{
+			FsName:     src,
+			Name:       "scanlockfs",
+			AllowOther: opts.AllowOther,
+			Debug:      opts.DebugFUSE,
+			Logger:     fuseLog,
+			// Root mounts with mount(2) and falls back to fusermount3.
+			DirectMount: direct,
+			// O_TRUNC arrives with OPEN, under the lock the open takes,
+			// instead of as a separate SETATTR.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+		},
+	}
+	if opts.AllowOther {
+		fopts.MountOptions.Options = append(fopts.MountOptions.Options, "default_permissions")
+	}
+	if opts.ReadOnly {
+		fopts.MountOptions.Options = append(fopts.MountOptions.Options, "ro")
+	}
+	if opts.NoPassthrough {
+		fopts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
+	}
+	srv, err := fs.Mount(mountpoint, root, fopts)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
+}
+
+// hiddenName returns the name of the lock directory if it sits directly
+// in the source directory.
+func hiddenName(src, lockDir string) string {
+	if filepath.Dir(filepath.Clean(lockDir)) == filepath.Clean(src) {
+		return filepath.Base(lockDir)
+	}
+	return ""
+}
+
+// Wait returns when the file system is unmounted and every request has
+// been answered.
+func (s *Server) Wait() { s.srv.Wait() }
+
+// Unmount unmounts the file system; it fails with a "busy" error while
+// files of it are open. go-fuse already retries a few times for a
+// fraction of a second, because close(2) returns before the kernel has
+// released the file.
+func (s *Server) Unmount() error { return s.srv.Unmount() }
+
+// UnmountLazy detaches the mount (umount -l): new paths no longer reach
+// it, and open files keep being served until they are closed; then Wait
+// returns.
+func (s *Server) UnmountLazy() error {
+	if s.direct {
+		if err := unix.Unmount(s.mountpoint, unix.MNT_DETACH); err == nil {
+			return nil
+		}
+	}
+	bin, err := exec.LookPath("fusermount3")
+	if err != nil {
+		if bin, err = exec.LookPath("fusermount"); err != nil {
+			return fmt.Errorf("lazy unmount of %s: %w", s.mountpoint, err)
+		}
+	}
+	out, err := exec.Command(bin, "-u", "-z", s.mountpoint).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("lazy unmount of %s: %v: %s", s.mountpoint, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Stats returns what the daemon has served so far.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Opens:  s.fsys.stats.opens.Load(),
+		Reads:  s.fsys.stats.reads.Load(),
+		Writes: s.fsys.stats.writes.Load(),
+	}
+}
+
+func debugEnabled(l logrus.FieldLogger) bool {
+	switch v := l.(type) {
+	case *logrus.Logger:
+		return v.IsLevelEnabled(logrus.DebugLevel)
+	case *logrus.Entry:
+		return v.Logger.IsLevelEnabled(logrus.DebugLevel)
+	}
+	return true
+}
+
+// logWriter turns go-fuse's log lines into logrus entries. With
+// DebugFUSE, go-fuse traces every request ("rx 12: OPEN ...", "tx 12:
+// OK ...") and its mount steps: those go to debug level. Without it,
+// go-fuse only logs what went wrong (a failed write to /dev/fuse, a
+// panic in a handler): warning level.
+type logWriter struct {
+	log   logrus.FieldLogger
+	debug bool
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		switch {
+		case line == "":
+		case w.debug && !strings.Contains(line, "panic") && !strings.Contains(strings.ToLower(line), "fail"):
+			w.log.Debug(line)
+		default:
+			w.log.Warn(line)
+		}
+	}
+	return len(p), nil
+}
