@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -26,9 +28,15 @@ const (
 	ExitInternal = 1 // an unexpected failure (a bug, or the system refused)
 	ExitUsage    = 2 // bad arguments or flags
 	ExitTimeout  = 3 // the scan lock was not granted before the timeout
-	ExitBusy     = 4 // --nonblock and the scan lock is held
-	ExitMount    = 5 // the mount could not be set up (mountpoint, FUSE)
-	ExitNotFound = 6 // SOURCE, MOUNTPOINT or the scan does not exist
+	ExitBusy     = 4 // --nonblock and the scan lock is held; unmount: the mount is in use
+	ExitMount    = 5 // the mount could not be set up or taken down (mountpoint, FUSE)
+	ExitNotFound = 6 // SOURCE, MOUNTPOINT or the scan does not exist; unmount: nothing mounted
+
+	// The run command exits with COMMAND's status once COMMAND has been
+	// started, as shells do; these are its own codes around that.
+	ExitCannotExec      = 126 // COMMAND exists but cannot be executed
+	ExitCommandNotFound = 127 // COMMAND was not found
+	exitSignalBase      = 128 // + signal number: COMMAND (or the wait for the lock) was killed by a signal
 )
 
 // exitError carries an exit code and a message for the user (no stack).
@@ -59,6 +67,10 @@ func register(c *cli.Command) { commands = append(commands, c) }
 // NewApp builds the command line application.
 func NewApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
+		UsageText: "scanlockfs [global options] command [command options] [arguments...]",
+		Description: "Run 'scanlockfs COMMAND --help' for the options and examples of a command.\n" +
+			"Exit codes: 0 ok, 1 internal error, 2 usage, 3 lock timeout, 4 busy, 5 mount failed, 6 not found;\n" +
+			"run: COMMAND's own status, 126 not executable, 127 not found, 128+N killed by signal N.",
 		Name:                 "scanlockfs",
 		Usage:                "scan locking for programs that know nothing about locks",
 		Version:              Version,
@@ -69,15 +81,88 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 		Commands:             commands,
 		// Errors are printed once, by Main, with the right exit code.
 		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return usageErrorf("%v (see '%s --help')", err, c.Command.HelpName)
+		OnUsageError:   onUsageError,
+		// Reached only when the first argument names no command.
+		Action: func(c *cli.Context) error {
+			if !c.Args().Present() {
+				return cli.ShowAppHelp(c)
+			}
+			return unknownCommand(c.Args().First())
 		},
+	}
+	for _, cmd := range commands {
+		if cmd.OnUsageError == nil {
+			cmd.OnUsageError = onUsageError
+		}
+		// A leaf command takes positional arguments (SOURCE, MOUNTPOINT):
+		// without this, a directory named "help" or "h" would show help.
+		if len(cmd.Subcommands) == 0 {
+			cmd.HideHelpCommand = true
+		}
 	}
 	return app
 }
 
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	name := c.App.Name
+	if c.Command != nil && c.Command.HelpName != "" {
+		name = c.Command.HelpName
+	}
+	return usageErrorf("%v (see '%s --help')", err, name)
+}
+
+// unknownCommand is the usage error for a command name nobody registered,
+// with the closest registered name as a hint.
+func unknownCommand(name string) error {
+	hint := ""
+	best := 3 // at most two edits away, or a prefix
+	for _, c := range commands {
+		if c.Hidden {
+			continue
+		}
+		for _, n := range c.Names() {
+			d := editDistance(name, n)
+			if strings.HasPrefix(n, name) {
+				d = 1
+			}
+			if d < best {
+				best, hint = d, fmt.Sprintf("; did you mean '%s'?", n)
+			}
+		}
+	}
+	return usageErrorf("unknown command %q%s (see 'scanlockfs --help' for the list)", name, hint)
+}
+
+// editDistance is the Levenshtein distance of a and b (short words only).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
 // Main runs the command line with args (os.Args) and returns the exit code.
 func Main(args []string) int {
+	if isCompletionAfterDoubleDash(args) {
+		// urfave/cli turns completion off after "--" and would run the
+		// command with the completion flag as one more argument: for
+		// `run ... -- COMMAND`, pressing TAB would start COMMAND. Answer
+		// with no suggestions instead, so the shell completes file names.
+		return ExitOK
+	}
 	app := NewApp(os.Stdout, os.Stderr)
 	err := app.Run(args)
 	if err == nil {
@@ -94,6 +179,21 @@ func Main(args []string) int {
 		fmt.Fprintf(os.Stderr, "scanlockfs: %s\n", msg)
 	}
 	return code
+}
+
+// completionFlag is the argument urfave/cli's completion scripts append.
+const completionFlag = "--generate-bash-completion"
+
+func isCompletionAfterDoubleDash(args []string) bool {
+	if len(args) < 2 || args[len(args)-1] != completionFlag {
+		return false
+	}
+	for _, a := range args[1 : len(args)-1] {
+		if a == "--" {
+			return true
+		}
+	}
+	return false
 }
 
 // isUsageError recognises urfave/cli's own argument errors, which are not
@@ -126,6 +226,37 @@ var (
 	}
 )
 
+// lockDirFlag is --lock-dir of the commands that use the lock files of
+// SOURCE (run, cleanup, status); every process on a scan tree must agree
+// on it.
+var lockDirFlag = &cli.StringFlag{
+	Name:      "lock-dir",
+	Usage:     "lock directory `DIR`, if not SOURCE/.locks (must be the same for every program on SOURCE)",
+	TakesFile: true,
+}
+
+// sourceDir checks that arg names an existing directory and returns its
+// absolute path; the error says what to do and carries the exit code.
+func sourceDir(arg string) (string, error) {
+	if arg == "" {
+		return "", usageErrorf("SOURCE is empty: give the scan database directory")
+	}
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return "", exitf(ExitInternal, "SOURCE %s: %v", arg, err)
+	}
+	st, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", exitf(ExitNotFound, "SOURCE %s does not exist: give the scan database directory (the one holding the scan folders)", abs)
+	case err != nil:
+		return "", exitf(ExitInternal, "SOURCE %s: %v", abs, err)
+	case !st.IsDir():
+		return "", usageErrorf("SOURCE %s is not a directory: give the scan database directory, not a file in it", abs)
+	}
+	return abs, nil
+}
+
 // newLogger builds the logger from --log-level and --log-format, writing
 // to standard error.
 func newLogger(c *cli.Context) (*logrus.Logger, error) {
@@ -146,3 +277,81 @@ func newLogger(c *cli.Context) (*logrus.Logger, error) {
 	}
 	return l, nil
 }
+
+func init() {
+	register(&cli.Command{
+		Name:      "completion",
+		Usage:     "print a shell completion script (bash, zsh or fish)",
+		ArgsUsage: "bash|zsh|fish",
+		UsageText: "scanlockfs completion bash|zsh|fish",
+		Description: "Completes command names, flags and, for run and status, the scan ids of SOURCE.\n" +
+			"Completion never runs anything after '--' (the COMMAND of run).\n\n" +
+			"Examples:\n" +
+			"  scanlockfs completion bash | sudo tee /etc/bash_completion.d/scanlockfs\n" +
+			"  source <(scanlockfs completion bash)            # this shell only\n" +
+			"  scanlockfs completion zsh > \"${fpath[1]}/_scanlockfs\"\n" +
+			"  scanlockfs completion fish > ~/.config/fish/completions/scanlockfs.fish",
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usageErrorf("completion: give one shell: bash, zsh or fish")
+			}
+			var script string
+			switch sh := c.Args().First(); sh {
+			case "bash":
+				script = bashCompletion
+			case "zsh":
+				script = zshCompletion
+			case "fish":
+				s, err := c.App.ToFishCompletion()
+				if err != nil {
+					return exitf(ExitInternal, "generating fish completion: %v", err)
+				}
+				script = s
+			default:
+				return usageErrorf("completion: unknown shell %q: want bash, zsh or fish", sh)
+			}
+			_, err := io.WriteString(c.App.Writer, script)
+			return err
+		},
+	})
+}
+
+// bashCompletion asks the program itself for suggestions, like
+// urfave/cli's script, but needs no bash-completion package, uses no eval
+// (so that typed $(...) is never executed) and stops at "--".
+const bashCompletion = `# bash completion for scanlockfs
+_scanlockfs() {
+	local cur=${COMP_WORDS[COMP_CWORD]} w opts
+	local words=("${COMP_WORDS[@]:0:COMP_CWORD}")
+	for w in "${words[@]:1}"; do
+		[[ $w == -- ]] && return 0
+	done
+	if [[ $cur == -* ]]; then
+		opts=$("${words[0]}" "${words[@]:1}" "$cur" --generate-bash-completion 2>/dev/null)
+	else
+		opts=$("${words[0]}" "${words[@]:1}" --generate-bash-completion 2>/dev/null)
+	fi
+	local IFS=$'\n'
+	COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}
+complete -o bashdefault -o default -F _scanlockfs scanlockfs
+`
+
+const zshCompletion = `#compdef scanlockfs
+_scanlockfs() {
+	local -a opts
+	local cur=${words[CURRENT]}
+	(( ${words[(I)--]} && ${words[(I)--]} < CURRENT )) && { _files; return }
+	if [[ $cur == -* ]]; then
+		opts=("${(@f)$(${words[1,CURRENT-1]} $cur --generate-bash-completion 2>/dev/null)}")
+	else
+		opts=("${(@f)$(${words[1,CURRENT-1]} --generate-bash-completion 2>/dev/null)}")
+	fi
+	if [[ -n ${opts[1]} ]]; then
+		_describe 'values' opts
+	else
+		_files
+	fi
+}
+compdef _scanlockfs scanlockfs
+`
