@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -48,9 +49,10 @@ func init() { pidfdOpenWorks.Store(true) }
 // It is on the path of every open, so it avoids /proc when it can:
 // pidfd_open(tid, 0) succeeds only for a thread-group leader, which is
 // what single-threaded programs (cat, cp, sed, tar, shells) always are;
-// that costs two system calls. Only other threads pay for reading
-// /proc/TID/status. If the thread is gone, its id is returned as is: the
-// request is being abandoned anyway.
+// that costs two system calls (about 1 µs). Other threads read
+// /proc/TID/status once (about 20 µs) and are then looked up in a cache
+// checked with one stat (about 2 µs). If the thread is gone, its id is
+// returned as is: the request is being abandoned anyway.
 func tgidOf(tid int) int {
 	if tid <= 0 {
 		return tid
@@ -70,11 +72,36 @@ func tgidOf(tid int) int {
 			pidfdOpenWorks.Store(false)
 		}
 	}
+	if v, ok := threadCache.Load(tid); ok {
+		// Still valid if the thread is still in that process: a reused
+		// thread id in another process is not in its task directory.
+		tgid, _ := v.(int)
+		var st unix.Stat_t
+		if tgid > 0 && unix.Stat("/proc/"+strconv.Itoa(tgid)+"/task/"+strconv.Itoa(tid), &st) == nil {
+			return tgid
+		}
+		threadCache.Delete(tid)
+	}
 	if tgid, ok := procTgid(tid); ok {
+		if threadCacheSize.Add(1) > maxThreadCache {
+			threadCache.Clear()
+			threadCacheSize.Store(1)
+		}
+		threadCache.Store(tid, tgid)
 		return tgid
 	}
 	return tid
 }
+
+// threadCache maps thread ids of multi-threaded callers to their process,
+// so that they pay a stat of /proc/TGID/task/TID (a few µs) instead of
+// reading /proc/TID/status (about 20 µs) on each open.
+var (
+	threadCache     sync.Map // int -> int
+	threadCacheSize atomic.Int64
+)
+
+const maxThreadCache = 4096
 
 // procTgid reads the "Tgid:" line of /proc/TID/status. /proc/TID works
 // for any thread id, although only leaders are listed in /proc.

@@ -1,0 +1,99 @@
+package fusefs
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// otherThread returns the id of a thread of this process that is not the
+// leader, running until stop is closed.
+func otherThread(t testing.TB) (tid int, stop func()) {
+	t.Helper()
+	ch := make(chan int)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // keep the thread: it must not exit or be reused
+		ch <- unix.Gettid()
+		<-done
+	}()
+	tid = <-ch
+	if tid == os.Getpid() {
+		close(done)
+		t.Skip("goroutine landed on the main thread")
+	}
+	return tid, func() { close(done) }
+}
+
+func TestTgidOfLeaderAndThread(t *testing.T) {
+	pid := os.Getpid()
+	if got := tgidOf(pid); got != pid {
+		t.Errorf("tgidOf(leader %d) = %d", pid, got)
+	}
+	tid, stop := otherThread(t)
+	defer stop()
+	if got := tgidOf(tid); got != pid {
+		t.Errorf("tgidOf(thread %d) = %d, want process %d", tid, got, pid)
+	}
+	if got, ok := procTgid(tid); !ok || got != pid {
+		t.Errorf("procTgid(%d) = %d, %v; want %d", tid, got, ok, pid)
+	}
+}
+
+func TestParseTgid(t *testing.T) {
+	status := "Name:\tcat\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4250\n"
+	if got, ok := parseTgid([]byte(status)); !ok || got != 4242 {
+		t.Errorf("parseTgid = %d, %v", got, ok)
+	}
+	for _, bad := range []string{"", "Name:\tx\n", "Name:\tx\nTgid:\tabc\n", "Name:\tx\nTgid:\t0\n"} {
+		if got, ok := parseTgid([]byte(bad)); ok {
+			t.Errorf("parseTgid(%q) = %d, want failure", bad, got)
+		}
+	}
+}
+
+func TestCallerOwnerIsTheProcess(t *testing.T) {
+	pid := os.Getpid()
+	tid, stop := otherThread(t)
+	defer stop()
+	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uint32(os.Getuid())}, Pid: uint32(tid)}}
+	o := callerOwner(ctx, "scan/f")
+	if o.PID != pid || o.Key != "pid:"+strconv.Itoa(pid) || o.Note != "scan/f" || o.User == "" {
+		t.Errorf("callerOwner = %+v, want the process %d", o, pid)
+	}
+	// Requests without a process get an owner each: never reentrant.
+	a := callerOwner(&fuse.Context{}, "")
+	b := callerOwner(context.Background(), "")
+	if a.Key == b.Key {
+		t.Errorf("two kernel requests share owner %q", a.Key)
+	}
+}
+
+// The mapping is on the path of every open. Run with
+// go test -bench TGID ./fusefs
+func BenchmarkTGIDLeader(b *testing.B) {
+	pid := os.Getpid()
+	for b.Loop() {
+		tgidOf(pid)
+	}
+}
+
+func BenchmarkTGIDThread(b *testing.B) {
+	tid, stop := otherThread(b)
+	defer stop()
+	for b.Loop() {
+		tgidOf(tid)
+	}
+}
+
+func BenchmarkTGIDProcStatus(b *testing.B) {
+	pid := os.Getpid()
+	for b.Loop() {
+		procTgid(pid)
+	}
+}
