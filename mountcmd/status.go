@@ -1,0 +1,308 @@
+package mountcmd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"scanlockfs/lockmgr"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "status",
+		Usage:     "show who holds and who waits for the scan locks of SOURCE",
+		ArgsUsage: "SOURCE [SCAN...]",
+		UsageText: "scanlockfs status [--json] [--lock-dir DIR] SOURCE [SCAN...]",
+		Description: "Reads /proc/locks and the .info files in SOURCE/.locks; changes nothing on disk and works\n" +
+			"with or without a running mount (the mount then shows as a holder process). Without SCAN,\n" +
+			"lists every scan that is locked or awaited right now; with SCAN, shows those scans, free or not.\n" +
+			"SINCE is known when the holder wrote the scan's .info file (scanlockfs and plantdb do).\n" +
+			"Waiters show when they block in flock(2) (flock(1), plantdb's blocking mode); programs that\n" +
+			"poll for the lock, such as 'scanlockfs run', are not visible while they wait.\n\n" +
+			"--json prints one document (all keys always present; unknown times are null):\n" +
+			"  {\"source\": DIR, \"lock_dir\": DIR, \"time\": RFC3339,\n" +
+			"   \"scans\": [{\"scan_id\": ID, \"state\": \"free\"|\"shared\"|\"exclusive\",\n" +
+			"              \"holders\": [ENTRY...], \"waiters\": [ENTRY...]}]}\n" +
+			"  ENTRY = {\"mode\": \"shared\"|\"exclusive\", \"pid\": N, \"command\": NAME, \"user\": NAME,\n" +
+			"           \"since\": RFC3339|null, \"since_unix\": SECONDS|null, \"for_seconds\": SECONDS|null,\n" +
+			"           \"where\": \"process\"|\"local\", \"note\": TEXT}\n\n" +
+			"Exit codes: 0 the query worked (also when everything is free); 2 bad arguments or scan id;\n" +
+			"6 SOURCE missing; 1 internal error.\n\n" +
+			"Examples:\n" +
+			"  scanlockfs status /data/db                      # everything locked right now\n" +
+			"  scanlockfs status /data/db scan_001 scan_002    # these two scans\n" +
+			"  watch -n1 scanlockfs status /data/db\n" +
+			"  scanlockfs status --json /data/db | jq -r '.scans[] | select(.state==\"exclusive\") | .scan_id'",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts (schema above) instead of a table"},
+			lockDirFlag,
+		},
+		BashComplete: completeScanArgs,
+		Action:       statusAction,
+	})
+}
+
+func statusAction(c *cli.Context) error {
+	args := c.Args().Slice()
+	if len(args) == 0 {
+		return usageErrorf("status: missing SOURCE: scanlockfs status [--json] SOURCE [SCAN...]")
+	}
+	scans := args[1:]
+	for _, id := range scans {
+		if err := lockmgr.ValidateScanID(id); err != nil {
+			return usageErrorf("status: SCAN: %v: give the name of a scan folder in SOURCE", err)
+		}
+	}
+	source, err := sourceDir(args[0])
+	if err != nil {
+		return err
+	}
+	lockDir := filepath.Join(source, lockmgr.LockDirName)
+	if d := c.String(lockDirFlag.Name); d != "" {
+		if lockDir, err = filepath.Abs(d); err != nil {
+			return exitf(ExitInternal, "status: --lock-dir %s: %v", d, err)
+		}
+	}
+	list, err := queryStatus(source, lockDir, scans)
+	if err != nil {
+		return err
+	}
+	for _, id := range scans {
+		if _, err := os.Stat(filepath.Join(source, id)); errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: note: %s has no scan folder %s (misspelt?)\n", source, id)
+		}
+	}
+	now := time.Now()
+	if c.Bool("json") {
+		return writeStatusJSON(c.App.Writer, source, lockDir, list, now)
+	}
+	return writeStatusTable(c.App.Writer, source, list, now)
+}
+
+// queryStatus asks lockmgr, without changing anything on disk: a missing
+// lock directory means nothing is locked (and is not created), and the
+// manager neither purges nor writes .info files.
+func queryStatus(source, lockDir string, scans []string) ([]*lockmgr.ScanStatus, error) {
+	st, err := os.Stat(lockDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		var list []*lockmgr.ScanStatus
+		for _, id := range scans {
+			list = append(list, &lockmgr.ScanStatus{ScanID: id, State: "free", Holders: []lockmgr.Holder{}, Waiters: []lockmgr.Waiter{}})
+		}
+		return list, nil
+	case err != nil:
+		return nil, exitf(ExitInternal, "status: lock directory %s: %v", lockDir, err)
+	case !st.IsDir():
+		return nil, exitf(ExitInternal, "status: lock directory %s is not a directory (move it away, or give --lock-dir)", lockDir)
+	}
+	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir),
+		lockmgr.WithStaleCleanup(false), lockmgr.WithInfoFiles(false))
+	if err != nil {
+		return nil, exitf(ExitInternal, "status: %v", err)
+	}
+	defer m.Close()
+	if len(scans) == 0 {
+		list, err := m.List()
+		if err != nil {
+			return nil, exitf(ExitInternal, "status: %v", err)
+		}
+		return list, nil
+	}
+	list := make([]*lockmgr.ScanStatus, 0, len(scans))
+	for _, id := range scans {
+		s, err := m.Status(id)
+		if err != nil {
+			return nil, exitf(ExitInternal, "status: scan %s: %v", id, err)
+		}
+		list = append(list, s)
+	}
+	return list, nil
+}
+
+// statusDoc is the --json document. Its keys are a documented interface
+// (see the command's description): add keys, never rename or drop them.
+type statusDoc struct {
+	Source  string    `json:"source"`
+	LockDir string    `json:"lock_dir"`
+	Time    string    `json:"time"`
+	Scans   []scanDoc `json:"scans"`
+}
+
+type scanDoc struct {
+	ScanID  string     `json:"scan_id"`
+	State   string     `json:"state"`
+	Holders []entryDoc `json:"holders"`
+	Waiters []entryDoc `json:"waiters"`
+}
+
+type entryDoc struct {
+	Mode       string   `json:"mode"`
+	PID        int      `json:"pid"`
+	Command    string   `json:"command"`
+	User       string   `json:"user"`
+	Since      *string  `json:"since"`
+	SinceUnix  *float64 `json:"since_unix"`
+	ForSeconds *float64 `json:"for_seconds"`
+	Where      string   `json:"where"`
+	Note       string   `json:"note"`
+}
+
+func entryDocs(hs []lockmgr.Holder, now time.Time) []entryDoc {
+	out := make([]entryDoc, 0, len(hs))
+	for _, h := range hs {
+		e := entryDoc{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, Where: h.Where, Note: h.Note}
+		if !h.Since.IsZero() {
+			s := h.Since.Format(time.RFC3339)
+			u := float64(h.Since.UnixMilli()) / 1e3
+			d := now.Sub(h.Since).Round(time.Millisecond).Seconds()
+			e.Since, e.SinceUnix, e.ForSeconds = &s, &u, &d
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func writeStatusJSON(w io.Writer, source, lockDir string, list []*lockmgr.ScanStatus, now time.Time) error {
+	doc := statusDoc{Source: source, LockDir: lockDir, Time: now.Format(time.RFC3339), Scans: []scanDoc{}}
+	for _, s := range list {
+		doc.Scans = append(doc.Scans, scanDoc{ScanID: s.ScanID, State: s.State,
+			Holders: entryDocs(s.Holders, now), Waiters: entryDocs(s.Waiters, now)})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(&doc)
+}
+
+func writeStatusTable(w io.Writer, source string, list []*lockmgr.ScanStatus, now time.Time) error {
+	if len(list) == 0 {
+		_, err := fmt.Fprintf(w, "no scan of %s is locked or awaited right now\n", source)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCAN\tSTATE\tMODE\tPID\tCOMMAND\tUSER\tSINCE\tWHERE\tNOTE")
+	row := func(s *lockmgr.ScanStatus, h lockmgr.Holder, waiting bool) {
+		mode := h.Mode.String()
+		if waiting {
+			mode += " (waiting)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ScanID, s.State, mode, h.PID,
+			dash(h.Command), dash(h.User), sinceText(h.Since, now), dash(h.Where), dash(oneLine(h.Note)))
+	}
+	for _, s := range list {
+		if !s.Active() {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\n", s.ScanID, s.State)
+			continue
+		}
+		for _, h := range s.Holders {
+			row(s, h, false)
+		}
+		for _, h := range s.Waiters {
+			row(s, h, true)
+		}
+	}
+	return tw.Flush()
+}
+
+// sinceText is "2025-11-28T09:01:02+01:00 (for 12s)", or "-" if unknown.
+func sinceText(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format(time.RFC3339) + " (for " + shortDuration(now.Sub(t)) + ")"
+}
+
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Truncate(time.Second).String()
+}
+
+// holderSummary says in one line who holds a scan, for error messages:
+// "held exclusive by pid 1234 (scanlockfs, user alice, for 12s, run: make)".
+func holderSummary(st *lockmgr.ScanStatus) string {
+	if len(st.Holders) == 0 {
+		return "no holder is visible now (it was released a moment ago, or is held on another machine)"
+	}
+	now := time.Now()
+	parts := make([]string, 0, len(st.Holders))
+	for _, h := range st.Holders {
+		var d []string
+		if h.Command != "" {
+			d = append(d, h.Command)
+		}
+		if h.User != "" {
+			d = append(d, "user "+h.User)
+		}
+		if !h.Since.IsZero() {
+			d = append(d, "for "+shortDuration(now.Sub(h.Since)))
+		}
+		if h.Note != "" {
+			d = append(d, oneLine(h.Note))
+		}
+		p := "pid " + strconv.Itoa(h.PID)
+		if len(d) > 0 {
+			p += " (" + strings.Join(d, ", ") + ")"
+		}
+		parts = append(parts, p)
+	}
+	s := "held " + st.State + " by " + strings.Join(parts, ", ")
+	if n := len(st.Waiters); n > 0 {
+		s += fmt.Sprintf("; %d more waiting", n)
+	}
+	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// oneLine keeps notes (which come from .info files other programs wrote)
+// from breaking the table.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// completeScanArgs completes options, and scan ids once SOURCE is typed
+// (run and status take SOURCE SCAN).
+func completeScanArgs(c *cli.Context) {
+	if n := len(os.Args); n >= 2 && strings.HasPrefix(os.Args[n-2], "-") {
+		cli.DefaultCompleteWithFlags(c.Command)(c)
+		return
+	}
+	if c.NArg() < 1 || (c.Command.Name == "run" && c.NArg() != 1) {
+		return
+	}
+	entries, err := os.ReadDir(c.Args().First())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() && lockmgr.ValidateScanID(e.Name()) == nil {
+			fmt.Fprintln(c.App.Writer, e.Name())
+		}
+	}
+}
