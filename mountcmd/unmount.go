@@ -1,0 +1,354 @@
+package mountcmd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"scanlockfs/lockmgr"
+)
+
+// Unmount retries: closing a file returns before the kernel lets go of
+// the mount (FUSE RELEASE is asynchronous), so EBUSY right after a
+// program exits is normal and passes within moments.
+const (
+	unmountAttempts = 10
+	unmountPause    = 100 * time.Millisecond
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "unmount",
+		Aliases:   []string{"umount"},
+		Usage:     "unmount a scanlockfs (or any FUSE) mount",
+		ArgsUsage: "MOUNTPOINT",
+		UsageText: "scanlockfs unmount [--lazy] MOUNTPOINT",
+		Description: "Unmounts MOUNTPOINT: with umount2(2) as root, with 'fusermount3 -u' otherwise (the user\n" +
+			"who mounted it). Also clears a dead mount whose server crashed ('transport endpoint is not\n" +
+			"connected'). If programs still use the mount, it stays mounted and they are listed\n" +
+			"(pid, command, user and what they use); --lazy detaches it at once instead, and the\n" +
+			"kernel finishes the unmount when the last of them is done.\n\n" +
+			"Exit codes: 0 unmounted; 4 busy (the programs are listed); 6 MOUNTPOINT missing or\n" +
+			"nothing mounted there; 2 bad arguments or not a FUSE mount; 5 the unmount failed.\n\n" +
+			"Examples:\n" +
+			"  scanlockfs unmount /mnt/db\n" +
+			"  scanlockfs unmount --lazy /mnt/db     # busy, but must go now\n" +
+			"  scanlockfs unmount /mnt/db || [ $? -eq 6 ]   # in stop scripts: not mounted is fine",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "lazy", Aliases: []string{"z"}, Usage: "detach now even if busy (MNT_DETACH, fusermount3 -z)"},
+		},
+		Action: unmountAction,
+	})
+}
+
+func unmountAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageErrorf("unmount: want exactly one MOUNTPOINT, got %d arguments: scanlockfs unmount [--lazy] MOUNTPOINT", c.NArg())
+	}
+	mp, err := resolveMountpoint(c.Args().First())
+	if err != nil {
+		return err
+	}
+	mounts, err := readMountinfo()
+	if err != nil {
+		return exitf(ExitInternal, "unmount: %v", err)
+	}
+	mi := findMount(mounts, mp)
+	if mi == nil {
+		return exitf(ExitNotFound, "unmount: nothing is mounted on %s: nothing to do", mp)
+	}
+	if !isFUSE(mi.fstype) {
+		return usageErrorf("unmount: %s is a %s mount, not a FUSE mount: use umount(8) for it", mp, mi.fstype)
+	}
+	lazy := c.Bool("lazy")
+	if os.Geteuid() == 0 {
+		err = unmountSyscall(mp, lazy)
+	} else {
+		err = unmountFusermount(mp, lazy)
+	}
+	if err == nil {
+		if lazy {
+			fmt.Fprintf(c.App.ErrWriter, "detached %s; the kernel finishes the unmount when no program uses it any more\n", mp)
+		}
+		return nil
+	}
+	if errors.Is(err, unix.EBUSY) {
+		return exitf(ExitBusy, "unmount: %s is busy: %s\nstop these programs or make them leave %s, then try again; or detach it now with 'scanlockfs unmount --lazy %s'",
+			mp, describeUsers(mp, mounts), mp, mp)
+	}
+	if errors.Is(err, unix.EINVAL) {
+		return exitf(ExitNotFound, "unmount: %s is not a mount point (any more): nothing to do", mp)
+	}
+	return exitf(ExitMount, "unmount: %s: %v", mp, err)
+}
+
+// resolveMountpoint makes arg absolute without following the last
+// component into a dead FUSE mount, where every stat fails with ENOTCONN.
+func resolveMountpoint(arg string) (string, error) {
+	if arg == "" {
+		return "", usageErrorf("unmount: MOUNTPOINT is empty")
+	}
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return "", exitf(ExitInternal, "unmount: %s: %v", arg, err)
+	}
+	var st unix.Stat_t
+	err = unix.Lstat(abs, &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return "", exitf(ExitNotFound, "unmount: MOUNTPOINT %s does not exist", abs)
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		if r, err := filepath.EvalSymlinks(abs); err == nil {
+			return r, nil
+		}
+	}
+	// ENOTCONN and friends: resolve the parent only.
+	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return "", exitf(ExitNotFound, "unmount: MOUNTPOINT %s: %v", abs, err)
+	}
+	return filepath.Join(dir, filepath.Base(abs)), nil
+}
+
+type mountEntry struct {
+	point  string
+	fstype string
+}
+
+// readMountinfo lists this namespace's mounts, in mount order.
+func readMountinfo() ([]mountEntry, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("reading /proc/self/mountinfo: %w", err)
+	}
+	var out []mountEntry
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		// 36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw
+		f := strings.Fields(sc.Text())
+		sep := -1
+		for i := 6; i < len(f); i++ {
+			if f[i] == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(f) < 5 || sep < 0 || sep+1 >= len(f) {
+			continue
+		}
+		out = append(out, mountEntry{point: unescapeMountinfo(f[4]), fstype: f[sep+1]})
+	}
+	return out, nil
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// findMount returns the topmost mount on mp, or nil.
+func findMount(mounts []mountEntry, mp string) *mountEntry {
+	var found *mountEntry
+	for i := range mounts {
+		if mounts[i].point == mp {
+			found = &mounts[i]
+		}
+	}
+	return found
+}
+
+func isFUSE(fstype string) bool {
+	return fstype == "fuse" || fstype == "fuseblk" || strings.HasPrefix(fstype, "fuse.")
+}
+
+func unmountSyscall(mp string, lazy bool) error {
+	flags := 0
+	if lazy {
+		flags = unix.MNT_DETACH
+	}
+	for attempt := 1; ; attempt++ {
+		err := unix.Unmount(mp, flags)
+		if err == nil || !errors.Is(err, unix.EBUSY) || attempt == unmountAttempts {
+			return err
+		}
+		time.Sleep(unmountPause)
+	}
+}
+
+// unmountFusermount runs fusermount3, which is setuid root and lets the
+// user who mounted a FUSE file system unmount it.
+func unmountFusermount(mp string, lazy bool) error {
+	bin, err := exec.LookPath("fusermount3")
+	if err != nil {
+		return errors.New("fusermount3 not found: install the fuse3 package (apt-get install fuse3), or run as root")
+	}
+	arg := "-u"
+	if lazy {
+		arg = "-uz"
+	}
+	for attempt := 1; ; attempt++ {
+		out, err := exec.Command(bin, arg, "--", mp).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		msg := strings.TrimSpace(string(out))
+		if strings.Contains(msg, "resource busy") {
+			if attempt == unmountAttempts {
+				return fmt.Errorf("%s: %w", msg, unix.EBUSY)
+			}
+			time.Sleep(unmountPause)
+			continue
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("%s (only the user who mounted it, or root, can unmount it)", msg)
+	}
+}
+
+// mountUser is a process that keeps a mount busy.
+type mountUser struct {
+	pid     int
+	command string
+	user    string
+	what    []string
+}
+
+// findMountUsers scans /proc for processes whose working directory, root,
+// open files or mapped files are under mp. Reading these links never
+// enters the FUSE file system, so a hung server cannot hang the scan. It
+// returns how many processes could not be inspected (other users').
+func findMountUsers(mp string) ([]mountUser, int) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, 0
+	}
+	under := func(p string) bool {
+		p = strings.TrimSuffix(p, " (deleted)")
+		return p == mp || strings.HasPrefix(p, mp+"/")
+	}
+	self := os.Getpid()
+	var users []mountUser
+	hidden := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		dir := "/proc/" + e.Name()
+		var what []string
+		denied := false
+		link := func(name, label string) {
+			t, err := os.Readlink(dir + "/" + name)
+			if errors.Is(err, fs.ErrPermission) {
+				denied = true
+			}
+			if err == nil && under(t) {
+				what = append(what, label+" "+strings.TrimSuffix(t, " (deleted)"))
+			}
+		}
+		link("cwd", "working directory")
+		link("root", "root directory")
+		if fds, err := os.ReadDir(dir + "/fd"); err == nil {
+			for _, fd := range fds {
+				link("fd/"+fd.Name(), "open file")
+			}
+		} else if errors.Is(err, fs.ErrPermission) {
+			denied = true
+		}
+		if maps, err := os.ReadFile(dir + "/maps"); err == nil {
+			seen := map[string]bool{}
+			for _, line := range strings.Split(string(maps), "\n") {
+				// address perms offset dev inode pathname
+				f := strings.SplitN(line, " ", 6)
+				if len(f) < 6 {
+					continue
+				}
+				p := strings.TrimSpace(f[5])
+				if under(p) && !seen[p] {
+					seen[p] = true
+					what = append(what, "mapped file "+strings.TrimSuffix(p, " (deleted)"))
+				}
+			}
+		}
+		if len(what) == 0 {
+			if denied {
+				hidden++
+			}
+			continue
+		}
+		u := mountUser{pid: pid, command: readComm(pid), what: what}
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) == nil {
+			u.user = lockmgr.UserNameOf(st.Uid)
+		}
+		users = append(users, u)
+	}
+	sort.Slice(users, func(i, j int) bool { return users[i].pid < users[j].pid })
+	return users, hidden
+}
+
+func readComm(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// describeUsers renders the processes that keep mp busy, and nested
+// mounts, for the busy error.
+func describeUsers(mp string, mounts []mountEntry) string {
+	users, hidden := findMountUsers(mp)
+	var b strings.Builder
+	if len(users) > 0 {
+		b.WriteString("in use by")
+	}
+	for _, u := range users {
+		fmt.Fprintf(&b, "\n  pid %d (%s, user %s): ", u.pid, u.command, dash(u.user))
+		const maxWhat = 3
+		b.WriteString(strings.Join(u.what[:min(len(u.what), maxWhat)], ", "))
+		if n := len(u.what) - maxWhat; n > 0 {
+			fmt.Fprintf(&b, " and %d more", n)
+		}
+	}
+	for _, m := range mounts {
+		if strings.HasPrefix(m.point, mp+"/") {
+			fmt.Fprintf(&b, "\n  another file system is mounted inside it on %s (unmount that first)", m.point)
+		}
+	}
+	if hidden > 0 {
+		fmt.Fprintf(&b, "\n  (%d processes of other users could not be inspected; root can see them)", hidden)
+	}
+	if b.Len() == 0 {
+		return "no process using it was found (one in another mount namespace, such as a container, may hold it)"
+	}
+	return b.String()
+}
