@@ -37,6 +37,9 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 	ids = slices.Compact(ids)
 
 	owner := callerOwner(ctx, req.path)
+	if fsys.debug {
+		fsys.reqLog(req, ids[0], owner).WithField("scans", ids).Debug("scan lock wanted")
+	}
 	if !req.nonblock && fsys.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, fsys.timeout)

@@ -1,0 +1,571 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"scanlockfs/lockmgr"
+)
+
+// waitLimit bounds every wait of the harness. Nothing should come near
+// it; it only keeps a broken build from hanging the suite.
+const waitLimit = 20 * time.Second
+
+// now is the system-wide monotonic clock, the one slclient reports.
+func now() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// syncBuffer collects a process's output for the test to read.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// scanDB makes a scan database: scans with a file each, and root files.
+func scanDB(t *testing.T, scans ...string) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "db")
+	must(t, os.MkdirAll(src, 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "romidb"), nil, 0o644))
+	must(t, os.WriteFile(filepath.Join(src, "users.json"), []byte("{}\n"), 0o644))
+	for _, s := range scans {
+		must(t, os.MkdirAll(filepath.Join(src, s, "metadata"), 0o755))
+		must(t, os.WriteFile(filepath.Join(src, s, "files.json"), []byte("files of "+s+"\n"), 0o644))
+	}
+	return src
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// daemon is a running `scanlockfs mount`.
+type daemon struct {
+	t        *testing.T
+	src, mnt string
+	cmd      *exec.Cmd
+	stdout   *syncBuffer
+	stderr   *syncBuffer
+	exited   chan struct{}
+	waitErr  error
+	// wanted counts the "scan lock wanted" lines of each pid seen so far.
+	wanted map[int]int
+	// allowExit, when set, lets the test end the daemon itself (signal
+	// tests) and check its exit status.
+	allowExit bool
+}
+
+// mountT mounts src with `scanlockfs mount flags... src MNT` in a child
+// process and waits for its readiness line. Cleanup unmounts (retrying
+// while busy: release is asynchronous), waits for the daemon and fails
+// the test if it exited with an error or left the mount behind.
+func mountT(t *testing.T, src string, flags ...string) *daemon {
+	t.Helper()
+	requireFUSE(t)
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	must(t, os.Mkdir(mnt, 0o755))
+	d := startDaemon(t, src, mnt, flags...)
+	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
+	deadline := time.Now().Add(waitLimit)
+	for d.stdout.String() != line {
+		select {
+		case <-d.exited:
+			t.Fatalf("scanlockfs mount exited before it was ready: %v\nstdout: %s\nstderr: %s", d.waitErr, d.stdout, d.stderr)
+		default:
+		}
+		if time.Now().After(deadline) || (d.stdout.String() != "" && !strings.HasPrefix(line, d.stdout.String())) {
+			t.Fatalf("no readiness line %q; stdout %q\nstderr: %s", line, d.stdout, d.stderr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Cleanup(d.cleanup)
+	return d
+}
+
+func startDaemon(t *testing.T, src, mnt string, flags ...string) *daemon {
+	t.Helper()
+	args := append([]string{"mount"}, flags...)
+	args = append(args, src, mnt)
+	d := &daemon{t: t, src: src, mnt: mnt, wanted: map[int]int{}, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d.cmd = exec.Command(binScanlockfs, args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
+	must(t, d.cmd.Start())
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		close(d.exited)
+	}()
+	return d
+}
+
+// path returns the path of rel inside the mount.
+func (d *daemon) path(rel string) string { return filepath.Join(d.mnt, rel) }
+
+// srcPath returns the path of rel on SOURCE.
+func (d *daemon) srcPath(rel string) string { return filepath.Join(d.src, rel) }
+
+func (d *daemon) cleanup() {
+	t := d.t
+	if !d.allowExit {
+		select {
+		case <-d.exited:
+			t.Errorf("scanlockfs mount exited during the test: %v\nstderr: %s", d.waitErr, d.stderr)
+		default:
+			if err := unmountRetry(d.mnt); err != nil {
+				t.Errorf("unmount %s: %v", d.mnt, err)
+				_ = d.cmd.Process.Kill()
+			}
+		}
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(waitLimit):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		t.Errorf("scanlockfs mount did not exit after unmount\nstderr: %s", d.stderr)
+	}
+	if !d.allowExit && d.waitErr != nil {
+		t.Errorf("scanlockfs mount: %v\nstderr: %s", d.waitErr, d.stderr)
+	}
+	if isMounted(d.mnt) {
+		t.Errorf("%s is still mounted", d.mnt)
+		_ = exec.Command("fusermount3", "-u", "-z", d.mnt).Run()
+	}
+	if t.Failed() {
+		t.Logf("daemon stderr:\n%s", d.stderr)
+	}
+}
+
+// unmountRetry unmounts mnt as a user would, retrying while it is busy:
+// the kernel releases files asynchronously after close(2).
+func unmountRetry(mnt string) error {
+	var err error
+	var out []byte
+	for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		out, err = exec.Command("fusermount3", "-u", mnt).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if !bytes.Contains(out, []byte("busy")) {
+			break
+		}
+	}
+	return fmt.Errorf("%v: %s", err, out)
+}
+
+// waitExit waits for the daemon to exit and returns its exit code.
+func (d *daemon) waitExit(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-d.exited:
+	case <-time.After(waitLimit):
+		t.Fatalf("scanlockfs mount did not exit\nstderr: %s", d.stderr)
+	}
+	var ee *exec.ExitError
+	if errors.As(d.waitErr, &ee) {
+		return ee.ExitCode()
+	}
+	if d.waitErr != nil {
+		t.Fatalf("waiting for scanlockfs: %v", d.waitErr)
+	}
+	return 0
+}
+
+// stopAndCheck unmounts as a user would, expects a clean exit (0) and
+// every want in the daemon's log (its final statistics line, say).
+func (d *daemon) stopAndCheck(t *testing.T, wants ...string) {
+	t.Helper()
+	d.allowExit = true
+	must(t, unmountRetry(d.mnt))
+	if code := d.waitExit(t); code != 0 {
+		t.Fatalf("scanlockfs mount exited with %d\nstderr: %s", code, d.stderr)
+	}
+	for _, w := range wants {
+		if !strings.Contains(d.stderr.String(), w) {
+			t.Errorf("daemon log lacks %q:\n%s", w, d.stderr)
+		}
+	}
+}
+
+// isMounted reports whether mnt is a mount point, from /proc/self/mountinfo.
+func isMounted(mnt string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[4] == mnt {
+			return true
+		}
+	}
+	return false
+}
+
+// lockState returns who holds scan right now, as another process sees
+// it: the flocks in /proc/locks on SOURCE's lock file (the daemon's among
+// them). A test process's Manager holds no lease of its own.
+func lockState(t *testing.T, src, scan string) *lockmgr.ScanStatus {
+	t.Helper()
+	m, err := lockmgr.New(src, lockmgr.WithStaleCleanup(false))
+	must(t, err)
+	defer m.Close()
+	st, err := m.Status(scan)
+	must(t, err)
+	return st
+}
+
+// waitFree polls until nobody holds scan (release is asynchronous).
+func waitFree(t *testing.T, src, scan string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		st := lockState(t, src, scan)
+		if st.State == "free" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scan %s still %s: %+v", scan, st.State, st.Holders)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// client is a running slclient.
+type client struct {
+	t     *testing.T
+	name  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	lines []string
+	more  chan struct{}
+	done  chan struct{}
+}
+
+// startClient starts slclient. Go's asynchronous preemption is off in it:
+// its signals would interrupt the FUSE requests it waits in.
+func startClient(t *testing.T, name string) *client {
+	t.Helper()
+	c := &client{t: t, name: name, more: make(chan struct{}, 1), done: make(chan struct{})}
+	c.cmd = exec.Command(binClient)
+	c.cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
+	var err error
+	c.stdin, err = c.cmd.StdinPipe()
+	must(t, err)
+	stdout, err := c.cmd.StdoutPipe()
+	must(t, err)
+	c.cmd.Stderr = os.Stderr
+	must(t, c.cmd.Start())
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			c.mu.Lock()
+			c.lines = append(c.lines, sc.Text())
+			c.mu.Unlock()
+			select {
+			case c.more <- struct{}{}:
+			default:
+			}
+		}
+		close(c.done)
+	}()
+	t.Cleanup(c.stop)
+	return c
+}
+
+// stop closes the client's input (closing its files) and waits for it.
+func (c *client) stop() {
+	c.stdin.Close()
+	select {
+	case <-c.done:
+	case <-time.After(waitLimit):
+		_ = c.cmd.Process.Kill()
+	}
+	_ = c.cmd.Wait()
+}
+
+func (c *client) pid() int { return c.cmd.Process.Pid }
+
+func (c *client) send(format string, args ...any) {
+	c.t.Helper()
+	if _, err := fmt.Fprintf(c.stdin, format+"\n", args...); err != nil {
+		c.t.Fatalf("%s: %v", c.name, err)
+	}
+}
+
+// reply is one answer of slclient: ok or err, with the time it was taken.
+type reply struct {
+	kind  string // "start", "ok", "err"
+	errno string // for err
+	at    int64  // monotonic ns
+	data  string // for read
+}
+
+// await waits for the next line of kind (start, or a result: ok/err)
+// about id.
+func (c *client) await(id string, result bool) reply {
+	c.t.Helper()
+	deadline := time.After(waitLimit)
+	for i := 0; ; {
+		c.mu.Lock()
+		lines := c.lines
+		c.mu.Unlock()
+		for ; i < len(lines); i++ {
+			f := strings.Fields(lines[i])
+			if len(f) < 3 || f[1] != id {
+				if len(f) > 0 && f[0] == "bad" {
+					c.t.Fatalf("%s: %s", c.name, lines[i])
+				}
+				continue
+			}
+			if (f[0] == "start") == result {
+				continue
+			}
+			r := reply{kind: f[0]}
+			switch {
+			case f[0] == "err" && len(f) >= 4:
+				r.errno = f[2]
+				r.at, _ = strconv.ParseInt(f[3], 10, 64)
+			default:
+				r.at, _ = strconv.ParseInt(f[2], 10, 64)
+				if len(f) > 3 {
+					r.data, _ = strconv.Unquote(strings.Join(f[3:], " "))
+				}
+			}
+			c.mu.Lock()
+			c.lines = c.lines[i+1:]
+			c.mu.Unlock()
+			return r
+		}
+		select {
+		case <-c.more:
+		case <-c.done:
+			c.mu.Lock()
+			n := len(c.lines)
+			c.mu.Unlock()
+			if n == i {
+				c.t.Fatalf("%s exited while the test waited for %s", c.name, id)
+			}
+		case <-deadline:
+			c.t.Fatalf("%s: no answer for %s within %v", c.name, id, waitLimit)
+		}
+	}
+}
+
+// open asks the client to open path and returns the time the call
+// started; use result to get its outcome.
+func (c *client) open(id, path, flags string) int64 {
+	c.t.Helper()
+	c.send("open %s %s %s", id, path, flags)
+	return c.await(id, false).at
+}
+
+// result waits for the outcome of id.
+func (c *client) result(id string) reply {
+	c.t.Helper()
+	return c.await(id, true)
+}
+
+// mustOpen opens and fails the test unless the open succeeds; it returns
+// the time the open returned.
+func (c *client) mustOpen(id, path, flags string) int64 {
+	c.t.Helper()
+	c.open(id, path, flags)
+	r := c.result(id)
+	if r.kind != "ok" {
+		c.t.Fatalf("%s: open %s (%s): %s", c.name, path, flags, r.errno)
+	}
+	return r.at
+}
+
+// close closes id and returns the time just before close(2) was called.
+func (c *client) close(id string) int64 {
+	c.t.Helper()
+	c.send("close %s", id)
+	start := c.await(id, false).at
+	if r := c.result(id); r.kind != "ok" {
+		c.t.Fatalf("%s: close %s: %s", c.name, id, r.errno)
+	}
+	return start
+}
+
+// blockedIn reports whether process pid sleeps in system call nr in one
+// of its threads, from /proc/PID/task/*/syscall.
+func blockedIn(pid int, nr int) bool {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/syscall", pid))
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.HasPrefix(string(b), strconv.Itoa(nr)+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// waitQueued waits until process pid has a new lock request in the
+// daemon (a "scan lock wanted" line in its debug log: the mount must run
+// with --log-level debug) and sleeps in openat(2). Then its OPEN is in the
+// lock manager: if the manager granted it, it would return at once. A
+// test that then releases the scan and sees the open return only after
+// the release has proven that the open waited.
+func (d *daemon) waitQueued(t *testing.T, pid int) {
+	t.Helper()
+	needle := fmt.Sprintf(" pid=%d ", pid)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		n := 0
+		for _, l := range strings.Split(d.stderr.String(), "\n") {
+			if strings.Contains(l, `msg="scan lock wanted"`) && strings.Contains(l+" ", needle) {
+				n++
+			}
+		}
+		if n > d.wanted[pid] {
+			d.wanted[pid] = n
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon never got a lock request from process %d (does the mount run with --log-level debug?)", pid)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	waitBlockedInOpen(t, pid)
+}
+
+// waitBlockedInOpen waits until pid sleeps in openat(2): it has sent its
+// OPEN (or CREATE) and the daemon holds it back.
+func waitBlockedInOpen(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !blockedIn(pid, unix.SYS_OPENAT) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d never blocked in openat", pid)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// program is a real program run as a client of the mount.
+type program struct {
+	cmd      *exec.Cmd
+	out, err syncBuffer
+	done     chan struct{}
+	waitErr  error
+	end      int64 // monotonic time it was seen to exit
+}
+
+func startProgram(t *testing.T, name string, args ...string) *program {
+	t.Helper()
+	p := &program{done: make(chan struct{})}
+	p.cmd = exec.Command(name, args...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.err
+	must(t, p.cmd.Start())
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		p.end = now()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// wait waits for the program and fails the test if it failed.
+func (p *program) wait(t *testing.T) string {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(waitLimit):
+		t.Fatalf("%v did not finish", p.cmd.Args)
+	}
+	if p.waitErr != nil {
+		t.Fatalf("%v: %v\nstderr: %s", p.cmd.Args, p.waitErr, p.err.String())
+	}
+	return p.out.String()
+}
+
+// running reports whether the program has not exited yet.
+func (p *program) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// run runs a program to completion with a deadline and returns its
+// output; it fails the test if the program fails.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr.String())
+	}
+	return string(out)
+}
+
+// runErr runs a program that is expected to fail and returns its exit
+// code, standard error and how long it ran.
+func runErr(t *testing.T, name string, args ...string) (int, string, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	elapsed := time.Since(start)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("%s %q: want a failure, got %v", name, args, err)
+	}
+	return ee.ExitCode(), stderr.String(), elapsed
+}
+
+// errnoText is the message C programs print for errno e.
+func errnoText(e syscall.Errno) string { return e.Error() }

@@ -1,0 +1,386 @@
+// Command slclient is the end-to-end tests' client: a separate process
+// that opens files through a scanlockfs mount, or takes scan locks
+// directly with lockmgr, and reports when each call started and returned
+// on the system-wide monotonic clock, so that tests can prove that a call
+// waited for another process's release.
+//
+// Interactive mode reads one command per line on standard input and
+// answers on standard output:
+//
+//	open ID PATH FLAGS    -> start ID T, then ok ID T or err ID ERRNO T
+//	close ID              -> start ID T (just before close), then ok ID T
+//	read ID               -> ok ID T DATA (quoted)
+//	write ID TEXT         -> ok ID T
+//	lock ID SOURCE SCAN shared|exclusive   (lockmgr.Acquire, this process)
+//	try ID SOURCE SCAN shared|exclusive    (lockmgr.TryAcquire)
+//	unlock ID
+//
+// FLAGS letters: r (O_RDONLY), w (O_WRONLY), b (O_RDWR), t (O_TRUNC),
+// a (O_APPEND), c (O_CREAT), n (O_NONBLOCK). End of input closes
+// everything and exits.
+//
+// One-shot modes, for the no-lost-update test:
+//
+//	slclient incr-mount FILE N           read-modify-write FILE N times, opening it O_RDWR
+//	slclient incr-direct SOURCE SCAN REL N   the same on SOURCE/SCAN/REL under lockmgr's exclusive lock
+//	slclient check-mount FILE STOPFILE   read FILE until STOPFILE exists; fail on a half-written content
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"scanlockfs/lockmgr"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		if err := oneShot(os.Args[1], os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "slclient:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	interactive()
+}
+
+// now is the system-wide monotonic clock, comparable across processes.
+func now() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+func errnoName(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if n := unix.ErrnoName(errno); n != "" {
+			return n
+		}
+		return strconv.Itoa(int(errno))
+	}
+	switch {
+	case errors.Is(err, lockmgr.ErrTimeout):
+		return "TIMEOUT"
+	case errors.Is(err, lockmgr.ErrWouldBlock):
+		return "WOULDBLOCK"
+	case errors.Is(err, lockmgr.ErrDeadlock):
+		return "DEADLOCK"
+	}
+	return strings.ReplaceAll(err.Error(), " ", "_")
+}
+
+func parseFlags(s string) (int, error) {
+	flags := 0
+	acc := -1
+	for _, c := range s {
+		switch c {
+		case 'r':
+			acc = unix.O_RDONLY
+		case 'w':
+			acc = unix.O_WRONLY
+		case 'b':
+			acc = unix.O_RDWR
+		case 't':
+			flags |= unix.O_TRUNC
+		case 'a':
+			flags |= unix.O_APPEND
+		case 'c':
+			flags |= unix.O_CREAT
+		case 'n':
+			flags |= unix.O_NONBLOCK
+		default:
+			return 0, fmt.Errorf("unknown flag %q", c)
+		}
+	}
+	if acc < 0 {
+		return 0, fmt.Errorf("flags %q: no access mode (r, w or b)", s)
+	}
+	return flags | acc | unix.O_CLOEXEC, nil
+}
+
+// openRetry opens like C programs would, except that it retries EINTR
+// caused by the Go runtime's own signals (the tests disable preemption
+// signals, this is a second line).
+func openRetry(path string, flags int) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, 0o644)
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
+}
+
+func interactive() {
+	out := bufio.NewWriter(os.Stdout)
+	say := func(format string, args ...any) {
+		fmt.Fprintf(out, format+"\n", args...)
+		out.Flush()
+	}
+	fds := map[string]int{}
+	leases := map[string]*lockmgr.Lease{}
+	managers := map[string]*lockmgr.Manager{}
+	manager := func(src string) (*lockmgr.Manager, error) {
+		if m := managers[src]; m != nil {
+			return m, nil
+		}
+		m, err := lockmgr.New(src, lockmgr.WithStaleCleanup(false), lockmgr.WithTimeout(0))
+		if err == nil {
+			managers[src] = m
+		}
+		return m, err
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			say("bad - %q", sc.Text())
+			continue
+		}
+		cmd, id := f[0], f[1]
+		switch {
+		case cmd == "open" && len(f) == 4:
+			flags, err := parseFlags(f[3])
+			if err != nil {
+				say("bad %s %v", id, err)
+				continue
+			}
+			say("start %s %d", id, now())
+			fd, err := openRetry(f[2], flags)
+			t := now()
+			if err != nil {
+				say("err %s %s %d", id, errnoName(err), t)
+				continue
+			}
+			fds[id] = fd
+			say("ok %s %d", id, t)
+		case cmd == "close":
+			fd, ok := fds[id]
+			if !ok {
+				say("bad %s not open", id)
+				continue
+			}
+			delete(fds, id)
+			say("start %s %d", id, now())
+			err := unix.Close(fd)
+			if err != nil {
+				say("err %s %s %d", id, errnoName(err), now())
+				continue
+			}
+			say("ok %s %d", id, now())
+		case cmd == "read":
+			fd, ok := fds[id]
+			if !ok {
+				say("bad %s not open", id)
+				continue
+			}
+			buf := make([]byte, 1<<16)
+			n, err := unix.Pread(fd, buf, 0)
+			if err != nil {
+				say("err %s %s %d", id, errnoName(err), now())
+				continue
+			}
+			say("ok %s %d %q", id, now(), buf[:n])
+		case cmd == "write" && len(f) >= 3:
+			fd, ok := fds[id]
+			if !ok {
+				say("bad %s not open", id)
+				continue
+			}
+			text := strings.Join(f[2:], " ")
+			if _, err := unix.Write(fd, []byte(text)); err != nil {
+				say("err %s %s %d", id, errnoName(err), now())
+				continue
+			}
+			say("ok %s %d", id, now())
+		case (cmd == "lock" || cmd == "try") && len(f) == 5:
+			m, err := manager(f[2])
+			if err != nil {
+				say("err %s %s %d", id, errnoName(err), now())
+				continue
+			}
+			mode := lockmgr.Shared
+			if f[4] == "exclusive" {
+				mode = lockmgr.Exclusive
+			}
+			say("start %s %d", id, now())
+			var l *lockmgr.Lease
+			if cmd == "try" {
+				l, err = m.TryAcquire(f[3], mode, lockmgr.ProcessOwner())
+			} else {
+				l, err = m.Acquire(context.Background(), f[3], mode, lockmgr.ProcessOwner())
+			}
+			t := now()
+			if err != nil {
+				say("err %s %s %d", id, errnoName(err), t)
+				continue
+			}
+			leases[id] = l
+			say("ok %s %d", id, t)
+		case cmd == "unlock":
+			l, ok := leases[id]
+			if !ok {
+				say("bad %s not locked", id)
+				continue
+			}
+			delete(leases, id)
+			say("start %s %d", id, now())
+			if err := l.Release(); err != nil {
+				say("err %s %s %d", id, errnoName(err), now())
+				continue
+			}
+			say("ok %s %d", id, now())
+		default:
+			say("bad %s unknown command %q", id, sc.Text())
+		}
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	for _, l := range leases {
+		l.Release()
+	}
+}
+
+func oneShot(mode string, args []string) error {
+	switch {
+	case mode == "incr-mount" && len(args) == 2:
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		for range n {
+			if err := incrMount(args[0]); err != nil {
+				return err
+			}
+		}
+		return nil
+	case mode == "incr-direct" && len(args) == 4:
+		n, err := strconv.Atoi(args[3])
+		if err != nil {
+			return err
+		}
+		m, err := lockmgr.New(args[0], lockmgr.WithStaleCleanup(false), lockmgr.WithTimeout(2*time.Minute))
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		path := filepath.Join(args[0], args[1], args[2])
+		for range n {
+			l, err := m.Acquire(context.Background(), args[1], lockmgr.Exclusive, lockmgr.ProcessOwner())
+			if err != nil {
+				return err
+			}
+			err = incrFile(path, unix.O_RDWR)
+			if rerr := l.Release(); err == nil {
+				err = rerr
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	case mode == "check-mount" && len(args) == 2:
+		return checkMount(args[0], args[1])
+	}
+	return fmt.Errorf("usage: slclient [incr-mount FILE N | incr-direct SOURCE SCAN REL N | check-mount FILE STOPFILE]")
+}
+
+func incrMount(path string) error { return incrFile(path, unix.O_RDWR) }
+
+// counterContent is the counter file for value n: a header line, a body
+// whose length depends on n, and a trailer line. It is written in two
+// writes with a pause between them, so that a reader without a lock would
+// see a half-written file.
+func counterContent(n int) []byte {
+	body := strings.Repeat(strconv.Itoa(n%10), 1000+(n%7)*500)
+	return []byte(fmt.Sprintf("count %d\n%s\nend %d\n", n, body, n))
+}
+
+// parseCounter checks a counter file and returns its value.
+func parseCounter(b []byte) (int, error) {
+	lines := strings.Split(string(b), "\n")
+	if len(lines) != 4 || lines[3] != "" {
+		return 0, fmt.Errorf("torn counter file (%d lines, %d bytes)", len(lines), len(b))
+	}
+	var n, m int
+	if _, err := fmt.Sscanf(lines[0], "count %d", &n); err != nil {
+		return 0, fmt.Errorf("torn counter header %q", lines[0])
+	}
+	if _, err := fmt.Sscanf(lines[2], "end %d", &m); err != nil || m != n {
+		return 0, fmt.Errorf("torn counter trailer %q for count %d", lines[2], n)
+	}
+	if want := string(counterContent(n)); want != string(b) {
+		return 0, fmt.Errorf("torn counter body for count %d", n)
+	}
+	return n, nil
+}
+
+func incrFile(path string, flags int) error {
+	fd, err := openRetry(path, flags|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 1<<16)
+	k, err := unix.Pread(fd, buf, 0)
+	if err != nil {
+		return err
+	}
+	n := 0
+	if k > 0 {
+		if n, err = parseCounter(buf[:k]); err != nil {
+			return err
+		}
+	}
+	next := counterContent(n + 1)
+	if err := unix.Ftruncate(fd, 0); err != nil {
+		return err
+	}
+	half := len(next) / 2
+	if _, err := unix.Pwrite(fd, next[:half], 0); err != nil {
+		return err
+	}
+	time.Sleep(50 * time.Microsecond)
+	if _, err := unix.Pwrite(fd, next[half:], int64(half)); err != nil {
+		return err
+	}
+	return nil
+}
+
+func checkMount(path, stop string) error {
+	buf := make([]byte, 1<<16)
+	reads := 0
+	for {
+		if _, err := os.Stat(stop); err == nil {
+			break
+		}
+		fd, err := openRetry(path, unix.O_RDONLY|unix.O_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		k, err := unix.Pread(fd, buf, 0)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+		if k > 0 {
+			if _, err := parseCounter(buf[:k]); err != nil {
+				return fmt.Errorf("reader saw a half-written file after %d reads: %w", reads, err)
+			}
+		}
+		reads++
+	}
+	fmt.Println("reads", reads)
+	return nil
+}
