@@ -1,0 +1,46 @@
+package main
+
+import (
+	"log"
+	"os"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// The baseline is only honest if it mounts exactly as scanlockfs does.
+// These mirror fusefs.Mount (fusefs/mount.go): zero entry, attribute and
+// negative timeouts (every stat and path lookup reaches the daemon),
+// direct mount as root, atomic O_TRUNC, passthrough unless disabled the
+// same way. Only the name differs, so that the mounts can be told apart
+// (fuse.loopback in /proc/mounts). Keep them in step with fusefs; the
+// bench compares the two mounts' options in /proc/self/mountinfo and
+// reports a difference.
+var (
+	entryTimeout    = time.Duration(0)
+	attrTimeout     = time.Duration(0)
+	negativeTimeout = time.Duration(0)
+)
+
+func mountOptions(src string, noPassthrough, debug bool) *fs.Options {
+	l := log.New(os.Stderr, "loopback: ", log.LstdFlags)
+	opts := &fs.Options{
+		EntryTimeout:    &entryTimeout,
+		AttrTimeout:     &attrTimeout,
+		NegativeTimeout: &negativeTimeout,
+		Logger:          l,
+		MountOptions: fuse.MountOptions{
+			FsName:            src,
+			Name:              "loopback",
+			Debug:             debug,
+			Logger:            l,
+			DirectMount:       os.Geteuid() == 0,
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+		},
+	}
+	if noPassthrough {
+		opts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
+	}
+	return opts
+}

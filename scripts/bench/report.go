@@ -1,0 +1,297 @@
+package main
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Variants a row can hold samples for. Filesystem rows compare native,
+// loopback and scanlockfs; lock manager rows compare Go and Python.
+const (
+	vNative     = "native"
+	vLoopback   = "loopback"
+	vScanlockfs = "scanlockfs"
+	vGo         = "go"
+	vPython     = "python"
+)
+
+const (
+	sectionFS   = "fs"
+	sectionLock = "lock"
+)
+
+type goalKind int
+
+const (
+	goalNone        goalKind = iota
+	goalVsLoopback           // scanlockfs / loopback <= value
+	goalVsNativeMin          // scanlockfs / native >= value (throughput)
+	goalAbsMax               // the subject's median <= value (in the row's unit)
+	goalVsPython             // go / python <= value
+)
+
+// goal is a target of the issue, shown next to the measured figure. It
+// is informational: a miss never changes the exit code.
+type goal struct {
+	kind  goalKind
+	value float64
+}
+
+func (g goal) String() string {
+	switch g.kind {
+	case goalVsLoopback:
+		return "≤ " + fmtNum(g.value) + "× loopback"
+	case goalVsNativeMin:
+		return "≥ " + strconv.Itoa(int(math.Round(g.value*100))) + "% of native"
+	case goalAbsMax:
+		return "≤ " + fmtNum(g.value)
+	case goalVsPython:
+		return "≥ " + fmtNum(1/g.value) + "× faster than Python"
+	}
+	return ""
+}
+
+// row is one line of the report: one measure, samples per variant.
+type row struct {
+	section      string
+	id, name     string
+	unit         string
+	higherBetter bool
+	goal         goal
+	samples      map[string][]float64
+}
+
+func (r *row) subject() string {
+	if r.section == sectionLock {
+		return vGo
+	}
+	return vScanlockfs
+}
+
+func (r *row) median(variant string) float64 {
+	xs := r.samples[variant]
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	return summarize(xs).Median
+}
+
+// ratio is the subject's median over the baseline's, in the row's unit.
+func (r *row) ratio(baseline string) float64 {
+	return r.median(r.subject()) / r.median(baseline)
+}
+
+// status says whether the goal is met: "pass", "miss", "n/a" (no data)
+// or "" (no goal).
+func (r *row) status() string {
+	var v float64
+	var ok bool
+	switch r.goal.kind {
+	case goalNone:
+		return ""
+	case goalVsLoopback:
+		v = r.ratio(vLoopback)
+		ok = v <= r.goal.value
+	case goalVsNativeMin:
+		v = r.ratio(vNative)
+		ok = v >= r.goal.value
+	case goalAbsMax:
+		v = r.median(r.subject())
+		ok = v <= r.goal.value
+	case goalVsPython:
+		v = r.ratio(vPython)
+		ok = v <= r.goal.value
+	}
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return "n/a"
+	case ok:
+		return "pass"
+	}
+	return "miss"
+}
+
+// report collects the rows in the order they were defined.
+type report struct {
+	rows    []*row
+	byID    map[string]*row
+	notes   []string
+	machine []string
+}
+
+func newReport() *report { return &report{byID: map[string]*row{}} }
+
+func (rp *report) define(section, id, name, unit string, higherBetter bool, g goal) *row {
+	if r, ok := rp.byID[id]; ok {
+		return r
+	}
+	r := &row{section: section, id: id, name: name, unit: unit, higherBetter: higherBetter, goal: g, samples: map[string][]float64{}}
+	rp.rows = append(rp.rows, r)
+	rp.byID[id] = r
+	return r
+}
+
+func (rp *report) add(id, variant string, v float64) {
+	r, ok := rp.byID[id]
+	if !ok {
+		panic("bench: sample for undefined row " + id) // a bug in this program, not input
+	}
+	r.samples[variant] = append(r.samples[variant], v)
+}
+
+func (rp *report) notef(format string, args ...any) {
+	rp.notes = append(rp.notes, fmt.Sprintf(format, args...))
+}
+
+func cell(xs []float64) string {
+	if len(xs) == 0 {
+		return "—"
+	}
+	s := summarize(xs)
+	if s.N == 1 {
+		return fmtNum(s.Median)
+	}
+	return fmt.Sprintf("%s (%s–%s)", fmtNum(s.Median), fmtNum(s.P25), fmtNum(s.P75))
+}
+
+func ratioCell(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "—"
+	}
+	return fmtNum(v) + "×"
+}
+
+func mark(status string) string {
+	switch status {
+	case "pass":
+		return "pass"
+	case "miss":
+		return "**miss**"
+	}
+	return status
+}
+
+// writeMarkdown prints the machine, both tables and the notes.
+func (rp *report) writeMarkdown(w io.Writer) {
+	if len(rp.machine) > 0 {
+		fmt.Fprintln(w, "Machine:")
+		for _, m := range rp.machine {
+			fmt.Fprintln(w, "- "+m)
+		}
+		fmt.Fprintln(w)
+	}
+	var fsRows, lockRows []*row
+	for _, r := range rp.rows {
+		if r.section == sectionLock {
+			lockRows = append(lockRows, r)
+		} else {
+			fsRows = append(fsRows, r)
+		}
+	}
+	if len(fsRows) > 0 {
+		fmt.Fprintln(w, "Median (interquartile range) over the repetitions; ratios are scanlockfs ÷ baseline in the row's unit.")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| # | workload | unit | native | loopback | scanlockfs | scanlockfs/loopback | scanlockfs/native | target | |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+		for _, r := range fsRows {
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				r.id, r.name, r.unit, cell(r.samples[vNative]), cell(r.samples[vLoopback]), cell(r.samples[vScanlockfs]),
+				ratioCell(r.ratio(vLoopback)), ratioCell(r.ratio(vNative)), r.goal, mark(r.status()))
+		}
+		fmt.Fprintln(w)
+	}
+	if len(lockRows) > 0 {
+		fmt.Fprintln(w, "Lock manager alone (workload 7): Go lockmgr processes against Python processes on plantdb's protocol, same run.")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| # | measure | unit | Go lockmgr | Python peer | Go/Python | target | |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+		for _, r := range lockRows {
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				r.id, r.name, r.unit, cell(r.samples[vGo]), cell(r.samples[vPython]),
+				ratioCell(r.ratio(vPython)), r.goal, mark(r.status()))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, n := range rp.notes {
+		fmt.Fprintln(w, "- "+n)
+	}
+}
+
+// csvHeader is the CSV's first line: one line per row and variant; the
+// ratios, target and status are on the subject's line (scanlockfs or go).
+var csvHeader = []string{"section", "id", "workload", "unit", "better", "variant", "n",
+	"median", "p25", "p75", "min", "max", "ratio_vs_loopback", "ratio_vs_native", "ratio_vs_python", "target", "status"}
+
+func (rp *report) writeCSV(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write(csvHeader)
+	num := func(v float64) string {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return ""
+		}
+		return strconv.FormatFloat(v, 'g', 6, 64)
+	}
+	for _, r := range rp.rows {
+		better := "lower"
+		if r.higherBetter {
+			better = "higher"
+		}
+		variants := []string{vNative, vLoopback, vScanlockfs}
+		if r.section == sectionLock {
+			variants = []string{vGo, vPython}
+		}
+		for _, v := range variants {
+			xs := r.samples[v]
+			if len(xs) == 0 {
+				continue
+			}
+			s := summarize(xs)
+			rec := []string{r.section, r.id, r.name, r.unit, better, v, strconv.Itoa(s.N),
+				num(s.Median), num(s.P25), num(s.P75), num(s.Min), num(s.Max), "", "", "", "", ""}
+			if v == r.subject() {
+				if r.section == sectionLock {
+					rec[14] = num(r.ratio(vPython))
+				} else {
+					rec[12] = num(r.ratio(vLoopback))
+					rec[13] = num(r.ratio(vNative))
+				}
+				rec[15] = r.goal.String()
+				rec[16] = r.status()
+			}
+			_ = w.Write(rec)
+		}
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// missed lists the rows whose goal was missed, for the summary line.
+func (rp *report) missed() []string {
+	var out []string
+	for _, r := range rp.rows {
+		if r.status() == "miss" {
+			out = append(out, r.id+" "+r.name)
+		}
+	}
+	return out
+}
+
+func joinOr(xs []string, empty string) string {
+	if len(xs) == 0 {
+		return empty
+	}
+	return strings.Join(xs, "; ")
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The client calls the kernel directly (no os.File, no poller) so that
+// the same few syscalls are timed on every target. Calls are retried on
+// EINTR, as Go's os package and Python do.
+
+func openRetry(path string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+func statRetry(path string, st *unix.Stat_t) error {
+	for {
+		if err := unix.Stat(path, st); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func unlinkRetry(path string) error {
+	for {
+		if err := unix.Unlink(path); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func readFull(fd int, buf []byte) (int64, error) {
+	var total int64
+	for {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			return total, nil
+		}
+		total += int64(n)
+	}
+}
+
+func writeAll(fd int, buf []byte) error {
+	for len(buf) > 0 {
+		n, err := unix.Write(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		buf = buf[n:]
+	}
+	return nil
+}
+
+func perOp(d time.Duration, n int) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(n) }
+
+// workloadOpen is 1: open+close, open+4 KiB read+close and open+4 KiB
+// write+close of existing files spread over many scans.
+func (b *bench) workloadOpen(ctx context.Context, targets []*target) error {
+	rp := b.rep
+	rp.define(sectionFS, "1a", "open+close", "µs/op", false, goal{goalVsLoopback, 1.15})
+	rp.define(sectionFS, "1b", "open+4 KiB read+close", "µs/op", false, goal{goalVsLoopback, 1.15})
+	rp.define(sectionFS, "1c", "open+4 KiB write+close", "µs/op", false, goal{goalVsLoopback, 1.15})
+	var rel []string
+	for s := 0; s < b.cfg.Scans; s++ {
+		for j := 0; j < filesPerScan(b.cfg.Files, b.cfg.Scans, s); j++ {
+			rel = append(rel, openFile(s, j))
+		}
+	}
+	buf := make([]byte, 4096)
+	return b.interleave(ctx, targets, b.cfg.Reps, func(t *target, _ int) (map[string]float64, error) {
+		paths := make([]string, len(rel))
+		for i, r := range rel {
+			paths[i] = filepath.Join(t.root, r)
+		}
+		res := map[string]float64{}
+		start := time.Now()
+		for _, p := range paths {
+			fd, err := openRetry(p, unix.O_RDONLY, 0)
+			if err != nil {
+				return nil, fmt.Errorf("open %s: %w", p, err)
+			}
+			unix.Close(fd)
+		}
+		res["1a"] = perOp(time.Since(start), len(paths))
+
+		start = time.Now()
+		for _, p := range paths {
+			fd, err := openRetry(p, unix.O_RDONLY, 0)
+			if err != nil {
+				return nil, fmt.Errorf("open %s: %w", p, err)
+			}
+			n, err := unix.Read(fd, buf)
+			unix.Close(fd)
+			if err != nil || n != len(buf) {
+				return nil, fmt.Errorf("read %s: %d bytes, %v", p, n, err)
+			}
+		}
+		res["1b"] = perOp(time.Since(start), len(paths))
+
+		start = time.Now()
+		for _, p := range paths {
+			fd, err := openRetry(p, unix.O_WRONLY, 0)
+			if err != nil {
+				return nil, fmt.Errorf("open %s for writing: %w", p, err)
+			}
+			n, err := unix.Pwrite(fd, buf, 0)
+			unix.Close(fd)
+			if err != nil || n != len(buf) {
+				return nil, fmt.Errorf("write %s: %d bytes, %v", p, n, err)
+			}
+		}
+		res["1c"] = perOp(time.Since(start), len(paths))
+		return res, nil
+	})
+}
+
+// workloadStat is 2: stat of many files on first touch (a directory this
+// target has never seen) and repeated, and readdir of a big directory.
+func (b *bench) workloadStat(ctx context.Context, targets []*target) error {
+	rp := b.rep
+	rp.define(sectionFS, "2a", "stat, first touch", "µs/op", false, goal{goalVsLoopback, 1.05})
+	rp.define(sectionFS, "2b", "stat, repeated", "µs/op", false, goal{goalVsLoopback, 1.05})
+	rp.define(sectionFS, "2c", fmt.Sprintf("readdir of %d entries", b.cfg.ReaddirEntries), "ms", false, goal{goalVsLoopback, 1.05})
+	n := b.cfg.StatFiles
+	buf := make([]byte, 64<<10)
+	return b.interleave(ctx, targets, b.cfg.Reps, func(t *target, rep int) (map[string]float64, error) {
+		dir := filepath.Join(t.root, statScan(t.name, rep+b.cfg.Warmup))
+		paths := make([]string, n)
+		for i := range paths {
+			paths[i] = filepath.Join(dir, fmt.Sprintf("f%05d", i))
+		}
+		res := map[string]float64{}
+		var st unix.Stat_t
+		for pass, id := range []string{"2a", "2b"} {
+			start := time.Now()
+			for _, p := range paths {
+				if err := statRetry(p, &st); err != nil {
+					return nil, fmt.Errorf("stat %s (pass %d): %w", p, pass+1, err)
+				}
+			}
+			res[id] = perOp(time.Since(start), n)
+		}
+
+		list := filepath.Join(t.root, readdirScan, "list")
+		start := time.Now()
+		fd, err := openRetry(list, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", list, err)
+		}
+		total := 0
+		for {
+			k, err := unix.Getdents(fd, buf)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("getdents %s: %w", list, err)
+			}
+			if k == 0 {
+				break
+			}
+			total += k
+		}
+		unix.Close(fd)
+		res["2c"] = float64(time.Since(start).Nanoseconds()) / 1e6
+		if total == 0 {
+			return nil, fmt.Errorf("readdir %s returned nothing", list)
+		}
+		return res, nil
+	})
+}
+
+// workloadCreate is 3: create + 4 KiB write + close of new small files in
+// one scan, then unlink of them.
+func (b *bench) workloadCreate(ctx context.Context, targets []*target) error {
+	rp := b.rep
+	rp.define(sectionFS, "3a", "create+4 KiB write+close", "µs/op", false, goal{goalVsLoopback, 1.2})
+	rp.define(sectionFS, "3b", "unlink", "µs/op", false, goal{})
+	n := b.cfg.CreateFiles
+	buf := make([]byte, 4096)
+	return b.interleave(ctx, targets, b.cfg.Reps, func(t *target, rep int) (map[string]float64, error) {
+		dir := filepath.Join(t.root, createScan(t.name), fmt.Sprint("r", rep+b.cfg.Warmup))
+		paths := make([]string, n)
+		for i := range paths {
+			paths[i] = filepath.Join(dir, fmt.Sprintf("new_%05d.bin", i))
+		}
+		res := map[string]float64{}
+		start := time.Now()
+		for _, p := range paths {
+			fd, err := openRetry(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+			if err != nil {
+				return nil, fmt.Errorf("create %s: %w", p, err)
+			}
+			err = writeAll(fd, buf)
+			unix.Close(fd)
+			if err != nil {
+				return nil, fmt.Errorf("write %s: %w", p, err)
+			}
+		}
+		res["3a"] = perOp(time.Since(start), n)
+		start = time.Now()
+		for _, p := range paths {
+			if err := unlinkRetry(p); err != nil {
+				return nil, fmt.Errorf("unlink %s: %w", p, err)
+			}
+		}
+		res["3b"] = perOp(time.Since(start), n)
+		return res, nil
+	})
+}

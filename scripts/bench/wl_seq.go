@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// noPassthroughFlag turns go-fuse's passthrough off in the loopback
+// program, and in scanlockfs when its mount command has the flag.
+const noPassthroughFlag = "--no-passthrough"
+
+// workloadSeq is 4: sequential read and write of one big file, with
+// passthrough (the default where the kernel and privileges allow it) and
+// with passthrough forced off, on mounts of their own.
+func (b *bench) workloadSeq(ctx context.Context, targets []*target) error {
+	rp := b.rep
+	rp.define(sectionFS, "4a", "sequential read, passthrough", "MiB/s", true, goal{goalVsNativeMin, 0.9})
+	rp.define(sectionFS, "4b", "sequential write, passthrough", "MiB/s", true, goal{goalVsNativeMin, 0.9})
+	rp.define(sectionFS, "4c", "sequential read, passthrough off", "MiB/s", true, goal{})
+	rp.define(sectionFS, "4d", "sequential write, passthrough off", "MiB/s", true, goal{})
+
+	type seqTarget struct {
+		*target
+		label   string
+		ids     []string // rows fed: read, write (native feeds both pairs)
+		cpu     time.Duration
+		readGiB float64
+	}
+	var all []*seqTarget
+	for _, t := range targets {
+		label := t.name
+		ids := []string{"4a", "4b"}
+		if t.name == vNative {
+			ids = []string{"4a", "4b", "4c", "4d"}
+		}
+		all = append(all, &seqTarget{target: t, label: label, ids: ids})
+	}
+	// Mounts with passthrough off, for this workload only.
+	lb, err := b.mount(ctx, vLoopback, "loopback-nopt", b.src, noPassthroughFlag)
+	if err != nil {
+		return err
+	}
+	defer lb.unmount()
+	all = append(all, &seqTarget{target: &target{name: vLoopback, root: lb.mnt, daemon: lb}, label: "loopback-nopt", ids: []string{"4c", "4d"}})
+	if b.slfsMissing == "" {
+		sl, err := b.mount(ctx, vScanlockfs, "scanlockfs-nopt", b.src, noPassthroughFlag)
+		switch {
+		case err == nil:
+			defer sl.unmount()
+			all = append(all, &seqTarget{target: &target{name: vScanlockfs, root: sl.mnt, daemon: sl}, label: "scanlockfs-nopt", ids: []string{"4c", "4d"}})
+		case exitedWithUsage(sl):
+			rp.notef("4c/4d: scanlockfs mount has no %s flag, so passthrough cannot be forced off there", noPassthroughFlag)
+		default:
+			return err
+		}
+	}
+
+	size := int64(b.cfg.SeqSize)
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	mib := float64(size) / (1 << 20)
+	order := make([]*target, len(all))
+	byTarget := map[*target]*seqTarget{}
+	for i, s := range all {
+		order[i] = s.target
+		byTarget[s.target] = s
+	}
+	err = b.interleave(ctx, order, b.cfg.SeqReps, func(t *target, rep int) (map[string]float64, error) {
+		s := byTarget[t]
+		in := filepath.Join(t.root, seqScan, "data.bin")
+		var cpu0 time.Duration
+		if t.daemon != nil {
+			cpu0, _ = procCPU(t.daemon.p.pid())
+		}
+		start := time.Now()
+		fd, err := openRetry(in, unix.O_RDONLY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", in, err)
+		}
+		n, err := readFull(fd, buf)
+		unix.Close(fd)
+		if err != nil || n != size {
+			return nil, fmt.Errorf("read %s: %d of %d bytes, %v", in, n, size, err)
+		}
+		readT := time.Since(start)
+		if t.daemon != nil && rep >= 0 {
+			cpu1, _ := procCPU(t.daemon.p.pid())
+			s.cpu += cpu1 - cpu0
+			s.readGiB += float64(size) / (1 << 30)
+		}
+
+		out := filepath.Join(t.root, seqScan, "out_"+s.label+".bin")
+		start = time.Now()
+		fd, err = openRetry(out, unix.O_CREAT|unix.O_TRUNC|unix.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %w", out, err)
+		}
+		for off := int64(0); off < size; off += int64(len(buf)) {
+			chunk := buf
+			if size-off < int64(len(chunk)) {
+				chunk = chunk[:size-off]
+			}
+			if err := writeAll(fd, chunk); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("write %s: %w", out, err)
+			}
+		}
+		if err := unix.Close(fd); err != nil {
+			return nil, fmt.Errorf("close %s: %w", out, err)
+		}
+		writeT := time.Since(start)
+		if err := unlinkRetry(out); err != nil {
+			return nil, fmt.Errorf("unlink %s: %w", out, err)
+		}
+		res := map[string]float64{}
+		for i, id := range s.ids {
+			d := readT
+			if i%2 == 1 {
+				d = writeT
+			}
+			res[id] = mib / d.Seconds()
+		}
+		return res, nil
+	})
+	if err != nil {
+		return err
+	}
+	// Passthrough keeps reads and writes out of the daemon: its CPU time
+	// per GiB read shows whether it was active.
+	var parts []string
+	for _, s := range all {
+		if s.daemon != nil && s.readGiB > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f ms", s.label, float64(s.cpu.Milliseconds())/s.readGiB))
+		}
+	}
+	sort.Strings(parts)
+	rp.notef("4: daemon CPU per GiB read (near 0 = passthrough active): %s; native figures are shared by 4a-4d", strings.Join(parts, ", "))
+	return nil
+}
+
+// exitedWithUsage reports whether a mount daemon exited with the usage
+// error code (an unknown flag).
+func exitedWithUsage(d *daemon) bool {
+	if d == nil || d.p == nil {
+		return false
+	}
+	select {
+	case <-d.p.done:
+	case <-time.After(2 * time.Second):
+		return false
+	}
+	var ee *exec.ExitError
+	return errors.As(d.p.err, &ee) && ee.ExitCode() == 2
+}
