@@ -24,12 +24,12 @@ const helperEnv = "SCANLOCKFS_BENCH_HELPER"
 type proc struct {
 	name   string
 	daemon bool
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines chan string
-	done  chan struct{} // closed when the process has exited
-	err   error         // exit status, valid after done
-	tail  *tailBuffer
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	done   chan struct{} // closed when the process has exited
+	err    error         // exit status, valid after done
+	tail   *tailBuffer
 }
 
 // procs tracks every child so that cleanup can kill those still running,
