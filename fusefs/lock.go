@@ -47,22 +47,30 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 	}
 	leases := make([]*lockmgr.Lease, 0, len(ids))
 	for _, id := range ids {
+		o := owner
+		if others, self := fsys.heldByOthers(id, owner.Key); others && !self {
+			if inh, ok := fsys.inheritedOwner(owner, id); ok {
+				o = inh
+				if fsys.debug {
+					fsys.reqLog(req, id, owner).WithField("as", inh.String()).Debug("acting as the owner of an inherited descriptor")
+				}
+			}
+		}
 		var l *lockmgr.Lease
 		var err error
 		if req.nonblock {
-			l, err = fsys.mgr.TryAcquire(id, req.mode, owner)
+			l, err = fsys.mgr.TryAcquire(id, req.mode, o)
 		} else {
-			l, err = fsys.mgr.Acquire(ctx, id, req.mode, owner)
+			l, err = fsys.mgr.Acquire(ctx, id, req.mode, o)
 		}
 		if err != nil {
 			fsys.unlock(req, leases)
 			return nil, toErrno(fsys.reqLog(req, id, owner), err)
 		}
+		fsys.track(l)
 		leases = append(leases, l)
-	}
-	if fsys.debug {
-		for _, l := range leases {
-			fsys.reqLog(req, l.ScanID(), owner).WithField("waited", l.Waited()).Debug("scan lock taken")
+		if fsys.debug {
+			fsys.reqLog(req, id, owner).WithField("waited", l.Waited()).Debug("scan lock taken")
 		}
 	}
 	return leases, 0
@@ -81,6 +89,7 @@ func (fsys *fileSystem) release(req lockReq, l *lockmgr.Lease) {
 	if l == nil {
 		return
 	}
+	fsys.untrack(l)
 	if err := l.Release(); err != nil {
 		fsys.reqLog(req, l.ScanID(), l.Owner()).WithError(err).Error("releasing scan lock failed")
 		return

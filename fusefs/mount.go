@@ -62,13 +62,19 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("fusefs: source %s: %w", src, err)
 	}
 
+	mnt, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return nil, err
+	}
 	fsys := &fileSystem{
-		mgr:      opts.Manager,
-		log:      logger,
-		debug:    debugEnabled(logger),
-		timeout:  opts.Timeout,
-		readOnly: opts.ReadOnly,
-		hidden:   hiddenName(src, opts.Manager.LockDir()),
+		mountpoint: mnt,
+		holders:    holding{},
+		mgr:        opts.Manager,
+		log:        logger,
+		debug:      debugEnabled(logger),
+		timeout:    opts.Timeout,
+		readOnly:   opts.ReadOnly,
+		hidden:     hiddenName(src, opts.Manager.LockDir()),
 	}
 	rootData := &fs.LoopbackRoot{Path: src, Dev: uint64(st.Dev)}
 	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, fsys: fsys}

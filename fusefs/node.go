@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,11 +22,17 @@ type fileSystem struct {
 	timeout  time.Duration
 	readOnly bool
 	root     *fs.Inode
+	// mountpoint is the absolute mount point, to recognise descriptors
+	// into the mount in /proc/PID/fd.
+	mountpoint string
 	// hidden is the name of the real lock directory at the root, which the
 	// mount does not show ("" if the lock directory is elsewhere).
 	hidden string
 
 	stats counters
+
+	mu      sync.Mutex // guards holders; never held while waiting
+	holders holding
 }
 
 // node is a loopback node that takes scan locks. Every node of the

@@ -97,3 +97,48 @@ func BenchmarkTGIDProcStatus(b *testing.B) {
 		procTgid(pid)
 	}
 }
+
+func TestParsePPid(t *testing.T) {
+	cases := map[string]int{
+		"25080 (cat) R 25076 25076 5948 0 -1": 25076,
+		"7 (a (weird) name) S 1 7 7 0 -1":     1,
+		"9 (sp ace) S 4242 9 9":               4242,
+	}
+	for stat, want := range cases {
+		if got, ok := parsePPid(stat); !ok || got != want {
+			t.Errorf("parsePPid(%q) = %d, %v; want %d", stat, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", "1 (x", "1 (x) R", "1 (x) R zz"} {
+		if _, ok := parsePPid(bad); ok {
+			t.Errorf("parsePPid(%q) succeeded", bad)
+		}
+	}
+	if ppid, ok := parentOf(os.Getpid()); !ok || ppid != os.Getppid() {
+		t.Errorf("parentOf(self) = %d, %v; want %d", ppid, ok, os.Getppid())
+	}
+}
+
+func TestHasFDUnder(t *testing.T) {
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Mkdir(dir+"/scan", 0o755))
+	f, err := os.Create(dir + "/scan/file")
+	must(err)
+	defer f.Close()
+	if !hasFDUnder(os.Getpid(), dir+"/scan") {
+		t.Error("open file under dir not found")
+	}
+	if hasFDUnder(os.Getpid(), dir+"/sc") {
+		t.Error("prefix of a name matched")
+	}
+	must(os.Remove(dir + "/scan/file"))
+	if !hasFDUnder(os.Getpid(), dir+"/scan") {
+		t.Error("unlinked open file not found")
+	}
+}
