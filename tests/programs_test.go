@@ -49,12 +49,12 @@ with open(p) as src:              # shared lock, kept open
 		run(t, s.argv[0], s.argv[1:]...)
 	}
 	check := map[string]string{
-		"scanA/files.json":  "FILES of scanA\n",
-		"scanA/copy.json":   "FILES OF SCANA\n",
-		"scanA/copy2.json":  "files of scanA\n",
-		"scanB/from_a.json": "files of scanA\n",
-		"scanA/log":         "one\ntwo\n",
-		"scanA/py.txt":      "py\n",
+		"scanA/files.json":    "FILES of scanA\n",
+		"scanA/copy.json":     "FILES OF SCANA\n",
+		"scanA/copy2.json":    "files of scanA\n",
+		"scanB/from_a.json":   "files of scanA\n",
+		"scanA/log":           "one\ntwo\n",
+		"scanA/py.txt":        "py\n",
 		"scanA/images/dd.out": "files of scanA\n",
 	}
 	for rel, want := range check {
