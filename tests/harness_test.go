@@ -490,6 +490,8 @@ func startProgram(t *testing.T, name string, args ...string) *program {
 	t.Helper()
 	p := &program{done: make(chan struct{})}
 	p.cmd = exec.Command(name, args...)
+	// For slclient: Go's preemption signals would interrupt its FUSE calls.
+	p.cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.err
 	must(t, p.cmd.Start())
 	go func() {

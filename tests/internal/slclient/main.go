@@ -14,6 +14,7 @@
 //	lock ID SOURCE SCAN shared|exclusive   (lockmgr.Acquire, this process)
 //	try ID SOURCE SCAN shared|exclusive    (lockmgr.TryAcquire)
 //	unlock ID
+//	put ID PATH SIZE SEED [rename]   write Content(SIZE, SEED) to PATH (O_TRUNC, or a temporary file renamed over PATH)
 //
 // FLAGS letters: r (O_RDONLY), w (O_WRONLY), b (O_RDWR), t (O_TRUNC),
 // a (O_APPEND), c (O_CREAT), n (O_NONBLOCK). End of input closes
@@ -240,6 +241,18 @@ func interactive() {
 				continue
 			}
 			say("ok %s %d", id, now())
+		case cmd == "put" && (len(f) == 5 || len(f) == 6):
+			size, err1 := strconv.Atoi(f[3])
+			seed, err2 := strconv.Atoi(f[4])
+			if err1 != nil || err2 != nil {
+				say("bad %s put SIZE SEED", id)
+				continue
+			}
+			if err := put(f[2], size, seed, len(f) == 6 && f[5] == "rename"); err != nil {
+				say("err %s %s %d", id, errnoName(err), now())
+				continue
+			}
+			say("ok %s %d", id, now())
 		default:
 			say("bad %s unknown command %q", id, sc.Text())
 		}
@@ -250,6 +263,34 @@ func interactive() {
 	for _, l := range leases {
 		l.Release()
 	}
+}
+
+// Content is the deterministic content of put; the tests compute the
+// same (tests/exclusion_test.go).
+func Content(size, seed int) []byte {
+	b := make([]byte, size)
+	x := uint32(seed)*2654435761 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = 'a' + byte(x%26)
+	}
+	return b
+}
+
+func put(path string, size, seed int, rename bool) error {
+	target := path
+	if rename {
+		target = path + ".tmp"
+	}
+	if err := os.WriteFile(target, Content(size, seed), 0o644); err != nil {
+		return err
+	}
+	if rename {
+		return os.Rename(target, path)
+	}
+	return nil
 }
 
 func oneShot(mode string, args []string) error {
