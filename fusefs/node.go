@@ -58,10 +58,21 @@ func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbe
 // isRoot reports whether n is the mount's root directory.
 func (n *node) isRoot() bool { return n.EmbeddedInode() == n.fsys.root }
 
+// orphanPath is the relative path of a node that lost its last name
+// (unlinked while open, or O_TMPFILE): no scan, as it starts with '.'.
+const orphanPath = ".deleted"
+
 // relPath returns n's path relative to the mount root ("" for the root).
-// A node that lost its last name (unlinked while open) gets a path whose
-// first component starts with '.', which is no scan.
-func (n *node) relPath() string { return n.Path(n.fsys.root) }
+func (n *node) relPath() string {
+	if n.isRoot() {
+		return ""
+	}
+	// Path would log a warning for every orphan.
+	if _, parent := n.Parent(); parent == nil {
+		return orphanPath
+	}
+	return n.Path(n.fsys.root)
+}
 
 // childPath returns the relative path of name in directory n.
 func (n *node) childPath(name string) string {
