@@ -1,0 +1,245 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// mount refuses bad arguments with a message naming the path and what to
+// do, and a distinct exit code, before it touches anything.
+func TestMountRefusals(t *testing.T) {
+	t.Parallel()
+	src := scanDB(t, "scanA")
+	empty := t.TempDir()
+	notEmpty := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(notEmpty, "x"), nil, 0o644))
+	file := filepath.Join(t.TempDir(), "file")
+	must(t, os.WriteFile(file, nil, 0o644))
+	inside := filepath.Join(src, "scanA", "mnt")
+	must(t, os.Mkdir(inside, 0o755))
+	missing := filepath.Join(t.TempDir(), "missing")
+
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"no arguments", nil, 2, []string{"SOURCE and MOUNTPOINT"}},
+		{"one argument", []string{src}, 2, []string{"SOURCE and MOUNTPOINT"}},
+		{"missing SOURCE", []string{missing, empty}, 6, []string{missing, "does not exist"}},
+		{"SOURCE is a file", []string{file, empty}, 2, []string{file, "not a directory"}},
+		{"MOUNTPOINT missing", []string{src, missing}, 6, []string{missing, "mkdir"}},
+		{"MOUNTPOINT is a file", []string{src, file}, 5, []string{file, "not a directory"}},
+		{"MOUNTPOINT not empty", []string{src, notEmpty}, 5, []string{notEmpty, "not empty"}},
+		{"MOUNTPOINT inside SOURCE", []string{src, inside}, 2, []string{inside, "inside SOURCE"}},
+		{"MOUNTPOINT is SOURCE", []string{src, src}, 2, []string{"inside SOURCE"}},
+		{"bad timeout", []string{"--timeout", "soon", src, empty}, 2, []string{"--timeout"}},
+		{"bad flag", []string{"--frobnicate", src, empty}, 2, []string{"frobnicate"}},
+	}
+	for _, c := range cases {
+		code, stderr, _ := runErr(t, binScanlockfs, append([]string{"mount"}, c.args...)...)
+		if code != c.code {
+			t.Errorf("%s: exit %d, want %d; stderr: %s", c.name, code, c.code, stderr)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("%s: stderr lacks %q: %s", c.name, w, stderr)
+			}
+		}
+	}
+	if isMounted(empty) {
+		t.Fatal("a refused mount mounted something")
+	}
+}
+
+// SIGTERM (and SIGINT) unmount cleanly and exit 0 with every lock
+// released. With a file still open, the mount is detached lazily and
+// keeps serving it; the scan stays locked until the file is closed.
+func TestSignalsUnmountCleanly(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		src := scanDB(t, "scanA")
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		must(t, os.Mkdir(mnt, 0o755))
+		d := mountT(t, src)
+		d.allowExit = true
+		run(t, "cat", d.path("scanA/files.json"))
+		must(t, d.cmd.Process.Signal(sig))
+		if code := d.waitExit(t); code != 0 {
+			t.Fatalf("%v: exit %d\n%s", sig, code, d.stderr)
+		}
+		if isMounted(d.mnt) {
+			t.Fatalf("%v: still mounted", sig)
+		}
+		if st := lockState(t, src, "scanA"); st.State != "free" {
+			t.Fatalf("%v: scan %s after exit", sig, st.State)
+		}
+	}
+
+	// A writer keeps its file open across the SIGTERM.
+	src := scanDB(t, "scanA")
+	d := mountT(t, src)
+	d.allowExit = true
+	w := startClient(t, "writer")
+	w.mustOpen("w", d.path("scanA/files.json"), "wt")
+	must(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	deadline := time.Now().Add(waitLimit)
+	for isMounted(d.mnt) {
+		if time.Now().After(deadline) {
+			t.Fatal("mount not detached after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-d.exited:
+		t.Fatalf("daemon exited while a file was open: %v\n%s", d.waitErr, d.stderr)
+	default:
+	}
+	if st := lockState(t, src, "scanA"); st.State != "exclusive" {
+		t.Fatalf("scan %s while the detached writer still has its file", st.State)
+	}
+	w.send("write w still served")
+	if r := w.result("w"); r.kind != "ok" {
+		t.Fatalf("write to the detached mount: %s", r.errno)
+	}
+	w.close("w")
+	if code := d.waitExit(t); code != 0 {
+		t.Fatalf("exit %d after the last file closed\n%s", code, d.stderr)
+	}
+	waitFree(t, src, "scanA")
+	if b, _ := os.ReadFile(filepath.Join(src, "scanA/files.json")); string(b) != "still served" {
+		t.Fatalf("content: %q", b)
+	}
+}
+
+// The real SOURCE/.locks is not part of the mount: not listed, not
+// found, and nothing can be created under its name.
+func TestLockDirIsHidden(t *testing.T) {
+	t.Parallel()
+	d := mountT(t, scanDB(t, "scanA"))
+	// Make sure there is a lock file to hide.
+	w := startClient(t, "writer")
+	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	if _, err := os.Stat(d.srcPath(".locks/scanA.lock")); err != nil {
+		t.Fatalf("no lock file on SOURCE: %v", err)
+	}
+	if out := run(t, "ls", "-a", d.mnt); strings.Contains(out, ".locks") || !strings.Contains(out, "scanA") {
+		t.Fatalf("ls -a of the mount: %q", out)
+	}
+	if _, err := os.Stat(d.path(".locks")); !os.IsNotExist(err) {
+		t.Fatalf("stat .locks: %v", err)
+	}
+	if _, err := os.Stat(d.path(".locks/scanA.lock")); !os.IsNotExist(err) {
+		t.Fatalf("stat .locks/scanA.lock: %v", err)
+	}
+	for name, op := range map[string]func() error{
+		"mkdir":   func() error { return os.Mkdir(d.path(".locks"), 0o755) },
+		"create":  func() error { return os.WriteFile(d.path(".locks"), nil, 0o644) },
+		"symlink": func() error { return os.Symlink("scanA", d.path(".locks")) },
+		"rename":  func() error { return os.Rename(d.path("users.json"), d.path(".locks")) },
+		"link":    func() error { return os.Link(d.path("users.json"), d.path(".locks")) },
+	} {
+		if err := op(); !os.IsPermission(err) {
+			t.Errorf("%s .locks: %v, want EPERM", name, err)
+		}
+	}
+	w.close("w")
+	// Elsewhere .locks is an ordinary name.
+	run(t, "mkdir", d.path("scanA/.locks"))
+}
+
+// --read-only: reads work and take shared locks; writes fail with EROFS.
+func TestReadOnly(t *testing.T) {
+	t.Parallel()
+	d := mountT(t, scanDB(t, "scanA"), "--read-only")
+	if got := run(t, "cat", d.path("scanA/files.json")); got != "files of scanA\n" {
+		t.Fatalf("cat: %q", got)
+	}
+	for _, argv := range [][]string{
+		{"sh", "-c", "echo x >> " + d.path("scanA/files.json")},
+		{"touch", d.path("scanA/new")},
+		{"rm", d.path("scanA/files.json")},
+		{"mkdir", d.path("scanA/dir")},
+	} {
+		code, stderr, _ := runErr(t, argv[0], argv[1:]...)
+		if code == 0 || !strings.Contains(stderr, "Read-only file system") {
+			t.Errorf("%v: exit %d, %s", argv, code, stderr)
+		}
+	}
+	// A reader still takes the shared lock.
+	r := startClient(t, "reader")
+	r.mustOpen("r", d.path("scanA/files.json"), "r")
+	if st := lockState(t, d.src, "scanA"); st.State != "shared" {
+		t.Fatalf("scan %s under a reader of a read-only mount", st.State)
+	}
+	r.close("r")
+}
+
+// --allow-other mounts with allow_other and default_permissions, so the
+// kernel checks permissions for other users.
+func TestAllowOtherSetsDefaultPermissions(t *testing.T) {
+	t.Parallel()
+	d := mountT(t, scanDB(t, "scanA"), "--allow-other")
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	must(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == d.mnt {
+			if !strings.Contains(l, "default_permissions") || !strings.Contains(l, "allow_other") {
+				t.Fatalf("mount options: %s", l)
+			}
+			return
+		}
+	}
+	t.Fatal("mount not found in mountinfo")
+}
+
+// Passthrough is in use: with it, reads and writes go from the kernel to
+// the backing file and never reach the daemon (its counters stay at 0);
+// without it they do. Only root can register backing files.
+func TestPassthroughKeepsDataOutOfTheDaemon(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("passthrough needs root (CAP_SYS_ADMIN)")
+	}
+	for _, c := range []struct {
+		flags   []string
+		through bool
+	}{{nil, false}, {[]string{"--no-passthrough"}, true}} {
+		d := mountT(t, scanDB(t, "scanA"), c.flags...)
+		d.allowExit = true
+		run(t, "dd", "if=/dev/zero", "of="+d.path("scanA/big"), "bs=1M", "count=8", "status=none")
+		run(t, "sh", "-c", "cat "+d.path("scanA/big")+" > /dev/null")
+		d.stopAndCheck(t, "opens=2")
+		reads := strings.Contains(d.stderr.String(), "daemon_reads=0 daemon_writes=0")
+		if reads == c.through {
+			t.Errorf("flags %v: %s", c.flags, lastLine(d.stderr.String()))
+		}
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// A stale mount point (daemon gone) is named with the fix.
+func TestStaleMountpointIsExplained(t *testing.T) {
+	t.Parallel()
+	src := scanDB(t, "scanA")
+	d := mountT(t, src)
+	d.allowExit = true
+	must(t, d.cmd.Process.Kill())
+	d.waitExit(t)
+	t.Cleanup(func() { _ = exec.Command("fusermount3", "-u", "-z", d.mnt).Run() })
+	code, stderr, _ := runErr(t, binScanlockfs, "mount", src, d.mnt)
+	if code != 5 || !strings.Contains(stderr, "fusermount3 -u") {
+		t.Fatalf("mount on a dead mount: exit %d, %s", code, stderr)
+	}
+}
