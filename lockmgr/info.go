@@ -2,6 +2,7 @@ package lockmgr
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,10 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// infoTool marks the .info files written by this package, so that other
+// processes can tell them from plantdb's.
+const infoTool = "scanlockfs"
 
 // Info is the content of a <scan>.info file. The first six fields are
 // plantdb's; the others are ours and optional.
@@ -35,66 +40,128 @@ func (i *Info) Time() time.Time {
 	return time.Unix(sec, int64((i.Timestamp-float64(sec))*1e9))
 }
 
+// infoState is the .info file of one scan, as far as this process is
+// concerned. Guarded by scanState.mu.
+type infoState struct {
+	timer *time.Timer // pending delayed write
+	busy  bool        // a write is in flight (without scanState.mu)
+	id    fileID      // the file we wrote and have not removed yet
+	epoch uint64      // the osEpoch that file describes
+}
+
+// scheduleInfoLocked arranges for the .info file of s to be written
+// cfg.infoDelay from now, if this process still holds the flock then.
+// Short holds thus never touch the disk for metadata.
+func (m *Manager) scheduleInfoLocked(s *scanState) {
+	if s.info.timer == nil {
+		s.info.timer = time.AfterFunc(m.cfg.infoDelay, func() { m.infoDue(s) })
+		return
+	}
+	s.info.timer.Reset(m.cfg.infoDelay)
+}
+
+// infoDue writes the .info file of s for the flock this process holds
+// now, unless it is already written or a write is in flight (that writer
+// looks again when it is done).
+func (m *Manager) infoDue(s *scanState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !s.info.busy && s.osMode != 0 && s.info.epoch != s.osEpoch && !m.closed.Load() {
+		s.info.busy = true
+		epoch, mode, owner, since, tid := s.osEpoch, s.osMode, s.osOwner, s.osSince, s.osTID
+		s.mu.Unlock()
+		id := m.writeInfo(s.id, mode, owner, since, tid)
+		s.mu.Lock()
+		s.info.busy = false
+		if !id.zero() {
+			s.info.id = id
+		}
+		s.info.epoch = epoch
+		s.broadcastLocked() // a release may be waiting for the write
+	}
+}
+
+// cancelInfoLocked, on the way to dropping the flock, cancels a pending
+// write and removes the .info file we wrote if it is still ours. No write
+// is in flight (see releaseIdleLocked).
+func (m *Manager) cancelInfoLocked(s *scanState) {
+	if s.info.timer != nil {
+		s.info.timer.Stop()
+	}
+	if !s.info.id.zero() {
+		m.removeInfoIfOurs(s.id, s.info.id)
+		s.info.id = fileID{}
+	}
+}
+
 var tmpSeq atomic.Uint64
 
-// writeInfo replaces the .info file of s atomically (temporary file +
-// rename) so that readers never see half a file. A failure (a full disk,
-// say) is logged and leaves no temporary file behind: the lock itself
-// does not depend on it.
-func (m *Manager) writeInfo(s *scanState, mode Mode, owner Owner) {
-	host, _ := os.Hostname()
+// writeInfo replaces the .info file of scan id atomically (temporary file
+// + rename) so that readers never see half a file, and returns the
+// identity of the new file. A failure (a full disk, say) is logged and
+// leaves no temporary file behind: the lock itself does not depend on it.
+func (m *Manager) writeInfo(id string, mode Mode, owner Owner, since time.Time, tid int) fileID {
 	inf := Info{
-		ScanID:    s.id,
+		ScanID:    id,
 		LockType:  mode.String(),
 		User:      owner.User,
-		Timestamp: float64(time.Now().UnixNano()) / 1e9,
+		Timestamp: float64(since.UnixNano()) / 1e9,
 		PID:       m.pid,
-		ThreadID:  unix.Gettid(),
+		ThreadID:  tid,
 		Owner:     owner.Key,
 		OwnerPID:  owner.PID,
 		Note:      owner.Note,
-		Hostname:  host,
-		Tool:      "scanlockfs",
+		Hostname:  m.hostname,
+		Tool:      infoTool,
 	}
 	data, err := json.Marshal(&inf)
 	if err != nil {
-		return
+		return fileID{}
 	}
 	// The temporary name does not contain the scan id: a 250-byte id plus
 	// a suffix would pass NAME_MAX.
 	tmp := filepath.Join(m.lockDir, ".info-tmp-"+strconv.Itoa(m.pid)+"-"+strconv.FormatUint(tmpSeq.Add(1), 10))
-	id, err := writeFileID(tmp, data, m.cfg.fileMode)
+	fid, err := writeFileID(tmp, data, m.cfg.fileMode)
 	if err == nil {
-		err = os.Rename(tmp, m.infoPath(s.id))
+		err = unix.Rename(tmp, m.infoPath(id))
 	}
 	if err != nil {
-		_ = os.Remove(tmp)
-		m.log.WithField("scan", s.id).WithError(err).Warn("could not write lock info file; the lock is held without it")
-		return
+		_ = unix.Unlink(tmp)
+		m.log.WithField("scan", id).WithError(err).Warn("could not write lock info file; the lock is held without it")
+		return fileID{}
 	}
-	s.infoID = id
+	m.stats.infoWrites.Add(1)
+	return fid
 }
 
+// writeFileID creates path exclusively with data and mode (not narrowed by
+// the umask) and returns the new file's identity.
 func writeFileID(path string, data []byte, mode os.FileMode) (fileID, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, uint32(mode))
 	if err != nil {
 		return fileID{}, err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
+	defer unix.Close(fd)
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fileID{}, err
+		}
+		data = data[n:]
 	}
-	var id fileID
-	if err == nil {
-		var st os.FileInfo
-		if st, err = f.Stat(); err == nil {
-			id = statID(st)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fileID{}, err
+	}
+	if os.FileMode(st.Mode&0o777) != mode {
+		if err := unix.Fchmod(fd, uint32(mode)); err != nil {
+			return fileID{}, err
 		}
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return id, err
+	return fileID{dev: st.Dev, ino: st.Ino}, nil
 }
 
 // removeInfoIfOurs removes the .info file of scan id if it is still the
@@ -106,7 +173,7 @@ func (m *Manager) removeInfoIfOurs(id string, ours fileID) {
 		return
 	}
 	if (fileID{dev: st.Dev, ino: st.Ino}) == ours {
-		_ = os.Remove(p)
+		_ = unix.Unlink(p)
 	}
 }
 

@@ -12,7 +12,10 @@ import (
 const (
 	DefaultTimeout  = 30 * time.Second
 	DefaultFileMode = os.FileMode(0o664)
-	DefaultDirMode  = os.FileMode(0o2775)
+	DefaultDirMode  = os.ModeSetgid | 0o775 // 02775
+	// DefaultInfoDelay is how long a flock must have been held before its
+	// .info file is written (see WithInfoDelay).
+	DefaultInfoDelay = 2 * time.Millisecond
 	// LockDirName is the lock directory under the scan root, as in plantdb.
 	LockDirName = ".locks"
 )
@@ -24,6 +27,7 @@ type config struct {
 	lockDir    string
 	timeout    time.Duration
 	infoFiles  bool
+	infoDelay  time.Duration
 	fileMode   os.FileMode
 	dirMode    os.FileMode
 	log        logrus.FieldLogger
@@ -36,6 +40,7 @@ func defaultConfig() config {
 	return config{
 		timeout:    DefaultTimeout,
 		infoFiles:  true,
+		infoDelay:  DefaultInfoDelay,
 		fileMode:   DefaultFileMode,
 		dirMode:    DefaultDirMode,
 		log:        l,
@@ -55,6 +60,14 @@ func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = 
 // WithInfoFiles turns the <scan>.info metadata files on (default) or off.
 func WithInfoFiles(on bool) Option { return func(c *config) { c.infoFiles = on } }
 
+// WithInfoDelay sets how long this process must have held a scan's
+// flock before the .info file is written (default DefaultInfoDelay). The
+// file is written in the background and removed before the flock is
+// dropped, so a lock held for less never costs a file creation; see
+// "Metadata" in the package documentation. Zero or less writes it before
+// Acquire returns.
+func WithInfoDelay(d time.Duration) Option { return func(c *config) { c.infoDelay = d } }
+
 // WithFileMode sets the mode of the lock and info files this manager
 // creates (default 0664). The mode is applied exactly, not through the
 // umask, so that other users of the scan tree can open them for writing.
@@ -62,8 +75,15 @@ func WithFileMode(m os.FileMode) Option { return func(c *config) { c.fileMode = 
 
 // WithDirMode sets the mode of the lock directory when this manager
 // creates it (default 02775: group-writable, and setgid so that files in
-// it inherit the directory's group).
+// it inherit the directory's group). The setgid and sticky bits may be
+// given as os.ModeSetgid and os.ModeSticky or in octal (0o2000, 0o1000).
 func WithDirMode(m os.FileMode) Option {
+	if m&0o2000 != 0 {
+		m |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
 	return func(c *config) { c.dirMode = m & (os.ModePerm | os.ModeSetgid | os.ModeSticky) }
 }
 

@@ -1,7 +1,6 @@
 package lockmgr
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,76 +8,83 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gofrs/flock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
 // Polling bounds for cross-process waits. flock(2) has no queue and a
 // blocking flock cannot be cancelled, so waiters poll with LOCK_NB; the
-// cap keeps the hand-over from another process around a millisecond.
+// cap keeps the hand-over from another process under a millisecond.
 const (
 	backoffMin = 20 * time.Microsecond
-	backoffMax = 1 * time.Millisecond
+	backoffMax = 500 * time.Microsecond
 )
+
+// testHookOpened, when set by a test, runs after the lock file was opened
+// and before it is locked: the window in which another process may unlink
+// or replace it.
+var testHookOpened func(path string)
 
 // osAcquire takes the flock of scan s in mode to, starting from from (0 or
 // Shared, the latter being an upgrade). It returns the mode this process
 // holds afterwards, also on failure: a failed upgrade may have lost the
 // shared lock, because flock(2) drops the old lock before it tries the new
 // one. Only the goroutine that set s.busy calls it.
-func (m *Manager) osAcquire(ctx context.Context, s *scanState, from, to Mode, owner Owner, try bool) (Mode, error) {
+func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) (Mode, error) {
 	path := m.lockPath(s.id)
-	if s.fl == nil {
-		s.fl = flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(m.cfg.fileMode))
-	}
 	cur := from
-	var gate *flock.Flock // held exclusively by a waiting writer
+	gate := -1 // S.gate, held exclusively while a writer of ours waits
 	defer func() {
-		if gate != nil {
-			_ = gate.Unlock()
+		if gate >= 0 {
+			unix.Close(gate) // closing drops its flock
 		}
 	}()
 	delay := backoffMin
 	var timer *time.Timer
 	for {
+		if s.fd < 0 {
+			if err := m.openLockFile(s, path); err != nil {
+				return 0, err
+			}
+			if testHookOpened != nil {
+				testHookOpened(path)
+			}
+		}
 		var ok bool
 		var err error
 		switch {
 		case to == Shared:
 			ok, err = m.tryShared(s)
 		case cur == Shared:
-			ok, cur, err = m.tryUpgrade(s)
+			ok, cur, err = m.tryUpgrade(s, path)
 		default:
-			ok, err = s.fl.TryLock()
-			if !ok && err == nil && gate == nil && !try {
+			ok, err = flockNB(s.fd, unix.LOCK_EX)
+			if !ok && err == nil && gate < 0 && !try {
 				gate = m.takeGate(s.id)
 			}
 		}
 		if err != nil {
-			_ = s.fl.Unlock()
+			closeLockFile(s)
 			return 0, m.lockFileError(path, err)
 		}
 		if ok {
-			same, err := sameFile(s.fl, path)
+			same, err := m.verifyLocked(wc, s, path, to)
 			if err != nil {
-				_ = s.fl.Unlock()
+				closeLockFile(s)
 				return 0, m.lockFileError(path, err)
 			}
-			if !same {
-				// Somebody unlinked or replaced the lock file between our open
-				// and our flock: the lock we got protects nothing. Start over
-				// on whatever the path names now.
-				_ = s.fl.Unlock()
-				cur = 0
-				m.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
-				continue
+			if same {
+				return to, nil
 			}
-			m.fixMode(s.fl, path)
-			if m.cfg.infoFiles {
-				m.writeInfo(s, to, owner)
-			}
-			return to, nil
+			// Somebody unlinked or replaced the lock file between our open
+			// and our flock (or just after, see awaitPlantdbRelease): the
+			// lock we got protects nothing. Start over on whatever the path
+			// names now.
+			closeLockFile(s)
+			cur = 0
+			m.stats.replaced.Add(1)
+			m.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
+			continue
 		}
 		if try {
 			return cur, fmt.Errorf("%w: scan %s is locked by another process", ErrWouldBlock, s.id)
@@ -89,6 +95,7 @@ func (m *Manager) osAcquire(ctx context.Context, s *scanState, from, to Mode, ow
 		} else {
 			timer.Reset(delay)
 		}
+		ctx := wc.get()
 		select {
 		case <-ctx.Done():
 			return cur, ctx.Err()
@@ -96,9 +103,105 @@ func (m *Manager) osAcquire(ctx context.Context, s *scanState, from, to Mode, ow
 			return cur, ErrClosed
 		case <-timer.C:
 		}
-		if delay *= 2; delay > backoffMax {
-			delay = backoffMax
+		delay = min(delay*2, backoffMax)
+	}
+}
+
+// openLockFile opens (creating it if needed) the lock file of s. The
+// descriptor is read-only: flock(2) does not need write access, so lock
+// files created by other users with narrower modes still work. O_NOFOLLOW
+// keeps a symlink planted in a shared lock directory from making us
+// create or lock a file elsewhere.
+func (m *Manager) openLockFile(s *scanState, path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(m.cfg.fileMode))
+	for errors.Is(err, unix.EINTR) {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(m.cfg.fileMode))
+	}
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			err = fmt.Errorf("%w (it is a symbolic link)", err)
 		}
+		return m.lockFileError(path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return m.lockFileError(path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return m.lockFileError(path, syscall.EISDIR)
+	}
+	// The umask may have narrowed the mode of a file we created; other
+	// users of the scan tree must be able to open it for writing.
+	if st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != m.cfg.fileMode {
+		_ = unix.Fchmod(fd, uint32(m.cfg.fileMode))
+	}
+	s.fd, s.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
+	return nil
+}
+
+// closeLockFile closes the lock file of s, which drops any flock on it.
+func closeLockFile(s *scanState) {
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd, s.fid = -1, fileID{}
+	}
+}
+
+// flockNB tries flock(fd, how|LOCK_NB): false without error when the lock
+// is held elsewhere.
+func flockNB(fd, how int) (bool, error) {
+	for {
+		err := unix.Flock(fd, how|unix.LOCK_NB)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, unix.EWOULDBLOCK):
+			return false, nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		}
+		return false, err
+	}
+}
+
+// verifyLocked reports whether the lock file path still names the file
+// we have just locked (after waiting out a plantdb process that may be
+// about to unlink it).
+func (m *Manager) verifyLocked(wc *lazyCtx, s *scanState, path string, mode Mode) (bool, error) {
+	same, err := m.stillNamed(s, path)
+	if err != nil || !same {
+		return same, err
+	}
+	if m.awaitPlantdbRelease(wc, s, mode) {
+		return m.stillNamed(s, path)
+	}
+	return true, nil
+}
+
+// stillNamed reports whether path names the file s.fd has open.
+func (m *Manager) stillNamed(s *scanState, path string) (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, err
+	}
+	return (fileID{dev: st.Dev, ino: st.Ino}) == s.fid, nil
+}
+
+// checkStillNamed runs before a release: if the lock file lost its name
+// while we held it, another process may have locked a new file under that
+// name meanwhile, and exclusion was not guaranteed. Only a process outside
+// this protocol (plantdb's release, plantdb's stale clean-up) does that.
+func (m *Manager) checkStillNamed(s *scanState) {
+	if same, err := m.stillNamed(s, m.lockPath(s.id)); err == nil && !same {
+		m.stats.lost.Add(1)
+		m.log.WithFields(logrus.Fields{"scan": s.id, "mode": s.osMode}).Warn(
+			"the lock file was removed or replaced while this process held it (a plantdb process unlinks it when it releases); " +
+				"another process may have locked the scan at the same time")
 	}
 }
 
@@ -106,30 +209,41 @@ func (m *Manager) osAcquire(ctx context.Context, s *scanState, from, to Mode, ow
 // ours waits for it (it holds the gate): then readers hold back so that
 // writers are not starved.
 func (m *Manager) tryShared(s *scanState) (bool, error) {
-	g := flock.New(m.gatePath(s.id), flock.SetFlag(os.O_RDONLY))
-	ok, err := g.TryRLock()
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		// No writer has ever waited here.
-	case err != nil:
-		// An unreadable gate only costs fairness, never correctness.
-	case !ok:
+	if m.writerWaiting(s.id) {
 		return false, nil
-	default:
-		defer g.Unlock()
 	}
-	return s.fl.TryRLock()
+	return flockNB(s.fd, unix.LOCK_SH)
+}
+
+// writerWaiting reports whether a writer of another process of ours holds
+// the gate of scan id. Errors only cost fairness, never correctness.
+func (m *Manager) writerWaiting(id string) bool {
+	g, err := unix.Open(m.gatePath(id), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false // no writer has ever waited here
+	}
+	defer unix.Close(g)
+	ok, err := flockNB(g, unix.LOCK_SH)
+	return err == nil && !ok
 }
 
 // takeGate marks a writer of this process as waiting, so that new readers
-// of our other processes hold back. Failure to take it only costs
-// fairness.
-func (m *Manager) takeGate(id string) *flock.Flock {
-	g := flock.New(m.gatePath(id), flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(m.cfg.fileMode))
-	if ok, err := g.TryLock(); ok && err == nil {
-		return g
+// of our other processes hold back. It returns the gate's descriptor, or
+// -1: failure to take it only costs fairness.
+func (m *Manager) takeGate(id string) int {
+	g, err := unix.Open(m.gatePath(id), unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(m.cfg.fileMode))
+	if err != nil {
+		return -1
 	}
-	return nil
+	if ok, err := flockNB(g, unix.LOCK_EX); !ok || err != nil {
+		unix.Close(g)
+		return -1
+	}
+	var st unix.Stat_t
+	if unix.Fstat(g, &st) == nil && st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != m.cfg.fileMode {
+		_ = unix.Fchmod(g, uint32(m.cfg.fileMode))
+	}
+	return g
 }
 
 // tryUpgrade converts this process's shared flock to exclusive. flock(2)
@@ -138,48 +252,37 @@ func (m *Manager) takeGate(id string) *flock.Flock {
 // window rare, the conversion is only tried when /proc/locks shows no
 // other holder; if it still fails, the shared lock is taken again at once.
 // The returned mode is what we hold afterwards.
-func (m *Manager) tryUpgrade(s *scanState) (bool, Mode, error) {
-	if others, err := m.othersHold(s); err == nil && others {
+func (m *Manager) tryUpgrade(s *scanState, path string) (bool, Mode, error) {
+	if others, err := m.othersHold(s.fid); err == nil && others {
 		return false, Shared, nil
 	}
-	ok, err := s.fl.TryLock()
+	ok, err := flockNB(s.fd, unix.LOCK_EX)
 	if ok || err != nil {
 		return ok, Shared, err
 	}
-	// The shared lock is gone. gofrs/flock still believes it holds it, so
-	// reset its state before taking it again.
-	_ = s.fl.Unlock()
-	ok, err = s.fl.TryRLock()
+	// The shared lock is gone: take it again.
+	ok, err = flockNB(s.fd, unix.LOCK_SH)
 	if err != nil {
 		return false, 0, err
 	}
 	if ok {
-		if same, _ := sameFile(s.fl, m.lockPath(s.id)); same {
+		if same, _ := m.stillNamed(s, path); same {
 			return false, Shared, nil
 		}
-		_ = s.fl.Unlock()
+		_ = unix.Flock(s.fd, unix.LOCK_UN)
 	}
 	m.log.WithFields(logrus.Fields{"scan": s.id}).Warn(
 		"shared lock lost while upgrading: another process took the scan exclusively; data read before the upgrade may be stale")
 	return false, 0, nil
 }
 
-// othersHold reports whether a process other than this one holds a flock on
-// the file s.fl has open.
-func (m *Manager) othersHold(s *scanState) (bool, error) {
-	st, err := s.fl.Stat()
-	if err != nil {
-		return false, err
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return false, errors.New("no stat_t")
-	}
+// othersHold reports whether a process other than this one holds a flock
+// on file id.
+func (m *Manager) othersHold(id fileID) (bool, error) {
 	locks, err := readProcLocks()
 	if err != nil {
 		return false, err
 	}
-	id := fileID{dev: uint64(sys.Dev), ino: sys.Ino}
 	for _, pl := range locks {
 		if pl.file == id && pl.kind == "FLOCK" && pl.pid != m.pid {
 			return true, nil
@@ -190,12 +293,17 @@ func (m *Manager) othersHold(s *scanState) (bool, error) {
 
 // lockFileError explains an unusable lock file, naming it.
 func (m *Manager) lockFileError(path string, err error) error {
+	if errors.Is(err, ErrLockFile) {
+		return err
+	}
 	var hint string
 	switch {
 	case errors.Is(err, syscall.EISDIR):
-		hint = "it is a directory; remove it (rmdir) so a lock file can be created"
+		hint = "it is not a regular file; remove it so a lock file can be created"
+	case errors.Is(err, syscall.ELOOP):
+		hint = "remove the symbolic link so a lock file can be created"
 	case errors.Is(err, fs.ErrPermission):
-		hint = "no permission to open it for writing; make the lock directory and its files group-writable for the users of the scan tree"
+		hint = "no permission to create or open it; make the lock directory group-writable for the users of the scan tree"
 	case errors.Is(err, fs.ErrNotExist):
 		hint = "the lock directory is gone; recreate it or restart"
 	case errors.Is(err, syscall.ENOSPC):
@@ -204,18 +312,6 @@ func (m *Manager) lockFileError(path string, err error) error {
 		hint = "check the lock directory"
 	}
 	return fmt.Errorf("%w %s: %v (%s)", ErrLockFile, path, err, hint)
-}
-
-// fixMode gives a lock file we just created the configured mode, which
-// the umask may have narrowed.
-func (m *Manager) fixMode(fl *flock.Flock, path string) {
-	st, err := fl.Stat()
-	if err != nil || st.Mode().Perm() == m.cfg.fileMode {
-		return
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) == os.Geteuid() {
-		_ = os.Chmod(path, m.cfg.fileMode)
-	}
 }
 
 // fileID is a file's identity: device and inode.
@@ -231,20 +327,4 @@ func statID(st os.FileInfo) fileID {
 		return fileID{dev: uint64(sys.Dev), ino: sys.Ino}
 	}
 	return fileID{}
-}
-
-// sameFile reports whether path still names the file fl has open.
-func sameFile(fl *flock.Flock, path string) (bool, error) {
-	fst, err := fl.Stat()
-	if err != nil {
-		return false, err
-	}
-	var pst unix.Stat_t
-	if err := unix.Stat(path, &pst); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
-		return false, err
-	}
-	return statID(fst) == fileID{dev: pst.Dev, ino: pst.Ino}, nil
 }

@@ -23,12 +23,15 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: listing %s: %v", ErrLockFile, m.lockDir, err)
 	}
-	// Scans this manager uses are not stale, even if nobody holds them at
-	// this instant.
+	// Scans this manager is using are not stale, even if nobody holds them
+	// at this instant. (Idle ones are: their descriptor holds no lock, and
+	// the next acquisition notices that the file is gone.)
 	m.mu.Lock()
 	inUse := make(map[string]bool, len(m.scans))
-	for id := range m.scans {
-		inUse[id] = true
+	for id, s := range m.scans {
+		if s.refs > 0 {
+			inUse[id] = true
+		}
 	}
 	m.mu.Unlock()
 
@@ -58,7 +61,9 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 				errs = append(errs, m.lockFileError(p, unix.EISDIR))
 				continue
 			}
-			fl := flock.New(p, flock.SetFlag(os.O_RDWR))
+			// Read-only and not through symlinks: flock needs no write
+			// access, and lock files of other users may not grant it.
+			fl := flock.New(p, flock.SetFlag(os.O_RDONLY|unix.O_NOFOLLOW))
 			ok, err := fl.TryLock()
 			if err != nil || !ok {
 				if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -66,10 +71,10 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 				}
 				continue // held by somebody: not stale
 			}
-			if same, _ := sameFile(fl, p); same {
+			if same, _ := flockNames(fl, p); same {
 				remove(m.infoPath(id))
 				if g := m.gatePath(id); fileExists(g) {
-					gl := flock.New(g, flock.SetFlag(os.O_RDWR))
+					gl := flock.New(g, flock.SetFlag(os.O_RDONLY|unix.O_NOFOLLOW))
 					if ok, _ := gl.TryLock(); ok {
 						remove(g)
 						_ = gl.Unlock()
@@ -100,6 +105,22 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// flockNames reports whether path still names the file fl has locked.
+func flockNames(fl *flock.Flock, path string) (bool, error) {
+	fst, err := fl.Stat()
+	if err != nil {
+		return false, err
+	}
+	var pst unix.Stat_t
+	if err := unix.Stat(path, &pst); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, err
+	}
+	return statID(fst) == fileID{dev: pst.Dev, ino: pst.Ino}, nil
 }
 
 func fileExists(p string) bool {

@@ -19,6 +19,7 @@ type counters struct {
 	cancelled, otherErrors          atomic.Uint64
 	waitBuckets                     [9]atomic.Uint64 // len(WaitBuckets)+1 (+Inf)
 	waitSumNanos                    atomic.Uint64
+	infoWrites, replaced, lost      atomic.Uint64
 }
 
 // Stats are the manager's counters since New, and its current holders and
@@ -36,7 +37,18 @@ type Stats struct {
 	WaitCounts [9]uint64
 	WaitSum    time.Duration
 
-	Scans   int // scans with state in this process
+	// InfoWrites counts .info files written.
+	InfoWrites uint64
+	// Replaced counts flocks that had to be taken again because the lock
+	// file was unlinked or replaced around the flock call.
+	Replaced uint64
+	// LostLockFiles counts releases that found the lock file removed or
+	// replaced while this process held it: a process outside the protocol
+	// (plantdb's release or clean-up) unlinked it, so another process may
+	// have held the scan at the same time. Logged as a warning.
+	LostLockFiles uint64
+
+	Scans   int // scans with holders or waiters in this process
 	Holders int // live leases
 	Waiters int // queued requests
 }
@@ -81,6 +93,9 @@ func (m *Manager) Stats() Stats {
 		Cancelled:       m.stats.cancelled.Load(),
 		OtherErrors:     m.stats.otherErrors.Load(),
 		WaitSum:         time.Duration(m.stats.waitSumNanos.Load()),
+		InfoWrites:      m.stats.infoWrites.Load(),
+		Replaced:        m.stats.replaced.Load(),
+		LostLockFiles:   m.stats.lost.Load(),
 	}
 	for i := range st.WaitCounts {
 		st.WaitCounts[i] = m.stats.waitBuckets[i].Load()
@@ -91,9 +106,11 @@ func (m *Manager) Stats() Stats {
 		scans = append(scans, s)
 	}
 	m.mu.Unlock()
-	st.Scans = len(scans)
 	for _, s := range scans {
 		s.mu.Lock()
+		if len(s.leases)+len(s.queue) > 0 {
+			st.Scans++
+		}
 		st.Holders += len(s.leases)
 		st.Waiters += len(s.queue)
 		s.mu.Unlock()

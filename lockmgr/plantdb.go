@@ -1,0 +1,97 @@
+package lockmgr
+
+import (
+	"encoding/json"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// plantdbReleaseWait bounds how long a fresh grant waits for a plantdb
+// process to finish its release (see awaitPlantdbRelease). plantdb's own
+// steps take microseconds unless the process is descheduled; an .info that
+// stays longer belongs to something else (a plantdb holder of a lock file
+// another plantdb process already unlinked), and we go on.
+const plantdbReleaseWait = time.Second
+
+// awaitPlantdbRelease closes a hole in plantdb's release, which runs
+// flock(LOCK_UN), close, unlink(S.lock), unlink(S.info). A process that
+// takes the flock between plantdb's LOCK_UN and its unlink holds a file
+// that is about to lose its name; plantdb's next acquisition then creates
+// and locks a new file, and both "hold" the scan. The path check alone
+// cannot see it: the name is still there.
+//
+// But while plantdb is in that window its S.info still names it although
+// it holds no lock any more. So, right after we got the flock: if S.info
+// was written by a live process that is not a scanlockfs process and holds
+// no flock on our file, wait (bounded) until S.info goes away or changes,
+// which plantdb does right after the unlink. It reports whether it waited;
+// the caller then checks the path again.
+func (m *Manager) awaitPlantdbRelease(wc *lazyCtx, s *scanState, mode Mode) bool {
+	p := m.infoPath(s.id)
+	var st unix.Stat_t
+	if unix.Stat(p, &st) != nil {
+		return false // the common case: no .info
+	}
+	first := fileID{dev: st.Dev, ino: st.Ino}
+	if !m.plantdbReleasing(p, s.fid, mode) {
+		return false
+	}
+	m.log.WithField("scan", s.id).Debug("a plantdb process is releasing the scan; waiting for it to unlink the lock file")
+	ctx := wc.get()
+	deadline := time.Now().Add(plantdbReleaseWait)
+	delay := backoffMin
+	for time.Now().Before(deadline) && ctx.Err() == nil && !m.closed.Load() {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-m.closeCh:
+		case <-t.C:
+		}
+		t.Stop()
+		if unix.Stat(p, &st) != nil || (fileID{dev: st.Dev, ino: st.Ino}) != first {
+			break
+		}
+		if !m.plantdbReleasing(p, s.fid, mode) {
+			break
+		}
+		delay = min(delay*2, backoffMax)
+	}
+	return true
+}
+
+// plantdbReleasing reads the .info file at p and reports whether its
+// writer looks like a plantdb process between its unlock and its unlink.
+func (m *Manager) plantdbReleasing(p string, locked fileID, mode Mode) bool {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return false
+	}
+	var inf struct {
+		PID  int    `json:"pid"`
+		Tool string `json:"tool"`
+	}
+	if json.Unmarshal(data, &inf) != nil {
+		// plantdb writes .info in place (truncate, then write): a torn
+		// file is somebody writing right now. Look again shortly.
+		return true
+	}
+	if inf.Tool == infoTool || inf.PID == m.pid || !processAlive(inf.PID) {
+		return false // ours, another scanlockfs process's, or a dead writer's
+	}
+	if mode == Exclusive {
+		return true // we hold it exclusively, so the writer holds nothing on it
+	}
+	// A shared holder of the same file is a fellow reader, not a releaser.
+	locks, err := readProcLocks()
+	if err != nil {
+		return false
+	}
+	for _, pl := range locks {
+		if pl.file == locked && pl.kind == "FLOCK" && pl.pid == inf.PID {
+			return false
+		}
+	}
+	return true
+}
