@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""A peer that locks scans the way plantdb's ScanLockManager does.
+
+Tests run it next to Go processes to check that both sides exclude each
+other. It follows plantdb's protocol step by step, standard library only:
+
+  acquire: open ROOT/.locks/SCAN.lock with O_CREAT|O_WRONLY|O_TRUNC,
+           flock(LOCK_SH or LOCK_EX | LOCK_NB); on failure close the file,
+           sleep 0.1 s and try again until the timeout; then write
+           ROOT/.locks/SCAN.info in place (open 'w' + json.dump, not atomic)
+           with scan_id, lock_type, user, timestamp, pid, thread_id.
+  release: flock(LOCK_UN), close, unlink SCAN.lock, unlink SCAN.info.
+
+Commands (every result is one line of space-separated words on stdout;
+times are CLOCK_MONOTONIC nanoseconds, comparable with Go's
+unix.ClockGettime(unix.CLOCK_MONOTONIC)):
+
+  hold ROOT SCAN       acquire; print "granted T"; wait for a line (or EOF)
+                       on stdin; print "released T" (T taken just before
+                       the release) and release.
+  bench ROOT SCAN      -n uncontended acquire+release cycles; print
+                       "ns_per_op X ops N".
+  intervals ROOT SCAN  -n cycles of acquire, hold --hold-ms, release, sleep
+                       --gap-ms; print "interval MODE BEGIN END" per cycle
+                       (BEGIN after the acquisition, END before the
+                       release), then "done".
+  increment ROOT SCAN  -n exclusive increments of --counter FILE (format
+                       "%010d %010d\\n", both numbers equal, each written
+                       by its own pwrite so a torn update is visible);
+                       print "done N".
+
+A timeout prints "timeout" and exits with status 3.
+"""
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import threading
+import time
+
+EXIT_TIMEOUT = 3
+
+
+class LockTimeout(Exception):
+    pass
+
+
+class PlantdbLocks:
+    """plantdb's acquire/release protocol for one process."""
+
+    def __init__(self, root, retry_sleep=0.1, release_pause=0.0):
+        self.locks_dir = os.path.join(root, ".locks")
+        self.retry_sleep = retry_sleep
+        # Extra sleep between close() and unlink() on release: it widens
+        # the window in which plantdb unlinks a file another process may
+        # have just locked (a descheduled plantdb process does the same).
+        self.release_pause = release_pause
+        os.makedirs(self.locks_dir, exist_ok=True)
+
+    def lock_path(self, scan):
+        return os.path.join(self.locks_dir, scan + ".lock")
+
+    def info_path(self, scan):
+        return os.path.join(self.locks_dir, scan + ".info")
+
+    def acquire(self, scan, mode, user, timeout):
+        how = fcntl.LOCK_EX if mode == "exclusive" else fcntl.LOCK_SH
+        path = self.lock_path(scan)
+        start = time.time()
+        while time.time() - start < timeout:
+            fd = None
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
+            except OSError:
+                if fd is not None:
+                    os.close(fd)
+                time.sleep(self.retry_sleep)
+                continue
+            self.write_info(scan, mode, user)
+            return fd
+        raise LockTimeout(scan)
+
+    def write_info(self, scan, mode, user):
+        info = {
+            "scan_id": scan,
+            "lock_type": mode,
+            "user": user,
+            "timestamp": time.time(),
+            "pid": os.getpid(),
+            "thread_id": threading.get_ident(),
+        }
+        with open(self.info_path(scan), "w") as f:
+            json.dump(info, f, indent=2)
+
+    def release(self, scan, fd):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        if self.release_pause > 0:
+            time.sleep(self.release_pause)
+        for p in (self.lock_path(scan), self.info_path(scan)):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+def out(*words):
+    sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_hold(locks, a):
+    fd = locks.acquire(a.scan, a.mode, a.user, a.timeout)
+    out("granted", time.monotonic_ns())
+    sys.stdin.readline()
+    t = time.monotonic_ns()
+    out("released", t)
+    locks.release(a.scan, fd)
+
+
+def cmd_bench(locks, a):
+    n = a.n
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        fd = locks.acquire(a.scan, a.mode, a.user, a.timeout)
+        locks.release(a.scan, fd)
+    elapsed = time.perf_counter_ns() - start
+    out("ns_per_op", "%.1f" % (elapsed / n), "ops", n)
+
+
+def cmd_intervals(locks, a):
+    for _ in range(a.n):
+        fd = locks.acquire(a.scan, a.mode, a.user, a.timeout)
+        begin = time.monotonic_ns()
+        if a.hold_ms > 0:
+            time.sleep(a.hold_ms / 1000)
+        end = time.monotonic_ns()
+        locks.release(a.scan, fd)
+        out("interval", a.mode, begin, end)
+        if a.gap_ms > 0:
+            time.sleep(a.gap_ms / 1000)
+    out("done")
+
+
+def cmd_increment(locks, a):
+    for _ in range(a.n):
+        fd = locks.acquire(a.scan, "exclusive", a.user, a.timeout)
+        try:
+            increment(a.counter)
+        finally:
+            locks.release(a.scan, fd)
+    out("done", a.n)
+
+
+def increment(path):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        data = os.pread(fd, 64, 0)
+        first, second = data.split()
+        if len(data) != 22 or first != second:
+            raise SystemExit("torn counter file: %r" % data)
+        v = int(first) + 1
+        os.pwrite(fd, b"%010d" % v, 0)
+        os.pwrite(fd, b" %010d\n" % v, 10)
+    finally:
+        os.close(fd)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["hold", "bench", "intervals", "increment"])
+    p.add_argument("root")
+    p.add_argument("scan")
+    p.add_argument("--mode", choices=["shared", "exclusive"], default="exclusive")
+    p.add_argument("--user", default="plantdb-peer")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("-n", type=int, default=1)
+    p.add_argument("--hold-ms", type=float, default=0.0)
+    p.add_argument("--gap-ms", type=float, default=0.0)
+    p.add_argument("--retry-sleep", type=float, default=0.1, help="sleep between attempts (plantdb: 0.1 s)")
+    p.add_argument("--release-pause", type=float, default=0.0, help="sleep between close and unlink on release")
+    p.add_argument("--counter", help="counter file for increment")
+    a = p.parse_args()
+    locks = PlantdbLocks(a.root, a.retry_sleep, a.release_pause)
+    try:
+        {"hold": cmd_hold, "bench": cmd_bench, "intervals": cmd_intervals, "increment": cmd_increment}[a.command](locks, a)
+    except LockTimeout:
+        out("timeout")
+        sys.exit(EXIT_TIMEOUT)
+
+
+if __name__ == "__main__":
+    main()
