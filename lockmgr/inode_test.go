@@ -1,0 +1,155 @@
+package lockmgr
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// setOpenedHook runs f (once) between the open and the flock of a lock
+// file, the window in which another process can unlink or replace it.
+func setOpenedHook(t *testing.T, f func(path string)) {
+	t.Helper()
+	done := false
+	testHookOpened = func(path string) {
+		if !done {
+			done = true
+			f(path)
+		}
+	}
+	t.Cleanup(func() { testHookOpened = nil })
+}
+
+// TestLockFileReplacedBeforeFlock: when the lock file is unlinked or
+// replaced between our open and our flock, the lock we get is on a file
+// nobody else will ever lock; we must notice and lock what the path names.
+func TestLockFileReplacedBeforeFlock(t *testing.T) {
+	for _, how := range []string{"unlinked", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			root := t.TempDir()
+			m := newManager(t, root, WithInfoFiles(false))
+			h := startHelper(t, root, "")
+			setOpenedHook(t, func(path string) {
+				if how == "unlinked" {
+					os.Remove(path)
+					return
+				}
+				tmp := path + ".new"
+				if err := os.WriteFile(tmp, nil, 0o664); err != nil {
+					t.Error(err)
+				}
+				if err := os.Rename(tmp, path); err != nil {
+					t.Error(err)
+				}
+			})
+			l, err := m.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Release()
+			path := filepath.Join(root, ".locks", "s.lock")
+			if got := flockHolders(t, path); got[os.Getpid()] != Exclusive {
+				t.Fatalf("the file %s names is locked by %v, not by us: we locked the old one", path, got)
+			}
+			if k := h.fails("try s shared"); k != "wouldblock" {
+				t.Errorf("another process got %s while we hold the lock", k)
+			}
+			if n := m.Stats().Replaced; n != 1 {
+				t.Errorf("Stats.Replaced = %d, want 1", n)
+			}
+		})
+	}
+}
+
+// TestIdleDescriptorSurvivesPurge: a scan this process used keeps its lock
+// file open; another process's stale clean-up may unlink it meanwhile,
+// and our next acquisition must lock the new file, not the orphan.
+func TestIdleDescriptorSurvivesPurge(t *testing.T) {
+	root := t.TempDir()
+	m := newManager(t, root, WithInfoFiles(false))
+	mustRelease(t, mustAcquire(t, m, "s", Exclusive, testOwner("a")))
+	path := filepath.Join(root, ".locks", "s.lock")
+	old := inode(t, path)
+
+	h := startHelper(t, root, "")
+	var removed []string
+	h.okJSON(&removed, "purge real")
+	if len(removed) != 1 || !strings.HasSuffix(removed[0], "s.lock") {
+		t.Fatalf("the helper's purge removed %v, want s.lock", removed)
+	}
+	// Another process creates the new lock file and holds it.
+	h.ok("try s exclusive")
+	if inode(t, path) == old {
+		t.Skip("the file system reused the inode number; cannot tell the files apart")
+	}
+	if _, err := m.TryAcquire("s", Shared, testOwner("a")); err == nil {
+		t.Fatal("got the lock while another process holds the new lock file: we locked the orphan")
+	}
+	h.ok("release s")
+	l := mustAcquire(t, m, "s", Exclusive, testOwner("a"))
+	defer l.Release()
+	if got := flockHolders(t, path); got[os.Getpid()] != Exclusive {
+		t.Fatalf("the current lock file is held by %v, not by us", got)
+	}
+}
+
+// TestPlantdbReleaseWindow: plantdb releases with LOCK_UN, close, unlink.
+// If we take the flock in between, the file loses its name under us and
+// the next plantdb acquisition locks a new file. We must see the plantdb
+// .info still naming its releasing writer, wait, and lock the new file.
+func TestPlantdbReleaseWindow(t *testing.T) {
+	for _, mode := range []Mode{Exclusive, Shared} {
+		t.Run(mode.String(), func(t *testing.T) {
+			root := t.TempDir()
+			m := newManager(t, root, WithInfoFiles(false))
+			path := filepath.Join(root, ".locks", "s.lock")
+			// The peer pauses 300 ms between its close and its unlink.
+			peer := startPeer(t, "hold", root, "s", "--mode", "exclusive", "--release-pause", "0.3")
+			if line := peer.recv(); !strings.HasPrefix(line, "granted ") {
+				t.Fatalf("peer: %q", line)
+			}
+			w := goAcquire(t, m, context.Background(), "s", mode, testOwner("go"))
+			peer.send("release")
+			r := get(t, w)
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			defer r.l.Release()
+			<-peer.done // the peer has unlinked the lock file it held
+			if got := flockHolders(t, path); got[os.Getpid()] != mode {
+				t.Fatalf("after the peer's release the lock file is held by %v, not by us", got)
+			}
+			// So a second plantdb process is excluded (shared readers may
+			// share with our reader).
+			other := startPeer(t, "hold", root, "s", "--mode", "exclusive", "--timeout", "0.25")
+			if line := other.recv(); line != "timeout" {
+				t.Fatalf("a plantdb writer got %q while we hold the scan %v", line, mode)
+			}
+		})
+	}
+}
+
+// TestLostLockFileIsReported: a lock file unlinked while we hold it
+// (which only a process outside the protocol does) is reported on release.
+func TestLostLockFileIsReported(t *testing.T) {
+	root := t.TempDir()
+	m := newManager(t, root, WithInfoFiles(false))
+	l := mustAcquire(t, m, "s", Exclusive, testOwner("a"))
+	if err := os.Remove(filepath.Join(root, ".locks", "s.lock")); err != nil {
+		t.Fatal(err)
+	}
+	mustRelease(t, l)
+	if n := m.Stats().LostLockFiles; n != 1 {
+		t.Errorf("LostLockFiles = %d, want 1", n)
+	}
+	// And the next acquisition recreates and locks the file.
+	start := time.Now()
+	l = mustAcquire(t, m, "s", Exclusive, testOwner("a"))
+	defer l.Release()
+	if got := flockHolders(t, filepath.Join(root, ".locks", "s.lock")); got[os.Getpid()] != Exclusive {
+		t.Fatalf("recreated lock file held by %v (after %v)", got, time.Since(start))
+	}
+}
