@@ -52,7 +52,7 @@ func (b *syncBuffer) String() string {
 }
 
 // scanDB makes a scan database: scans with a file each, and root files.
-func scanDB(t *testing.T, scans ...string) string {
+func scanDB(t testing.TB, scans ...string) string {
 	t.Helper()
 	src := filepath.Join(t.TempDir(), "db")
 	must(t, os.MkdirAll(src, 0o755))
@@ -74,15 +74,13 @@ func must(t testing.TB, err error) {
 
 // daemon is a running `scanlockfs mount`.
 type daemon struct {
-	t        *testing.T
+	t        testing.TB
 	src, mnt string
 	cmd      *exec.Cmd
 	stdout   *syncBuffer
 	stderr   *syncBuffer
 	exited   chan struct{}
 	waitErr  error
-	// wanted counts the "scan lock wanted" lines of each pid seen so far.
-	wanted map[int]int
 	// allowExit, when set, lets the test end the daemon itself (signal
 	// tests) and check its exit status.
 	allowExit bool
@@ -92,7 +90,7 @@ type daemon struct {
 // process and waits for its readiness line. Cleanup unmounts (retrying
 // while busy: release is asynchronous), waits for the daemon and fails
 // the test if it exited with an error or left the mount behind.
-func mountT(t *testing.T, src string, flags ...string) *daemon {
+func mountT(t testing.TB, src string, flags ...string) *daemon {
 	t.Helper()
 	requireFUSE(t)
 	mnt := filepath.Join(t.TempDir(), "mnt")
@@ -115,11 +113,11 @@ func mountT(t *testing.T, src string, flags ...string) *daemon {
 	return d
 }
 
-func startDaemon(t *testing.T, src, mnt string, flags ...string) *daemon {
+func startDaemon(t testing.TB, src, mnt string, flags ...string) *daemon {
 	t.Helper()
 	args := append([]string{"mount"}, flags...)
 	args = append(args, src, mnt)
-	d := &daemon{t: t, src: src, mnt: mnt, wanted: map[int]int{}, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(binScanlockfs, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
 	must(t, d.cmd.Start())
@@ -435,25 +433,28 @@ func blockedIn(pid int, nr int) bool {
 	return false
 }
 
-// waitQueued waits until process pid has a new lock request in the
-// daemon (a "scan lock wanted" line in its debug log: the mount must run
-// with --log-level debug) and sleeps in openat(2). Then its OPEN is in the
-// lock manager: if the manager granted it, it would return at once. A
-// test that then releases the scan and sees the open return only after
-// the release has proven that the open waited.
-func (d *daemon) waitQueued(t *testing.T, pid int) {
+// mark returns the current end of the daemon's log, for waitQueued.
+func (d *daemon) mark() int { return len(d.stderr.String()) }
+
+// waitQueued waits until process pid has a lock request in the daemon
+// logged after mark (a "scan lock wanted" line in its debug log: the
+// mount must run with --log-level debug) and sleeps in openat(2). Then
+// its OPEN is in the lock manager: if the manager granted it, it would
+// return at once. A test that then releases the scan and sees the open
+// return only after the release has proven that the open waited.
+func (d *daemon) waitQueued(t *testing.T, pid int, mark int) {
 	t.Helper()
 	needle := fmt.Sprintf(" pid=%d ", pid)
 	deadline := time.Now().Add(waitLimit)
 	for {
-		n := 0
-		for _, l := range strings.Split(d.stderr.String(), "\n") {
+		found := false
+		for _, l := range strings.Split(d.stderr.String()[mark:], "\n") {
 			if strings.Contains(l, `msg="scan lock wanted"`) && strings.Contains(l+" ", needle) {
-				n++
+				found = true
+				break
 			}
 		}
-		if n > d.wanted[pid] {
-			d.wanted[pid] = n
+		if found {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -71,7 +71,7 @@ func checkFUSE() string {
 }
 
 // requireFUSE skips t where FUSE is unavailable, or fails it under CI.
-func requireFUSE(t *testing.T) {
+func requireFUSE(t testing.TB) {
 	t.Helper()
 	if fuseMissing == "" {
 		return

@@ -36,8 +36,9 @@ func TestWriterWaitsForReaderAndReaderForWriter(t *testing.T) {
 	reader, writer := startClient(t, "reader"), startClient(t, "writer")
 
 	reader.mustOpen("r", f, "r")
+	m := d.mark()
 	started := writer.open("w", f, "wt")
-	d.waitQueued(t, writer.pid())
+	d.waitQueued(t, writer.pid(), m)
 	closing := reader.close("r")
 	w := writer.result("w")
 	if w.kind != "ok" {
@@ -52,8 +53,9 @@ func TestWriterWaitsForReaderAndReaderForWriter(t *testing.T) {
 	if r := writer.result("w"); r.kind != "ok" {
 		t.Fatalf("write: %s", r.errno)
 	}
+	m = d.mark()
 	cat := startProgram(t, "cat", f)
-	d.waitQueued(t, cat.cmd.Process.Pid)
+	d.waitQueued(t, cat.cmd.Process.Pid, m)
 	closing = writer.close("w")
 	if got := cat.wait(t); got != "new content" {
 		t.Fatalf("cat read %q after the writer released the scan", got)
@@ -140,8 +142,9 @@ func TestInterruptedWaitLeavesNothingBehind(t *testing.T) {
 	f := d.path("scanA/files.json")
 	w := startClient(t, "writer")
 	w.mustOpen("w", f, "w")
+	m := d.mark()
 	cat := startProgram(t, "cat", f)
-	d.waitQueued(t, cat.cmd.Process.Pid)
+	d.waitQueued(t, cat.cmd.Process.Pid, m)
 	must(t, cat.cmd.Process.Signal(os.Interrupt))
 	select {
 	case <-cat.done:
@@ -172,8 +175,9 @@ func TestKilledWriterFreesScan(t *testing.T) {
 	if st := lockState(t, d.src, "scanA"); st.State != "exclusive" {
 		t.Fatalf("scan state with a writer: %s", st.State)
 	}
+	m := d.mark()
 	cat := startProgram(t, "cat", f)
-	d.waitQueued(t, cat.cmd.Process.Pid)
+	d.waitQueued(t, cat.cmd.Process.Pid, m)
 	must(t, w.cmd.Process.Kill())
 	if got := cat.wait(t); got != "files of scanA\n" {
 		t.Fatalf("cat after the writer was killed: %q", got)
@@ -191,8 +195,9 @@ func TestUpgradeDeadlockGivesEDEADLK(t *testing.T) {
 	a, b := startClient(t, "A"), startClient(t, "B")
 	a.mustOpen("r", f, "r")
 	b.mustOpen("r", f, "r")
+	m := d.mark()
 	a.open("w", f, "w")
-	d.waitQueued(t, a.pid())
+	d.waitQueued(t, a.pid(), m)
 	start := now()
 	b.open("w", f, "w")
 	if r := b.result("w"); r.kind != "err" || r.errno != "EDEADLK" {
