@@ -177,6 +177,9 @@ func runAction(c *cli.Context) error {
 
 	opts := []lockmgr.Option{
 		lockmgr.WithStaleCleanup(false), // the mount and `cleanup` purge; run only locks
+		// COMMAND runs for a while: have the .info file (user, since, the
+		// command line) in place before it starts, for status and plantdb.
+		lockmgr.WithInfoDelay(0),
 		lockmgr.WithTimeout(r.timeout),
 		lockmgr.WithLogger(log),
 	}

@@ -182,6 +182,7 @@ func writeStatusJSON(w io.Writer, source, lockDir string, list []*lockmgr.ScanSt
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(&doc)
 }
 
@@ -229,6 +230,8 @@ func shortDuration(d time.Duration) string {
 		return "0s"
 	case d < time.Second:
 		return d.Round(time.Millisecond).String()
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
 	}
 	return d.Truncate(time.Second).String()
 }
