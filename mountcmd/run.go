@@ -40,7 +40,8 @@ func init() {
 			"same standard input, output and error, releases the lock when COMMAND exits, and exits with\n" +
 			"COMMAND's status (128+N if it was killed by signal N). SIGINT, SIGTERM, SIGHUP, SIGQUIT,\n" +
 			"SIGUSR1 and SIGUSR2 sent to scanlockfs are passed to COMMAND; at a terminal, Ctrl-C also\n" +
-			"reaches COMMAND directly. The lock is held by scanlockfs itself: COMMAND does not inherit it.\n" +
+			"reaches COMMAND directly. The lock is held by scanlockfs itself, not inherited by COMMAND:\n" +
+			"programs COMMAND leaves running in the background are not covered once it exits.\n" +
 			"Options go before SOURCE; '--' before COMMAND is optional unless COMMAND starts with '-'.\n\n" +
 			"Exit codes: COMMAND's status once it ran; 2 bad arguments; 3 lock timeout; 4 busy with\n" +
 			"--nonblock; 6 SOURCE missing; 126 COMMAND not executable; 127 COMMAND not found;\n" +
