@@ -345,7 +345,11 @@ func describeUsers(mp string, mounts []mountEntry) string {
 		}
 	}
 	if hidden > 0 {
-		fmt.Fprintf(&b, "\n  (%d processes of other users could not be inspected; root can see them)", hidden)
+		hint := ""
+		if os.Geteuid() != 0 {
+			hint = "; root can see them"
+		}
+		fmt.Fprintf(&b, "\n  (%d other processes could not be inspected: permission denied%s)", hidden, hint)
 	}
 	if b.Len() == 0 {
 		return "no process using it was found (one in another mount namespace, such as a container, may hold it)"
