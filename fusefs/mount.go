@@ -117,6 +117,16 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
 }
 
+// ownTimeout is the timeout fusefs must apply itself: none when the
+// manager's default is the same (it applies it; a second context with a
+// deadline would cost a timer per open for nothing).
+func ownTimeout(opts Options) time.Duration {
+	if opts.Timeout == opts.Manager.Timeout() {
+		return 0
+	}
+	return opts.Timeout
+}
+
 // hiddenName returns the name of the lock directory if it sits directly
 // in the source directory.
 func hiddenName(src, lockDir string) string {
