@@ -1,0 +1,133 @@
+package fusefs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"scanlockfs/lockmgr"
+)
+
+func testFS(t *testing.T) (*fileSystem, *bytesBuffer) {
+	t.Helper()
+	root := t.TempDir()
+	m, err := lockmgr.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	l := logrus.New()
+	var buf bytesBuffer
+	l.SetOutput(&buf)
+	return &fileSystem{mgr: m, log: l, holders: holding{}}, &buf
+}
+
+// callerCtx is a FUSE request context from process pid.
+func callerCtx(pid int) context.Context {
+	return &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uint32(os.Getuid())}, Pid: uint32(pid)}}
+}
+
+func TestLockTakesScansInSortedOrderOnce(t *testing.T) {
+	fsys, _ := testFS(t)
+	req := lockReq{op: "rename", path: "b/x -> a/y", mode: lockmgr.Exclusive}
+	leases, errno := fsys.lock(callerCtx(os.Getpid()), req, "scan_b", "", "scan_a", "scan_b")
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	if len(leases) != 2 || leases[0].ScanID() != "scan_a" || leases[1].ScanID() != "scan_b" {
+		t.Fatalf("leases: %v", leases)
+	}
+	fsys.unlock(req, leases)
+	if st := fsys.mgr.Stats(); st.Holders != 0 {
+		t.Fatalf("%d holders left after unlock", st.Holders)
+	}
+	if len(fsys.holders) != 0 {
+		t.Fatalf("tracking left: %v", fsys.holders)
+	}
+}
+
+func TestLockFailureKeepsNothing(t *testing.T) {
+	fsys, _ := testFS(t)
+	// Another process (owner) holds scan_b.
+	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
+	held, err := fsys.mgr.Acquire(context.Background(), "scan_b", lockmgr.Exclusive, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	req := lockReq{op: "rename", mode: lockmgr.Exclusive, nonblock: true}
+	leases, errno := fsys.lock(callerCtx(os.Getpid()), req, "scan_a", "scan_b")
+	if errno != syscall.EAGAIN || leases != nil {
+		t.Fatalf("lock = %v, %v; want EAGAIN", leases, errno)
+	}
+	if st := fsys.mgr.Stats(); st.Holders != 1 {
+		t.Fatalf("%d holders, want only the other owner's", st.Holders)
+	}
+}
+
+func TestLockIsReentrantForOneProcess(t *testing.T) {
+	fsys, _ := testFS(t)
+	ctx := callerCtx(os.Getpid())
+	w := lockReq{op: "open", mode: lockmgr.Exclusive, nonblock: true}
+	l1, errno := fsys.lock(ctx, w, "scan_a")
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	r := lockReq{op: "open", mode: lockmgr.Shared, nonblock: true}
+	l2, errno := fsys.lock(ctx, r, "scan_a")
+	if errno != 0 {
+		t.Fatalf("same process, second open: %v", errno)
+	}
+	fsys.unlock(r, l2)
+	fsys.unlock(w, l1)
+}
+
+func TestHandleReleaseClosesThenReleasesOnce(t *testing.T) {
+	fsys, log := testFS(t)
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := lockReq{op: "open", path: "scan_a/f", mode: lockmgr.Exclusive}
+	leases, errno := fsys.lock(callerCtx(os.Getpid()), req, "scan_a")
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	h, errno := fsys.newHandle(context.Background(), fs.NewLoopbackFileFromOS(f), req, "scan_a", leases)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := h.Release(context.Background()); errno != 0 {
+		t.Fatalf("release: %v", errno)
+	}
+	if _, err := f.Stat(); err == nil {
+		t.Error("backing file still open after release")
+	}
+	if st := fsys.mgr.Stats(); st.Holders != 0 {
+		t.Errorf("%d holders after release", st.Holders)
+	}
+	if errno := h.Release(context.Background()); errno != syscall.EBADF {
+		t.Errorf("second release: %v, want EBADF", errno)
+	}
+	if !log.contains("released twice") {
+		t.Errorf("double release not logged: %s", log.String())
+	}
+}
+
+func TestNewHandleRefusesForeignHandles(t *testing.T) {
+	fsys, _ := testFS(t)
+	req := lockReq{op: "open", mode: lockmgr.Shared}
+	leases, _ := fsys.lock(callerCtx(os.Getpid()), req, "scan_a")
+	if _, errno := fsys.newHandle(context.Background(), struct{}{}, req, "scan_a", leases); errno != syscall.EIO {
+		t.Fatalf("foreign handle: %v, want EIO", errno)
+	}
+	if st := fsys.mgr.Stats(); st.Holders != 0 {
+		t.Fatalf("lease kept for a refused handle")
+	}
+}
