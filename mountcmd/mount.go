@@ -238,8 +238,10 @@ func mountHint(err error) string {
 	switch {
 	case strings.Contains(msg, "/dev/fuse") || errors.Is(err, fs.ErrNotExist) && strings.Contains(msg, "fuse"):
 		return " (is the fuse kernel module loaded? try: modprobe fuse)"
-	case strings.Contains(msg, "fusermount"):
+	case strings.Contains(msg, "executable file not found"):
 		return " (install fusermount3: apt-get install fuse3)"
+	case strings.Contains(msg, "fusermount exited"):
+		return " (fusermount3 says why above: /dev/fuse must be readable and writable by you, and --allow-other needs user_allow_other in /etc/fuse.conf)"
 	case strings.Contains(msg, "allow_other"):
 		return " (--allow-other needs user_allow_other in /etc/fuse.conf)"
 	case errors.Is(err, fs.ErrPermission):
