@@ -62,7 +62,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	finished := make(chan struct{})
 	defer close(finished)
 	defer func() {
-		if cerr := b.cleanup(); cerr != nil && err == nil {
+		if cerr := b.cleanup(err != nil); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
@@ -76,7 +76,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		case <-ctx.Done():
 		}
 		fmt.Fprintln(stderr, "bench: interrupted; stopping clients and unmounting")
-		_ = b.cleanup()
+		_ = b.cleanup(true)
 		select {
 		case <-finished:
 		case <-time.After(20 * time.Second):
@@ -121,9 +121,9 @@ func (b *bench) logf(format string, args ...any) {
 }
 
 // cleanup kills the clients, unmounts every daemon and removes the
-// temporary directory (unless -keep). It runs once; later calls return
-// nil.
-func (b *bench) cleanup() error {
+// temporary directory (unless -keep; after a failure it keeps the
+// daemons' logs). It runs once; later calls return nil.
+func (b *bench) cleanup(failed bool) error {
 	var errs []error
 	b.cleaned.Do(func() {
 		b.procs.killAll(false)
@@ -140,13 +140,19 @@ func (b *bench) cleanup() error {
 			b.logf("kept %s", b.dir)
 			return
 		}
-		if len(errs) == 0 {
+		if !failed && len(errs) == 0 {
 			if err := os.RemoveAll(b.dir); err != nil {
 				errs = append(errs, err)
 			}
-		} else {
-			b.logf("kept %s for the daemon logs", b.dir)
+			return
 		}
+		entries, _ := os.ReadDir(b.dir)
+		for _, e := range entries {
+			if e.Name() != "log" {
+				_ = os.RemoveAll(filepath.Join(b.dir, e.Name()))
+			}
+		}
+		b.logf("kept the daemons' logs in %s", filepath.Join(b.dir, "log"))
 	})
 	return errors.Join(errs...)
 }
@@ -175,13 +181,13 @@ func (b *bench) prepare(ctx context.Context) error {
 		gobin := goTool()
 		if b.scanlockfsBin == "" {
 			b.scanlockfsBin = filepath.Join(b.dir, "bin", "scanlockfs")
-			if err := goBuild(ctx, gobin, repo, b.scanlockfsBin, "."); err != nil {
+			if err := goBuild(ctx, gobin, repo, b.scanlockfsBin, ".", b.cfg.BuildFlags); err != nil {
 				return err
 			}
 		}
 		if b.loopbackBin == "" {
 			b.loopbackBin = filepath.Join(b.dir, "bin", "loopback")
-			if err := goBuild(ctx, gobin, repo, b.loopbackBin, "./scripts/bench/loopback"); err != nil {
+			if err := goBuild(ctx, gobin, repo, b.loopbackBin, "./scripts/bench/loopback", b.cfg.BuildFlags); err != nil {
 				return err
 			}
 		}
@@ -237,8 +243,9 @@ func goTool() string {
 	return "/usr/local/go/bin/go"
 }
 
-func goBuild(ctx context.Context, gobin, repo, out, pkg string) error {
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, pkg)
+func goBuild(ctx context.Context, gobin, repo, out, pkg, flags string) error {
+	args := append([]string{"build", "-o", out}, strings.Fields(flags)...)
+	cmd := exec.CommandContext(ctx, gobin, append(args, pkg)...)
 	cmd.Dir = repo
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
@@ -312,14 +319,14 @@ func (b *bench) runWorkloads(ctx context.Context) error {
 // interleave runs fn for every target in every repetition, warm-ups
 // first (rep < 0, not recorded), rotating the order of the targets from
 // one repetition to the next so that machine noise hits all alike.
-func (b *bench) interleave(ctx context.Context, targets []*target, reps int, fn func(t *target, rep int) (map[string]float64, error)) error {
+func (b *bench) interleave(ctx context.Context, targets []*target, reps, warmup int, fn func(t *target, rep int) (map[string]float64, error)) error {
 	n := len(targets)
-	for rep := -b.cfg.Warmup; rep < reps; rep++ {
+	for rep := -warmup; rep < reps; rep++ {
 		for i := 0; i < n; i++ {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			t := targets[(i+rep+b.cfg.Warmup)%n]
+			t := targets[(i+rep+warmup)%n]
 			vals, err := fn(t, rep)
 			if err != nil {
 				return fmt.Errorf("%s, repetition %d: %w", t.name, rep, err)

@@ -70,7 +70,7 @@ func (b *bench) createData() error {
 	}
 	if b.sel[3] {
 		for _, t := range []string{vNative, vLoopback, vScanlockfs} {
-			for k := 0; k < c.Warmup+c.Reps; k++ {
+			for k := 0; k < c.Reps; k++ {
 				if err := os.MkdirAll(filepath.Join(b.src, createScan(t), fmt.Sprint("r", k)), 0o755); err != nil {
 					return err
 				}

@@ -128,7 +128,7 @@ func (d *daemon) unmount() error {
 	}
 	d.logFile.Close()
 	if len(errs) > 0 {
-		return fmt.Errorf("unmount %s: %s (log: %s)", d.label, strings.Join(errs, "; "), d.logPath)
+		return fmt.Errorf("unmount %s: %s (log: %s)%s", d.label, strings.Join(errs, "; "), d.logPath, d.p.tail.suffix())
 	}
 	return nil
 }

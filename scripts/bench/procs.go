@@ -49,6 +49,9 @@ func (ps *procs) start(name string, argv, env []string, stderr io.Writer, daemon
 		deathSig = syscall.SIGTERM
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
+	// A binary built with -race sleeps a second at exit unless told not
+	// to (the smoke test builds everything with -race).
+	env = append(env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	cmd.Env = append(os.Environ(), env...)
 	// Own process group: a Ctrl-C in the terminal reaches only the bench,
 	// which then stops clients and unmounts in order.

@@ -85,7 +85,7 @@ func (b *bench) workloadOpen(ctx context.Context, targets []*target) error {
 		}
 	}
 	buf := make([]byte, 4096)
-	return b.interleave(ctx, targets, b.cfg.Reps, func(t *target, _ int) (map[string]float64, error) {
+	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, _ int) (map[string]float64, error) {
 		paths := make([]string, len(rel))
 		for i, r := range rel {
 			paths[i] = filepath.Join(t.root, r)
@@ -141,7 +141,7 @@ func (b *bench) workloadStat(ctx context.Context, targets []*target) error {
 	rp.define(sectionFS, "2c", fmt.Sprintf("readdir of %d entries", b.cfg.ReaddirEntries), "ms", false, goal{goalVsLoopback, 1.05})
 	n := b.cfg.StatFiles
 	buf := make([]byte, 64<<10)
-	return b.interleave(ctx, targets, b.cfg.Reps, func(t *target, rep int) (map[string]float64, error) {
+	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, rep int) (map[string]float64, error) {
 		dir := filepath.Join(t.root, statScan(t.name, rep+b.cfg.Warmup))
 		paths := make([]string, n)
 		for i := range paths {
@@ -197,8 +197,10 @@ func (b *bench) workloadCreate(ctx context.Context, targets []*target) error {
 	rp.define(sectionFS, "3b", "unlink", "µs/op", false, goal{})
 	n := b.cfg.CreateFiles
 	buf := make([]byte, 4096)
-	return b.interleave(ctx, targets, b.cfg.Reps, func(t *target, rep int) (map[string]float64, error) {
-		dir := filepath.Join(t.root, createScan(t.name), fmt.Sprint("r", rep+b.cfg.Warmup))
+	// Every repetition creates new files in a new directory: nothing to
+	// warm up.
+	return b.interleave(ctx, targets, b.cfg.Reps, 0, func(t *target, rep int) (map[string]float64, error) {
+		dir := filepath.Join(t.root, createScan(t.name), fmt.Sprint("r", rep))
 		paths := make([]string, n)
 		for i := range paths {
 			paths[i] = filepath.Join(dir, fmt.Sprintf("new_%05d.bin", i))

@@ -17,7 +17,7 @@ func (b *bench) workloadTools(ctx context.Context, targets []*target) error {
 	rp := b.rep
 	rp.define(sectionFS, "5a", fmt.Sprintf("tar -c of a %d-file scan", b.cfg.TreeFiles), "ms", false, goal{goalVsLoopback, 1.15})
 	rp.define(sectionFS, "5b", fmt.Sprintf("cp -r of a %d-file scan into a new scan", b.cfg.TreeFiles), "ms", false, goal{goalVsLoopback, 1.15})
-	return b.interleave(ctx, targets, b.cfg.Reps, func(t *target, rep int) (map[string]float64, error) {
+	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, rep int) (map[string]float64, error) {
 		res := map[string]float64{}
 		tar := exec.CommandContext(ctx, "tar", "-cf", "-", "-C", t.root, treeScan)
 		tar.Stdout = io.Discard
@@ -73,7 +73,7 @@ func (b *bench) workloadParallel(ctx context.Context, targets []*target) error {
 			return err
 		}
 	}
-	err := b.interleave(ctx, targets, b.cfg.Reps, func(t *target, _ int) (map[string]float64, error) {
+	err := b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, _ int) (map[string]float64, error) {
 		for i, p := range readers {
 			if err := p.send("read %s %d", filepath.Join(t.root, parScan(i), "images"), b.cfg.ParFiles); err != nil {
 				return nil, err

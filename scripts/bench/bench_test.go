@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestMain lets the test binary serve as the bench's helper processes,
+// as the bench binary itself does.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(helperMain(mode, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// requireFUSE skips without FUSE, except in CI, where a benchmark that
+// silently stopped running would rot.
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	why := ""
+	if fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
+		why = "cannot open /dev/fuse: " + err.Error()
+	} else {
+		unix.Close(fd)
+		if _, err := exec.LookPath("fusermount3"); err != nil && os.Geteuid() != 0 {
+			why = "fusermount3 is missing and this is not root"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("FUSE is unavailable in CI: %s", why)
+	}
+	t.Skipf("FUSE is unavailable: %s", why)
+}
+
+// TestSmoke runs the whole benchmark with tiny sizes: build, data, mounts,
+// every workload, report, CSV and plot, and the clean-up. It judges no
+// figure; it checks that every measure was taken on every target it
+// belongs to and that the outputs are well-formed.
+func TestSmoke(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	out := func(name string) string { return filepath.Join(dir, name) }
+	var stdout, stderr bytes.Buffer
+	cfg, err := parseFlags([]string{"-tiny", "-workdir", dir, "-build-flags", "-race",
+		"-csv", out("bench.csv"), "-markdown", out("bench.md"), "-plot", out("ratios.png")}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := run(ctx, cfg, &stdout, &stderr); err != nil {
+		t.Fatalf("bench failed after %v: %v\nstderr:\n%s", time.Since(start), err, stderr.String())
+	}
+	t.Logf("bench ran in %v; its log:\n%s", time.Since(start), stderr.String())
+
+	// Nothing left behind: no mount, no temporary directory.
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "scanlockfs-bench-") {
+			t.Errorf("temporary directory %s left behind", e.Name())
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mounts), dir) {
+		t.Errorf("mount left behind under %s:\n%s", dir, mounts)
+	}
+
+	python := true
+	if _, err := exec.LookPath("python3"); err != nil {
+		python = false
+		t.Log("python3 missing: the Python peer is not checked")
+	}
+	want := map[string][]string{}
+	for _, id := range []string{"1a", "1b", "1c", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "4c", "4d", "5a", "5b", "6"} {
+		want[id] = []string{vNative, vLoopback, vScanlockfs}
+	}
+	want["8"] = []string{vScanlockfs}
+	want["9a"] = []string{vLoopback, vScanlockfs}
+	want["9b"] = []string{vLoopback, vScanlockfs}
+	want["9c"] = []string{vLoopback, vScanlockfs} // tiny: within any file limit
+	for _, id := range []string{"7a", "7b", "7c", "7d", "7e", "7f", "7g", "7h"} {
+		want[id] = []string{vGo}
+		if python {
+			want[id] = append(want[id], vPython)
+		}
+	}
+	checkCSV(t, out("bench.csv"), want)
+	checkMarkdown(t, stdout.String(), want)
+	if md, err := os.ReadFile(out("bench.md")); err != nil || !bytes.Equal(md, stdout.Bytes()) {
+		t.Errorf("-markdown file differs from what was printed (%v)", err)
+	}
+	png, err := os.ReadFile(out("ratios.png"))
+	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) || len(png) < 1000 {
+		t.Errorf("-plot did not write a PNG (%d bytes, %v)", len(png), err)
+	}
+}
+
+func checkCSV(t *testing.T, path string, want map[string][]string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll() // also fails on ragged lines
+	if err != nil {
+		t.Fatalf("CSV: %v", err)
+	}
+	if len(recs) < 2 || strings.Join(recs[0], ",") != strings.Join(csvHeader, ",") {
+		t.Fatalf("CSV header %q, want %q", recs[0], csvHeader)
+	}
+	col := map[string]int{}
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	got := map[string]map[string]bool{}
+	for _, r := range recs[1:] {
+		id, variant := r[col["id"]], r[col["variant"]]
+		if got[id] == nil {
+			got[id] = map[string]bool{}
+		}
+		got[id][variant] = true
+		n, err := strconv.Atoi(r[col["n"]])
+		if err != nil || n < 1 {
+			t.Errorf("CSV %s/%s: n %q", id, variant, r[col["n"]])
+		}
+		for _, c := range []string{"median", "p25", "p75", "min", "max"} {
+			v, err := strconv.ParseFloat(r[col[c]], 64)
+			if err != nil || v < 0 {
+				t.Errorf("CSV %s/%s: %s %q is not a measurement", id, variant, c, r[col[c]])
+			}
+		}
+		if s := r[col["status"]]; s != "" && s != "pass" && s != "miss" && s != "n/a" {
+			t.Errorf("CSV %s/%s: status %q", id, variant, s)
+		}
+	}
+	for id, variants := range want {
+		for _, v := range variants {
+			if !got[id][v] {
+				t.Errorf("CSV has no %s measurement of %s", v, id)
+			}
+		}
+	}
+}
+
+func checkMarkdown(t *testing.T, md string, want map[string][]string) {
+	t.Helper()
+	rows := map[string]bool{}
+	cols := 0
+	for _, line := range strings.Split(md, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			cols = 0
+			continue
+		}
+		n := strings.Count(line, "|")
+		if cols == 0 {
+			cols = n
+		} else if n != cols {
+			t.Errorf("table line has %d cells, its header %d: %q", n-1, cols-1, line)
+		}
+		cells := strings.Split(line, "|")
+		if len(cells) > 2 {
+			rows[strings.TrimSpace(cells[1])] = true
+		}
+	}
+	for id := range want {
+		if !rows[id] {
+			t.Errorf("Markdown has no row %s:\n%s", id, md)
+		}
+	}
+	if !strings.Contains(md, "missed targets:") {
+		t.Errorf("Markdown has no summary of missed targets")
+	}
+}
