@@ -39,11 +39,24 @@
 // thread, which is mapped to its thread group (owner.go). lockmgr lets an
 // owner take a scan it holds again, and upgrade a shared lock it is the
 // only holder of; two shared holders that both want exclusive get
-// EDEADLK. A request waits for its lock until the timeout (EBUSY) or
+// EDEADLK. A process that inherited a descriptor into a scan from an
+// ancestor that owns the scan here (fork, or a shell redirection opened
+// before the command starts) acts as that ancestor (inherit.go), so that
+// sh -c 'cat scan/a > scan/b' does not wait for its own shell. A request
+// waits for its lock until the timeout (EBUSY) or
 // until the caller is interrupted (the FUSE request's context is
 // cancelled: EINTR, and nothing stays queued); with O_NONBLOCK it fails
 // with EAGAIN at once. No mutex of this package is held while waiting.
 // errno.go is the one place where errors become errno values.
+//
+// # Client locks
+//
+// flock(2) and fcntl(2) locks that clients take on files of the mount are
+// handled by the kernel among the mount's clients (go-fuse's EnableLocks
+// is off): they work between programs using the mount, with POSIX
+// semantics, but are not forwarded to the backing files, so programs
+// using SOURCE directly do not see them. The scan locks are what protects
+// data between the mount and direct users.
 //
 // # Caching and data path
 //

@@ -243,3 +243,32 @@ func TestStaleMountpointIsExplained(t *testing.T) {
 		t.Fatalf("mount on a dead mount: exit %d, %s", code, stderr)
 	}
 }
+
+// Clients' own flock(2) locks on files of the mount work between clients
+// of the mount (the kernel keeps them) and are not forwarded to the
+// backing files (documented).
+func TestClientFlocksAreKernelLocal(t *testing.T) {
+	t.Parallel()
+	d := mountT(t, scanDB(t, "scanA"))
+	held := filepath.Join(t.TempDir(), "held")
+	release := filepath.Join(t.TempDir(), "release")
+	holder := startProgram(t, "flock", "-x", d.path("scanA/files.json"), "sh", "-c",
+		"touch "+held+"; while [ ! -e "+release+" ]; do sleep 0.01; done")
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if _, err := os.Stat(held); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("flock holder never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code, _, _ := runErr(t, "flock", "-n", "-x", d.path("scanA/files.json"), "true"); code != 1 {
+		t.Fatalf("second flock through the mount: exit %d, want 1 (busy)", code)
+	}
+	run(t, "flock", "-n", "-x", d.srcPath("scanA/files.json"), "true")
+	must(t, os.WriteFile(release, nil, 0o644))
+	holder.wait(t)
+	run(t, "flock", "-n", "-x", d.path("scanA/files.json"), "true")
+}
