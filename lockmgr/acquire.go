@@ -107,7 +107,7 @@ func (m *Manager) acquireRef(ctx context.Context, s *scanState, mode Mode, owner
 	upgrade := s.owners[oid] != nil
 	if upgrade {
 		for _, w := range s.queue {
-			if w.upgrade && w.oid != oid {
+			if _, holds := s.owners[w.oid]; w.upgrade && holds && w.oid != oid {
 				s.mu.Unlock()
 				return nil, fmt.Errorf("%w: scan %s: %s and %s both hold it shared and both want it exclusive",
 					ErrDeadlock, s.id, w.owner, owner)
@@ -273,8 +273,11 @@ func (m *Manager) waitError(err error, id string, mode Mode, start time.Time) er
 // concerned: compatible with the holders, and no writer ahead of a reader.
 func (s *scanState) admissibleLocked(w *waiter) bool {
 	if w.upgrade {
-		_, self := s.owners[w.oid]
-		return self && len(s.owners) == 1
+		if _, self := s.owners[w.oid]; self {
+			return len(s.owners) == 1
+		}
+		// Its shared hold was released meanwhile (by another goroutine of
+		// the same owner): it is a plain exclusive request now.
 	}
 	if w.mode == Exclusive {
 		if len(s.owners) != 0 {

@@ -3,6 +3,7 @@ package lockmgr
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -195,14 +196,17 @@ func TestReentrant(t *testing.T) {
 	mustRelease(t, sh)
 	mustRelease(t, mustAcquire(t, m, "s", Exclusive, b))
 
-	// Shared then shared by the same owner, while another owner's
-	// exclusive request waits: reentrant requests do not queue.
+	// Shared then shared by the same owner, while another reader holds
+	// and another owner's exclusive request waits: reentrant requests do
+	// not queue.
 	sh1 := mustAcquire(t, m, "s", Shared, a)
+	shc := mustAcquire(t, m, "s", Shared, testOwner("c"))
 	w := goAcquire(t, m, context.Background(), "s", Exclusive, b)
 	sh2, err := m.TryAcquire("s", Shared, a)
 	if err != nil {
 		t.Fatalf("reentrant shared behind a waiting writer: %v", err)
 	}
+	mustRelease(t, shc)
 	mustRelease(t, sh1)
 	pending(t, w, "b's exclusive while a still holds one shared lease")
 	rel := mustRelease(t, sh2)
@@ -241,6 +245,49 @@ func TestUpgrade(t *testing.T) {
 	}
 	mustRelease(t, r.l)
 	mustRelease(t, sha)
+
+	// The upgrader's own shared hold is released (by another goroutine of
+	// the same owner) while it waits: it must not be admitted next to
+	// b's hold, whose owner is now the only holder.
+	sha = mustAcquire(t, m, "s", Shared, a)
+	shb = mustAcquire(t, m, "s", Shared, b)
+	w = goAcquire(t, m, context.Background(), "s", Exclusive, a)
+	mustRelease(t, sha)
+	time.Sleep(10 * time.Millisecond) // room for a wrong grant (the right outcome is to keep waiting)
+	pending(t, w, "former upgrader while b reads")
+	rel = mustRelease(t, shb)
+	r = get(t, w)
+	if r.err != nil || r.at < rel {
+		t.Fatalf("former upgrader after b left: %v", r.err)
+	}
+	mustRelease(t, r.l)
+}
+
+// TestUpgradeAcrossProcesses: readers of other processes that keep the
+// scan shared without a gap must not starve an upgrade either.
+func TestUpgradeAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	m := newManager(t, root)
+	for range 2 {
+		startHelper(t, root, "").ok("share s 2 2000")
+	}
+	o := testOwner("upgrader")
+	sh, err := m.Acquire(context.Background(), "s", Shared, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ex, err := m.Acquire(ctx, "s", Exclusive, o)
+	if err != nil {
+		t.Fatalf("upgrade while other processes keep reading: %v", err)
+	}
+	if got := flockHolders(t, m.lockPath("s")); len(got) != 1 || got[os.Getpid()] != Exclusive {
+		t.Errorf("after the upgrade the lock file is held by %v", got)
+	}
+	mustRelease(t, ex)
+	mustRelease(t, sh)
 }
 
 func TestUpgradeDeadlock(t *testing.T) {

@@ -9,10 +9,19 @@
 // LOCK_EX for Exclusive. plantdb's ScanLockManager locks the very same
 // file the same way, so Go and Python holders exclude each other.
 // ROOT/.locks/S.info holds JSON metadata (plantdb's fields scan_id,
-// lock_type, user, timestamp, pid, thread_id, plus ours); it is written
-// atomically and removed by the last release in this process if it is
-// still the file we wrote. ROOT/.locks/S.gate exists only for scans on
-// which a writer of ours once had to wait (see Fairness).
+// lock_type, user, timestamp, pid, thread_id, plus ours, among them
+// "tool":"scanlockfs"); see Metadata. ROOT/.locks/S.gate exists only for
+// scans on which a writer of ours once had to wait (see Fairness).
+//
+// # Permissions
+//
+// The lock directory is created with mode 02775 and lock, gate and info
+// files with 0664, whatever the umask (WithDirMode, WithFileMode): every
+// user of the scan tree must be able to create lock files and open them
+// for writing, as plantdb does. To share a tree between users, give them
+// a common group, chgrp the lock directory to it; the setgid bit makes
+// new files inherit the group. We open lock files read-only (flock needs
+// no more) and never through a symbolic link.
 //
 // # Invariants
 //
@@ -31,6 +40,38 @@
 //     per scan talks to the kernel at a time (the one that set busy).
 //   - A scan id is validated (ValidateScanID) before any path is built
 //     from it, so every path stays inside the lock directory.
+//
+// # Descriptors
+//
+// A scan's lock file stays open from its first use until the scan has
+// been idle while 64 other scans were used, or until Close; releasing
+// only unlocks it. This saves an open and a close per acquisition and is
+// safe because of the check after every flock: if another process's
+// clean-up (or plantdb's release) unlinked the file meanwhile, the flock
+// on the old descriptor succeeds, the check fails, and the file the path
+// names now is opened and locked instead (Stats.Replaced counts it).
+//
+// # Metadata
+//
+// Writing S.info costs an inode creation and removal (about 150 µs on
+// ext4, ten times the lock itself), so it is written in the background:
+// once this process has held the scan's flock for WithInfoDelay (default
+// 2 ms), a timer writes S.info describing the request that took the flock
+// (its owner, the mode, the time of the grant, this PID). What a reader
+// of S.info can see:
+//
+//   - either no file or a complete one: it is written to a temporary file
+//     and renamed into place;
+//   - no S.info of ours for a lock held less than the delay, or in the
+//     first delay (plus the write's own time) of a longer hold;
+//   - never an S.info of ours after our flock is gone: the last release
+//     removes it, if it is still the file we wrote, before unlocking, and
+//     waits for a write in flight to finish first;
+//   - after an upgrade, "exclusive" once the delay has passed again.
+//
+// Readers of ours joining a held flock do not rewrite it; with shared
+// holders in several processes, the last writer's file wins (as in
+// plantdb). WithInfoDelay(0) writes the file before Acquire returns.
 //
 // # Owners
 //
@@ -55,9 +96,38 @@
 // that an owner's reentrant requests and upgrades go first; new shared
 // requests queue behind a waiting exclusive one. Across processes flock
 // has no queue, so a writer of ours that has to wait takes S.gate
-// exclusively, and readers of ours take their first shared flock only
-// while S.gate is free. plantdb's readers do not know the gate.
+// exclusively, and while it does readers of ours neither take a new
+// shared flock nor join the shared flock their process already holds
+// (otherwise overlapping readers of one process would keep it for ever).
+// plantdb's readers do not know the gate.
 //
 // flock cannot be waited for with a deadline, so cross-process waits poll
-// with LOCK_NB and an exponential back-off from 20 µs up to 1 ms.
+// with LOCK_NB and an exponential back-off from 20 µs up to 500 µs.
+//
+// # Mixed use with plantdb
+//
+// Our processes exclude each other and plantdb processes as long as
+// nobody unlinks a lock file that is held. plantdb does: its release runs
+// flock(LOCK_UN), close, unlink(S.lock), unlink(S.info), and its stale
+// clean-up at start-up unlinks files after unlocking them. A process that
+// takes the flock between plantdb's unlock and its unlink holds a file
+// that then loses its name, and the next plantdb acquisition creates and
+// locks a new one. Our processes close that window for plantdb's
+// release: after a grant, while S.info still names a live process that is
+// not a scanlockfs process and holds no flock on our file, we wait (up to
+// a second) until S.info goes away, then check the path again. What stays
+// open:
+//
+//   - plantdb's stale clean-up (it writes no S.info) racing one of our
+//     acquisitions;
+//   - plantdb processes among themselves: two plantdb readers share a
+//     file, the first to release unlinks it, and a writer then gets a new
+//     file while the second reader still reads;
+//   - a plantdb process stopped for longer than a second in its release.
+//
+// Our release checks that the path still names our file; if not, it logs
+// a warning and counts it in Stats.LostLockFiles, because exclusion may
+// have been broken during the hold. (A sticky lock directory would stop
+// plantdb from unlinking our files, but where fs.protected_regular is set
+// it also stops plantdb from opening them with O_CREAT.)
 package lockmgr

@@ -297,7 +297,7 @@ func (h *helper) run(f []string, in *bufio.Scanner) {
 						}
 						// Stagger the goroutines so that their holds overlap:
 						// this process then never drops its shared flock.
-						spin(hold + time.Duration(g)*hold/2)
+						time.Sleep(hold + time.Duration(g)*hold/2)
 						l.Release()
 					}
 					select {

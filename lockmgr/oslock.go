@@ -59,9 +59,9 @@ func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) 
 			ok, cur, err = m.tryUpgrade(s, path)
 		default:
 			ok, err = flockNB(s.fd, unix.LOCK_EX)
-			if !ok && err == nil && gate < 0 && !try {
-				gate = m.takeGate(s.id)
-			}
+		}
+		if to == Exclusive && !ok && err == nil && gate < 0 && !try {
+			gate = m.takeGate(s.id)
 		}
 		if err != nil {
 			closeLockFile(s)
