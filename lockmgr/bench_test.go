@@ -1,0 +1,181 @@
+package lockmgr
+
+import (
+	"context"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Benchmarks. Performance is reported here, never asserted in tests. One
+// run gives every figure of the README:
+//
+//	go test -run '^$' -bench . -benchtime 2s ./lockmgr
+//
+// BenchmarkUncontended reports x-vs-peer, its speed-up over the plantdb
+// peer measured right after it (the machine's load changes the absolute
+// figures more than the ratio).
+
+func peerNsPerOp(b *testing.B, mode Mode, n int) float64 {
+	b.Helper()
+	out, err := exec.Command("python3", peerScript, "bench", b.TempDir(), "s",
+		"--mode", mode.String(), "-n", strconv.Itoa(n)).Output()
+	if err != nil {
+		b.Fatalf("plantdb peer: %v", err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 2 || f[0] != "ns_per_op" {
+		b.Fatalf("plantdb peer said %q", out)
+	}
+	v, err := strconv.ParseFloat(f[1], 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// BenchmarkPlantdbPeer is the reference: plantdb's protocol in Python,
+// uncontended acquire+release (with its .info write and unlinks). ns/op
+// is the peer's own figure, without the interpreter's start-up.
+func BenchmarkPlantdbPeer(b *testing.B) {
+	for _, mode := range []Mode{Shared, Exclusive} {
+		b.Run(mode.String(), func(b *testing.B) {
+			v := peerNsPerOp(b, mode, max(b.N, 200))
+			b.ReportMetric(v, "ns/op")
+		})
+	}
+}
+
+// BenchmarkUncontended: acquire+release of a free scan, as a new owner
+// each time would see it. "info" is the default (.info written only for
+// holds longer than DefaultInfoDelay, so never here); "info-sync" writes
+// and removes it on every acquisition (WithInfoDelay(0)).
+func BenchmarkUncontended(b *testing.B) {
+	for _, mode := range []Mode{Shared, Exclusive} {
+		for _, info := range []string{"noinfo", "info", "info-sync"} {
+			b.Run(mode.String()+"/"+info, func(b *testing.B) {
+				opts := []Option{WithInfoFiles(info != "noinfo")}
+				if info == "info-sync" {
+					opts = append(opts, WithInfoDelay(0))
+				}
+				m := newManager(b, b.TempDir(), opts...)
+				o := ProcessOwner()
+				ctx := context.Background()
+				b.ResetTimer()
+				start := time.Now()
+				for b.Loop() {
+					l, err := m.Acquire(ctx, "s", mode, o)
+					if err != nil {
+						b.Fatal(err)
+					}
+					l.Release()
+				}
+				ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
+				b.StopTimer()
+				peer := peerNsPerOp(b, mode, 300)
+				b.ReportMetric(peer/1e3, "peer-µs/op")
+				b.ReportMetric(peer/ns, "x-vs-peer")
+			})
+		}
+	}
+}
+
+// BenchmarkReentrant: an owner that already holds the scan takes it again.
+func BenchmarkReentrant(b *testing.B) {
+	m := newManager(b, b.TempDir())
+	o := ProcessOwner()
+	outer, err := m.TryAcquire("s", Shared, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer outer.Release()
+	ctx := context.Background()
+	for b.Loop() {
+		l, err := m.Acquire(ctx, "s", Shared, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l.Release()
+	}
+}
+
+// report adds the median and 99th percentile of samples as metrics.
+func report(b *testing.B, prefix string, samples []time.Duration) {
+	if len(samples) == 0 {
+		return
+	}
+	slices.Sort(samples)
+	q := func(p float64) float64 {
+		return float64(samples[min(len(samples)-1, int(p*float64(len(samples))))].Nanoseconds())
+	}
+	b.ReportMetric(q(0.5)/1e3, prefix+"-median-µs")
+	b.ReportMetric(q(0.99)/1e3, prefix+"-p99-µs")
+}
+
+// BenchmarkHandover: a helper process holds the scan exclusively for
+// 3 ms while this process waits for it; latency is the helper's
+// CLOCK_MONOTONIC just before its Release to ours just after our grant.
+func BenchmarkHandover(b *testing.B) {
+	root := b.TempDir()
+	m := newManager(b, root)
+	h := startHelper(b, root, "")
+	h.send("handover s %d 3000", b.N)
+	o := testOwner("bench")
+	var lat []time.Duration
+	for i := range b.N {
+		if line := h.recv(); line != "held" {
+			b.Fatalf("helper: %q", line)
+		}
+		l, err := m.Acquire(context.Background(), "s", Exclusive, o)
+		granted := mono()
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := strings.Fields(h.recv())
+		if len(f) != 2 || f[0] != "rel" {
+			b.Fatalf("helper: %q", f)
+		}
+		lat = append(lat, time.Duration(granted-atoi64(b, f[1])))
+		l.Release()
+		if i < b.N-1 {
+			h.send("next")
+		}
+	}
+	b.StopTimer()
+	report(b, "handover", lat)
+}
+
+// BenchmarkWriterWait: three reader processes keep the scan shared
+// without a gap (two goroutines each, overlapping 2 ms holds); a writer
+// here takes it exclusively, holds it 1 ms and lets the readers back in
+// for 5 ms. The gate makes new readers hold back while the writer waits.
+func BenchmarkWriterWait(b *testing.B) {
+	root := b.TempDir()
+	m := newManager(b, root)
+	var readers []*proc
+	for range 3 {
+		r := startHelper(b, root, "")
+		r.ok("share s 2 2000")
+		readers = append(readers, r)
+	}
+	o := testOwner("writer")
+	var waits []time.Duration
+	for range b.N {
+		l, err := m.Acquire(context.Background(), "s", Exclusive, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		waits = append(waits, l.Waited())
+		time.Sleep(time.Millisecond)
+		l.Release()
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.StopTimer()
+	for _, r := range readers {
+		r.ok("stop")
+	}
+	report(b, "wait", waits)
+}
