@@ -43,7 +43,11 @@ func runMain(m *testing.M) int {
 		{binScanlockfs, "scanlockfs"},
 		{binClient, "scanlockfs/tests/internal/slclient"},
 	} {
-		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		args := []string{"build", "-o", b.out}
+		if raceEnabled && b.out == binScanlockfs {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, b.pkg)...)
 		cmd.Dir = root
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
