@@ -57,6 +57,9 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if root := filepath.Clean(opts.Manager.Root()); root != src {
+		return nil, fmt.Errorf("fusefs: the lock manager's root is %s, not the source %s", root, src)
+	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(src, &st); err != nil {
 		return nil, fmt.Errorf("fusefs: source %s: %w", src, err)
