@@ -164,7 +164,14 @@ func Main(args []string) int {
 		return ExitOK
 	}
 	app := NewApp(os.Stdout, os.Stderr)
+	// `scanlockfs help NAME` for an unknown NAME would otherwise exit 3,
+	// the lock-timeout code.
+	var badTopic string
+	app.CommandNotFound = func(_ *cli.Context, name string) { badTopic = name }
 	err := app.Run(args)
+	if err == nil && badTopic != "" {
+		err = unknownCommand(badTopic)
+	}
 	if err == nil {
 		return ExitOK
 	}
