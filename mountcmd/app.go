@@ -2,8 +2,17 @@
 // fusefs and lockmgr options, builds the logger, owns the exit codes and
 // the mount lifecycle. main.go only calls Main.
 //
-// Each command lives in its own file and registers a *cli.Command in
-// commands().
+// Each command lives in its own file (mount.go, run.go, status.go,
+// cleanup.go, unmount.go, version.go) and adds itself with register() from
+// init(); completion, which serves the whole app, lives here. Commands
+// return errors made with exitf or usageErrorf: Main prints them once,
+// without a stack, and exits with their code. Errors name the path
+// involved and say what to do.
+//
+// run holds a scan lock in this process while its COMMAND runs: the lock
+// descriptor is close-on-exec, so the child never holds it, and run
+// catches the usual termination signals (passing them to the child)
+// rather than die and unlock under a running child.
 package mountcmd
 
 import (
