@@ -1,0 +1,272 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// client is a running slclient.
+type client struct {
+	t     *testing.T
+	name  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	lines []string
+	more  chan struct{}
+	done  chan struct{}
+}
+
+// startClient starts slclient. Go's asynchronous preemption is off in it:
+// its signals would interrupt the FUSE requests it waits in.
+func startClient(t *testing.T, name string) *client {
+	t.Helper()
+	c := &client{t: t, name: name, more: make(chan struct{}, 1), done: make(chan struct{})}
+	c.cmd = exec.Command(binClient)
+	c.cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
+	var err error
+	c.stdin, err = c.cmd.StdinPipe()
+	must(t, err)
+	stdout, err := c.cmd.StdoutPipe()
+	must(t, err)
+	c.cmd.Stderr = os.Stderr
+	must(t, c.cmd.Start())
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			c.mu.Lock()
+			c.lines = append(c.lines, sc.Text())
+			c.mu.Unlock()
+			select {
+			case c.more <- struct{}{}:
+			default:
+			}
+		}
+		close(c.done)
+	}()
+	t.Cleanup(c.stop)
+	return c
+}
+
+// stop closes the client's input (closing its files) and waits for it.
+func (c *client) stop() {
+	c.stdin.Close()
+	select {
+	case <-c.done:
+	case <-time.After(waitLimit):
+		_ = c.cmd.Process.Kill()
+	}
+	_ = c.cmd.Wait()
+}
+
+func (c *client) pid() int { return c.cmd.Process.Pid }
+
+func (c *client) send(format string, args ...any) {
+	c.t.Helper()
+	if _, err := fmt.Fprintf(c.stdin, format+"\n", args...); err != nil {
+		c.t.Fatalf("%s: %v", c.name, err)
+	}
+}
+
+// reply is one answer of slclient: ok or err, with the time it was taken.
+type reply struct {
+	kind  string // "start", "ok", "err"
+	errno string // for err
+	at    int64  // monotonic ns
+	data  string // for read
+}
+
+// await waits for the next line of kind (start, or a result: ok/err)
+// about id.
+func (c *client) await(id string, result bool) reply {
+	c.t.Helper()
+	deadline := time.After(waitLimit)
+	for i := 0; ; {
+		c.mu.Lock()
+		lines := c.lines
+		c.mu.Unlock()
+		for ; i < len(lines); i++ {
+			f := strings.Fields(lines[i])
+			if len(f) < 3 || f[1] != id {
+				if len(f) > 0 && f[0] == "bad" {
+					c.t.Fatalf("%s: %s", c.name, lines[i])
+				}
+				continue
+			}
+			if (f[0] == "start") == result {
+				continue
+			}
+			r := reply{kind: f[0]}
+			switch {
+			case f[0] == "err" && len(f) >= 4:
+				r.errno = f[2]
+				r.at, _ = strconv.ParseInt(f[3], 10, 64)
+			default:
+				r.at, _ = strconv.ParseInt(f[2], 10, 64)
+				if len(f) > 3 {
+					r.data, _ = strconv.Unquote(strings.Join(f[3:], " "))
+				}
+			}
+			c.mu.Lock()
+			c.lines = c.lines[i+1:]
+			c.mu.Unlock()
+			return r
+		}
+		select {
+		case <-c.more:
+		case <-c.done:
+			c.mu.Lock()
+			n := len(c.lines)
+			c.mu.Unlock()
+			if n == i {
+				c.t.Fatalf("%s exited while the test waited for %s", c.name, id)
+			}
+		case <-deadline:
+			c.t.Fatalf("%s: no answer for %s within %v", c.name, id, waitLimit)
+		}
+	}
+}
+
+// open asks the client to open path and returns the time the call
+// started; use result to get its outcome.
+func (c *client) open(id, path, flags string) int64 {
+	c.t.Helper()
+	c.send("open %s %s %s", id, path, flags)
+	return c.await(id, false).at
+}
+
+// result waits for the outcome of id.
+func (c *client) result(id string) reply {
+	c.t.Helper()
+	return c.await(id, true)
+}
+
+// mustOpen opens and fails the test unless the open succeeds; it returns
+// the time the open returned.
+func (c *client) mustOpen(id, path, flags string) int64 {
+	c.t.Helper()
+	c.open(id, path, flags)
+	r := c.result(id)
+	if r.kind != "ok" {
+		c.t.Fatalf("%s: open %s (%s): %s", c.name, path, flags, r.errno)
+	}
+	return r.at
+}
+
+// close closes id and returns the time just before close(2) was called.
+func (c *client) close(id string) int64 {
+	c.t.Helper()
+	c.send("close %s", id)
+	start := c.await(id, false).at
+	if r := c.result(id); r.kind != "ok" {
+		c.t.Fatalf("%s: close %s: %s", c.name, id, r.errno)
+	}
+	return start
+}
+
+// program is a real program run as a client of the mount.
+type program struct {
+	cmd      *exec.Cmd
+	out, err syncBuffer
+	done     chan struct{}
+	waitErr  error
+	end      int64 // monotonic time it was seen to exit
+}
+
+func startProgram(t *testing.T, name string, args ...string) *program {
+	t.Helper()
+	p := &program{done: make(chan struct{})}
+	p.cmd = exec.Command(name, args...)
+	// For slclient: Go's preemption signals would interrupt its FUSE calls.
+	p.cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.err
+	must(t, p.cmd.Start())
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		p.end = now()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// wait waits for the program and fails the test if it failed.
+func (p *program) wait(t *testing.T) string {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(waitLimit):
+		t.Fatalf("%v did not finish", p.cmd.Args)
+	}
+	if p.waitErr != nil {
+		t.Fatalf("%v: %v\nstderr: %s", p.cmd.Args, p.waitErr, p.err.String())
+	}
+	return p.out.String()
+}
+
+// running reports whether the program has not exited yet.
+func (p *program) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// run runs a program to completion with a deadline and returns its
+// output; it fails the test if the program fails.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr.String())
+	}
+	return string(out)
+}
+
+// runErr runs a program that is expected to fail and returns its exit
+// code, standard error and how long it ran.
+func runErr(t *testing.T, name string, args ...string) (int, string, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	elapsed := time.Since(start)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("%s %q: want a failure, got %v", name, args, err)
+	}
+	return ee.ExitCode(), stderr.String(), elapsed
+}
+
+// errnoText is the message C programs print for errno e.
+func errnoText(e syscall.Errno) string { return e.Error() }
