@@ -156,7 +156,6 @@ func TestUnmountAsUser(t *testing.T) {
 	if code != ExitBusy {
 		t.Fatalf("unmount of a busy mount as a user: exit %d, want %d (%s)", code, ExitBusy, res)
 	}
-	t.Logf("busy report:\n%s", res)
 	want := fmt.Sprintf("pid %d (sleep, user nobody): working directory %s", bc.Process.Pid, mnt)
 	if !strings.Contains(res, want) || !strings.Contains(res, "--lazy") {
 		t.Fatalf("busy report does not name the user process and --lazy:\n%s\nwant %q", res, want)
@@ -172,6 +171,20 @@ func TestUnmountAsUser(t *testing.T) {
 	_ = bc.Process.Kill()
 	busy.wait(20 * time.Second)
 	waitExit(t, srv, "loopback server after lazy unmount")
+
+	// A mount of another user (root) cannot be unmounted by this one.
+	_ = os.Remove(ready)
+	rootSrv := startBg(t, exec.Command(filepath.Join(dir, "loopbackfs"), src, mnt, ready))
+	waitForFile(t, ready, rootSrv)
+	res, code = runOut(asNobody("scanlockfs", "unmount", mnt))
+	if code != ExitMount || !strings.Contains(res, "only the user who mounted it, or root, can unmount it") {
+		t.Fatalf("unmount of root's mount as a user: exit %d, want %d with a hint (%s)", code, ExitMount, res)
+	}
+	if !isMountPoint(t, mnt) {
+		t.Fatal("a user unmounted root's mount")
+	}
+	must(t, rootSrv.cmd.Process.Signal(syscall.SIGTERM))
+	waitExit(t, rootSrv, "root's loopback server after SIGTERM")
 
 	// Not busy: a plain unmount through fusermount3.
 	srv = mount()
