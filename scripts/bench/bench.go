@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,6 +284,16 @@ func (b *bench) runWorkloads(ctx context.Context) error {
 				return err
 			}
 			targets = append(targets, &target{name: vScanlockfs, root: sl.mnt, daemon: sl})
+			// The baseline must mount as scanlockfs does.
+			lo, err1 := mountOptions(lb.mnt)
+			so, err2 := mountOptions(sl.mnt)
+			if err := errors.Join(err1, err2); err != nil {
+				return err
+			}
+			if lo != so {
+				b.logf("WARNING: the loopback mounts with %q, scanlockfs with %q", lo, so)
+				b.rep.notef("the loopback baseline mounted with other options than scanlockfs: %q against %q", lo, so)
+			}
 		}
 	}
 	steps := []struct {
@@ -317,19 +328,24 @@ func (b *bench) runWorkloads(ctx context.Context) error {
 }
 
 // interleave runs fn for every target in every repetition, warm-ups
-// first (rep < 0, not recorded), rotating the order of the targets from
-// one repetition to the next so that machine noise hits all alike.
+// first (rep < 0, not recorded), in a new random order each repetition
+// so that machine noise, and whatever work a target leaves behind (an
+// asynchronous RELEASE, pages being freed), hits all targets alike.
 func (b *bench) interleave(ctx context.Context, targets []*target, reps, warmup int, fn func(t *target, rep int) (map[string]float64, error)) error {
-	n := len(targets)
+	rng := rand.New(rand.NewPCG(uint64(len(targets)), uint64(reps)))
 	for rep := -warmup; rep < reps; rep++ {
-		for i := 0; i < n; i++ {
+		order := append([]*target(nil), targets...)
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, t := range order {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			t := targets[(i+rep+warmup)%n]
 			vals, err := fn(t, rep)
 			if err != nil {
 				return fmt.Errorf("%s, repetition %d: %w", t.name, rep, err)
+			}
+			if b.cfg.Verbose {
+				b.logf("repetition %d on %s (%s): %v", rep, t.name, t.root, vals)
 			}
 			if rep < 0 {
 				continue

@@ -45,6 +45,7 @@ type config struct {
 	BuildFlags          string
 	MountTimeout        time.Duration
 	Tiny                bool
+	Verbose             bool
 
 	Files, Scans              int // 1
 	StatFiles, ReaddirEntries int // 2
@@ -133,6 +134,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LoopbackBin, "loopback-bin", c.LoopbackBin, "use this loopback binary instead of building one")
 	fs.StringVar(&c.BuildFlags, "build-flags", c.BuildFlags, "extra go build flags for the two binaries (e.g. -race: the figures then mean nothing)")
 	fs.DurationVar(&c.MountTimeout, "mount-timeout", c.MountTimeout, "how long to wait for a mount to become ready")
+	fs.BoolVar(&c.Verbose, "v", c.Verbose, "log every sample as it is measured")
 	fs.BoolVar(&c.Tiny, "tiny", c.Tiny, "tiny sizes for a quick check (explicit flags still win); figures are meaningless")
 
 	fs.IntVar(&c.Files, "files", c.Files, "1: existing files opened")

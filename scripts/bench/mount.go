@@ -150,6 +150,23 @@ func isMounted(dir string) bool {
 	return false
 }
 
+// mountOptions returns the per-mount and the superblock options of the
+// mount at dir from /proc/self/mountinfo.
+func mountOptions(dir string) (string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) > 5 && len(g) > 2 && unescapeMountPath(f[4]) == dir {
+			return f[5] + " " + g[2], nil
+		}
+	}
+	return "", fmt.Errorf("%s is not mounted", dir)
+}
+
 func unescapeMountPath(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s

@@ -122,8 +122,20 @@ func (b *bench) workloadSeq(ctx context.Context, targets []*target) error {
 			return nil, fmt.Errorf("close %s: %w", out, err)
 		}
 		writeT := time.Since(start)
+		var st unix.Stat_t
+		if err := statRetry(out, &st); err != nil || st.Size != size {
+			return nil, fmt.Errorf("%s has %d bytes after writing %d (%v)", out, st.Size, size, err)
+		}
 		if err := unlinkRetry(out); err != nil {
 			return nil, fmt.Errorf("unlink %s: %w", out, err)
+		}
+		// Let the daemon's asynchronous RELEASE free the unlinked file's
+		// pages and write back what is dirty now, so that neither lands in
+		// the next target's time.
+		time.Sleep(100 * time.Millisecond)
+		if fd, err := unix.Open(b.src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			_ = unix.Syncfs(fd)
+			unix.Close(fd)
 		}
 		res := map[string]float64{}
 		for i, id := range s.ids {

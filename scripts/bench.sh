@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Measure what scanlockfs costs, in one command:
+#
+#   ./scripts/bench.sh [-plot ratios.png] [-csv bench.csv] [-markdown bench.md] [flags]
+#
+# Builds scanlockfs and the plain loopback baseline, creates its data
+# under $TMPDIR, mounts and unmounts by itself, and prints a Markdown
+# table of workloads 1-9 (native, loopback, scanlockfs, ratios, targets).
+# Needs FUSE (/dev/fuse; fusermount3 from Debian's fuse3 unless root) and
+# python3 for the plantdb peer. See scripts/bench/README.md and -h.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+
+if ! command -v fusermount3 >/dev/null 2>&1 && [ "$(id -u)" -ne 0 ]; then
+	echo "bench.sh: fusermount3 is missing; install it with: sudo apt-get install fuse3" >&2
+	exit 1
+fi
+exec go run ./scripts/bench "$@"
