@@ -83,6 +83,11 @@ func statusAction(c *cli.Context) error {
 			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: note: %s has no scan folder %s (misspelt?)\n", source, id)
 		}
 	}
+	for _, s := range list {
+		if s.InfoError != "" {
+			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: note: scan %s: %s\n", s.ScanID, s.InfoError)
+		}
+	}
 	now := time.Now()
 	if c.Bool("json") {
 		return writeStatusJSON(c.App.Writer, source, lockDir, list, now)
