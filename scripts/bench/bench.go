@@ -47,7 +47,8 @@ type bench struct {
 	daemons []*daemon
 	cleaned sync.Once
 
-	rep *report
+	rep       *report
+	loadStart string // /proc/loadavg when the run started
 }
 
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) {
@@ -59,7 +60,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	if err != nil {
 		return err
 	}
-	b := &bench{cfg: cfg, sel: sel, dir: dir, src: filepath.Join(dir, "src"), stderr: stderr, rep: newReport()}
+	b := &bench{cfg: cfg, sel: sel, dir: dir, src: filepath.Join(dir, "src"), stderr: stderr, rep: newReport(), loadStart: loadAvg()}
 	finished := make(chan struct{})
 	defer close(finished)
 	defer func() {
@@ -379,8 +380,11 @@ func (b *bench) machineInfo() []string {
 	}
 	var st unix.Statfs_t
 	if unix.Statfs(b.dir, &st) == nil {
-		out = append(out, fmt.Sprintf("SOURCE file system: %s (%s)", fsTypeName(st.Type), b.dir))
+		out = append(out, fmt.Sprintf("SOURCE file system: %s (under %s)", fsTypeName(st.Type), filepath.Dir(b.dir)))
 	}
+	// Other work on the machine shows in the load; the figures that count
+	// are the ratios, measured under the same load.
+	out = append(out, fmt.Sprintf("load average (1, 5, 15 min) at start: %s, at end: %s", b.loadStart, loadAvg()))
 	out = append(out, "Go: "+runtime.Version()+", run as uid "+fmt.Sprint(os.Geteuid()))
 	c := b.cfg
 	out = append(out, fmt.Sprintf("sizes: %d files in %d scans; stat %d; readdir %d; create %d; sequential %s; tree %d × %s; parallel 4 × %d × %s; "+
@@ -388,6 +392,18 @@ func (b *bench) machineInfo() []string {
 		c.SeqSize.String(), c.TreeFiles, c.TreeFileSize.String(), c.ParFiles, c.ParFileSize.String(), c.Reps, c.Warmup, c.SeqReps, c.MemReps))
 	out = append(out, "date: "+time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	return out
+}
+
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func procStatusKiBFile(path, field string) (int64, error) {

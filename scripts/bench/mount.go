@@ -187,19 +187,7 @@ func unescapeMountPath(s string) string {
 
 // procStatusKiB reads a "Vm..." line of /proc/PID/status in KiB.
 func procStatusKiB(pid int, field string) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				return strconv.ParseInt(f[0], 10, 64)
-			}
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+	return procStatusKiBFile(fmt.Sprintf("/proc/%d/status", pid), field)
 }
 
 // procCPU is the user+system CPU time of all threads of pid.
