@@ -4,7 +4,10 @@
 //
 // Each command lives in its own file (mount.go, run.go, status.go,
 // cleanup.go, unmount.go, version.go) and adds itself with register() from
-// init(); completion, which serves the whole app, lives here. Commands
+// init(); completion, which serves the whole app, lives here. The mount
+// lifecycle around mount.go has files of its own: mount_options.go (-o
+// and the mount(8) helper form), mount_recover.go (dead mounts),
+// mount_daemon.go (--daemon) and notify.go (systemd readiness). Commands
 // return errors made with exitf or usageErrorf: Main prints them once,
 // without a stack, and exits with their code. Errors name the path
 // involved and say what to do.
@@ -78,6 +81,8 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		UsageText: "scanlockfs [global options] command [command options] [arguments...]",
 		Description: "Run 'scanlockfs COMMAND --help' for the options and examples of a command.\n" +
+			"'scanlockfs SOURCE MOUNTPOINT -o OPTIONS', the form mount(8) uses for fstab type fuse.scanlockfs,\n" +
+			"is 'scanlockfs mount' in the background (see 'scanlockfs mount --help').\n" +
 			"Exit codes: 0 ok, 1 internal error, 2 usage, 3 lock timeout, 4 busy, 5 mount failed, 6 not found;\n" +
 			"run: COMMAND's own status, 126 not executable, 127 not found, 128+N killed by signal N.",
 		Name:                 "scanlockfs",
@@ -172,6 +177,12 @@ func Main(args []string) int {
 		// with no suggestions instead, so the shell completes file names.
 		return ExitOK
 	}
+	// mount(8), through mount.fuse3, runs `scanlockfs SOURCE MOUNTPOINT -o
+	// OPTIONS` for an fstab line of type fuse.scanlockfs.
+	if margs, ok := mountHelperArgs(args); ok {
+		args = margs
+	}
+	mainArgs = args
 	app := NewApp(os.Stdout, os.Stderr)
 	// `scanlockfs help NAME` for an unknown NAME would otherwise exit 3,
 	// the lock-timeout code.

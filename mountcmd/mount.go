@@ -32,30 +32,50 @@ func init() {
 		Name:      "mount",
 		Usage:     "mount a scan database so that every program takes scan locks",
 		ArgsUsage: "SOURCE MOUNTPOINT",
-		UsageText: "scanlockfs mount [--timeout D] [--read-only] [--allow-other] [--log-level L] [--debug-fuse] SOURCE MOUNTPOINT",
+		UsageText: "scanlockfs mount [--timeout D] [--read-only] [--allow-other] [--recover] [--daemon] [-o OPTIONS] [--log-level L] SOURCE MOUNTPOINT\n" +
+			"   scanlockfs SOURCE MOUNTPOINT -o OPTIONS    (as mount(8) runs it for fstab type fuse.scanlockfs)",
 		Description: "Shows the scan database SOURCE at MOUNTPOINT. A program that opens a file of scan S\n" +
 			"(MOUNTPOINT/S/...) for reading holds S's shared lock, one that opens it for writing or creates\n" +
 			"a file holds S's exclusive lock, until it closes the file; renames, deletes, chmod and the\n" +
 			"like hold the exclusive lock while they run. The locks are plantdb's (SOURCE/.locks), so\n" +
 			"the mount, plantdb and 'scanlockfs run' exclude each other. An open that waits longer than\n" +
 			"--timeout fails with EBUSY; with O_NONBLOCK it fails at once with EAGAIN.\n\n" +
-			"Runs in the foreground; prints '" + strings.TrimSpace(fmt.Sprintf(readyFormat, "SOURCE", "MOUNTPOINT")) +
-			"' once ready.\n" +
-			"Stops when unmounted (fusermount3 -u MOUNTPOINT) or on SIGINT/SIGTERM, releasing every lock.\n\n" +
-			"Exit codes: 0 unmounted; 2 bad arguments; 5 mount failed or MOUNTPOINT unusable;\n" +
-			"6 SOURCE or MOUNTPOINT missing; 1 internal error.\n\n" +
+			"Runs in the foreground (with --daemon, in the background once mounted). Once the mount is\n" +
+			"ready it prints '" + strings.TrimSpace(fmt.Sprintf(readyFormat, "SOURCE", "MOUNTPOINT")) + "' and, when\n" +
+			"NOTIFY_SOCKET is set (systemd Type=notify), sends READY=1. It stops when unmounted ('scanlockfs\n" +
+			"unmount MOUNTPOINT', fusermount3 -u, or umount as root) or on SIGINT/SIGTERM, releasing every lock.\n" +
+			"A dead mount left on MOUNTPOINT by a server that was killed ('transport endpoint is not\n" +
+			"connected') is refused; --recover unmounts it and mounts again.\n\n" +
+			mountOptionsHelp + "\n\n" +
+			"Exit codes: 0 unmounted; 2 bad arguments or options; 5 mount failed, MOUNTPOINT unusable or\n" +
+			"a dead mount on it (without --recover); 6 SOURCE or MOUNTPOINT missing; 1 internal error.\n\n" +
 			"Examples:\n" +
 			"  scanlockfs mount /data/db /mnt/db &\n" +
 			"  cp /mnt/db/scan_001/images/*.jpg /tmp/   # shared lock on scan_001 while copying\n" +
-			"  fusermount3 -u /mnt/db",
+			"  scanlockfs unmount /mnt/db\n\n" +
+			"  # in a script: returns once the mount is ready; the server stays in the background\n" +
+			"  scanlockfs mount --daemon --log-file /var/log/scanlockfs.log -o timeout=5m /data/db /mnt/db\n\n" +
+			"  # after a crash (kill -9, OOM): clear the dead mount and mount again\n" +
+			"  scanlockfs mount --recover /data/db /mnt/db\n\n" +
+			"  # /etc/fstab (needs /usr/local/bin/scanlockfs; mount(8) runs it through mount.fuse3):\n" +
+			"  /data/db  /mnt/db  fuse.scanlockfs  timeout=30s,allow_other,nofail  0  0\n" +
+			"  mount /mnt/db        # or: mount -t fuse.scanlockfs -o timeout=30s /data/db /mnt/db\n\n" +
+			"  # systemd (scripts/scanlockfs@.service; instance = systemd-escape --path /mnt/db):\n" +
+			"  systemctl enable --now scanlockfs@mnt-db.service",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "timeout", Aliases: []string{"w"}, Value: lockmgr.DefaultTimeout.String(),
 				Usage: "an open waits at most `D` for its scan lock, then fails with EBUSY; 0 waits until interrupted"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "mount read-only (writes fail with EROFS); reads still take shared locks"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (needs user_allow_other in /etc/fuse.conf unless root); turns on the kernel's permission checks"},
+			&cli.BoolFlag{Name: "info-files", Value: true, Usage: "write SOURCE/.locks/SCAN.info (holder, time, pid) for plantdb and 'scanlockfs status'; --info-files=false skips them"},
+			&cli.BoolFlag{Name: "recover", Usage: "if MOUNTPOINT holds a dead FUSE mount (its server was killed), unmount it and mount again"},
+			&cli.GenericFlag{Name: "options", Aliases: []string{"o"}, Value: &optionList{}, Usage: "mount(8)-style `OPTIONS`, comma-separated, repeatable (see above)"},
+			&cli.BoolFlag{Name: "daemon", Usage: "run in the background once mounted; this command then exits 0 (logs: --log-file, or the system log)"},
+			&cli.BoolFlag{Name: mountHelperFlag, Hidden: true, Usage: "started by mount(8) through mount.fuse3: --daemon, quietly"},
 			lockDirFlag,
 			logLevelFlag,
 			logFormatFlag,
+			&cli.StringFlag{Name: "log-file", TakesFile: true, Usage: "append the log to `FILE` instead of standard error"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and reply (at debug level; implies --log-level debug)"},
 			&cli.BoolFlag{Name: "no-passthrough", Hidden: true, Usage: "serve reads and writes through the daemon (for tests and measurements)"},
 		},
@@ -64,18 +84,19 @@ func init() {
 }
 
 func mountAction(c *cli.Context) error {
+	if err := applyMountOptions(c); err != nil {
+		return err
+	}
 	if c.NArg() != 2 {
 		return usageErrorf("mount: need SOURCE and MOUNTPOINT, got %d argument(s): scanlockfs mount [options] SOURCE MOUNTPOINT", c.NArg())
 	}
+	child := isDaemonChild()
+	if child {
+		os.Unsetenv(daemonChildEnv)
+	} else if c.Bool("daemon") || c.Bool(mountHelperFlag) {
+		return startDaemon(c, c.Bool(mountHelperFlag))
+	}
 	timeout, err := parseTimeout(c.String("timeout"))
-	if err != nil {
-		return err
-	}
-	source, err := sourceDir(c.Args().Get(0))
-	if err != nil {
-		return err
-	}
-	mountpoint, err := mountpointDir(source, c.Args().Get(1))
 	if err != nil {
 		return err
 	}
@@ -83,11 +104,35 @@ func mountAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var logFile *os.File
+	if p := c.String("log-file"); p != "" {
+		if logFile, err = openLogFile(p); err != nil {
+			return err
+		}
+		defer logFile.Close()
+		log.SetOutput(logFile)
+	}
 	if c.Bool("debug-fuse") && !log.IsLevelEnabled(logrus.DebugLevel) {
 		log.SetLevel(logrus.DebugLevel)
 	}
+	source, err := sourceDir(c.Args().Get(0))
+	if err != nil {
+		return err
+	}
+	mountpoint, err := mountpointDir(source, c.Args().Get(1))
+	if errors.Is(err, errDeadMount) && c.Bool("recover") {
+		abs, _ := filepath.Abs(c.Args().Get(1))
+		if err := recoverDeadMount(abs, log); err != nil {
+			return err
+		}
+		mountpoint, err = mountpointDir(source, c.Args().Get(1))
+	}
+	if err != nil {
+		return err
+	}
 
-	mopts := []lockmgr.Option{lockmgr.WithTimeout(timeout), lockmgr.WithLogger(log.WithField("component", "lockmgr"))}
+	mopts := []lockmgr.Option{lockmgr.WithTimeout(timeout), lockmgr.WithLogger(log.WithField("component", "lockmgr")),
+		lockmgr.WithInfoFiles(c.Bool("info-files"))}
 	if d := c.String(lockDirFlag.Name); d != "" {
 		mopts = append(mopts, lockmgr.WithLockDir(d))
 	}
@@ -122,15 +167,28 @@ func mountAction(c *cli.Context) error {
 		close(done)
 	}()
 
-	fmt.Fprintf(c.App.Writer, readyFormat, source, mountpoint)
 	log.WithFields(logrus.Fields{"source": source, "mountpoint": mountpoint, "timeout": timeout,
-		"read_only": c.Bool("read-only")}).Info("mounted")
+		"read_only": c.Bool("read-only"), "info_files": c.Bool("info-files"), "pid": os.Getpid()}).Info("mounted")
+	ready := fmt.Sprintf(readyFormat, source, mountpoint)
+	if child {
+		if err := detachFromForeground(c, log, logFile, ready); err != nil {
+			log.WithError(err).Error("cannot leave the foreground; unmounting")
+			_ = srv.Unmount()
+			<-done
+			return exitf(ExitMount, "mount --daemon: %v", err)
+		}
+	} else {
+		fmt.Fprint(c.App.Writer, ready)
+		notifyReady(log, 0)
+	}
 
 	forced := false
 	select {
 	case <-done:
+		notifyStopping(log)
 		log.Info("unmounted from outside")
 	case sig := <-sigs:
+		notifyStopping(log)
 		log.WithField("signal", sig).Info("unmounting")
 		forced = shutdown(srv, mountpoint, log, done, sigs)
 	}
@@ -206,7 +264,7 @@ func mountpointDir(source, arg string) (string, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return "", exitf(ExitNotFound, "MOUNTPOINT %s does not exist: create it first (mkdir -p %s)", abs, abs)
 	case errors.Is(err, syscall.ENOTCONN):
-		return "", exitf(ExitMount, "MOUNTPOINT %s is a dead FUSE mount: unmount it first (fusermount3 -u %s)", abs, abs)
+		return "", deadMountError(abs)
 	case err != nil:
 		return "", exitf(ExitMount, "MOUNTPOINT %s: %v", abs, err)
 	case !st.IsDir():
@@ -220,6 +278,9 @@ func mountpointDir(source, arg string) (string, error) {
 	if realMnt == realSrc || strings.HasPrefix(realMnt, realSrc+string(filepath.Separator)) {
 		return "", usageErrorf("MOUNTPOINT %s is inside SOURCE %s: the mount would contain itself; give a directory outside SOURCE", abs, source)
 	}
+	if fstype := liveFUSEMount(realMnt); fstype != "" {
+		return "", exitf(ExitMount, "MOUNTPOINT %s already has a %s mount: unmount it first ('scanlockfs unmount %s'), or give another directory", abs, fstype, abs)
+	}
 	f, err := os.Open(abs)
 	if err != nil {
 		return "", exitf(ExitMount, "MOUNTPOINT %s: %v", abs, err)
@@ -227,7 +288,7 @@ func mountpointDir(source, arg string) (string, error) {
 	names, _ := f.Readdirnames(1)
 	f.Close()
 	if len(names) > 0 {
-		return "", exitf(ExitMount, "MOUNTPOINT %s is not empty (it holds %q): give an empty directory; if scanlockfs is already mounted there, unmount it first (fusermount3 -u %s)", abs, names[0], abs)
+		return "", exitf(ExitMount, "MOUNTPOINT %s is not empty (it holds %q): give an empty directory", abs, names[0])
 	}
 	return abs, nil
 }

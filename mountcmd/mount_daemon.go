@@ -1,0 +1,200 @@
+package mountcmd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/syslog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	lsyslog "github.com/sirupsen/logrus/hooks/syslog"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+)
+
+// --daemon, and the mount(8) helper form (mount.fuse3 runs `scanlockfs
+// SOURCE MOUNTPOINT -o OPTIONS` and waits for it to return): the command
+// starts itself again as a background server in a new session and
+// returns once that server's readiness line arrives, with exit code 0; if
+// the server fails first, its messages and exit code are the command's.
+//
+// The server's standard output and error are pipes to the foreground
+// process until it is ready. Then it moves them away (to --log-file, or
+// /dev/null with the log going to the system log), prints the readiness
+// line and leaves the working directory, so that the foreground process
+// can exit without the server ever writing to a closed pipe (SIGPIPE)
+// and without keeping a directory busy.
+
+// daemonChildEnv marks the background server started by --daemon.
+const daemonChildEnv = "SCANLOCKFS_DAEMON_CHILD"
+
+// mountHelperFlag is the hidden flag of the mount(8) helper form: like
+// --daemon, but quiet, as mount(8) is.
+const mountHelperFlag = "mount-helper"
+
+// daemonStderrDrain bounds the wait for the rest of the server's error
+// output after it reported ready (it has closed it by then).
+const daemonStderrDrain = 2 * time.Second
+
+// mainArgs is the command line Main runs; --daemon runs it again.
+var mainArgs []string
+
+func isDaemonChild() bool { return os.Getenv(daemonChildEnv) == "1" }
+
+// startDaemon runs this command line again as a background server and
+// waits until it is ready or has failed.
+func startDaemon(c *cli.Context, quiet bool) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return exitf(ExitInternal, "mount --daemon: cannot find this program to start it in the background: %v", err)
+	}
+	args := mainArgs
+	if len(args) == 0 {
+		args = os.Args
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return exitf(ExitInternal, "mount --daemon: %v", err)
+	}
+	defer devnull.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return exitf(ExitInternal, "mount --daemon: %v", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return exitf(ExitInternal, "mount --daemon: %v", err)
+	}
+	cmd := &exec.Cmd{
+		Path:   exe,
+		Args:   args,
+		Env:    append(os.Environ(), daemonChildEnv+"=1"),
+		Stdin:  devnull,
+		Stdout: outW,
+		Stderr: errW,
+		// A session of its own: no terminal, no SIGHUP or Ctrl-C of the shell.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	markInheritedCloseOnExec()
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return exitf(ExitInternal, "mount --daemon: cannot start %s: %v", exe, err)
+	}
+	errDone := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(c.App.ErrWriter, errR)
+		errR.Close()
+		close(errDone)
+	}()
+	readyPrefix := strings.SplitN(readyFormat, "%", 2)[0]
+	ready := ""
+	sc := bufio.NewScanner(outR)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, readyPrefix) {
+			ready = line
+			break
+		}
+		fmt.Fprintln(c.App.Writer, sc.Text())
+	}
+	outR.Close()
+	if ready != "" {
+		select {
+		case <-errDone:
+		case <-time.After(daemonStderrDrain):
+		}
+		if !quiet {
+			fmt.Fprintln(c.App.Writer, ready)
+		}
+		notifyReady(log, cmd.Process.Pid)
+		_ = cmd.Process.Release()
+		return nil
+	}
+	<-errDone
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return exitf(ExitMount, "mount: the background server stopped before the mount was ready")
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return exitf(ExitMount, "mount: the background server was killed by %v before the mount was ready", ws.Signal())
+		}
+		// It has said why on the standard error we passed on.
+		return exitf(ee.ExitCode(), "")
+	}
+	return exitf(ExitInternal, "mount --daemon: %v", err)
+}
+
+// markInheritedCloseOnExec keeps the descriptors this process inherited
+// (a script's `exec 9>lockfile; flock 9`, a caller's pipe) from passing on
+// to the long-lived server, which would hold the script's lock, or keep
+// the caller's pipe open, for as long as the mount lives. Go opens its own
+// descriptors close-on-exec already.
+func markInheritedCloseOnExec() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
+}
+
+// detachFromForeground is the background server's side, once mounted:
+// it sends the log and standard error where they go from now on, prints
+// the readiness line for the foreground process, and lets go of standard
+// output and the working directory.
+func detachFromForeground(c *cli.Context, log *logrus.Logger, logFile *os.File, readyLine string) error {
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	if logFile == nil {
+		hook, err := lsyslog.NewSyslogHook("", "", syslog.LOG_DAEMON|syslog.LOG_INFO, "scanlockfs")
+		if err != nil {
+			log.WithError(err).Warn("no system log to write to: from now on the log is discarded; give --log-file (log_file=PATH) to keep it")
+		} else {
+			log.AddHook(hook)
+		}
+		log.SetOutput(io.Discard)
+	}
+	errTarget := devnull
+	if logFile != nil {
+		errTarget = logFile // a Go panic trace, say, ends up in the log
+	}
+	if err := unix.Dup3(int(errTarget.Fd()), 2, 0); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(c.App.Writer, readyLine); err != nil {
+		return err
+	}
+	if err := unix.Dup3(int(devnull.Fd()), 1, 0); err != nil {
+		return err
+	}
+	return os.Chdir("/")
+}
+
+// openLogFile opens --log-file for appending.
+func openLogFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, exitf(ExitUsage, "--log-file %s: %v: give a writable file", path, err)
+	}
+	return f, nil
+}
