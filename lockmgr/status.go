@@ -82,7 +82,10 @@ type procLock struct {
 	blocked bool // a "->" line: a blocked request
 }
 
-// readProcLocks parses /proc/locks, e.g.
+// readProcLocks parses /proc/locks. The kernel produces it a page at a
+// time, so while locks change a long list can show an entry twice or miss
+// one: callers de-duplicate, and treat it as a hint where a miss matters.
+// Lines look like
 //
 //	1: FLOCK  ADVISORY  WRITE 1234 fe:00:7864554 0 EOF
 //	1: -> FLOCK  ADVISORY  WRITE 4321 fe:00:7864554 0 EOF
@@ -145,6 +148,9 @@ func parseProcLocks(data []byte) []procLock {
 // manager's leases and waiters (with owners), and the flocks other
 // processes hold or wait for on the scan's lock file (from /proc/locks),
 // joined with the .info file. A scan nobody holds is "free", not an error.
+// The other processes' part is as good as /proc/locks, which the kernel
+// does not produce atomically: while many locks change, a holder can be
+// missed.
 func (m *Manager) Status(scanID string) (*ScanStatus, error) {
 	if err := ValidateScanID(scanID); err != nil {
 		return nil, err
@@ -232,10 +238,12 @@ func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 	var lst unix.Stat_t
 	if unix.Stat(m.lockPath(id), &lst) == nil {
 		fid := fileID{lst.Dev, lst.Ino}
+		seen := map[procLock]bool{}
 		for _, pl := range locks {
-			if pl.file != fid || pl.kind != "FLOCK" || pl.pid == m.pid {
+			if pl.file != fid || pl.kind != "FLOCK" || pl.pid == m.pid || seen[pl] {
 				continue
 			}
+			seen[pl] = true
 			e := Holder{Mode: pl.mode, PID: pl.pid, Command: procComm(pl.pid), User: procUser(pl.pid), Where: WhereProcess}
 			if inf != nil && inf.PID == pl.pid {
 				e.Since = inf.Time()
