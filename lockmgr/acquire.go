@@ -138,10 +138,10 @@ func (m *Manager) acquireRef(ctx context.Context, s *scanState, mode Mode, owner
 		var pollC <-chan time.Time
 		if s.admissibleLocked(w) {
 			if s.osMode >= mode {
-				// Joining the holders of this process needs no system call,
-				// except that a new reader must not keep the scan held for
-				// ever while a writer of another process waits (S.gate).
-				if mode == Exclusive || !m.writerWaiting(s.id) {
+				// Joining the holders of this process needs no flock, but a
+				// new reader must not keep the scan held for ever while a
+				// writer of another process waits (the gate).
+				if mode == Exclusive || !writerWaiting(s.fd) {
 					s.dequeueLocked(w)
 					l := s.grantLocked(m, owner, mode, start)
 					s.mu.Unlock()
@@ -170,6 +170,7 @@ func (m *Manager) acquireRef(ctx context.Context, s *scanState, mode Mode, owner
 			return nil, fmt.Errorf("%w: scan %s is held or wanted by another owner", ErrWouldBlock, s.id)
 		}
 		ch := s.changed
+		s.sleepers++
 		s.mu.Unlock()
 		ctx := wc.get()
 		select {
@@ -178,11 +179,13 @@ func (m *Manager) acquireRef(ctx context.Context, s *scanState, mode Mode, owner
 		case <-m.closeCh:
 		case <-ctx.Done():
 			s.mu.Lock()
+			s.sleepers--
 			s.dequeueLocked(w)
 			s.mu.Unlock()
 			return nil, m.waitError(ctx.Err(), s.id, mode, start)
 		}
 		s.mu.Lock()
+		s.sleepers--
 	}
 }
 
@@ -319,7 +322,11 @@ func (s *scanState) dequeueLocked(w *waiter) {
 	s.broadcastLocked()
 }
 
+// broadcastLocked wakes every goroutine sleeping on the scan's state.
 func (s *scanState) broadcastLocked() {
+	if s.sleepers == 0 {
+		return // the common uncontended case: no channel to replace
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -399,9 +406,11 @@ func (m *Manager) releaseIdleLocked(s *scanState) {
 	for len(s.owners) == 0 && !s.busy && s.osMode != 0 {
 		if s.info.busy {
 			ch := s.changed
+			s.sleepers++
 			s.mu.Unlock()
 			<-ch
 			s.mu.Lock()
+			s.sleepers--
 			continue
 		}
 		m.osReleaseLocked(s)

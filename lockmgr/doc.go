@@ -10,13 +10,12 @@
 // file the same way, so Go and Python holders exclude each other.
 // ROOT/.locks/S.info holds JSON metadata (plantdb's fields scan_id,
 // lock_type, user, timestamp, pid, thread_id, plus ours, among them
-// "tool":"scanlockfs"); see Metadata. ROOT/.locks/S.gate exists only for
-// scans on which a writer of ours once had to wait (see Fairness).
+// "tool":"scanlockfs"); see Metadata. Nothing else is created.
 //
 // # Permissions
 //
-// The lock directory is created with mode 02775 and lock, gate and info
-// files with 0664, whatever the umask (WithDirMode, WithFileMode): every
+// The lock directory is created with mode 02775 and lock and info files
+// with 0664, whatever the umask (WithDirMode, WithFileMode): every
 // user of the scan tree must be able to create lock files and open them
 // for writing, as plantdb does. To share a tree between users, give them
 // a common group, chgrp the lock directory to it; the setgid bit makes
@@ -95,11 +94,13 @@
 // Inside a process, requests are served first come, first served, except
 // that an owner's reentrant requests and upgrades go first; new shared
 // requests queue behind a waiting exclusive one. Across processes flock
-// has no queue, so a writer of ours that has to wait takes S.gate
-// exclusively, and while it does readers of ours neither take a new
-// shared flock nor join the shared flock their process already holds
-// (otherwise overlapping readers of one process would keep it for ever).
-// plantdb's readers do not know the gate.
+// has no queue, so a writer of ours that has to wait sets a gate on the
+// lock file: an OFD read lock (fcntl F_OFD_SETLK) on its first byte,
+// which does not interact with flock. While a gate is set by another
+// process, readers of ours neither take a new shared flock nor join the
+// shared flock their process already holds (otherwise overlapping readers
+// of one process would keep it for ever). Several writers may set it at
+// once; it goes away with their descriptor. plantdb's readers ignore it.
 //
 // flock cannot be waited for with a deadline, so cross-process waits poll
 // with LOCK_NB and an exponential back-off from 20 µs up to 500 µs.
@@ -113,10 +114,11 @@
 // takes the flock between plantdb's unlock and its unlink holds a file
 // that then loses its name, and the next plantdb acquisition creates and
 // locks a new one. Our processes close that window for plantdb's
-// release: after a grant, while S.info still names a live process that is
-// not a scanlockfs process and holds no flock on our file, we wait (up to
-// a second) until S.info goes away, then check the path again. What stays
-// open:
+// release: after every flock, while S.info still names a live process
+// that is not a scanlockfs process and holds no flock on our file, we
+// wait (up to a second) until S.info goes away, and only then check the
+// path (plantdb unlinks S.lock before S.info, so this order cannot miss
+// the unlink). What stays open:
 //
 //   - plantdb's stale clean-up (it writes no S.info) racing one of our
 //     acquisitions;

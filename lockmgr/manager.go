@@ -44,20 +44,23 @@ type Manager struct {
 // which only the goroutine that set busy touches, or anybody while busy
 // is false and mu is held, or Manager.mu holders while refs is 0.
 type scanState struct {
-	id   string
-	refs int // acquire calls in flight + live leases
+	id       string
+	lockPath string
+	infoPath string
+	refs     int // acquire calls in flight + live leases
 
-	mu      sync.Mutex
-	owners  map[ownerID]*ownerHold
-	leases  map[*Lease]struct{}
-	queue   []*waiter
-	changed chan struct{} // closed and replaced on every state change
-	busy    bool          // a goroutine is changing the OS-level lock
-	osMode  Mode          // what this process holds with flock(2) right now
-	osSince time.Time
-	osEpoch uint64 // incremented whenever osMode becomes non-zero or stronger
-	osOwner Owner  // the owner whose request took the flock, for .info
-	osTID   int    // the thread that took it, for .info
+	mu       sync.Mutex
+	owners   map[ownerID]*ownerHold
+	leases   map[*Lease]struct{}
+	queue    []*waiter
+	changed  chan struct{} // closed and replaced on every state change...
+	sleepers int           // ...if goroutines sleep on it
+	busy     bool          // a goroutine is changing the OS-level lock
+	osMode   Mode          // what this process holds with flock(2) right now
+	osSince  time.Time
+	osEpoch  uint64 // incremented whenever osMode becomes non-zero or stronger
+	osOwner  Owner  // the owner whose request took the flock, for .info
+	osTID    int    // the thread that took it, for .info
 
 	fd  int    // the lock file, open from first use until eviction; -1 if not
 	fid fileID // identity of fd's file
@@ -182,11 +185,13 @@ func (m *Manager) ref(id string) *scanState {
 	s := m.scans[id]
 	if s == nil {
 		s = &scanState{
-			id:      id,
-			owners:  make(map[ownerID]*ownerHold),
-			leases:  make(map[*Lease]struct{}),
-			changed: make(chan struct{}),
-			fd:      -1,
+			id:       id,
+			lockPath: m.lockPath(id),
+			infoPath: m.infoPath(id),
+			owners:   make(map[ownerID]*ownerHold),
+			leases:   make(map[*Lease]struct{}),
+			changed:  make(chan struct{}),
+			fd:       -1,
 		}
 		m.scans[id] = s
 	}

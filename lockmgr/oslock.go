@@ -31,12 +31,12 @@ var testHookOpened func(path string)
 // shared lock, because flock(2) drops the old lock before it tries the new
 // one. Only the goroutine that set s.busy calls it.
 func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) (Mode, error) {
-	path := m.lockPath(s.id)
+	path := s.lockPath
 	cur := from
-	gate := -1 // S.gate, held exclusively while a writer of ours waits
+	gated := false // s.fd carries our gate (see setGate)
 	defer func() {
-		if gate >= 0 {
-			unix.Close(gate) // closing drops its flock
+		if gated && s.fd >= 0 {
+			setGate(s.fd, false)
 		}
 	}()
 	delay := backoffMin
@@ -60,8 +60,8 @@ func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) 
 		default:
 			ok, err = flockNB(s.fd, unix.LOCK_EX)
 		}
-		if to == Exclusive && !ok && err == nil && gate < 0 && !try {
-			gate = m.takeGate(s.id)
+		if to == Exclusive && !ok && err == nil && !gated && !try {
+			gated = setGate(s.fd, true) == nil
 		}
 		if err != nil {
 			closeLockFile(s)
@@ -80,8 +80,8 @@ func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) 
 			// and our flock (or just after, see awaitPlantdbRelease): the
 			// lock we got protects nothing. Start over on whatever the path
 			// names now.
-			closeLockFile(s)
-			cur = 0
+			closeLockFile(s) // which drops the gate with the descriptor
+			cur, gated = 0, false
 			m.stats.replaced.Add(1)
 			m.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
 			continue
@@ -167,17 +167,13 @@ func flockNB(fd, how int) (bool, error) {
 }
 
 // verifyLocked reports whether the lock file path still names the file
-// we have just locked (after waiting out a plantdb process that may be
-// about to unlink it).
+// we have just locked, after waiting out a plantdb process that may be
+// about to unlink it. The order matters: plantdb unlinks S.lock before
+// S.info, so once we have seen no releasing plantdb's S.info, a path
+// check that follows sees any unlink of that release.
 func (m *Manager) verifyLocked(wc *lazyCtx, s *scanState, path string, mode Mode) (bool, error) {
-	same, err := m.stillNamed(s, path)
-	if err != nil || !same {
-		return same, err
-	}
-	if m.awaitPlantdbRelease(wc, s, mode) {
-		return m.stillNamed(s, path)
-	}
-	return true, nil
+	m.awaitPlantdbRelease(wc, s, mode)
+	return m.stillNamed(s, path)
 }
 
 // stillNamed reports whether path names the file s.fd has open.
@@ -197,7 +193,7 @@ func (m *Manager) stillNamed(s *scanState, path string) (bool, error) {
 // name meanwhile, and exclusion was not guaranteed. Only a process outside
 // this protocol (plantdb's release, plantdb's stale clean-up) does that.
 func (m *Manager) checkStillNamed(s *scanState) {
-	if same, err := m.stillNamed(s, m.lockPath(s.id)); err == nil && !same {
+	if same, err := m.stillNamed(s, s.lockPath); err == nil && !same {
 		m.stats.lost.Add(1)
 		m.log.WithFields(logrus.Fields{"scan": s.id, "mode": s.osMode}).Warn(
 			"the lock file was removed or replaced while this process held it (a plantdb process unlinks it when it releases); " +
@@ -206,44 +202,38 @@ func (m *Manager) checkStillNamed(s *scanState) {
 }
 
 // tryShared takes the flock shared unless a writer of another process of
-// ours waits for it (it holds the gate): then readers hold back so that
-// writers are not starved.
+// ours waits for it (see setGate): then readers hold back so that writers
+// are not starved.
 func (m *Manager) tryShared(s *scanState) (bool, error) {
-	if m.writerWaiting(s.id) {
+	if writerWaiting(s.fd) {
 		return false, nil
 	}
 	return flockNB(s.fd, unix.LOCK_SH)
 }
 
-// writerWaiting reports whether a writer of another process of ours holds
-// the gate of scan id. Errors only cost fairness, never correctness.
-func (m *Manager) writerWaiting(id string) bool {
-	g, err := unix.Open(m.gatePath(id), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return false // no writer has ever waited here
+// setGate marks (or unmarks) a writer of this process as waiting for the
+// lock file fd has open: an OFD read lock on its first byte. fcntl(2) and
+// flock(2) locks do not interact, so the gate is invisible to the scan
+// lock itself and to plantdb; it goes away with the descriptor, also when
+// the process dies. Failure only costs fairness.
+func setGate(fd int, on bool) error {
+	lk := unix.Flock_t{Type: unix.F_UNLCK, Start: 0, Len: 1}
+	if on {
+		lk.Type = unix.F_RDLCK
 	}
-	defer unix.Close(g)
-	ok, err := flockNB(g, unix.LOCK_SH)
-	return err == nil && !ok
+	return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
 }
 
-// takeGate marks a writer of this process as waiting, so that new readers
-// of our other processes hold back. It returns the gate's descriptor, or
-// -1: failure to take it only costs fairness.
-func (m *Manager) takeGate(id string) int {
-	g, err := unix.Open(m.gatePath(id), unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(m.cfg.fileMode))
-	if err != nil {
-		return -1
+// writerWaiting reports whether a writer of another process of ours waits
+// for the lock file fd has open (holds its gate). Gates set through fd
+// itself, by writers of this process, do not count: the in-memory queue
+// already holds our readers back.
+func writerWaiting(fd int) bool {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 1}
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
+		return false
 	}
-	if ok, err := flockNB(g, unix.LOCK_EX); !ok || err != nil {
-		unix.Close(g)
-		return -1
-	}
-	var st unix.Stat_t
-	if unix.Fstat(g, &st) == nil && st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != m.cfg.fileMode {
-		_ = unix.Fchmod(g, uint32(m.cfg.fileMode))
-	}
-	return g
+	return lk.Type != unix.F_UNLCK
 }
 
 // tryUpgrade converts this process's shared flock to exclusive. flock(2)

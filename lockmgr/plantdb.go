@@ -23,13 +23,13 @@ const plantdbReleaseWait = time.Second
 // cannot see it: the name is still there.
 //
 // But while plantdb is in that window its S.info still names it although
-// it holds no lock any more. So, right after we got the flock: if S.info
-// was written by a live process that is not a scanlockfs process and holds
-// no flock on our file, wait (bounded) until S.info goes away or changes,
-// which plantdb does right after the unlink. It reports whether it waited;
-// the caller then checks the path again.
+// it holds no lock any more. So, right after we got the flock and before
+// the path check: if S.info was written by a live process that is not a
+// scanlockfs process and holds no flock on our file, wait (bounded) until
+// S.info goes away or changes, which plantdb does right after the unlink.
+// It reports whether it waited.
 func (m *Manager) awaitPlantdbRelease(wc *lazyCtx, s *scanState, mode Mode) bool {
-	p := m.infoPath(s.id)
+	p := s.infoPath
 	var st unix.Stat_t
 	if unix.Stat(p, &st) != nil {
 		return false // the common case: no .info

@@ -73,6 +73,7 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 			}
 			if same, _ := flockNames(fl, p); same {
 				remove(m.infoPath(id))
+				// S.gate: the writers' gate of earlier versions, a file.
 				if g := m.gatePath(id); fileExists(g) {
 					gl := flock.New(g, flock.SetFlag(os.O_RDONLY|unix.O_NOFOLLOW))
 					if ok, _ := gl.TryLock(); ok {
