@@ -3,6 +3,10 @@ package lockmgr
 import (
 	"context"
 	"fmt"
+	"io"
+	"sync"
+
+	"github.com/sirupsen/logrus"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,7 +25,27 @@ type interval struct {
 // checkNoOverlap fails the test if an exclusive hold overlaps any other
 // hold. Holds are measured conservatively (inside the real hold), so a
 // correct lock never produces an overlap.
-func checkNoOverlap(t *testing.T, ivs []interval) {
+type memHook struct {
+	mu sync.Mutex
+	l  []string
+}
+
+func (h *memHook) Levels() []logrus.Level { return logrus.AllLevels }
+func (h *memHook) Fire(e *logrus.Entry) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.l = append(h.l, fmt.Sprintf("%d %s %v", mono(), e.Message, e.Data))
+	return nil
+}
+func (h *memHook) dump(t *testing.T) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, l := range h.l {
+		t.Log(l)
+	}
+}
+
+func checkNoOverlap(t *testing.T, ivs []interval) bool {
 	t.Helper()
 	sort.Slice(ivs, func(i, j int) bool { return ivs[i].begin < ivs[j].begin })
 	bad := 0
@@ -43,6 +67,7 @@ func checkNoOverlap(t *testing.T, ivs []interval) {
 	if bad > 5 {
 		t.Errorf("... %d overlaps in all", bad)
 	}
+	return bad == 0
 }
 
 // readPeerIntervals collects the peer's "interval MODE BEGIN END" lines
@@ -82,7 +107,12 @@ func TestPlantdbPeerExclusion(t *testing.T) {
 		t.Run(fmt.Sprintf("go-%v/python-%v/pause-%s", tt.goMode, tt.pyMode, tt.pause), func(t *testing.T) {
 			t.Parallel()
 			root := t.TempDir()
-			m := newManager(t, root)
+			dbg := &memHook{}
+			lg := logrus.New()
+			lg.SetOutput(io.Discard)
+			lg.SetLevel(logrus.DebugLevel)
+			lg.AddHook(dbg)
+			m := newManager(t, root, WithLogger(lg))
 			peer := startPeer(t, "intervals", root, "s", "--mode", tt.pyMode.String(),
 				"-n", "10", "--hold-ms", "5", "--release-pause", tt.pause)
 
@@ -116,7 +146,9 @@ func TestPlantdbPeerExclusion(t *testing.T) {
 			if len(py) != 10 || len(mine) == 0 {
 				t.Fatalf("%d python and %d go holds: no contest", len(py), len(mine))
 			}
-			checkNoOverlap(t, append(mine, py...))
+			if !checkNoOverlap(t, append(mine, py...)) {
+				dbg.dump(t)
+			}
 			st := m.Stats()
 			t.Logf("%d go holds, %d python holds; go waited in %d grants; lock file replaced under us %d times",
 				len(mine), len(py), st.GrantsShared+st.GrantsExclusive-st.WaitCounts[0], st.Replaced)
