@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +152,46 @@ func TestLostLockFileIsReported(t *testing.T) {
 	defer l.Release()
 	if got := flockHolders(t, filepath.Join(root, ".locks", "s.lock")); got[os.Getpid()] != Exclusive {
 		t.Fatalf("recreated lock file held by %v (after %v)", got, time.Since(start))
+	}
+}
+
+// openLockFiles counts this process's descriptors open on files in dir.
+func openLockFiles(t *testing.T, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(target, dir+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestIdleDescriptorsBounded: lock files of idle scans stay open, but
+// only for the most recent maxIdleScans of them, and Close closes all.
+func TestIdleDescriptorsBounded(t *testing.T) {
+	root := t.TempDir()
+	m, err := New(root, WithInfoFiles(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := m.LockDir()
+	for i := range 3 * maxIdleScans {
+		mustRelease(t, mustAcquire(t, m, "scan"+strconv.Itoa(i), Mode(1+i%2), testOwner("a")))
+	}
+	if n := openLockFiles(t, dir); n == 0 || n > maxIdleScans {
+		t.Errorf("%d lock files open after using %d scans, want 1..%d", n, 3*maxIdleScans, maxIdleScans)
+	}
+	held := mustAcquire(t, m, "held", Shared, testOwner("a"))
+	m.Close()
+	if err := held.Release(); err == nil {
+		t.Error("Release after Close succeeded")
+	}
+	if n := openLockFiles(t, dir); n != 0 {
+		t.Errorf("%d lock files still open after Close", n)
 	}
 }
