@@ -1,0 +1,125 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// demoLimit bounds a run of scripts/demo; it takes a second or two.
+const demoLimit = 15 * time.Second
+
+// startDemo runs scripts/demo with its temporary directory under tmp.
+func startDemo(t *testing.T, ctx context.Context, tmp string, out *syncBuffer) *exec.Cmd {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "demo"))
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "SCANLOCKFS="+binScanlockfs)
+	cmd.Stdout, cmd.Stderr = out, out
+	must(t, cmd.Start())
+	return cmd
+}
+
+// checkDemoLeftNothing fails t if the demo left a mount, a file or a
+// process behind under tmp.
+func checkDemoLeftNothing(t *testing.T, tmp string) {
+	t.Helper()
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(b), " "+tmp+"/") {
+		t.Errorf("the demo left a mount behind:\n%s", b)
+		_ = exec.Command("sh", "-c", "grep -o ' "+tmp+"/[^ ]*' /proc/self/mountinfo | xargs -r -n1 umount -l").Run()
+	}
+	if entries, err := os.ReadDir(tmp); err != nil || len(entries) != 0 {
+		t.Errorf("the demo left files behind in %s: %v %v", tmp, entries, err)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if c, err := os.ReadFile(p); err == nil && bytes.Contains(c, []byte(tmp)) {
+			t.Errorf("the demo left a process behind: %s %q", p, bytes.ReplaceAll(c, []byte{0}, []byte{' '}))
+		}
+	}
+}
+
+// scripts/demo runs to the end: the reader of scan_001 returns only after
+// the writer closed its file, at least the writer's extra second later,
+// while scan_002 is not blocked; status shows the writer; nothing is left
+// behind.
+func TestDemoScript(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), demoLimit)
+	defer cancel()
+	var out syncBuffer
+	err := startDemo(t, ctx, tmp, &out).Wait()
+	got := out.String()
+	if err != nil {
+		t.Fatalf("scripts/demo: %v\n%s", err, got)
+	}
+	checkDemoLeftNothing(t, tmp)
+
+	order := []string{
+		"scanlockfs: mounted $DEMO/db on $DEMO/mnt",
+		"writer  opened scan_001/metadata/metadata.json for writing",
+		"reader  is waiting in open(2)",
+		`other   cat scan_002/files.json`, `{"id": "scan_002"`,
+		"$ " + binScanlockfs + " status $DEMO/db",
+		"writer  writes, then closes the file",
+		"reader  got scan_001/files.json", `{"id": "scan_001"`,
+		"Done;",
+	}
+	at := 0
+	for _, w := range order {
+		i := strings.Index(got[at:], w)
+		if i < 0 {
+			t.Fatalf("the demo's output lacks %q after position %d:\n%s", w, at, got)
+		}
+		at += i + len(w)
+	}
+	if !regexp.MustCompile(`(?m)^  scan_001 +exclusive +exclusive +\d+ `).MatchString(got) {
+		t.Errorf("status does not show scan_001 held exclusively:\n%s", got)
+	}
+	m := regexp.MustCompile(`The reader waited (\d+) ms`).FindStringSubmatch(got)
+	if m == nil {
+		t.Fatalf("no wait figure:\n%s", got)
+	}
+	// The writer releases only after its extra second, which starts once
+	// the reader is seen waiting: a reader that did not wait is a bug.
+	if ms, _ := strconv.Atoi(m[1]); ms < 1000 {
+		t.Errorf("the reader waited %d ms, less than the writer's extra second:\n%s", ms, got)
+	}
+}
+
+// Interrupted half-way (Ctrl-C while the reader waits), the demo still
+// unmounts, stops its background programs and the server, and removes
+// its directory.
+func TestDemoScriptCleansUpWhenInterrupted(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), demoLimit)
+	defer cancel()
+	var out syncBuffer
+	cmd := startDemo(t, ctx, tmp, &out)
+	for !strings.Contains(out.String(), "is waiting in open(2)") {
+		if ctx.Err() != nil {
+			t.Fatalf("the demo never got to the waiting reader:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	must(t, cmd.Process.Signal(syscall.SIGINT))
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Errorf("interrupted demo: %v, want exit code 130\n%s", err, out.String())
+	}
+	checkDemoLeftNothing(t, tmp)
+}
