@@ -32,7 +32,7 @@ func init() {
 		Name:      "mount",
 		Usage:     "mount a scan database so that every program takes scan locks",
 		ArgsUsage: "SOURCE MOUNTPOINT",
-		UsageText: "scanlockfs mount [--timeout D] [--read-only] [--allow-other] [--recover] [--daemon] [-o OPTIONS] [--log-level L] SOURCE MOUNTPOINT\n" +
+		UsageText: "scanlockfs mount [--timeout D] [--read-only] [--allow-other] [--recover] [--daemon] [--log-level L] [-o OPTIONS] SOURCE MOUNTPOINT [-o OPTIONS]\n" +
 			"   scanlockfs SOURCE MOUNTPOINT -o OPTIONS    (as mount(8) runs it for fstab type fuse.scanlockfs)",
 		Description: "Shows the scan database SOURCE at MOUNTPOINT. A program that opens a file of scan S\n" +
 			"(MOUNTPOINT/S/...) for reading holds S's shared lock, one that opens it for writing or creates\n" +
@@ -84,11 +84,18 @@ func init() {
 }
 
 func mountAction(c *cli.Context) error {
-	if err := applyMountOptions(c); err != nil {
+	args := c.Args().Slice()
+	var trailing []string
+	if len(args) == 4 && (args[2] == "-o" || args[2] == "--options") {
+		// `scanlockfs mount SOURCE MOUNTPOINT -o OPTIONS`, as sshfs and
+		// mount(8) take them.
+		trailing, args = args[3:], args[:2]
+	}
+	if err := applyMountOptions(c, trailing); err != nil {
 		return err
 	}
-	if c.NArg() != 2 {
-		return usageErrorf("mount: need SOURCE and MOUNTPOINT, got %d argument(s): scanlockfs mount [options] SOURCE MOUNTPOINT", c.NArg())
+	if len(args) != 2 {
+		return usageErrorf("mount: need SOURCE and MOUNTPOINT, got %d argument(s): scanlockfs mount [options] SOURCE MOUNTPOINT (options go before SOURCE, or -o OPTIONS after MOUNTPOINT)", len(args))
 	}
 	child := isDaemonChild()
 	if child {
@@ -115,17 +122,17 @@ func mountAction(c *cli.Context) error {
 	if c.Bool("debug-fuse") && !log.IsLevelEnabled(logrus.DebugLevel) {
 		log.SetLevel(logrus.DebugLevel)
 	}
-	source, err := sourceDir(c.Args().Get(0))
+	source, err := sourceDir(args[0])
 	if err != nil {
 		return err
 	}
-	mountpoint, err := mountpointDir(source, c.Args().Get(1))
+	mountpoint, err := mountpointDir(source, args[1])
 	if errors.Is(err, errDeadMount) && c.Bool("recover") {
-		abs, _ := filepath.Abs(c.Args().Get(1))
+		abs, _ := filepath.Abs(args[1])
 		if err := recoverDeadMount(abs, log); err != nil {
 			return err
 		}
-		mountpoint, err = mountpointDir(source, c.Args().Get(1))
+		mountpoint, err = mountpointDir(source, args[1])
 	}
 	if err != nil {
 		return err

@@ -149,14 +149,15 @@ type optionList []string
 func (l *optionList) Set(v string) error { *l = append(*l, v); return nil }
 func (l *optionList) String() string     { return strings.Join(*l, ",") }
 
-// applyMountOptions sets the flags that -o options name. The options are
-// applied after the flags: an option wins over a flag given on the same
-// command line.
-func applyMountOptions(c *cli.Context) error {
+// applyMountOptions sets the flags that -o options name, then those of
+// the trailing -o lists. The options are applied after the flags: an
+// option wins over a flag given on the same command line.
+func applyMountOptions(c *cli.Context, trailing []string) error {
 	var lists []string
 	if l, ok := c.Generic("options").(*optionList); ok {
 		lists = *l
 	}
+	lists = append(lists, trailing...)
 	settings, err := parseMountOptions(lists)
 	if err != nil {
 		return err
