@@ -40,12 +40,12 @@ func init() {
 			"like hold the exclusive lock while they run. The locks are plantdb's (SOURCE/.locks), so\n" +
 			"the mount, plantdb and 'scanlockfs run' exclude each other. An open that waits longer than\n" +
 			"--timeout fails with EBUSY; with O_NONBLOCK it fails at once with EAGAIN.\n\n" +
-			"Runs in the foreground (with --daemon, in the background once mounted). Once the mount is\n" +
-			"ready it prints '" + strings.TrimSpace(fmt.Sprintf(readyFormat, "SOURCE", "MOUNTPOINT")) + "' and, when\n" +
-			"NOTIFY_SOCKET is set (systemd Type=notify), sends READY=1. It stops when unmounted ('scanlockfs\n" +
-			"unmount MOUNTPOINT', fusermount3 -u, or umount as root) or on SIGINT/SIGTERM, releasing every lock.\n" +
-			"A dead mount left on MOUNTPOINT by a server that was killed ('transport endpoint is not\n" +
-			"connected') is refused; --recover unmounts it and mounts again.\n\n" +
+			"Runs in the foreground (with --daemon, in the background once mounted). Once the mount\n" +
+			"serves, it prints '" + strings.TrimSpace(fmt.Sprintf(readyFormat, "SOURCE", "MOUNTPOINT")) + "'\n" +
+			"and, when NOTIFY_SOCKET is set (systemd Type=notify), sends READY=1. It stops when unmounted\n" +
+			"('scanlockfs unmount MOUNTPOINT', fusermount3 -u, or umount as root) or on SIGINT/SIGTERM,\n" +
+			"releasing every lock. A dead mount on MOUNTPOINT, left by a server that was killed\n" +
+			"('transport endpoint is not connected'), is refused; --recover unmounts it and mounts again.\n\n" +
 			mountOptionsHelp + "\n\n" +
 			"Exit codes: 0 unmounted; 2 bad arguments or options; 5 mount failed, MOUNTPOINT unusable or\n" +
 			"a dead mount on it (without --recover); 6 SOURCE or MOUNTPOINT missing; 1 internal error.\n\n" +
