@@ -1,0 +1,203 @@
+// Package leakcheck tells whether a scanlockfs daemon is back to where it
+// started once its clients are gone: no flock held or awaited on SOURCE
+// (a lease or a waiting writer of the daemon would hold one), the same
+// open descriptors apart from the lock files lockmgr keeps open by design,
+// and, where the mount serves metrics, no holder or waiter and the
+// goroutine count back to the baseline.
+//
+// Take a Snapshot after the mount is ready and has served one request
+// (the Go runtime opens its poller on first use), another when the test
+// is done, and ask Leaks; release is asynchronous (close(2) returns
+// before the kernel's RELEASE), so callers poll until Leaks is empty or a
+// deadline passes.
+package leakcheck
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Snapshot is what a process holds at one instant.
+type Snapshot struct {
+	PID int
+	// FDs counts the process's descriptors by what they name, without the
+	// lock files in the lock directory.
+	FDs map[string]int
+	// LockFDs counts descriptors on files of the lock directory. lockmgr
+	// keeps a scan's lock file open while the scan is in use and for up to
+	// 64 idle scans after (lockmgr's "Descriptors"), never two for one file.
+	LockFDs map[string]int
+	// Flocks are the /proc/locks lines of the process (held or awaited).
+	Flocks []string
+	// Metrics are the values of the mount's metrics file, summed over
+	// labels; nil when there is no metrics file.
+	Metrics map[string]float64
+}
+
+// MaxIdleLockFiles is lockmgr's bound on cached idle lock files.
+const MaxIdleLockFiles = 64
+
+// Take records what process pid holds now. lockDir is SOURCE/.locks;
+// metrics is the path of the mount's Prometheus metrics file ("" or a
+// missing file: no metrics).
+func Take(pid int, lockDir, metrics string) (*Snapshot, error) {
+	s := &Snapshot{PID: pid, FDs: map[string]int{}, LockFDs: map[string]int{}}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	prefix := filepath.Clean(lockDir) + "/"
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if strings.HasPrefix(target, prefix) {
+			s.LockFDs[target]++
+		} else {
+			s.FDs[target]++
+		}
+	}
+	if s.Flocks, err = flocksOf(pid); err != nil {
+		return nil, err
+	}
+	if metrics != "" {
+		b, err := os.ReadFile(metrics)
+		if err == nil {
+			s.Metrics = parseMetrics(string(b))
+		} else if !os.IsNotExist(err) {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// flocksOf returns the lines of /proc/locks that belong to pid.
+func flocksOf(pid int) ([]string, error) {
+	f, err := os.Open("/proc/locks")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	want := strconv.Itoa(pid)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		// "1: FLOCK ADVISORY WRITE 1234 fe:00:7864554 0 EOF", or with "->"
+		// after the number for a blocked request.
+		if len(fields) > 1 && fields[1] == "->" {
+			fields = append(fields[:1], fields[2:]...)
+		}
+		if len(fields) >= 5 && fields[4] == want {
+			out = append(out, sc.Text())
+		}
+	}
+	return out, sc.Err()
+}
+
+// parseMetrics sums the samples of a Prometheus text exposition by
+// metric name (labels dropped). Only what Leaks needs: it is not a test
+// of the format.
+func parseMetrics(text string) map[string]float64 {
+	m := map[string]float64{}
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		name, rest := l, ""
+		if i := strings.IndexAny(l, "{ "); i >= 0 {
+			name, rest = l[:i], l[i:]
+		}
+		if strings.HasPrefix(rest, "{") {
+			j := strings.LastIndex(rest, "}")
+			if j < 0 {
+				continue
+			}
+			rest = rest[j+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		m[name] += v
+	}
+	return m
+}
+
+// GoroutineSlack is how far the goroutine count may be above the
+// baseline without a leak: go-fuse keeps up to GOMAXPROCS (at least 2, at
+// most 16) idle request readers, started under load.
+func GoroutineSlack() float64 {
+	return float64(min(max(runtime.NumCPU(), 2), 16)) + 1
+}
+
+// Leaks compares cur with base and says what the process still holds.
+func Leaks(base, cur *Snapshot) []string {
+	var out []string
+	for _, l := range cur.Flocks {
+		out = append(out, "holds or waits for a flock (a lease or a waiter left): "+l)
+	}
+	names := map[string]bool{}
+	for k := range base.FDs {
+		names[k] = true
+	}
+	for k := range cur.FDs {
+		names[k] = true
+	}
+	var keys []string
+	for k := range names {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if cur.FDs[k] > base.FDs[k] {
+			out = append(out, fmt.Sprintf("%d descriptor(s) on %s, %d at the baseline", cur.FDs[k], k, base.FDs[k]))
+		}
+	}
+	total := 0
+	for k, n := range cur.LockFDs {
+		total += n
+		if n > 1 {
+			out = append(out, fmt.Sprintf("%d descriptors on lock file %s (lockmgr keeps one)", n, k))
+		}
+	}
+	if total > MaxIdleLockFiles+len(base.LockFDs) {
+		out = append(out, fmt.Sprintf("%d lock files open, more than lockmgr's %d cached", total, MaxIdleLockFiles))
+	}
+	if cur.Metrics != nil {
+		for name, v := range cur.Metrics {
+			if isGauge(name) && (strings.Contains(name, "holders") || strings.Contains(name, "waiters")) && v != 0 {
+				out = append(out, fmt.Sprintf("metrics: %s = %v", name, v))
+			}
+		}
+		if g, ok := cur.Metrics["go_goroutines"]; ok && base.Metrics != nil {
+			if b, ok := base.Metrics["go_goroutines"]; ok && g > b+GoroutineSlack() {
+				out = append(out, fmt.Sprintf("metrics: go_goroutines = %v, %v at the baseline", g, b))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func isGauge(name string) bool {
+	for _, suf := range []string{"_total", "_bucket", "_sum", "_count", "_created"} {
+		if strings.HasSuffix(name, suf) {
+			return false
+		}
+	}
+	return true
+}

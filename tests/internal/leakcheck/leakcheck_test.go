@@ -1,0 +1,81 @@
+package leakcheck
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The checks find a descriptor, a flock, a duplicated lock file and a
+// non-zero holders gauge that were not there at the baseline, and find
+// nothing once they are gone.
+func TestLeaksFindsWhatWasLeftOpen(t *testing.T) {
+	dir := t.TempDir()
+	lockDir := filepath.Join(dir, ".locks")
+	if err := os.Mkdir(lockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	metrics := filepath.Join(dir, "metrics")
+	write := func(s string) {
+		if err := os.WriteFile(metrics, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("# TYPE scan_holders gauge\nscan_holders{mode=\"shared\"} 0\nscan_holders{mode=\"exclusive\"} 0\ngo_goroutines 10\nscan_waiters_total 3\n")
+	lock := filepath.Join(lockDir, "s.lock")
+	if err := os.WriteFile(lock, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cached, err := os.Open(lock) // lockmgr's cached descriptor: fine
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cached.Close()
+	base, err := Take(os.Getpid(), lockDir, metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Leaks(base, base); len(got) != 0 {
+		t.Fatalf("baseline against itself: %v", got)
+	}
+
+	leaked, err := os.Open(filepath.Join(dir, "metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := os.Open(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(dup.Fd()), unix.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	write("scan_holders{mode=\"shared\"} 1\ngo_goroutines 100\nscan_waiters_total 9\n")
+	cur, err := Take(os.Getpid(), lockDir, metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(Leaks(base, cur), "\n")
+	for _, want := range []string{"flock", "descriptor(s) on " + metrics, "2 descriptors on lock file " + lock, "scan_holders = 1", "go_goroutines = 100"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("leaks lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "waiters_total") {
+		t.Errorf("a counter was taken for a gauge:\n%s", got)
+	}
+
+	leaked.Close()
+	dup.Close()
+	write("scan_holders 0\ngo_goroutines 11\n")
+	cur, err = Take(os.Getpid(), lockDir, metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Leaks(base, cur); len(got) != 0 {
+		t.Fatalf("after closing everything: %v", got)
+	}
+}
