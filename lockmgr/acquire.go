@@ -140,8 +140,8 @@ func (m *Manager) acquireRef(ctx context.Context, s *scanState, mode Mode, owner
 			if s.osMode >= mode {
 				// Joining the holders of this process needs no flock, but a
 				// new reader must not keep the scan held for ever while a
-				// writer of another process waits (the gate).
-				if mode == Exclusive || !writerWaiting(s.fd) {
+				// writer of another process waits (S.gate).
+				if mode == Exclusive || !m.writerWaiting(s.id) {
 					s.dequeueLocked(w)
 					l := s.grantLocked(m, owner, mode, start)
 					s.mu.Unlock()

@@ -10,17 +10,20 @@
 // file the same way, so Go and Python holders exclude each other.
 // ROOT/.locks/S.info holds JSON metadata (plantdb's fields scan_id,
 // lock_type, user, timestamp, pid, thread_id, plus ours, among them
-// "tool":"scanlockfs"); see Metadata. Nothing else is created.
+// "tool":"scanlockfs"); see Metadata. ROOT/.locks/S.gate exists only for
+// scans on which a writer of ours once had to wait (see Fairness).
 //
 // # Permissions
 //
-// The lock directory is created with mode 02775 and lock and info files
-// with 0664, whatever the umask (WithDirMode, WithFileMode): every
+// The lock directory is created with mode 02775 and lock, gate and info
+// files with 0664, whatever the umask (WithDirMode, WithFileMode): every
 // user of the scan tree must be able to create lock files and open them
 // for writing, as plantdb does. To share a tree between users, give them
 // a common group, chgrp the lock directory to it; the setgid bit makes
-// new files inherit the group. We open lock files read-only (flock needs
-// no more) and never through a symbolic link.
+// new files inherit the group. Lock files are opened for reading and
+// writing (where flock is emulated with fcntl locks, as on NFS, an
+// exclusive lock needs it), read-only when we may not write them, and
+// never through a symbolic link.
 //
 // # Invariants
 //
@@ -94,13 +97,12 @@
 // Inside a process, requests are served first come, first served, except
 // that an owner's reentrant requests and upgrades go first; new shared
 // requests queue behind a waiting exclusive one. Across processes flock
-// has no queue, so a writer of ours that has to wait sets a gate on the
-// lock file: an OFD read lock (fcntl F_OFD_SETLK) on its first byte,
-// which does not interact with flock. While a gate is set by another
-// process, readers of ours neither take a new shared flock nor join the
-// shared flock their process already holds (otherwise overlapping readers
-// of one process would keep it for ever). Several writers may set it at
-// once; it goes away with their descriptor. plantdb's readers ignore it.
+// has no queue, so a writer of ours that has to wait sets a gate: an OFD
+// read lock (fcntl) on the first byte of S.gate, which readers test
+// without locking anything. While a gate is set, readers of ours neither
+// take a new shared flock nor join the shared flock their process already
+// holds (otherwise overlapping readers of one process would keep it for
+// ever). plantdb's readers do not know the gate.
 //
 // flock cannot be waited for with a deadline, so cross-process waits poll
 // with LOCK_NB and an exponential back-off from 20 µs up to 500 µs.

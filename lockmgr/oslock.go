@@ -33,10 +33,10 @@ var testHookOpened func(path string)
 func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) (Mode, error) {
 	path := s.lockPath
 	cur := from
-	gated := false // s.fd carries our gate (see setGate)
+	gate := -1 // S.gate, held exclusively while a writer of ours waits
 	defer func() {
-		if gated && s.fd >= 0 {
-			setGate(s.fd, false)
+		if gate >= 0 {
+			unix.Close(gate) // which drops its lock
 		}
 	}()
 	delay := backoffMin
@@ -60,8 +60,8 @@ func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) 
 		default:
 			ok, err = flockNB(s.fd, unix.LOCK_EX)
 		}
-		if to == Exclusive && !ok && err == nil && !gated && !try {
-			gated = setGate(s.fd, true) == nil
+		if to == Exclusive && !ok && err == nil && gate < 0 && !try {
+			gate = m.takeGate(s.id)
 		}
 		if err != nil {
 			closeLockFile(s)
@@ -80,8 +80,8 @@ func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) 
 			// and our flock (or just after, see awaitPlantdbRelease): the
 			// lock we got protects nothing. Start over on whatever the path
 			// names now.
-			closeLockFile(s) // which drops the gate with the descriptor
-			cur, gated = 0, false
+			closeLockFile(s)
+			cur = 0
 			m.stats.replaced.Add(1)
 			m.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
 			continue
@@ -107,16 +107,9 @@ func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) 
 	}
 }
 
-// openLockFile opens (creating it if needed) the lock file of s. The
-// descriptor is read-only: flock(2) does not need write access, so lock
-// files created by other users with narrower modes still work. O_NOFOLLOW
-// keeps a symlink planted in a shared lock directory from making us
-// create or lock a file elsewhere.
+// openLockFile opens (creating it if needed) the lock file of s.
 func (m *Manager) openLockFile(s *scanState, path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(m.cfg.fileMode))
-	for errors.Is(err, unix.EINTR) {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(m.cfg.fileMode))
-	}
+	fd, err := m.openRW(path)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
 			err = fmt.Errorf("%w (it is a symbolic link)", err)
@@ -132,13 +125,38 @@ func (m *Manager) openLockFile(s *scanState, path string) error {
 		unix.Close(fd)
 		return m.lockFileError(path, syscall.EISDIR)
 	}
-	// The umask may have narrowed the mode of a file we created; other
-	// users of the scan tree must be able to open it for writing.
-	if st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != m.cfg.fileMode {
-		_ = unix.Fchmod(fd, uint32(m.cfg.fileMode))
-	}
+	m.fixModeFD(fd)
 	s.fd, s.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
 	return nil
+}
+
+// openRW opens path for reading and writing, creating it if needed, and
+// falls back to read-only for a file we may not write (created by another
+// user with a narrower mode): on local file systems flock(2) works on any
+// descriptor, but where it is emulated with fcntl locks (NFS) an exclusive
+// lock needs write access. O_NOFOLLOW keeps a symlink planted in a shared
+// lock directory from making us create or lock a file elsewhere.
+func (m *Manager) openRW(path string) (int, error) {
+	const flags = unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	for {
+		fd, err := unix.Open(path, unix.O_RDWR|flags, uint32(m.cfg.fileMode))
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS) {
+			fd, err = unix.Open(path, unix.O_RDONLY|flags, uint32(m.cfg.fileMode))
+		}
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
+}
+
+// fixModeFD gives a file we created the configured mode, which the umask
+// may have narrowed: other users of the scan tree must be able to open it
+// for writing.
+func (m *Manager) fixModeFD(fd int) {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != m.cfg.fileMode {
+		_ = unix.Fchmod(fd, uint32(m.cfg.fileMode))
+	}
 }
 
 // closeLockFile closes the lock file of s, which drops any flock on it.
@@ -202,38 +220,55 @@ func (m *Manager) checkStillNamed(s *scanState) {
 }
 
 // tryShared takes the flock shared unless a writer of another process of
-// ours waits for it (see setGate): then readers hold back so that writers
-// are not starved.
+// ours waits for it (it holds the gate): then readers hold back so that
+// writers are not starved.
 func (m *Manager) tryShared(s *scanState) (bool, error) {
-	if writerWaiting(s.fd) {
+	if m.writerWaiting(s.id) {
 		return false, nil
 	}
 	return flockNB(s.fd, unix.LOCK_SH)
 }
 
-// setGate marks (or unmarks) a writer of this process as waiting for the
-// lock file fd has open: an OFD read lock on its first byte. fcntl(2) and
-// flock(2) locks do not interact, so the gate is invisible to the scan
-// lock itself and to plantdb; it goes away with the descriptor, also when
-// the process dies. Failure only costs fairness.
-func setGate(fd int, on bool) error {
-	lk := unix.Flock_t{Type: unix.F_UNLCK, Start: 0, Len: 1}
-	if on {
-		lk.Type = unix.F_RDLCK
-	}
-	return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
-}
+// The gate is S.gate, a file of its own, on which a waiting writer holds
+// an OFD read lock (fcntl F_OFD_SETLK) on the first byte, and which
+// readers test with F_OFD_GETLK. A test takes no lock, so readers never
+// get in the way of a writer setting the gate (as they did when it was a
+// flock that readers took shared to probe it), and several writers can
+// hold it at once. It is a separate file because where flock is emulated
+// with fcntl locks (NFS), an fcntl lock on S.lock would conflict with the
+// writers' own flock.
 
-// writerWaiting reports whether a writer of another process of ours waits
-// for the lock file fd has open (holds its gate). Gates set through fd
-// itself, by writers of this process, do not count: the in-memory queue
-// already holds our readers back.
-func writerWaiting(fd int) bool {
+// writerWaiting reports whether a writer of another process of ours (or
+// of this one) holds the gate of scan id. Errors only cost fairness,
+// never correctness.
+func (m *Manager) writerWaiting(id string) bool {
+	g, err := unix.Open(m.gatePath(id), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false // no writer has ever waited here
+	}
+	defer unix.Close(g)
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 1}
-	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
+	if unix.FcntlFlock(uintptr(g), unix.F_OFD_GETLK, &lk) != nil {
 		return false
 	}
 	return lk.Type != unix.F_UNLCK
+}
+
+// takeGate marks a writer of this process as waiting, so that new readers
+// of our other processes hold back. It returns the gate's descriptor,
+// whose closing removes the mark, or -1: failure only costs fairness.
+func (m *Manager) takeGate(id string) int {
+	g, err := m.openRW(m.gatePath(id))
+	if err != nil {
+		return -1
+	}
+	lk := unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 1}
+	if unix.FcntlFlock(uintptr(g), unix.F_OFD_SETLK, &lk) != nil {
+		unix.Close(g)
+		return -1
+	}
+	m.fixModeFD(g)
+	return g
 }
 
 // tryUpgrade converts this process's shared flock to exclusive. flock(2)

@@ -73,13 +73,9 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 			}
 			if same, _ := flockNames(fl, p); same {
 				remove(m.infoPath(id))
-				// S.gate: the writers' gate of earlier versions, a file.
+				// Nobody holds the lock, so no writer waits for it.
 				if g := m.gatePath(id); fileExists(g) {
-					gl := flock.New(g, flock.SetFlag(os.O_RDONLY|unix.O_NOFOLLOW))
-					if ok, _ := gl.TryLock(); ok {
-						remove(g)
-						_ = gl.Unlock()
-					}
+					remove(g)
 				}
 				remove(p)
 			}
