@@ -39,8 +39,8 @@ const daemonChildEnv = "SCANLOCKFS_DAEMON_CHILD"
 // --daemon, but quiet, as mount(8) is.
 const mountHelperFlag = "mount-helper"
 
-// daemonStderrDrain bounds the wait for the rest of the server's error
-// output after it reported ready (it has closed it by then).
+// daemonStderrDrain bounds the wait for the server to close its standard
+// output and error after it reported ready (it has done so by then).
 const daemonStderrDrain = 2 * time.Second
 
 // mainArgs is the command line Main runs; --daemon runs it again.
@@ -109,12 +109,22 @@ func startDaemon(c *cli.Context, quiet bool) error {
 		}
 		fmt.Fprintln(c.App.Writer, sc.Text())
 	}
-	outR.Close()
 	if ready != "" {
-		select {
-		case <-errDone:
-		case <-time.After(daemonStderrDrain):
+		// The server closes both pipes as it writes the line: wait for
+		// that, so that it holds nothing of ours when we return.
+		outDone := make(chan struct{})
+		go func() {
+			_, _ = io.Copy(io.Discard, outR)
+			close(outDone)
+		}()
+		limit := time.After(daemonStderrDrain)
+		for _, ch := range []chan struct{}{outDone, errDone} {
+			select {
+			case <-ch:
+			case <-limit:
+			}
 		}
+		outR.Close()
 		if !quiet {
 			fmt.Fprintln(c.App.Writer, ready)
 		}
@@ -122,6 +132,7 @@ func startDaemon(c *cli.Context, quiet bool) error {
 		_ = cmd.Process.Release()
 		return nil
 	}
+	outR.Close()
 	<-errDone
 	err = cmd.Wait()
 	var ee *exec.ExitError
@@ -181,13 +192,23 @@ func detachFromForeground(c *cli.Context, log *logrus.Logger, logFile *os.File, 
 	if err := unix.Dup3(int(errTarget.Fd()), 2, 0); err != nil {
 		return err
 	}
-	if _, err := io.WriteString(c.App.Writer, readyLine); err != nil {
+	// Standard output goes to /dev/null before the line is written (on a
+	// copy of the pipe, closed right after), so that once the foreground
+	// process has the line, this process keeps no pipe of its caller.
+	fd, err := unix.FcntlInt(1, unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
 		return err
 	}
+	pipe := os.NewFile(uintptr(fd), "ready")
+	defer pipe.Close()
 	if err := unix.Dup3(int(devnull.Fd()), 1, 0); err != nil {
 		return err
 	}
-	return os.Chdir("/")
+	if err := os.Chdir("/"); err != nil {
+		return err
+	}
+	_, err = io.WriteString(pipe, readyLine)
+	return err
 }
 
 // openLogFile opens --log-file for appending.
