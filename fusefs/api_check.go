@@ -7,8 +7,8 @@ import "github.com/hanwen/go-fuse/v2/fs"
 // unchanged by embedding.
 var (
 	_ = (fs.NodeWrapChilder)((*node)(nil))
-	_ = (fs.NodeLookuper)((*node)(nil))       // hides the lock directory
-	_ = (fs.NodeOpendirHandler)((*node)(nil)) // filters the lock directory
+	_ = (fs.NodeLookuper)((*node)(nil))       // hides the lock directory, shows the status view
+	_ = (fs.NodeOpendirHandler)((*node)(nil)) // filters the lock directory, lists the status view
 	_ = (fs.NodeOpener)((*node)(nil))         // shared or exclusive, held by the handle
 	_ = (fs.NodeCreater)((*node)(nil))        // exclusive, held by the handle
 	_ = (fs.NodeTmpfiler)((*node)(nil))       // exclusive, held by the handle
@@ -32,6 +32,19 @@ var (
 	_ = (fs.FileSetattrer)((*handle)(nil))       // promoted; locking is in node.Setattr
 	_ = (fs.FileAllocater)((*handle)(nil))       // promoted: fallocate needs a write fd, whose exclusive lease covers it
 	_ = (fs.FileFlusher)((*handle)(nil))         // promoted: FLUSH releases nothing
+)
+
+// The status view (locksdir.go, locksdir_file.go): in-memory nodes that
+// take no lock. Both node types refuse every change with EROFS
+// (Setattr, Create, Mkdir, Mknod, Symlink, Link, Unlink, Rmdir, Rename,
+// Tmpfile, Setxattr, Removexattr; asserted next to the methods).
+var (
+	_ = (fs.NodeLookuper)((*statusDir)(nil))   // status.json, metrics, <scan>.info of existing or locked scans
+	_ = (fs.NodeReaddirer)((*statusDir)(nil))  // the .info of every scan with a holder or waiter
+	_ = (fs.NodeGetattrer)((*statusDir)(nil))  // 0555, own inode number
+	_ = (fs.NodeOpener)((*statusFile)(nil))    // renders a snapshot into the handle; FOPEN_DIRECT_IO
+	_ = (fs.NodeGetattrer)((*statusFile)(nil)) // 0444, size 0 like /proc
+	_ = (fs.FileReader)((*snapshot)(nil))      // serves the snapshot of its open
 )
 
 // Left out on purpose (inherited from the loopback node as they are):

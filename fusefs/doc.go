@@ -13,8 +13,8 @@
 // entries that are not directories (users.json, romidb) and names that
 // are not valid scan ids (lockmgr.ValidateScanID: names starting with
 // '.', too long...) belong to no scan and take no lock. The real lock
-// directory SOURCE/.locks is hidden at the root: it cannot be looked up,
-// listed, created or renamed to.
+// directory SOURCE/.locks is hidden at the root; the status view takes
+// its name.
 //
 // # What takes which lock, and when it is released
 //
@@ -48,6 +48,16 @@
 // cancelled: EINTR, and nothing stays queued); with O_NONBLOCK it fails
 // with EAGAIN at once. No mutex of this package is held while waiting.
 // errno.go is the one place where errors become errno values.
+//
+// # Status view
+//
+// MOUNTPOINT/.locks is a virtual read-only directory (locksdir.go):
+// <scan_id>.info (who holds and waits for a scan, JSON), status.json
+// (every scan with activity) and metrics (Prometheus text). Each open
+// renders one snapshot, served with direct I/O; the files report size 0
+// like /proc files. Reading it takes no scan lock and never waits for
+// one; every change inside it fails with EROFS, and removing, replacing
+// or renaming .locks itself with EPERM.
 //
 // # Client locks
 //

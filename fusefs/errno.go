@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -54,4 +55,34 @@ func toErrno(log logrus.FieldLogger, err error) syscall.Errno {
 	}
 	log.WithError(err).Error("unexpected error: EIO")
 	return syscall.EIO
+}
+
+// errnoOf is toErrno for a lock request of a program: it also counts the
+// errno the program gets, for MOUNTPOINT/.locks/metrics.
+func (fsys *fileSystem) errnoOf(log logrus.FieldLogger, err error) syscall.Errno {
+	e := toErrno(log, err)
+	fsys.errnos.add(e)
+	return e
+}
+
+// errnoCounts counts errno values by number (Linux's are below 134).
+type errnoCounts struct {
+	n [256]atomic.Uint64
+}
+
+func (c *errnoCounts) add(e syscall.Errno) {
+	if e > 0 && int(e) < len(c.n) {
+		c.n[e].Add(1)
+	}
+}
+
+// snapshot returns the counts that are not zero.
+func (c *errnoCounts) snapshot() map[syscall.Errno]uint64 {
+	m := map[syscall.Errno]uint64{}
+	for i := range c.n {
+		if v := c.n[i].Load(); v > 0 {
+			m[syscall.Errno(i)] = v
+		}
+	}
+	return m
 }

@@ -65,7 +65,7 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 		}
 		if err != nil {
 			fsys.unlock(req, leases)
-			return nil, toErrno(fsys.reqLog(req, id, owner), err)
+			return nil, fsys.errnoOf(fsys.reqLog(req, id, owner), err)
 		}
 		fsys.track(l)
 		leases = append(leases, l)

@@ -78,6 +78,7 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		timeout:    opts.Timeout,
 		readOnly:   opts.ReadOnly,
 		hidden:     hiddenName(src, opts.Manager.LockDir()),
+		status:     newStatusView(src, mnt),
 	}
 	rootData := &fs.LoopbackRoot{Path: src, Dev: uint64(st.Dev)}
 	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, fsys: fsys}

@@ -30,6 +30,11 @@ type fileSystem struct {
 	hidden string
 
 	stats counters
+	// errnos counts the errno values lock refusals returned (errno.go).
+	errnos errnoCounts
+	// status is the virtual .locks directory (locksdir.go); nil in unit
+	// tests that build a fileSystem without a mount.
+	status *statusView
 
 	mu      sync.Mutex // guards holders; never held while waiting
 	holders holding
@@ -47,6 +52,9 @@ var _ = (fs.NodeWrapChilder)((*node)(nil))
 // WrapChild makes the nodes that LoopbackNode creates (Lookup, Create,
 // Mkdir...) ours, so that they take locks too.
 func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	if _, ok := ops.(*statusDir); ok {
+		return ops // the status view at the root takes no locks
+	}
 	lb, ok := ops.(*fs.LoopbackNode)
 	if !ok {
 		n.fsys.log.Errorf("WrapChild: unexpected node type %T; it takes no scan locks", ops)
@@ -117,9 +125,10 @@ func (n *node) entryScan(name string, dirLike bool) string {
 	return s
 }
 
-// isHidden reports whether name in n is the real lock directory.
+// isHidden reports whether name in n is the real lock directory or the
+// name of the status view that takes its place (.locks at the root).
 func (n *node) isHidden(name string) bool {
-	return n.fsys.hidden != "" && name == n.fsys.hidden && n.isRoot()
+	return (name == statusDirName || n.fsys.hidden != "" && name == n.fsys.hidden) && n.isRoot()
 }
 
 // isDirAt reports whether name in n is a directory on the backing file

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"slices"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -15,9 +16,13 @@ import (
 
 var _ = (fs.NodeLookuper)((*node)(nil))
 
-// Lookup hides the real lock directory at the root.
+// Lookup hides the real lock directory at the root and shows the status
+// view (locksdir.go) under the name .locks instead.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if n.isHidden(name) {
+		if name == statusDirName && n.fsys.status != nil {
+			return n.fsys.lookupStatusDir(ctx, out)
+		}
 		return nil, syscall.ENOENT
 	}
 	return n.LoopbackNode.Lookup(ctx, name, out)
@@ -26,14 +31,23 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 var _ = (fs.NodeOpendirHandler)((*node)(nil))
 
 // OpendirHandle filters the real lock directory out of the root's
-// listing. go-fuse reads directories through the handle returned here,
-// so overriding Readdir alone would change nothing.
+// listing and adds the status view. go-fuse reads directories through
+// the handle returned here, so overriding Readdir alone would change
+// nothing.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	fh, fuseFlags, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
-	if errno != 0 || n.fsys.hidden == "" || !n.isRoot() {
+	if errno != 0 || !n.isRoot() {
 		return fh, fuseFlags, errno
 	}
-	return &filteredDir{inner: fh, hide: n.fsys.hidden}, fuseFlags, 0
+	d := &filteredDir{inner: fh, hide: []string{statusDirName}}
+	if n.fsys.hidden != "" && n.fsys.hidden != statusDirName {
+		d.hide = append(d.hide, n.fsys.hidden)
+	}
+	if n.fsys.status != nil {
+		e := statusDirEntry()
+		d.extra = &e
+	}
+	return d, fuseFlags, 0
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))
@@ -56,6 +70,9 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 var _ = (fs.NodeRmdirer)((*node)(nil))
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if n.isHidden(name) {
+		return syscall.EPERM
+	}
 	if n.fsys.readOnly {
 		return syscall.EROFS
 	}
@@ -70,6 +87,9 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 var _ = (fs.NodeUnlinker)((*node)(nil))
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if n.isHidden(name) {
+		return syscall.EPERM
+	}
 	if n.fsys.readOnly {
 		return syscall.EROFS
 	}
@@ -146,6 +166,9 @@ var _ = (fs.NodeRenamer)((*node)(nil))
 // name is a scan if what is moved (or what is exchanged with it) is a
 // directory.
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if _, ok := newParent.(*statusDir); ok {
+		return syscall.EROFS
+	}
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV
@@ -169,12 +192,23 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return n.LoopbackNode.Rename(ctx, name, np, newName, flags)
 }
 
-// filteredDir is the root's directory handle without the lock directory.
-// It forwards everything else to the loopback directory stream.
+// filteredDir is the root's directory handle: the loopback directory
+// stream without the names in hide, and with extra (the status view) as
+// its first entry. Everything else is forwarded.
 type filteredDir struct {
 	inner fs.FileHandle
-	hide  string
+	hide  []string
+	extra *fuse.DirEntry
+	// extraDone is set once extra was returned, or when a seek moved
+	// past it.
+	extraDone bool
 }
+
+// extraOff is the directory offset after extra: the position of the
+// loopback stream's first entry. Offsets are the backing file system's
+// cookies (ext4: 63-bit hashes; tmpfs, btrfs: small indices; xfs: 32
+// bits), which practically never take this value.
+const extraOff = 0x7FFF_FFFF_FFFF_FF00
 
 var (
 	_ = (fs.FileReaddirenter)((*filteredDir)(nil))
@@ -184,23 +218,36 @@ var (
 )
 
 func (d *filteredDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if d.extra != nil && !d.extraDone {
+		d.extraDone = true
+		e := *d.extra
+		e.Off = extraOff
+		return &e, 0
+	}
 	r, ok := d.inner.(fs.FileReaddirenter)
 	if !ok {
 		return nil, 0
 	}
 	for {
 		de, errno := r.Readdirent(ctx)
-		if errno != 0 || de == nil || de.Name != d.hide {
+		if errno != 0 || de == nil || !slices.Contains(d.hide, de.Name) {
 			return de, errno
 		}
 	}
 }
 
+// Seekdir to 0 starts again with extra; to extraOff, with the loopback
+// stream's first entry.
 func (d *filteredDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if s, ok := d.inner.(fs.FileSeekdirer); ok {
-		return s.Seekdir(ctx, off)
+	s, ok := d.inner.(fs.FileSeekdirer)
+	if !ok {
+		return syscall.ENOTSUP
 	}
-	return syscall.ENOTSUP
+	d.extraDone = off != 0
+	if off == extraOff {
+		off = 0
+	}
+	return s.Seekdir(ctx, off)
 }
 
 func (d *filteredDir) Releasedir(ctx context.Context, flags uint32) {

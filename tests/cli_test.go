@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,8 +120,9 @@ func TestSignalsUnmountCleanly(t *testing.T) {
 	}
 }
 
-// The real SOURCE/.locks is not part of the mount: not listed, not
-// found, and nothing can be created under its name.
+// The real SOURCE/.locks is not part of the mount: the status view
+// takes its name. Its lock files cannot be found through the mount, and
+// .locks cannot be removed, replaced or renamed.
 func TestLockDirIsHidden(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"))
@@ -130,25 +132,35 @@ func TestLockDirIsHidden(t *testing.T) {
 	if _, err := os.Stat(d.srcPath(".locks/scanA.lock")); err != nil {
 		t.Fatalf("no lock file on SOURCE: %v", err)
 	}
-	if out := run(t, "ls", "-a", d.mnt); strings.Contains(out, ".locks") || !strings.Contains(out, "scanA") {
+	if out := run(t, "ls", "-a", d.mnt); strings.Count(out, ".locks\n") != 1 || !strings.Contains(out, "scanA") {
 		t.Fatalf("ls -a of the mount: %q", out)
 	}
-	if _, err := os.Stat(d.path(".locks")); !os.IsNotExist(err) {
-		t.Fatalf("stat .locks: %v", err)
+	if _, err := os.Stat(d.path(".locks/status.json")); err != nil {
+		t.Fatalf("stat .locks/status.json: %v", err)
 	}
 	if _, err := os.Stat(d.path(".locks/scanA.lock")); !os.IsNotExist(err) {
 		t.Fatalf("stat .locks/scanA.lock: %v", err)
 	}
-	for name, op := range map[string]func() error{
-		"mkdir":   func() error { return os.Mkdir(d.path(".locks"), 0o755) },
-		"create":  func() error { return os.WriteFile(d.path(".locks"), nil, 0o644) },
-		"symlink": func() error { return os.Symlink("scanA", d.path(".locks")) },
-		"rename":  func() error { return os.Rename(d.path("users.json"), d.path(".locks")) },
-		"link":    func() error { return os.Link(d.path("users.json"), d.path(".locks")) },
+	for name, c := range map[string]struct {
+		op   func() error
+		want syscall.Errno
+	}{
+		"mkdir":   {func() error { return os.Mkdir(d.path(".locks"), 0o755) }, syscall.EEXIST},
+		"create":  {func() error { return os.WriteFile(d.path(".locks"), nil, 0o644) }, syscall.EISDIR},
+		"symlink": {func() error { return os.Symlink("scanA", d.path(".locks")) }, syscall.EEXIST},
+		// syscall.Rename: os.Rename refuses a directory target itself.
+		"rename file": {func() error { return syscall.Rename(d.path("users.json"), d.path(".locks")) }, syscall.EISDIR},
+		"rename dir":  {func() error { return syscall.Rename(d.path("scanA"), d.path(".locks")) }, syscall.EPERM},
+		"rename away": {func() error { return os.Rename(d.path(".locks"), d.path("x")) }, syscall.EPERM},
+		"link":        {func() error { return os.Link(d.path("users.json"), d.path(".locks")) }, syscall.EEXIST},
+		"rmdir":       {func() error { return syscall.Rmdir(d.path(".locks")) }, syscall.EPERM},
 	} {
-		if err := op(); !os.IsPermission(err) {
-			t.Errorf("%s .locks: %v, want EPERM", name, err)
+		if err := c.op(); !errors.Is(err, c.want) {
+			t.Errorf("%s .locks: %v, want %v", name, err, c.want)
 		}
+	}
+	if _, err := os.Stat(d.srcPath(".locks/scanA.lock")); err != nil {
+		t.Fatalf("lock file on SOURCE after the attempts: %v", err)
 	}
 	w.close("w")
 	// Elsewhere .locks is an ordinary name.

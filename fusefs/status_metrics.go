@@ -1,0 +1,191 @@
+package fusefs
+
+import (
+	"bytes"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"scanlockfs/lockmgr"
+)
+
+// MOUNTPOINT/.locks/metrics: the mount's counters in the Prometheus text
+// exposition format (version 0.0.4), for a node_exporter textfile
+// collector or a script. Written by hand: the format is simple and the
+// daemon need not link a metrics library.
+//
+//	scanlockfs_lock_grants_total{mode}       counter  locks granted to programs of the mount
+//	scanlockfs_lock_refusals_total{reason}   counter  requests refused: timeout, would_block, deadlock, cancelled, other
+//	scanlockfs_lock_errno_total{errno}       counter  errno values lock refusals returned to programs
+//	scanlockfs_lock_wait_seconds             histogram  time granted requests waited
+//	scanlockfs_lock_holders                  gauge    leases held now
+//	scanlockfs_lock_waiters                  gauge    requests waiting now
+//	scanlockfs_lock_scans_active             gauge    scans with a holder or waiter of the mount
+//	scanlockfs_lock_files_replaced_total     counter  flocks retaken because the lock file was replaced
+//	scanlockfs_lock_files_lost_total         counter  releases that found the lock file replaced (exclusion may have been broken)
+//	scanlockfs_info_writes_total             counter  SOURCE .info files written
+//	scanlockfs_opens_total                   counter  files opened or created through the mount
+//	scanlockfs_daemon_reads_total            counter  reads served by the daemon (0 with passthrough)
+//	scanlockfs_daemon_writes_total           counter  writes served by the daemon (0 with passthrough)
+//	process_open_fds                         gauge    descriptors the daemon has open
+//	go_goroutines                            gauge    goroutines of the daemon
+//	process_start_time_seconds               gauge    when the daemon started (the mount, here)
+
+// metricsInput is what renderMetrics shows.
+type metricsInput struct {
+	lock   lockmgr.Stats
+	fs     Stats
+	errnos map[syscall.Errno]uint64
+	// openFDs is -1 when /proc/self/fd cannot be read.
+	openFDs    int
+	goroutines int
+	started    time.Time
+}
+
+// alwaysErrnos are shown even at zero, so that alerts and tests can rely
+// on the series existing.
+var alwaysErrnos = []syscall.Errno{syscall.EBUSY, syscall.EAGAIN, syscall.EINTR, syscall.EDEADLK}
+
+func renderMetrics(in metricsInput) []byte {
+	var w promWriter
+	l := in.lock
+
+	w.family("scanlockfs_lock_grants_total", "counter", "Scan locks granted to programs using the mount, by mode.")
+	w.sample("scanlockfs_lock_grants_total", `mode="shared"`, u(l.GrantsShared))
+	w.sample("scanlockfs_lock_grants_total", `mode="exclusive"`, u(l.GrantsExclusive))
+
+	w.family("scanlockfs_lock_refusals_total", "counter", "Scan lock requests that were not granted, by reason.")
+	for _, r := range []struct {
+		reason string
+		n      uint64
+	}{{"timeout", l.Timeouts}, {"would_block", l.WouldBlock}, {"deadlock", l.Deadlocks},
+		{"cancelled", l.Cancelled}, {"other", l.OtherErrors}} {
+		w.sample("scanlockfs_lock_refusals_total", `reason="`+r.reason+`"`, u(r.n))
+	}
+
+	w.family("scanlockfs_lock_errno_total", "counter", "Errno values returned to programs whose scan lock was refused.")
+	for _, e := range sortedErrnos(in.errnos) {
+		w.sample("scanlockfs_lock_errno_total", `errno="`+errnoLabel(e)+`"`, u(in.errnos[e]))
+	}
+
+	w.family("scanlockfs_lock_wait_seconds", "histogram", "Time granted scan lock requests waited.")
+	var cum uint64
+	for i, b := range lockmgr.WaitBuckets {
+		cum += l.WaitCounts[i]
+		w.sample("scanlockfs_lock_wait_seconds_bucket", `le="`+fmtFloat(b.Seconds())+`"`, u(cum))
+	}
+	cum += l.WaitCounts[len(lockmgr.WaitBuckets)]
+	w.sample("scanlockfs_lock_wait_seconds_bucket", `le="+Inf"`, u(cum))
+	w.sample("scanlockfs_lock_wait_seconds_sum", "", fmtFloat(l.WaitSum.Seconds()))
+	w.sample("scanlockfs_lock_wait_seconds_count", "", u(cum))
+
+	w.gauge("scanlockfs_lock_holders", "Scan lock leases held through the mount now.", strconv.Itoa(l.Holders))
+	w.gauge("scanlockfs_lock_waiters", "Scan lock requests of the mount waiting now.", strconv.Itoa(l.Waiters))
+	w.gauge("scanlockfs_lock_scans_active", "Scans with a holder or a waiter of the mount now.", strconv.Itoa(l.Scans))
+	w.counter("scanlockfs_lock_files_replaced_total", "Flocks taken again because the lock file was replaced around the flock call.", u(l.Replaced))
+	w.counter("scanlockfs_lock_files_lost_total", "Releases that found the lock file removed or replaced by another process while held.", u(l.LostLockFiles))
+	w.counter("scanlockfs_info_writes_total", "Lock .info files written on SOURCE.", u(l.InfoWrites))
+
+	w.counter("scanlockfs_opens_total", "Files opened or created through the mount.", u(in.fs.Opens))
+	w.counter("scanlockfs_daemon_reads_total", "Read requests served by the daemon (zero with kernel passthrough).", u(in.fs.Reads))
+	w.counter("scanlockfs_daemon_writes_total", "Write requests served by the daemon (zero with kernel passthrough).", u(in.fs.Writes))
+
+	if in.openFDs >= 0 {
+		w.gauge("process_open_fds", "Number of open file descriptors of the daemon.", strconv.Itoa(in.openFDs))
+	}
+	w.gauge("go_goroutines", "Number of goroutines of the daemon.", strconv.Itoa(in.goroutines))
+	if !in.started.IsZero() {
+		w.gauge("process_start_time_seconds", "Start time of the mount since the epoch in seconds.", fmtFloat(unixSeconds(in.started)))
+	}
+	return w.b.Bytes()
+}
+
+// gatherMetrics collects metricsInput for this mount now.
+func (fsys *fileSystem) gatherMetrics() metricsInput {
+	in := metricsInput{
+		lock: fsys.mgr.Stats(),
+		fs: Stats{Opens: fsys.stats.opens.Load(), Reads: fsys.stats.reads.Load(),
+			Writes: fsys.stats.writes.Load()},
+		errnos:     fsys.errnos.snapshot(),
+		openFDs:    countOpenFDs(),
+		goroutines: runtime.NumGoroutine(),
+	}
+	if fsys.status != nil {
+		in.started = fsys.status.started
+	}
+	return in
+}
+
+// countOpenFDs counts the daemon's descriptors, without the one used to
+// list them.
+func countOpenFDs() int {
+	f, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return -1
+	}
+	return len(names) - 1
+}
+
+func sortedErrnos(m map[syscall.Errno]uint64) []syscall.Errno {
+	out := append([]syscall.Errno(nil), alwaysErrnos...)
+	var rest []syscall.Errno
+	for e := range m {
+		known := false
+		for _, a := range alwaysErrnos {
+			known = known || a == e
+		}
+		if !known {
+			rest = append(rest, e)
+		}
+	}
+	slices.Sort(rest)
+	return append(out, rest...)
+}
+
+// errnoLabel is the symbolic name of e ("EBUSY"), or its number.
+func errnoLabel(e syscall.Errno) string {
+	if n := unix.ErrnoName(e); n != "" {
+		return n
+	}
+	return "errno_" + strconv.Itoa(int(e))
+}
+
+// promWriter writes the text exposition format. Names and label values
+// come from this file only, so nothing needs escaping.
+type promWriter struct{ b bytes.Buffer }
+
+func (w *promWriter) family(name, typ, help string) {
+	w.b.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")
+}
+
+func (w *promWriter) sample(name, labels, value string) {
+	w.b.WriteString(name)
+	if labels != "" {
+		w.b.WriteString("{" + labels + "}")
+	}
+	w.b.WriteString(" " + value + "\n")
+}
+
+func (w *promWriter) gauge(name, help, value string) {
+	w.family(name, "gauge", help)
+	w.sample(name, "", value)
+}
+
+func (w *promWriter) counter(name, help, value string) {
+	w.family(name, "counter", help)
+	w.sample(name, "", value)
+}
+
+func u(n uint64) string { return strconv.FormatUint(n, 10) }
+
+func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
