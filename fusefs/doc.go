@@ -57,7 +57,8 @@
 // renders one snapshot, served with direct I/O; the files report size 0
 // like /proc files. Reading it takes no scan lock and never waits for
 // one; every change inside it fails with EROFS, and removing, replacing
-// or renaming .locks itself with EPERM.
+// or renaming .locks itself with EPERM. FindMounts and ReadMountStatus
+// let `scanlockfs status` read a running mount's view.
 //
 // # Client locks
 //

@@ -31,10 +31,10 @@ import (
 // report size 0, as /proc files do: with direct I/O the kernel passes
 // every read(2) to the daemon whatever the size, so cat, grep, less, jq
 // and Python read up to the end of the snapshot. A size from another
-// render would be wrong by the time of the read, and the tools that
-// trust a non-zero size would act on it (wc -c reports st_size without
-// reading; less stops there), while size 0 makes them read, as they do
-// for /proc. (Only asynchronous O_DIRECT reads, io_uring or aio, stop at
+// render would be wrong by the time of the read, and tools that trust a
+// non-zero size act on it (wc -c reports st_size without reading when
+// it is not a multiple of the page size), while size 0 makes them read,
+// as they do for /proc. (Only asynchronous O_DIRECT reads, io_uring or aio, stop at
 // the size; no status tool uses them.)
 //
 // Nothing here takes a scan lock or waits for one: rendering reads
