@@ -262,6 +262,10 @@ func mountpointDir(source, arg string) (string, error) {
 	if arg == "" {
 		return "", usageErrorf("MOUNTPOINT is empty: give an empty directory to mount on")
 	}
+	if strings.HasPrefix(arg, "/dev/fd/") {
+		// mount.fuse3 mounts itself and passes its /dev/fuse descriptor.
+		return "", usageErrorf("MOUNTPOINT %s is a descriptor that mount.fuse3 passes for its drop_privileges option, which scanlockfs does not support: remove drop_privileges from the mount options", arg)
+	}
 	abs, err := filepath.Abs(arg)
 	if err != nil {
 		return "", exitf(ExitInternal, "MOUNTPOINT %s: %v", arg, err)

@@ -39,8 +39,9 @@ func requireMountHelper(t *testing.T) {
 // the real mount(8) and mount.fuse3, which run `scanlockfs SOURCE
 // MOUNTPOINT -o OPTIONS` from PATH: mount returns once the mount serves
 // (the next command reads through it), the options arrive, umount(8) and
-// `scanlockfs unmount` stop the server, and a bad option fails mount(8)
-// with scanlockfs's message.
+// `scanlockfs unmount` stop the server, and a bad option (or mount.fuse3's
+// drop_privileges, which scanlockfs does not support) fails mount(8) with
+// scanlockfs's message.
 func TestFstabLineMountsThroughMountFuse3(t *testing.T) {
 	t.Parallel()
 	requireMountHelper(t)
@@ -75,6 +76,8 @@ waitlog "$LOG2"
 
 if mount -t fuse.scanlockfs -o timeout=5s,bogus "$SRC" "$MNT" 2>err; then echo "bad option mounted" >&2; exit 1; fi
 echo "refused: $(cat err)"
+if mount -t fuse.scanlockfs -o drop_privileges "$SRC" "$MNT" 2>err; then echo "drop_privileges mounted" >&2; exit 1; fi
+echo "refused: $(cat err)"
 if findmnt "$MNT" >/dev/null; then echo "still mounted" >&2; exit 1; fi
 echo done
 `
@@ -92,6 +95,8 @@ echo done
 		"fstab: fuse.scanlockfs " + src + " ",
 		"read: files of scanA\n",
 		`refused: scanlockfs: unknown mount option "bogus"`,
+		"refused: scanlockfs: MOUNTPOINT /dev/fd/",
+		"remove drop_privileges from the mount options",
 		"done\n",
 	} {
 		if !strings.Contains(got, want) {
