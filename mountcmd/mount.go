@@ -264,7 +264,7 @@ func mountpointDir(source, arg string) (string, error) {
 	}
 	if strings.HasPrefix(arg, "/dev/fd/") {
 		// mount.fuse3 mounts itself and passes its /dev/fuse descriptor.
-		return "", usageErrorf("MOUNTPOINT %s is a descriptor that mount.fuse3 passes for its drop_privileges option, which scanlockfs does not support: remove drop_privileges from the mount options", arg)
+		return "", usageErrorf("MOUNTPOINT %s is a descriptor that mount.fuse3 passes for its drop_privileges option, which scanlockfs does not support: remove drop_privileges from the mount options, and clear the dead mount mount.fuse3 made with 'scanlockfs unmount MOUNTPOINT'", arg)
 	}
 	abs, err := filepath.Abs(arg)
 	if err != nil {
