@@ -40,6 +40,7 @@ type Config struct {
 	Duration   time.Duration
 	WriteRatio float64       // fraction of exclusive increments (default 0.4)
 	Hold       time.Duration // maximum hold time (default 300µs)
+	Timeout    time.Duration // direct workers' lock timeout (default 2 minutes)
 	Seed       uint64
 
 	WorkerBin   string // the soakworker binary
@@ -76,6 +77,9 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 	if cfg.Hold == 0 {
 		cfg.Hold = 300 * time.Microsecond
 	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
 	if cfg.DirectGoroutines == 0 {
 		cfg.DirectGoroutines = 1
 	}
@@ -93,7 +97,7 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Timeout+time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -127,7 +131,7 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 		name := fmt.Sprintf("%s%d", mode, i)
 		return []string{mode, "-root", root, "-scans", scans, "-duration", cfg.Duration.String(),
 			"-log", filepath.Join(cfg.LogDir, name+".log"), "-proc", name,
-			"-write-ratio", strconv.FormatFloat(cfg.WriteRatio, 'f', -1, 64), "-hold", cfg.Hold.String(),
+			"-write-ratio", strconv.FormatFloat(cfg.WriteRatio, 'f', -1, 64), "-hold", cfg.Hold.String(), "-timeout", cfg.Timeout.String(),
 			"-seed", strconv.FormatUint(cfg.Seed*1000+uint64(i)+map[string]uint64{"mount": 0, "direct": 500}[mode], 10)}
 	}
 	for i := range cfg.MountWorkers {
@@ -193,7 +197,7 @@ func runPlantdb(ctx context.Context, cfg Config, i int, deadline time.Time) erro
 		scan := cfg.Scans[rng.IntN(len(cfg.Scans))]
 		cmd := exec.CommandContext(ctx, "python3", cfg.PlantdbPeer, "intervals", cfg.Source, scan,
 			"--mode", "exclusive", "-n", "10", "--hold-ms", "0.2", "--gap-ms", "1", "--retry-sleep", "0.002",
-			"--timeout", "120", "--user", name)
+			"--timeout", strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64), "--user", name)
 		var stderr tail
 		cmd.Stderr = &stderr
 		out, err := cmd.StdoutPipe()

@@ -34,6 +34,7 @@ func main() {
 	nscans := flag.Int("scans", 3, "number of scans")
 	writeRatio := flag.Float64("write-ratio", 0.4, "fraction of exclusive increments")
 	hold := flag.Duration("hold", 300*time.Microsecond, "maximum hold time")
+	timeout := flag.Duration("timeout", 2*time.Minute, "lock timeout of the mount and of the direct workers (a request that waits longer fails the soak)")
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed")
 	dir := flag.String("dir", "", "work directory (default: a new temporary one, removed unless -keep)")
 	keep := flag.Bool("keep", false, "keep the work directory (logs, SOURCE)")
@@ -45,7 +46,7 @@ func main() {
 	}
 	code, err := run(*bin, *worker, *peer, *dir, *keep, *passthrough, soak.Config{
 		MountWorkers: *mountWorkers, DirectWorkers: *directWorkers, DirectGoroutines: *goroutines,
-		PlantdbPeers: *plantdb, Duration: *duration, WriteRatio: *writeRatio, Hold: *hold, Seed: *seed,
+		PlantdbPeers: *plantdb, Duration: *duration, WriteRatio: *writeRatio, Hold: *hold, Timeout: *timeout, Seed: *seed,
 		Scans: scanNames(*nscans),
 	})
 	if err != nil {
@@ -82,7 +83,7 @@ func run(bin, worker, peer, dir string, keep, passthrough bool, cfg soak.Config)
 	if err := soak.Prepare(src, cfg.Scans); err != nil {
 		return 1, err
 	}
-	args := []string{"mount", "--timeout", "5m", "--log-level", "info"}
+	args := []string{"mount", "--timeout", cfg.Timeout.String(), "--log-level", "info"}
 	if !passthrough {
 		args = append(args, "--no-passthrough")
 	}
