@@ -6,6 +6,7 @@ package lockmgr
 //
 //	acquire SCAN MODE TIMEOUT_MS [KEY]  ok T WAITED | err KIND MSG (TIMEOUT_MS 0: none)
 //	try SCAN MODE [KEY]                 ok T 0 | err KIND MSG
+//	bg NAME acquire|try ...             ok; later: bg NAME <answer>
 //	release SCAN                        ok T (T taken just before Release)
 //	status SCAN | info SCAN | purge dry|real | stats
 //	                                    ok JSON
@@ -120,6 +121,37 @@ func helperMain() int {
 	return 0
 }
 
+// acquire runs "acquire SCAN MODE TIMEOUT_MS [KEY]" or "try SCAN MODE
+// [KEY]" and returns the answer.
+func (h *helper) acquire(f []string) string {
+	arg := func(i int) string {
+		if i < len(f) {
+			return f[i]
+		}
+		return ""
+	}
+	var l *Lease
+	var err error
+	if f[0] == "acquire" {
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if ms, _ := strconv.Atoi(arg(3)); ms > 0 { // 0: no deadline, the manager's default applies
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+		}
+		l, err = h.m.Acquire(ctx, f[1], parseMode(f[2]), h.owner(arg(4)))
+		cancel()
+	} else {
+		l, err = h.m.TryAcquire(f[1], parseMode(f[2]), h.owner(arg(3)))
+	}
+	t := mono()
+	if err != nil {
+		return fmt.Sprintf("err %s %s", errKind(err), strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	h.mu.Lock()
+	h.leases[f[1]] = append(h.leases[f[1]], l)
+	h.mu.Unlock()
+	return fmt.Sprintf("ok %d %d", t, l.Waited().Nanoseconds())
+}
+
 func (h *helper) say(format string, a ...any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -167,29 +199,12 @@ func (h *helper) run(f []string, in *bufio.Scanner) {
 	}
 	switch f[0] {
 	case "acquire", "try":
-		var l *Lease
-		var err error
-		key := arg(3)
-		if f[0] == "acquire" {
-			key = arg(4)
-			ctx, cancel := context.Background(), context.CancelFunc(func() {})
-			if ms := num(3); ms > 0 { // 0: no deadline, the manager's default applies
-				ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
-			}
-			l, err = h.m.Acquire(ctx, f[1], parseMode(f[2]), h.owner(key))
-			cancel()
-		} else {
-			l, err = h.m.TryAcquire(f[1], parseMode(f[2]), h.owner(key))
-		}
-		t := mono()
-		if err != nil {
-			h.say("err %s %s", errKind(err), strings.ReplaceAll(err.Error(), "\n", " "))
-			return
-		}
-		h.mu.Lock()
-		h.leases[f[1]] = append(h.leases[f[1]], l)
-		h.mu.Unlock()
-		h.say("ok %d %d", t, l.Waited().Nanoseconds())
+		h.say("%s", h.acquire(f))
+	case "bg":
+		// bg NAME acquire|try ...: runs in the background, answers "ok"
+		// now and "bg NAME <answer>" when done.
+		go func() { h.say("bg %s %s", f[1], h.acquire(f[2:])) }()
+		h.say("ok")
 	case "release":
 		h.mu.Lock()
 		ls := h.leases[f[1]]

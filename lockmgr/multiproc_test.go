@@ -213,3 +213,52 @@ func TestWriterPriorityAcrossProcesses(t *testing.T) {
 	// gets in at once, although the writer keeps its descriptor open.
 	startHelper(t, root, "").ok("try s shared")
 }
+
+// TestAbandonedUpgradesAcrossProcesses: in each of two processes an owner
+// reads the scan and then asks for it exclusively (an upgrade, waiting
+// for the other process's reader), then both readers let go. Nobody
+// holds the scan any more: the processes must drop the shared flocks no
+// owner needs, so that one writer gets the scan and the other after it,
+// instead of each waiting for the other's orphan flock until timing out.
+func TestAbandonedUpgradesAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	procs := []*proc{startHelper(t, root, "timeout=10s"), startHelper(t, root, "timeout=10s")}
+	for _, p := range procs {
+		p.ok("try s shared A")
+	}
+	for _, p := range procs {
+		p.ok("bg w acquire s exclusive 0 A")
+		waitFor(t, "the upgrade queued", func() bool {
+			var st ScanStatus
+			p.okJSON(&st, "status s")
+			for _, w := range st.Waiters {
+				if w.Where == WhereLocal && w.Mode == Exclusive {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	for _, p := range procs {
+		p.ok("release s") // the shared leases; the upgrades go on waiting
+	}
+	// One writer gets the scan, then the other once the first releases.
+	first, second := procs[0], procs[1]
+	var line string
+	select {
+	case line = <-procs[0].lines:
+	case line = <-procs[1].lines:
+		first, second = procs[1], procs[0]
+	case <-time.After(20 * time.Second):
+		t.Fatal("neither writer returned")
+	}
+	if !strings.HasPrefix(line, "bg w ok ") {
+		t.Fatalf("first writer (pid %d): %q, want it granted: nobody holds the scan", first.pid, line)
+	}
+	first.ok("release s")
+	if line := second.recv(); !strings.HasPrefix(line, "bg w ok ") {
+		t.Fatalf("second writer (pid %d) after the first released: %q", second.pid, line)
+	}
+	second.ok("release s")
+}

@@ -52,6 +52,9 @@ func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) 
 		}
 		var ok bool
 		var err error
+		if cur == Shared && m.dropOrphanShared(s) {
+			cur = 0
+		}
 		switch {
 		case to == Shared:
 			ok, err = m.tryShared(s)
@@ -299,6 +302,24 @@ func (m *Manager) tryUpgrade(s *scanState, path string) (bool, Mode, error) {
 	m.log.WithFields(logrus.Fields{"scan": s.id}).Warn(
 		"shared lock lost while upgrading: another process took the scan exclusively; data read before the upgrade may be stale")
 	return false, 0, nil
+}
+
+// dropOrphanShared is called by the busy goroutine of an upgrade before
+// each attempt. If the shared hold being converted was released meanwhile
+// and no owner holds the scan any more, it drops the process's shared
+// flock (and our .info with it) and reports true: the request goes on as
+// a plain exclusive one. Kept, that orphan flock would make two processes
+// upgrading at once wait for each other until both time out.
+func (m *Manager) dropOrphanShared(s *scanState) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.owners) > 0 || s.info.busy || s.osMode != Shared {
+		return false
+	}
+	// Nobody can join the flock meanwhile: holders are gone, and new
+	// readers queue behind this exclusive request.
+	m.osReleaseLocked(s)
+	return true
 }
 
 // othersHold reports whether a process other than this one holds a flock
