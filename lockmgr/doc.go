@@ -90,7 +90,14 @@
 // and retakes the shared lock at once if the attempt still fails. In the
 // rare case that another process took the scan exclusively in that
 // instant, the upgrade goes on as a plain exclusive request and a warning
-// is logged: data read before the upgrade may be stale.
+// is logged: data read before the upgrade may be stale. It also goes on as
+// a plain exclusive request, dropping the shared flock, when the shared
+// hold it converts is released while it waits and nobody else in the
+// process holds the scan.
+//
+// Across processes the kernel cannot tell who waits for whom: owners in
+// two processes that both hold a scan shared and both ask for exclusive
+// wait until one of them times out (ErrTimeout), or releases its read.
 //
 // # Fairness
 //
