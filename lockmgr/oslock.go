@@ -33,7 +33,7 @@ var testHookOpened func(path string)
 func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) (Mode, error) {
 	path := s.lockPath
 	cur := from
-	gate := -1 // S.gate, held exclusively while a writer of ours waits
+	gate := -1 // S.gate, with our OFD lock on it while a writer of ours waits
 	defer func() {
 		if gate >= 0 {
 			unix.Close(gate) // which drops its lock
