@@ -2,6 +2,9 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -52,13 +55,19 @@ type pyProc struct {
 // as another user.
 func startPy(t *testing.T, name string, cred *syscall.Credential, script string, args ...string) *pyProc {
 	t.Helper()
+	return startPython(t, name, cred, append([]string{"-c", script}, args...)...)
+}
+
+// startPython runs python3 -u pyArgs...
+func startPython(t *testing.T, name string, cred *syscall.Credential, pyArgs ...string) *pyProc {
+	t.Helper()
 	p := &pyProc{t: t, name: name, lines: make(chan string, 1000), done: make(chan struct{})}
 	py := "python3"
 	if cred != nil {
 		// The pyenv shim in root's PATH is not usable by other users.
 		py = "/usr/bin/python3"
 	}
-	p.cmd = exec.Command(py, append([]string{"-u", "-c", script}, args...)...)
+	p.cmd = exec.Command(py, append([]string{"-u"}, pyArgs...)...)
 	if cred != nil {
 		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		p.cmd.Dir = "/"
@@ -231,3 +240,26 @@ func (p *pyProc) result(id string) (string, int64) {
 		}
 	}
 }
+
+// runCode runs a program with a deadline and returns its exit code,
+// standard output and standard error, whatever the code.
+func runCode(t *testing.T, name string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stdout.String(), stderr.String()
+	case errors.As(err, &ee) && ee.ExitCode() >= 0:
+		return ee.ExitCode(), stdout.String(), stderr.String()
+	}
+	t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr.String())
+	return 0, "", ""
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -79,3 +79,64 @@ func TestLeaksFindsWhatWasLeftOpen(t *testing.T) {
 		t.Fatalf("after closing everything: %v", got)
 	}
 }
+
+// go-fuse's splice pool keeps pipe pairs (both ends in the process) and
+// one /dev/null: tolerated within the pool's bound; a lone pipe end, a
+// second extra /dev/null or more pairs than the pool keeps are not.
+func TestLeaksToleratesSplicePool(t *testing.T) {
+	base, err := Take(os.Getpid(), t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	pair := func() {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, r, w)
+	}
+	for range MaxSplicePairs() {
+		pair()
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, null)
+	cur, err := Take(os.Getpid(), t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Leaks(base, cur); len(got) != 0 {
+		t.Fatalf("a full splice pool and its /dev/null: %v", got)
+	}
+
+	pair()
+	null2, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, null2)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	files = append(files, r)
+	cur, err = Take(os.Getpid(), t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(Leaks(base, cur), "\n")
+	for _, want := range []string{"new pipe pairs", "on /dev/null", "1 descriptor(s) on pipe:"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("leaks lack %q:\n%s", want, got)
+		}
+	}
+}
