@@ -1,0 +1,196 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"scanlockfs/fusefs"
+	"scanlockfs/lockmgr"
+)
+
+// Helpers for the tests of the status view MOUNTPOINT/.locks. The files
+// are read by real programs (cat, python3) where the test is about what
+// a user sees, and with os.ReadFile (this process is a client of the
+// mount, never its server) where a test polls.
+
+// statusPath returns the path of name in the mount's status view.
+func (d *daemon) statusPath(name string) string { return filepath.Join(d.mnt, ".locks", name) }
+
+// decodeStrict decodes a status document, refusing keys the schema in
+// package fusefs does not know.
+func decodeStrict(t *testing.T, what string, b []byte, v any) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("%s is not the documented JSON: %v\n%s", what, err, b)
+	}
+}
+
+// catInfo reads .locks/SCAN.info with cat.
+func (d *daemon) catInfo(t *testing.T, scan string) fusefs.InfoDoc {
+	t.Helper()
+	var doc fusefs.InfoDoc
+	decodeStrict(t, scan+".info", []byte(run(t, "cat", d.statusPath(scan+".info"))), &doc)
+	return doc
+}
+
+// info reads .locks/SCAN.info in this process.
+func (d *daemon) info(t *testing.T, scan string) fusefs.InfoDoc {
+	t.Helper()
+	b, err := os.ReadFile(d.statusPath(scan + ".info"))
+	must(t, err)
+	var doc fusefs.InfoDoc
+	decodeStrict(t, scan+".info", b, &doc)
+	return doc
+}
+
+// mountStatus reads .locks/status.json in this process.
+func (d *daemon) mountStatus(t *testing.T) fusefs.MountStatus {
+	t.Helper()
+	b, err := os.ReadFile(d.statusPath("status.json"))
+	must(t, err)
+	var st fusefs.MountStatus
+	decodeStrict(t, "status.json", b, &st)
+	return st
+}
+
+// metrics reads and parses .locks/metrics as Prometheus does.
+func (d *daemon) metrics(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	b, err := os.ReadFile(d.statusPath("metrics"))
+	must(t, err)
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("metrics are not Prometheus text: %v\n%s", err, b)
+	}
+	return fams
+}
+
+// metricValue is the value of the counter or gauge name whose labels are
+// exactly labels (name, value pairs), or the sample count of a histogram.
+func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	t.Helper()
+	f := fams[name]
+	if f == nil {
+		t.Fatalf("no metric %s", name)
+	}
+	for _, m := range f.GetMetric() {
+		var got []string
+		for _, l := range m.GetLabel() {
+			got = append(got, l.GetName(), l.GetValue())
+		}
+		if !slices.Equal(got, labels) {
+			continue
+		}
+		switch f.GetType() {
+		case dto.MetricType_COUNTER:
+			return m.GetCounter().GetValue()
+		case dto.MetricType_GAUGE:
+			return m.GetGauge().GetValue()
+		case dto.MetricType_HISTOGRAM:
+			return float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	t.Fatalf("no sample %s%q", name, labels)
+	return 0
+}
+
+// waitInfo polls SCAN.info until ok accepts it (release is asynchronous,
+// and processes on SOURCE write their .info file a moment after their
+// flock).
+func (d *daemon) waitInfo(t *testing.T, scan, what string, ok func(fusefs.InfoDoc) bool) fusefs.InfoDoc {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		doc := d.info(t, scan)
+		if ok(doc) {
+			return doc
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s.info never showed %s; last:\n%+v", scan, what, doc)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitMetric polls until metric name{labels} has value want.
+func (d *daemon) waitMetric(t *testing.T, want float64, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		got := metricValue(t, d.metrics(t), name, labels...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%q = %v, want %v", name, labels, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// lsLocks lists .locks with ls.
+func (d *daemon) lsLocks(t *testing.T) []string {
+	t.Helper()
+	return strings.Fields(run(t, "ls", d.mnt+"/.locks"))
+}
+
+// userName is the name the mount reports for processes of this user.
+func userName() string { return lockmgr.UserNameOf(uint32(os.Getuid())) }
+
+// comm is the command name of pid, as the status view reports it.
+func comm(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	must(t, err)
+	return strings.TrimSpace(string(b))
+}
+
+// checkEntry checks the fields of a holder or waiter that the test knows.
+func checkEntry(t *testing.T, what string, e fusefs.LockEntry, pid int, mode, where, path string) {
+	t.Helper()
+	if e.PID != pid || e.Mode != mode || e.Where != where || e.Path != path {
+		t.Errorf("%s: pid %d mode %s where %s path %q; want pid %d mode %s where %s path %q",
+			what, e.PID, e.Mode, e.Where, e.Path, pid, mode, where, path)
+	}
+	if want := comm(t, pid); e.Command != want {
+		t.Errorf("%s: command %q, want %q", what, e.Command, want)
+	}
+	if e.Since == nil || e.SinceUnix == nil {
+		t.Errorf("%s: since unknown", what)
+		return
+	}
+	since, err := time.Parse(time.RFC3339, *e.Since)
+	if err != nil {
+		t.Errorf("%s: since %q is not RFC 3339: %v", what, *e.Since, err)
+	} else if d := time.Since(since); d < -time.Second || d > waitLimit+time.Minute {
+		t.Errorf("%s: since %s is not around now", what, since)
+	}
+	if u := time.UnixMilli(int64(*e.SinceUnix * 1000)); !u.Equal(since) {
+		t.Errorf("%s: since_unix %v and since %s differ", what, *e.SinceUnix, *e.Since)
+	}
+}
+
+// pythonLoads has python3 parse path with json.load and print the
+// number of holders and waiters of each scan, "scan holders waiters"
+// lines (one document for a .info file, every scan for status.json).
+func pythonLoads(t *testing.T, path string) string {
+	t.Helper()
+	return run(t, "python3", "-c", `import json, sys
+d = json.load(open(sys.argv[1]))
+for s in d.get("scans", [d]):
+    print(s["scan_id"], len(s["holders"]), len(s["waiters"]))`, path)
+}

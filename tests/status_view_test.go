@@ -1,0 +1,185 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"scanlockfs/fusefs"
+)
+
+// A writer holding a scan through the mount and a reader waiting behind
+// it show in the scan's .info (cat), in status.json (python3's json) and
+// in the metrics gauges, with their pid, command, mode and path; the
+// reader becomes the holder when the writer closes; the scan is free
+// and unlisted once both are gone.
+func TestStatusShowsMountHoldersAndWaiters(t *testing.T) {
+	t.Parallel()
+	d := mountT(t, scanDB(t, "scanA", "scanB"), "--log-level", "debug")
+	f := d.path("scanA/files.json")
+	w, r := startClient(t, "writer"), startClient(t, "reader")
+	w.mustOpen("w", f, "w")
+	m := d.mark()
+	r.open("r", f, "r")
+	d.waitQueued(t, r.pid(), m)
+
+	info := d.catInfo(t, "scanA")
+	if info.ScanID != "scanA" || info.State != "exclusive" || info.Error != "" || len(info.Holders) != 1 || len(info.Waiters) != 1 {
+		t.Fatalf("scanA.info with a writer and a waiting reader: %+v", info)
+	}
+	checkEntry(t, "writer", info.Holders[0].LockEntry, w.pid(), "exclusive", fusefs.WhereMount, "scanA/files.json")
+	checkEntry(t, "reader", info.Waiters[0].LockEntry, r.pid(), "shared", fusefs.WhereMount, "scanA/files.json")
+	if u := info.Holders[0].User; u != userName() {
+		t.Errorf("writer's user %q, want %q", u, userName())
+	}
+	if info.Holders[0].HeldForSeconds == nil || info.Waiters[0].WaitedSeconds == nil || *info.Waiters[0].WaitedSeconds > *info.Holders[0].HeldForSeconds {
+		t.Errorf("held for %v, waited %v: the reader came after the writer", info.Holders[0].HeldForSeconds, info.Waiters[0].WaitedSeconds)
+	}
+
+	if ls := d.lsLocks(t); !slices.Equal(ls, []string{"metrics", "scanA.info", "status.json"}) {
+		t.Errorf("ls .locks: %q", ls)
+	}
+	if free := d.catInfo(t, "scanB"); free.State != "free" || len(free.Holders)+len(free.Waiters) != 0 {
+		t.Errorf("scanB.info of a free scan: %+v", free)
+	}
+	if got := pythonLoads(t, d.statusPath("status.json")); got != "scanA 1 1\n" {
+		t.Errorf("python3 json.load of status.json: %q", got)
+	}
+	if got := pythonLoads(t, d.statusPath("scanA.info")); got != "scanA 1 1\n" {
+		t.Errorf("python3 json.load of scanA.info: %q", got)
+	}
+	st := d.mountStatus(t)
+	if st.Source != d.src || st.Mountpoint != d.mnt || st.PID != d.cmd.Process.Pid || st.TimeoutSeconds != 30 || st.Error != "" {
+		t.Errorf("status.json header: %+v", st)
+	}
+	if len(st.Scans) != 1 || st.Scans[0].Holders[0].PID != w.pid() || st.Scans[0].Waiters[0].PID != r.pid() {
+		t.Errorf("status.json scans: %+v", st.Scans)
+	}
+	fams := d.metrics(t)
+	if h, wt := metricValue(t, fams, "scanlockfs_lock_holders"), metricValue(t, fams, "scanlockfs_lock_waiters"); h != 1 || wt != 1 {
+		t.Errorf("gauges: %v holders, %v waiters; want 1 and 1", h, wt)
+	}
+
+	// What scanlockfs status uses to find the mount and its programs.
+	mounts, err := fusefs.FindMounts(d.src)
+	if err != nil || !slices.Contains(mounts, d.mnt) {
+		t.Errorf("FindMounts(%s) = %q, %v", d.src, mounts, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if ms, err := fusefs.ReadMountStatus(ctx, d.mnt); err != nil || len(ms.Scans) != 1 || ms.Scans[0].ScanID != "scanA" {
+		t.Errorf("ReadMountStatus: %+v, %v", ms, err)
+	}
+
+	w.close("w")
+	if res := r.result("r"); res.kind != "ok" {
+		t.Fatalf("reader after the writer closed: %s", res.errno)
+	}
+	info = d.waitInfo(t, "scanA", "the reader as the only holder", func(doc fusefs.InfoDoc) bool {
+		return doc.State == "shared" && len(doc.Holders) == 1 && len(doc.Waiters) == 0
+	})
+	checkEntry(t, "reader", info.Holders[0].LockEntry, r.pid(), "shared", fusefs.WhereMount, "scanA/files.json")
+
+	r.close("r")
+	d.waitInfo(t, "scanA", "a free scan", func(doc fusefs.InfoDoc) bool {
+		return doc.State == "free" && len(doc.Holders)+len(doc.Waiters) == 0
+	})
+	if ls := d.lsLocks(t); slices.Contains(ls, "scanA.info") {
+		t.Errorf("ls .locks lists a free scan: %q", ls)
+	}
+	if st := d.mountStatus(t); len(st.Scans) != 0 {
+		t.Errorf("status.json of an idle mount: %+v", st.Scans)
+	}
+}
+
+// Processes that lock SOURCE directly show with where "source": a
+// lockmgr user (slclient) and the Python plantdb peer, with their pid,
+// mode and the time from their .info files; a mount open waiting behind
+// the lockmgr user shows as a waiter of the mount. Both disappear after
+// release.
+func TestStatusShowsSourceHolders(t *testing.T) {
+	t.Parallel()
+	d := mountT(t, scanDB(t, "scanA", "scanB"), "--log-level", "debug")
+
+	direct := startClient(t, "lockmgr user")
+	direct.send("lock l %s scanA exclusive", d.src)
+	if res := direct.result("l"); res.kind != "ok" {
+		t.Fatalf("lockmgr lock: %s", res.errno)
+	}
+	// Since comes from the .info file, written a moment after the flock.
+	info := d.waitInfo(t, "scanA", "the lockmgr user with its time", func(doc fusefs.InfoDoc) bool {
+		return len(doc.Holders) == 1 && doc.Holders[0].Since != nil
+	})
+	checkEntry(t, "lockmgr user", info.Holders[0].LockEntry, direct.pid(), "exclusive", fusefs.WhereSource, "")
+	if info.State != "exclusive" || info.Holders[0].Owner != "" {
+		t.Errorf("scanA.info: %+v", info)
+	}
+	if !slices.Contains(d.lsLocks(t), "scanA.info") {
+		t.Errorf("ls .locks does not list a scan held on SOURCE")
+	}
+
+	reader := startClient(t, "mount reader")
+	m := d.mark()
+	reader.open("r", d.path("scanA/files.json"), "r")
+	d.waitQueued(t, reader.pid(), m)
+	info = d.catInfo(t, "scanA")
+	if len(info.Waiters) != 1 {
+		t.Fatalf("scanA.info with a mount reader waiting: %+v", info)
+	}
+	checkEntry(t, "mount reader", info.Waiters[0].LockEntry, reader.pid(), "shared", fusefs.WhereMount, "scanA/files.json")
+
+	direct.send("unlock l")
+	if res := direct.result("l"); res.kind != "ok" {
+		t.Fatalf("lockmgr unlock: %s", res.errno)
+	}
+	if res := reader.result("r"); res.kind != "ok" {
+		t.Fatalf("mount reader after the release: %s", res.errno)
+	}
+	reader.close("r")
+	d.waitInfo(t, "scanA", "a free scan", func(doc fusefs.InfoDoc) bool { return doc.State == "free" })
+
+	// The plantdb protocol peer, shared.
+	peer := exec.Command("python3", "../lockmgr/testdata/plantdb_peer.py", "hold", d.src, "scanB", "--mode", "shared", "--user", "plantdb-peer")
+	stdin, err := peer.StdinPipe()
+	must(t, err)
+	stdout, err := peer.StdoutPipe()
+	must(t, err)
+	must(t, peer.Start())
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = peer.Wait()
+	})
+	out := bufio.NewReader(stdout)
+	if line, err := out.ReadString('\n'); err != nil || !strings.HasPrefix(line, "granted ") {
+		t.Fatalf("plantdb peer: %q, %v", line, err)
+	}
+	info = d.waitInfo(t, "scanB", "the plantdb peer with its time", func(doc fusefs.InfoDoc) bool {
+		return len(doc.Holders) == 1 && doc.Holders[0].Since != nil
+	})
+	checkEntry(t, "plantdb peer", info.Holders[0].LockEntry, peer.Process.Pid, "shared", fusefs.WhereSource, "")
+	if info.State != "shared" || info.Holders[0].User != "plantdb-peer" {
+		t.Errorf("scanB.info: %+v", info)
+	}
+	if st := d.mountStatus(t); len(st.Scans) != 1 || st.Scans[0].ScanID != "scanB" {
+		t.Errorf("status.json: %+v", st.Scans)
+	}
+	if _, err := io.WriteString(stdin, "release\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := out.ReadString('\n'); err != nil || !strings.HasPrefix(line, "released ") {
+		t.Fatalf("plantdb peer: %q, %v", line, err)
+	}
+	d.waitInfo(t, "scanB", "a free scan", func(doc fusefs.InfoDoc) bool { return doc.State == "free" })
+	deadline := time.Now().Add(waitLimit)
+	for slices.Contains(d.lsLocks(t), "scanB.info") {
+		if time.Now().After(deadline) {
+			t.Fatal("ls .locks still lists scanB after the peer released it")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
