@@ -32,9 +32,9 @@ import (
 // every read(2) to the daemon whatever the size, so cat, grep, less, jq
 // and Python read up to the end of the snapshot. A size from another
 // render would be wrong by the time of the read, and tools that trust a
-// non-zero size act on it (wc -c reports st_size without reading when
-// it is not a multiple of the page size), while size 0 makes them read,
-// as they do for /proc. (Only asynchronous O_DIRECT reads, io_uring or aio, stop at
+// non-zero size act on it: wc -c reports it without reading, tail and cp
+// stop there (tests/status_programs_test.go); size 0 makes them read, as
+// they do for /proc. (Only asynchronous O_DIRECT reads, io_uring or aio, stop at
 // the size; no status tool uses them.)
 //
 // Nothing here takes a scan lock or waits for one: rendering reads
