@@ -57,6 +57,23 @@ type LockEntry struct {
 	Note string `json:"note"`
 }
 
+// Holder converts e back to lockmgr's form, for tools that merge a
+// mount's view into lockmgr.ScanStatus (scanlockfs status): Where stays
+// WhereMount or WhereSource, and Note holds the path of a mount entry.
+func (e LockEntry) Holder() lockmgr.Holder {
+	h := lockmgr.Holder{PID: e.PID, Command: e.Command, User: e.User, Owner: e.Owner, Note: e.Note, Where: e.Where}
+	_ = h.Mode.UnmarshalText([]byte(e.Mode)) // unknown modes stay 0, "none"
+	if e.Where == WhereMount {
+		h.Note = e.Path
+	}
+	if e.Since != nil {
+		if t, err := time.Parse(time.RFC3339, *e.Since); err == nil {
+			h.Since = t
+		}
+	}
+	return h
+}
+
 // HolderInfo is a holder of a scan lock.
 type HolderInfo struct {
 	LockEntry

@@ -74,6 +74,26 @@ func TestRenderInfoTranslatesHoldersAndWaiters(t *testing.T) {
 	}
 }
 
+// LockEntry.Holder gives back what lockEntry took, in the mount's terms.
+func TestLockEntryHolderRoundTrip(t *testing.T) {
+	in := lockmgr.Holder{Mode: lockmgr.Exclusive, PID: 9, Command: "cp", User: "alice", Owner: "pid:9",
+		Note: "scan_001/a", Since: testSince, Where: lockmgr.WhereLocal}
+	got := lockEntry(in).Holder()
+	want := in
+	want.Where = WhereMount
+	if !got.Since.Equal(want.Since) {
+		t.Errorf("since %v, want %v", got.Since, want.Since)
+	}
+	got.Since, want.Since = time.Time{}, time.Time{}
+	if got != want {
+		t.Errorf("mount entry: %+v, want %+v", got, want)
+	}
+	src := lockmgr.Holder{Mode: lockmgr.Shared, PID: 7, Note: "run: make", Where: lockmgr.WhereProcess}
+	if got := lockEntry(src).Holder(); got.Where != WhereSource || got.Note != "run: make" || !got.Since.IsZero() || got.Mode != lockmgr.Shared {
+		t.Errorf("source entry: %+v", got)
+	}
+}
+
 // Every documented key is present in every document, also when empty:
 // scripts index them without checking.
 func TestRenderedDocumentsHaveEveryKey(t *testing.T) {
