@@ -1,0 +1,143 @@
+package tests
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// The crash matrix, part 2: the daemon killed with SIGKILL while clients
+// hold files and wait for scans.
+//
+//   - A client waiting for a scan gets an error (the kernel aborts the
+//     connection: ECONNABORTED, or ENOTCONN), not a hang; new opens get
+//     ENOTCONN at once.
+//   - The flocks the daemon held on SOURCE die with it: a direct lockmgr
+//     user and a plantdb peer get those scans at once.
+//   - A client holding a file: without passthrough its reads and writes
+//     fail (ENOTCONN). With passthrough (the default as root) the kernel
+//     keeps serving them from the backing file, without any lock: the
+//     daemon is gone. That is the kernel's behaviour and a documented
+//     hazard: after a crash, stop the programs that had files open
+//     (scanlockfs unmount lists them) before others write.
+//   - `scanlockfs mount` refuses the dead mount point (exit 5, saying how
+//     to recover); `scanlockfs mount --recover` clears it and mounts, and
+//     removes the stale .info files the dead daemon left.
+func TestCrashDaemonKilled(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name        string
+		passthrough bool
+	}{{"passthrough", true}, {"no passthrough", false}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			src := scanDB(t, "scanA", "scanB")
+			flags := []string{"--log-level", "debug"}
+			if !c.passthrough {
+				flags = append(flags, "--no-passthrough")
+			}
+			d := mountT(t, src, flags...)
+			d.allowExit = true
+			writer := startClient(t, "writer")
+			writer.mustOpen("w", d.path("scanA/files.json"), "w")
+			reader := startClient(t, "reader")
+			reader.mustOpen("r", d.path("scanB/files.json"), "r")
+			waiter := startClient(t, "waiter")
+			m := d.mark()
+			waiter.open("q", d.path("scanA/files.json"), "r")
+			d.waitQueued(t, waiter.pid(), m)
+			// The daemon's .info names it (it has held scanA long enough).
+			waitInfo(t, d.srcPath(".locks/scanA.info"), d.cmd.Process.Pid)
+
+			killed := kill(t, d.cmd.Process)
+			d.waitExit(t)
+
+			// The waiter gets an error, after the kill.
+			r := waiter.result("q")
+			if r.kind != "err" || (r.errno != "ECONNABORTED" && r.errno != "ENOTCONN") || r.at < killed {
+				t.Fatalf("waiting open after the daemon was killed: %+v, want ECONNABORTED or ENOTCONN", r)
+			}
+			// New opens fail at once.
+			late := startClient(t, "late")
+			late.open("n", d.path("scanB/files.json"), "r")
+			if r := late.result("n"); r.kind != "err" || r.errno != "ENOTCONN" {
+				t.Fatalf("open on the dead mount: %+v, want ENOTCONN", r)
+			}
+			// The holders' reads and writes.
+			writer.send("write w written after the crash")
+			wr := writer.result("w")
+			reader.send("read r")
+			rr := reader.result("r")
+			if c.passthrough {
+				if wr.kind != "ok" || rr.kind != "ok" {
+					t.Fatalf("passthrough I/O after the crash: write %+v, read %+v (the kernel used to keep serving it)", wr, rr)
+				}
+				if b, _ := os.ReadFile(d.srcPath("scanA/files.json")); string(b) != "written after the crash" {
+					t.Fatalf("passthrough write after the crash: SOURCE has %q", b)
+				}
+			} else {
+				for _, res := range []reply{wr, rr} {
+					if res.kind != "err" || (res.errno != "ENOTCONN" && res.errno != "ECONNABORTED") {
+						t.Fatalf("I/O without passthrough after the crash: %+v, want ENOTCONN", res)
+					}
+				}
+			}
+			// Closing returns (FLUSH fails with ENOTCONN).
+			for _, h := range []struct {
+				c  *client
+				id string
+			}{{writer, "w"}, {reader, "r"}} {
+				h.c.send("close %s", h.id)
+				h.c.await(h.id, false)
+				h.c.result(h.id)
+			}
+
+			// The dead daemon's flocks are gone: direct users get the scans.
+			for _, scan := range []string{"scanA", "scanB"} {
+				if st := lockState(t, src, scan); st.State != "free" {
+					t.Fatalf("%s is %s after the daemon died: %+v", scan, st.State, st.Holders)
+				}
+			}
+			direct := startClient(t, "direct")
+			direct.send("try T %s scanA exclusive", src)
+			if r := direct.result("T"); r.kind != "ok" {
+				t.Fatalf("direct lockmgr user after the crash: %s", r.errno)
+			}
+			direct.send("unlock T")
+			direct.result("T")
+			peer := startPython(t, "plantdb", nil, plantdbPeer(t), "hold", src, "scanB", "--mode", "exclusive", "--timeout", "5")
+			peer.expect("granted")
+			peer.send("")
+			peer.expect("released")
+			must(t, peer.wait())
+
+			// status reads the dead daemon's .info without trouble.
+			code, out, errOut := runCode(t, binScanlockfs, "status", src, "scanA")
+			if code != 0 || !strings.Contains(out, "free") {
+				t.Fatalf("status after the crash: exit %d\n%s%s", code, out, errOut)
+			}
+
+			// mount refuses the dead mount point and says how to recover.
+			code, _, errOut = runCode(t, binScanlockfs, "mount", src, d.mnt)
+			if code != 5 || !strings.Contains(errOut, "--recover") {
+				t.Fatalf("mount on the dead mount point: exit %d, %s", code, errOut)
+			}
+			// --recover clears it and mounts again; stale .info files go.
+			d2 := mountOn(t, src, d.mnt, "--recover", "--log-level", "debug")
+			base := d2.leakBaseline(t)
+			if _, err := os.Stat(d.srcPath(".locks/scanA.info")); !os.IsNotExist(err) {
+				t.Fatalf("the dead daemon's .info survived the recovering mount: %v", err)
+			}
+			w := startClient(t, "writer after recovery")
+			w.mustOpen("w", d2.path("scanA/files.json"), "wt")
+			if st := lockState(t, src, "scanA"); st.State != "exclusive" {
+				t.Fatalf("writer through the recovered mount: scan %s", st.State)
+			}
+			w.close("w")
+			waitFree(t, src, "scanA")
+			d2.checkNoLeaks(t, base)
+			d2.stopNoLeaks(t)
+		})
+	}
+}
+
