@@ -140,4 +140,3 @@ func TestCrashDaemonKilled(t *testing.T) {
 		})
 	}
 }
-
