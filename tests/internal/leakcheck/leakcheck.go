@@ -149,7 +149,10 @@ func GoroutineSlack() float64 {
 	return float64(min(max(runtime.NumCPU(), 2), 16)) + 1
 }
 
-// Leaks compares cur with base and says what the process still holds.
+// Leaks compares cur with base and says what the process still holds:
+// flocks; descriptors beyond the baseline; where there are metrics,
+// non-zero holder, waiter and active-scan gauges and a goroutine count
+// above the baseline by more than GoroutineSlack.
 // go-fuse's splice package keeps pipe pairs for reuse and opens
 // /dev/null once, on first use; those may appear after the baseline
 // (within MaxSplicePairs), anything else may not.
@@ -198,7 +201,7 @@ func Leaks(base, cur *Snapshot) []string {
 	}
 	if cur.Metrics != nil {
 		for name, v := range cur.Metrics {
-			if isGauge(name) && (strings.Contains(name, "holders") || strings.Contains(name, "waiters")) && v != 0 {
+			if isGauge(name) && (strings.Contains(name, "holders") || strings.Contains(name, "waiters") || strings.HasSuffix(name, "_active")) && v != 0 {
 				out = append(out, fmt.Sprintf("metrics: %s = %v", name, v))
 			}
 		}
