@@ -131,9 +131,10 @@
 //
 //   - plantdb's stale clean-up (it writes no S.info) racing one of our
 //     acquisitions;
-//   - plantdb processes among themselves: two plantdb readers share a
-//     file, the first to release unlinks it, and a writer then gets a new
-//     file while the second reader still reads;
+//   - readers sharing a file with a plantdb reader: when the plantdb reader
+//     releases, it unlinks the file, and a writer then gets a new file while
+//     the others still read (plantdb readers among themselves suffer the
+//     same; a reader of ours counts it in Stats.LostLockFiles);
 //   - a plantdb process stopped for longer than a second in its release.
 //
 // Our release checks that the path still names our file; if not, it logs
