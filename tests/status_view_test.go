@@ -3,7 +3,10 @@ package tests
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
+	"io/fs"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -46,6 +49,12 @@ func TestStatusShowsMountHoldersAndWaiters(t *testing.T) {
 	}
 	if free := d.catInfo(t, "scanB"); free.State != "free" || len(free.Holders)+len(free.Waiters) != 0 {
 		t.Errorf("scanB.info of a free scan: %+v", free)
+	}
+	// No .info for what is not a scan, nor other names.
+	for _, name := range []string{"scanC.info", ".x.info", "users.json.info", "scanA.lock", "scanA", "x"} {
+		if _, err := os.Stat(d.statusPath(name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stat .locks/%s: %v, want ENOENT", name, err)
+		}
 	}
 	if got := pythonLoads(t, d.statusPath("status.json")); got != "scanA 1 1\n" {
 		t.Errorf("python3 json.load of status.json: %q", got)
