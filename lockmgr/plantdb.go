@@ -74,7 +74,14 @@ func (m *Manager) plantdbReleasing(p string, locked fileID, mode Mode) bool {
 	}
 	if json.Unmarshal(data, &inf) != nil {
 		// plantdb writes .info in place (truncate, then write): a torn
-		// file is somebody writing right now. Look again shortly.
+		// file is somebody writing right now. Look again shortly, unless
+		// it has not changed for longer than we would wait: then its
+		// writer died in the middle, and waiting would cost every
+		// acquisition the whole wait until somebody removes the file.
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil && time.Since(time.Unix(st.Mtim.Unix())) > plantdbReleaseWait {
+			return false
+		}
 		return true
 	}
 	if inf.Tool == infoTool || inf.PID == m.pid || !processAlive(inf.PID) {
