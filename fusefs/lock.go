@@ -2,8 +2,10 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -56,13 +58,7 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 				}
 			}
 		}
-		var l *lockmgr.Lease
-		var err error
-		if req.nonblock {
-			l, err = fsys.mgr.TryAcquire(id, req.mode, o)
-		} else {
-			l, err = fsys.mgr.Acquire(ctx, id, req.mode, o)
-		}
+		l, err := fsys.acquire(ctx, id, req.mode, o, req.nonblock)
 		if err != nil {
 			fsys.unlock(req, leases)
 			return nil, fsys.errnoOf(fsys.reqLog(req, id, owner), err)
@@ -74,6 +70,43 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 		}
 	}
 	return leases, 0
+}
+
+// deadlockGrace is how long a request refused with ErrDeadlock is tried
+// again before the program gets EDEADLK. The kernel sends RELEASE
+// asynchronously after close(2): a process that closed a file it read and
+// at once opens one for writing may still hold its shared lease for a
+// moment, and two such processes look like two upgraders waiting for each
+// other. A real deadlock only costs this delay.
+const deadlockGrace = 100 * time.Millisecond
+
+// acquire takes one scan lock for o, retrying an apparent upgrade deadlock
+// for deadlockGrace (see there).
+func (fsys *fileSystem) acquire(ctx context.Context, id string, mode lockmgr.Mode, o lockmgr.Owner, nonblock bool) (*lockmgr.Lease, error) {
+	if nonblock {
+		return fsys.mgr.TryAcquire(id, mode, o)
+	}
+	var deadline time.Time
+	delay := time.Millisecond
+	for {
+		l, err := fsys.mgr.Acquire(ctx, id, mode, o)
+		if !errors.Is(err, lockmgr.ErrDeadlock) {
+			return l, err
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(deadlockGrace)
+		} else if now.After(deadline) {
+			return nil, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		delay = min(2*delay, 20*time.Millisecond)
+	}
 }
 
 // unlock releases leases taken by lock, in reverse order.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -130,4 +131,95 @@ func TestNewHandleRefusesForeignHandles(t *testing.T) {
 	if st := fsys.mgr.Stats(); st.Holders != 0 {
 		t.Fatalf("lease kept for a refused handle")
 	}
+}
+
+// Regression: RELEASE arrives after close(2) returned, so two processes
+// that each closed a file they read and then open one for writing look,
+// for a moment, like two upgraders waiting for each other. The one that
+// would get EDEADLK must wait for the late release instead.
+func TestUpgradeDeadlockWaitsForLateRelease(t *testing.T) {
+	fsys, _ := testFS(t)
+	ctx := callerCtx(os.Getpid())
+	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
+	bg := context.Background()
+	otherShared, err := fsys.mgr.Acquire(bg, "scan_a", lockmgr.Shared, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := lockReq{op: "open", mode: lockmgr.Shared}
+	mine, errno := fsys.lock(ctx, r, "scan_a")
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	// The other process asks for exclusive while both hold shared: it waits.
+	otherExcl := make(chan *lockmgr.Lease, 1)
+	go func() {
+		l, err := fsys.mgr.Acquire(bg, "scan_a", lockmgr.Exclusive, other)
+		if err != nil {
+			t.Error(err)
+		}
+		otherExcl <- l
+	}()
+	for fsys.mgr.Stats().Waiters != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	// Our late RELEASE of the shared handle arrives while our write open
+	// is being refused as a deadlock.
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		fsys.unlock(r, mine)
+	}()
+	w := lockReq{op: "open", mode: lockmgr.Exclusive}
+	done := make(chan syscall.Errno, 1)
+	var got []*lockmgr.Lease
+	go func() {
+		var errno syscall.Errno
+		got, errno = fsys.lock(ctx, w, "scan_a")
+		done <- errno
+	}()
+	l := <-otherExcl // the other upgrade goes through once our release is in
+	l.Release()
+	otherShared.Release()
+	if errno := <-done; errno != 0 {
+		t.Fatalf("write open after a late release: %v, want success", errno)
+	}
+	fsys.unlock(w, got)
+}
+
+// A real upgrade deadlock still gets EDEADLK, after the grace period.
+func TestUpgradeDeadlockIsRefused(t *testing.T) {
+	fsys, _ := testFS(t)
+	ctx := callerCtx(os.Getpid())
+	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
+	bg := context.Background()
+	otherShared, err := fsys.mgr.Acquire(bg, "scan_a", lockmgr.Shared, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := lockReq{op: "open", mode: lockmgr.Shared}
+	mine, errno := fsys.lock(ctx, r, "scan_a")
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	otherErr := make(chan error, 1)
+	waitCtx, cancel := context.WithCancel(bg)
+	go func() {
+		_, err := fsys.mgr.Acquire(waitCtx, "scan_a", lockmgr.Exclusive, other)
+		otherErr <- err
+	}()
+	for fsys.mgr.Stats().Waiters != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	_, errno = fsys.lock(ctx, lockReq{op: "open", mode: lockmgr.Exclusive}, "scan_a")
+	if errno != syscall.EDEADLK {
+		t.Fatalf("second upgrade: %v, want EDEADLK", errno)
+	}
+	if waited := time.Since(start); waited < deadlockGrace {
+		t.Fatalf("EDEADLK after %v, want the grace of %v first", waited, deadlockGrace)
+	}
+	cancel()
+	<-otherErr
+	fsys.unlock(r, mine)
+	otherShared.Release()
 }
