@@ -48,7 +48,7 @@ func (l *Lease) Waited() time.Duration { return l.waited }
 // Acquire waits until owner holds scanID in mode, or until ctx is done,
 // or until the default timeout passes when ctx has no deadline. It
 // returns ErrTimeout, ErrDeadlock, ErrInvalidScanID, ErrClosed,
-// ErrLockFile or the context's cancellation error, wrapped.
+// ErrLockFile, ErrReadOnly or the context's cancellation error, wrapped.
 func (m *Manager) Acquire(ctx context.Context, scanID string, mode Mode, owner Owner) (*Lease, error) {
 	return m.acquire(ctx, scanID, mode, owner, false)
 }
@@ -68,6 +68,9 @@ func (m *Manager) acquire(ctx context.Context, scanID string, mode Mode, owner O
 	}
 	if m.closed.Load() {
 		return nil, ErrClosed
+	}
+	if m.cfg.readOnly {
+		return nil, fmt.Errorf("%w: cannot lock scan %s (opened for status only)", ErrReadOnly, scanID)
 	}
 	start := time.Now()
 	s := m.ref(scanID)

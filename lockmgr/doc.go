@@ -24,6 +24,9 @@
 // writing (where flock is emulated with fcntl locks, as on NFS, an
 // exclusive lock needs it), read-only when we may not write them, and
 // never through a symbolic link.
+// Users who may only read the tree can still query it: a manager opened
+// WithReadOnly needs read access only, changes nothing on disk and
+// refuses to lock (ErrReadOnly).
 //
 // # Invariants
 //

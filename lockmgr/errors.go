@@ -34,4 +34,8 @@ var (
 	// ErrLockFile: a lock file or the lock directory cannot be used (for
 	// example a directory where a lock file should be, or no permission).
 	ErrLockFile = errors.New("unusable lock file")
+
+	// ErrReadOnly: the manager was opened WithReadOnly, for status only;
+	// it takes no lock.
+	ErrReadOnly = errors.New("lock manager is read-only")
 )

@@ -61,7 +61,7 @@ func mono() int64 {
 	return ts.Nano()
 }
 
-// parseOpts turns "info=0,purge=0,timeout=5s,lockdir=D,infodelay=0" into
+// parseOpts turns "info=0,purge=0,timeout=5s,lockdir=D,infodelay=0,readonly=1" into
 // options, plus the user name helpers record in their owners.
 func parseOpts(spec string) ([]Option, string) {
 	opts := []Option{WithStaleCleanup(false)}
@@ -82,6 +82,8 @@ func parseOpts(spec string) ([]Option, string) {
 			opts = append(opts, WithInfoDelay(d))
 		case "lockdir":
 			opts = append(opts, WithLockDir(v))
+		case "readonly":
+			opts = append(opts, WithReadOnly(v == "1"))
 		case "user":
 			user = v
 		default:
@@ -175,7 +177,8 @@ func errKind(err error) string {
 	}{
 		{ErrTimeout, "timeout"}, {ErrWouldBlock, "wouldblock"}, {ErrDeadlock, "deadlock"},
 		{ErrClosed, "closed"}, {ErrInvalidScanID, "invalid"}, {ErrNotHeld, "notheld"},
-		{ErrLockFile, "lockfile"}, {context.Canceled, "canceled"},
+		{ErrLockFile, "lockfile"}, {ErrReadOnly, "readonly"}, {ErrRoot, "root"},
+		{context.Canceled, "canceled"},
 	} {
 		if errors.Is(err, k.err) {
 			return k.name

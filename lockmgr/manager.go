@@ -70,7 +70,8 @@ type scanState struct {
 
 // New opens the scan root at root: it checks that root is a writable
 // directory, creates the lock directory if needed and, unless turned off,
-// purges stale lock files (those nobody holds).
+// purges stale lock files (those nobody holds). WithReadOnly skips all of
+// that.
 func New(root string, opts ...Option) (*Manager, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -87,7 +88,13 @@ func New(root string, opts ...Option) (*Manager, error) {
 	case !st.IsDir():
 		return nil, fmt.Errorf("%w %s: not a directory (give the scan database directory)", ErrRoot, abs)
 	}
-	if err := unix.Access(abs, unix.W_OK|unix.X_OK); err != nil {
+	if cfg.readOnly {
+		// Status only: nothing on disk may change, whatever else was asked.
+		cfg.infoFiles, cfg.purgeStale = false, false
+		if err := unix.Access(abs, unix.R_OK|unix.X_OK); err != nil {
+			return nil, fmt.Errorf("%w %s: not readable by this user: %v", ErrRoot, abs, err)
+		}
+	} else if err := unix.Access(abs, unix.W_OK|unix.X_OK); err != nil {
 		return nil, fmt.Errorf("%w %s: not writable by this user: %v (run as a user with write access)", ErrRoot, abs, err)
 	}
 	lockDir := cfg.lockDir
@@ -97,7 +104,12 @@ func New(root string, opts ...Option) (*Manager, error) {
 	if lockDir, err = filepath.Abs(lockDir); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrLockFile, cfg.lockDir, err)
 	}
-	if err := ensureLockDir(lockDir, cfg.dirMode); err != nil {
+	if cfg.readOnly {
+		// A missing lock directory just means that nothing is locked.
+		if st, err := os.Stat(lockDir); err == nil && !st.IsDir() {
+			return nil, fmt.Errorf("%w: %s is not a directory", ErrLockFile, lockDir)
+		}
+	} else if err := ensureLockDir(lockDir, cfg.dirMode); err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()

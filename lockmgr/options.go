@@ -32,6 +32,7 @@ type config struct {
 	dirMode    os.FileMode
 	log        logrus.FieldLogger
 	purgeStale bool
+	readOnly   bool
 }
 
 func defaultConfig() config {
@@ -100,3 +101,9 @@ func WithLogger(l logrus.FieldLogger) Option {
 // WithStaleCleanup turns the purge of stale lock files at New on
 // (default) or off.
 func WithStaleCleanup(on bool) Option { return func(c *config) { c.purgeStale = on } }
+
+// WithReadOnly opens the manager for status queries only (List, Status,
+// ReadInfo), by users who may merely read the scan tree: New then needs
+// only read access, and neither creates the lock directory nor purges nor
+// writes anything; Acquire and TryAcquire fail with ErrReadOnly.
+func WithReadOnly(on bool) Option { return func(c *config) { c.readOnly = on } }

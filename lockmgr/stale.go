@@ -17,8 +17,12 @@ import (
 // lock file is only unlinked while this process holds it exclusively
 // (and after checking that the path still names the locked file), so a
 // held lock is never removed. With dryRun it removes nothing and returns
-// what it would remove. It returns the paths removed.
+// what it would remove. It returns the paths removed. A manager opened
+// WithReadOnly only does dry runs (ErrReadOnly otherwise).
 func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
+	if m.cfg.readOnly && !dryRun {
+		return nil, fmt.Errorf("%w: cannot purge stale lock files", ErrReadOnly)
+	}
 	entries, err := os.ReadDir(m.lockDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: listing %s: %v", ErrLockFile, m.lockDir, err)

@@ -24,9 +24,10 @@ func init() {
 		Usage:     "show who holds and who waits for the scan locks of SOURCE",
 		ArgsUsage: "SOURCE [SCAN...]",
 		UsageText: "scanlockfs status [--json] [--lock-dir DIR] SOURCE [SCAN...]",
-		Description: "Reads /proc/locks and the .info files in SOURCE/.locks; changes nothing on disk and works\n" +
-			"with or without a running mount (the mount then shows as a holder process). Without SCAN,\n" +
-			"lists every scan that is locked or awaited right now; with SCAN, shows those scans, free or not.\n" +
+		Description: "Reads /proc/locks and the .info files in SOURCE/.locks; changes nothing on disk, needs only\n" +
+			"read access to SOURCE, and works with or without a running mount (the mount then shows as a\n" +
+			"holder process). Without SCAN, lists every scan that is locked or awaited right now; with\n" +
+			"SCAN, shows those scans, free or not.\n" +
 			"SINCE is known when the holder wrote the scan's .info file (scanlockfs and plantdb do).\n" +
 			"Waiters show when they block in flock(2) (flock(1), plantdb's blocking mode); programs that\n" +
 			"poll for the lock, such as 'scanlockfs run', are not visible while they wait.\n\n" +
@@ -112,8 +113,8 @@ func queryStatus(source, lockDir string, scans []string) ([]*lockmgr.ScanStatus,
 	case !st.IsDir():
 		return nil, exitf(ExitInternal, "status: lock directory %s is not a directory (move it away, or give --lock-dir)", lockDir)
 	}
-	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir),
-		lockmgr.WithStaleCleanup(false), lockmgr.WithInfoFiles(false))
+	// Read-only: users who may only read SOURCE can ask too.
+	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true))
 	if err != nil {
 		return nil, exitf(ExitInternal, "status: %v", err)
 	}

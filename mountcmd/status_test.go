@@ -1,0 +1,93 @@
+package mountcmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestStatusAsReadOnlyUser: status needs only read access to SOURCE. User
+// nobody, who may not write anything in the tree, sees the holder of a
+// scan (exit 0), and the tree does not change.
+func TestStatusAsReadOnlyUser(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to an unprivileged user")
+	}
+	const nobody = 65534
+	// The test binary's own directories are private to root: copy it
+	// where the unprivileged user can run it.
+	dir, err := os.MkdirTemp("", "scanlockfs-status-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	must(t, os.Chmod(dir, 0o755))
+	self, err := os.Executable()
+	must(t, err)
+	bin := filepath.Join(dir, "scanlockfs")
+	must(t, copyFile(self, bin, 0o755))
+	db := filepath.Join(dir, "db")
+	must(t, os.MkdirAll(filepath.Join(db, "scan_001"), 0o755))
+
+	// The holder writes the pid of its scanlockfs run (its parent).
+	held, rel := filepath.Join(dir, "held"), filepath.Join(dir, "release")
+	hc := exec.Command("scanlockfs", "run", "--exclusive", db, "scan_001", "--", "sh", "-c",
+		`echo $PPID > "$1.tmp"; mv "$1.tmp" "$1"; while [ ! -e "$2" ]; do sleep 0.01; done`, "sh", held, rel)
+	hc.Stderr = os.Stderr
+	holder := startBg(t, hc)
+	waitForFile(t, held, holder)
+	holderPID := readNanos(t, held)
+	defer func() {
+		must(t, os.WriteFile(rel, nil, 0o644))
+		waitExit(t, holder, "holder")
+	}()
+	before := snapshotTree(t, db)
+
+	c := exec.Command(bin, "status", "--json", db, "scan_001")
+	c.Dir = "/"
+	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}
+	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	var stderr []byte
+	out, err := c.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		stderr = ee.Stderr
+	}
+	if err != nil {
+		t.Fatalf("status as nobody: %v\n%s%s", err, out, stderr)
+	}
+	var doc statusDoc
+	must(t, json.Unmarshal(out, &doc))
+	if len(doc.Scans) != 1 || doc.Scans[0].State != "exclusive" || len(doc.Scans[0].Holders) != 1 {
+		t.Fatalf("status as nobody does not show the holder:\n%s", out)
+	}
+	if pid := doc.Scans[0].Holders[0].PID; int64(pid) != holderPID {
+		t.Errorf("holder pid %d, want %d", pid, holderPID)
+	}
+	if after := snapshotTree(t, db); after != before {
+		t.Errorf("status as nobody changed the tree:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// snapshotTree lists every file under root with its size, mode and
+// modification time.
+func snapshotTree(t *testing.T, root string) string {
+	t.Helper()
+	var b strings.Builder
+	must(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %d %v %d\n", p, fi.Size(), fi.Mode(), fi.ModTime().UnixNano())
+		return nil
+	}))
+	return b.String()
+}
