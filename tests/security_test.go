@@ -1,0 +1,336 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Security of a mount shared with other users (--allow-other, which
+// turns on the kernel's default_permissions).
+//
+// The rule: a lock mode requires the matching permission on the file
+// opened. The kernel checks permissions before an OPEN or CREATE reaches
+// the daemon, so an open that fails with EACCES takes no lock: a user who
+// may only read a scan's files can hold its shared lock (and so delay
+// writers, as any reader does), never its exclusive one; a user who may
+// not read a file cannot lock its scan through it at all. The lock
+// directory is the lock manager's, writable only by the users (group) of
+// the scan tree.
+
+// otherUser creates an unprivileged system user for the test and removes
+// it afterwards. Its processes run with its uid and gid and no
+// supplementary group.
+func otherUser(t *testing.T) *syscall.Credential {
+	t.Helper()
+	requireRoot(t)
+	name := fmt.Sprintf("slt%d", os.Getpid()%1000000)
+	if out, err := exec.Command("useradd", "-M", "-r", "-U", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
+			t.Errorf("userdel %s: %v: %s", name, err, out)
+		}
+		_ = exec.Command("groupdel", name).Run() // if userdel left it
+	})
+	u, err := user.Lookup(name)
+	must(t, err)
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+}
+
+// openToAll lets other users reach path: its parent directories up to
+// the temporary directory get mode 0755 (t.TempDir makes them 0700).
+func openToAll(t *testing.T, path string) {
+	t.Helper()
+	stop := filepath.Clean(os.TempDir())
+	for p := filepath.Dir(path); len(p) > len(stop) && strings.HasPrefix(p, stop); p = filepath.Dir(p) {
+		must(t, os.Chmod(p, 0o755))
+	}
+}
+
+// wantedBy reports whether the daemon's debug log has a lock request
+// from process pid: an OPEN that reached the lock manager.
+func (d *daemon) wantedBy(pid int) bool {
+	for _, l := range strings.Split(d.stderr.String(), "\n") {
+		if strings.Contains(l, `msg="scan lock wanted"`) && strings.Contains(l+" ", fmt.Sprintf(" pid=%d ", pid)) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestSecurityOtherUser(t *testing.T) {
+	cred := otherUser(t)
+
+	// Without --allow-other the other user cannot use the mount at all.
+	t.Run("no allow-other", func(t *testing.T) {
+		t.Parallel()
+		d := mountT(t, scanDB(t, "scanA"))
+		openToAll(t, d.mnt)
+		p := startPy(t, "other", cred, pyOpener)
+		p.send("open r " + d.path("scanA/files.json") + " r")
+		if r, _ := p.result("r"); r != "EACCES" {
+			t.Fatalf("other user's open without --allow-other: %s, want EACCES", r)
+		}
+	})
+
+	// Reading a 0600 file of another user fails at once, even while the
+	// scan is held exclusively, and takes no lock; a file it may read
+	// gives it the shared lock, as anybody.
+	t.Run("no read without permission", func(t *testing.T) {
+		t.Parallel()
+		d := mountT(t, scanDB(t, "scanA"), "--allow-other", "--log-level", "debug")
+		openToAll(t, d.mnt)
+		base := d.leakBaseline(t)
+		must(t, os.WriteFile(d.srcPath("scanA/secret"), []byte("root only\n"), 0o600))
+		w := startClient(t, "root writer")
+		w.mustOpen("w", d.path("scanA/files.json"), "w")
+		p := startPy(t, "other", cred, pyOpener)
+		p.send("open s " + d.path("scanA/secret") + " r")
+		r, at := p.result("s")
+		closing := w.close("w")
+		if r != "EACCES" || at > closing {
+			t.Fatalf("other user reading a 0600 file under a writer: %s at %d (writer closed at %d), want EACCES at once", r, at, closing)
+		}
+		if d.wantedBy(p.pid()) {
+			t.Fatal("the refused open reached the lock manager")
+		}
+		waitFree(t, d.src, "scanA")
+		p.send("open r " + d.path("scanA/files.json") + " r")
+		if r, _ := p.result("r"); r != "opened" {
+			t.Fatalf("other user reading a 0644 file: %s", r)
+		}
+		if st := lockState(t, d.src, "scanA"); st.State != "shared" {
+			t.Fatalf("scan %s while the other user reads", st.State)
+		}
+		p.send("close r")
+		p.result("r")
+		waitFree(t, d.src, "scanA")
+		d.checkNoLeaks(t, base)
+	})
+
+	// Opening for writing (or O_TRUNC, or creating) without write
+	// permission fails at once, even while another process reads the
+	// scan (an exclusive request would wait), takes no lock, and keeps
+	// nobody out: non-blocking writers of root get the scan every time
+	// while the other user keeps trying. Where it may write, it gets the
+	// exclusive lock.
+	t.Run("no exclusive lock without write permission", func(t *testing.T) {
+		t.Parallel()
+		d := mountT(t, scanDB(t, "scanA", "scanB"), "--allow-other", "--log-level", "debug")
+		openToAll(t, d.mnt)
+		base := d.leakBaseline(t)
+		must(t, os.Chown(d.srcPath("scanB"), int(cred.Uid), int(cred.Gid)))
+		reader := startClient(t, "root reader")
+		reader.mustOpen("r", d.path("scanA/files.json"), "r")
+		p := startPy(t, "other", cred, pyOpener)
+		for i, c := range []struct{ path, flags string }{
+			{"scanA/files.json", "w"},
+			{"scanA/files.json", "b"},
+			{"scanA/files.json", "rt"},
+			{"scanA/files.json", "wa"},
+			{"scanA/new", "wc"},
+		} {
+			id := "x" + strconv.Itoa(i)
+			p.send("open " + id + " " + d.path(c.path) + " " + c.flags)
+			if r, _ := p.result(id); r != "EACCES" {
+				t.Fatalf("other user opening %s with %s: %s, want EACCES at once", c.path, c.flags, r)
+			}
+		}
+		reader.close("r")
+		if d.wantedBy(p.pid()) {
+			t.Fatal("a refused open reached the lock manager")
+		}
+		if _, err := os.Stat(d.srcPath("scanA/new")); !os.IsNotExist(err) {
+			t.Fatalf("a refused create made a file: %v", err)
+		}
+
+		// The other user hammers scanA with refused writes while root's
+		// non-blocking writers must get it every time.
+		hammer := startPy(t, "hammer", cred, `
+import os, sys
+n = 0
+while not os.path.exists(sys.argv[2]):
+    try:
+        os.close(os.open(sys.argv[1], os.O_RDWR))
+        print("opened", flush=True)
+    except PermissionError:
+        n += 1
+print("refused", n, flush=True)
+`, d.path("scanA/files.json"), filepath.Join(t.TempDir(), "stop"))
+		stop := hammer.cmd.Args[len(hammer.cmd.Args)-1]
+		root := startClient(t, "root writer")
+		for i := range 200 {
+			id := "w" + strconv.Itoa(i)
+			root.open(id, d.path("scanA/files.json"), "wn")
+			if r := root.result(id); r.kind != "ok" {
+				t.Fatalf("root's non-blocking writer #%d while the other user's opens are refused: %s", i, r.errno)
+			}
+			root.close(id)
+		}
+		must(t, os.WriteFile(stop, nil, 0o644))
+		if f := hammer.expect("refused"); atoi(t, f[1]) == 0 {
+			t.Fatal("the other user's opens were never refused: the test proved nothing")
+		}
+		if d.wantedBy(hammer.pid()) {
+			t.Fatal("a refused open reached the lock manager")
+		}
+
+		// Where it may write (its own directory), it holds the scan.
+		p.send("open n " + d.path("scanB/mine") + " wc")
+		if r, _ := p.result("n"); r != "opened" {
+			t.Fatalf("other user creating a file in its own directory: %s", r)
+		}
+		if st := lockState(t, d.src, "scanB"); st.State != "exclusive" {
+			t.Fatalf("scanB %s while the other user writes in it", st.State)
+		}
+		p.send("close n")
+		p.result("n")
+		waitFree(t, d.src, "scanB")
+		d.checkNoLeaks(t, base)
+	})
+
+	// The other user cannot write into the lock directory: not on
+	// SOURCE (it is not in the scan tree's group), not through the mount
+	// (the real one is not shown; .locks there is the read-only status
+	// view).
+	t.Run("no write into .locks", func(t *testing.T) {
+		t.Parallel()
+		d := mountT(t, scanDB(t, "scanA"), "--allow-other")
+		openToAll(t, d.mnt)
+		openToAll(t, d.src)
+		run(t, "cat", d.path("scanA/files.json"))
+		before := treeState(t, d.lockDir(), true, nil)
+		p := startPy(t, "other", cred, pyOpener)
+		for i, path := range []string{
+			d.srcPath(".locks/evil.lock"),
+			d.srcPath(".locks/scanA.lock"),
+			d.srcPath(".locks/scanA.info"),
+			d.path(".locks/evil"),
+			d.path(".locks/scanA.info"),
+			d.path(".locks/metrics"),
+		} {
+			id := "l" + strconv.Itoa(i)
+			p.send("open " + id + " " + path + " wc")
+			if r, _ := p.result(id); r != "EACCES" && r != "EROFS" && r != "EPERM" {
+				t.Errorf("other user writing %s: %s, want a refusal", path, r)
+			}
+		}
+		if out, err := runAs(cred, "rm", "-f", d.srcPath(".locks/scanA.lock")); err == nil {
+			t.Errorf("other user removed a lock file: %s", out)
+		}
+		if diff := diffStates(before, treeState(t, d.lockDir(), true, nil)); diff != "" {
+			t.Fatalf("the other user changed the lock directory:\n%s", diff)
+		}
+	})
+}
+
+// runAs runs a program as the user of cred.
+func runAs(cred *syscall.Credential, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Lock files and the lock directory get the documented modes (02775 for
+// the directory, 0664 for lock, info and gate files) whatever the umask
+// of the daemon, so that every user of the scan tree can use them.
+func TestSecurityLockFileModes(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	src := scanDB(t, "scanA")
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	must(t, os.Mkdir(mnt, 0o755))
+	// The daemon runs under umask 077 (sh replaces itself with it).
+	d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d.cmd = exec.Command("sh", "-c", `umask 077; exec "$@"`, "sh", binScanlockfs, "mount", "--log-level", "debug", src, mnt)
+	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
+	must(t, d.cmd.Start())
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		close(d.exited)
+	}()
+	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
+	for deadline := time.Now().Add(waitLimit); d.stdout.String() != line; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no readiness line; stderr: %s", d.stderr)
+		}
+	}
+	t.Cleanup(d.cleanup)
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid)); !strings.Contains(string(b), "Umask:\t0077") {
+		t.Fatalf("the daemon does not run under umask 077:\n%s", b)
+	}
+
+	// A writer of ours waits for a direct holder: the daemon takes the
+	// gate, then the lock, and writes .info.
+	run(t, "cat", d.path("scanA/files.json"))
+	direct := startClient(t, "direct")
+	direct.send("lock L %s scanA exclusive", src)
+	if r := direct.result("L"); r.kind != "ok" {
+		t.Fatalf("direct lock: %s", r.errno)
+	}
+	w := startClient(t, "writer")
+	m := d.mark()
+	w.open("w", d.path("scanA/files.json"), "w")
+	d.waitQueued(t, w.pid(), m)
+	direct.send("unlock L")
+	direct.result("L")
+	if r := w.result("w"); r.kind != "ok" {
+		t.Fatalf("writer: %s", r.errno)
+	}
+	waitInfo(t, d.srcPath(".locks/scanA.info"), d.cmd.Process.Pid)
+
+	want := map[string]os.FileMode{".locks": os.ModeDir | os.ModeSetgid | 0o775, ".locks/scanA.lock": 0o664, ".locks/scanA.info": 0o664}
+	if _, err := os.Stat(d.srcPath(".locks/scanA.gate")); err == nil {
+		want[".locks/scanA.gate"] = 0o664
+	}
+	for rel, mode := range want {
+		st, err := os.Stat(d.srcPath(rel))
+		must(t, err)
+		if st.Mode() != mode {
+			t.Errorf("%s: mode %v, want %v", rel, st.Mode(), mode)
+		}
+	}
+	w.close("w")
+	waitFree(t, src, "scanA")
+	d.stopNoLeaks(t)
+}
+
+// scanlockfs status prints scan ids, commands and paths that other users
+// choose (a scan folder, a file name, a command line). Printed raw, their
+// control characters would reach the terminal of whoever runs status
+// (set its title, clear it, ...): they must come out escaped.
+func TestSecurityStatusShowsNoControlCharacters(t *testing.T) {
+	t.Parallel()
+	evil := "evil\x1b]0;pwned\x07\x1b[2J"
+	src := scanDB(t, evil)
+	d := mountT(t, src)
+	p := startPy(t, "holder", nil, "import os, sys; fd = os.open(os.fsencode(sys.argv[1]), os.O_WRONLY | os.O_CREAT); print('held', flush=True); sys.stdin.readline()",
+		d.path(evil+"/"+evil))
+	p.expect("held")
+	for _, args := range [][]string{{"status", src}, {"status", src, evil}, {"status", "--json", src}} {
+		code, out, stderr := runCode(t, binScanlockfs, args...)
+		if code != 0 || !strings.Contains(out, "evil") {
+			t.Fatalf("%q: exit %d\n%s%s", args, code, out, stderr)
+		}
+		for _, c := range []string{"\x1b", "\x07"} {
+			if strings.Contains(out+stderr, c) {
+				t.Errorf("%q prints a raw %q from a scan or file name:\n%q", args, c, out)
+			}
+		}
+	}
+	p.send("")
+	must(t, p.wait())
+}
