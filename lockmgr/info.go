@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,29 +44,97 @@ func (i *Info) Time() time.Time {
 // infoState is the .info file of one scan, as far as this process is
 // concerned. Guarded by scanState.mu.
 type infoState struct {
-	timer *time.Timer // pending delayed write
-	busy  bool        // a write is in flight (without scanState.mu)
-	id    fileID      // the file we wrote and have not removed yet
-	epoch uint64      // the osEpoch that file describes
+	busy  bool   // a write is in flight (without scanState.mu)
+	id    fileID // the file we wrote and have not removed yet
+	epoch uint64 // the osEpoch that file describes
+}
+
+// infoSweeper writes the delayed .info files of all scans with one timer.
+// A timer per scan, reset on every flock, cost a timer operation per
+// acquisition, and the reset of a timer that becomes the earliest wakes
+// the runtime's poller: on the open+close path of the mount that was
+// several futex and epoll wake-ups per open. The sweeper's timer is only
+// armed when a scan becomes due while it is not armed, so a stream of
+// short holds costs at most one timer operation per delay.
+type infoSweeper struct {
+	mu      sync.Mutex // taken after scanState.mu, never before it
+	pending map[*scanState]time.Time
+	timer   *time.Timer
+	armed   bool
 }
 
 // scheduleInfoLocked arranges for the .info file of s to be written
 // cfg.infoDelay from now, if this process still holds the flock then.
 // Short holds thus never touch the disk for metadata.
 func (m *Manager) scheduleInfoLocked(s *scanState) {
-	if s.info.timer == nil {
-		s.info.timer = time.AfterFunc(m.cfg.infoDelay, func() { m.infoDue(s) })
-		return
+	sw := &m.infoSweep
+	due := time.Now().Add(m.cfg.infoDelay)
+	sw.mu.Lock()
+	if sw.pending == nil {
+		sw.pending = make(map[*scanState]time.Time)
 	}
-	s.info.timer.Reset(m.cfg.infoDelay)
+	sw.pending[s] = due
+	if !sw.armed {
+		sw.armed = true
+		if sw.timer == nil {
+			sw.timer = time.AfterFunc(m.cfg.infoDelay, m.sweepInfo)
+		} else {
+			sw.timer.Reset(m.cfg.infoDelay)
+		}
+	}
+	sw.mu.Unlock()
+}
+
+// stop disarms the timer (Close: nothing is written any more).
+func (sw *infoSweeper) stop() {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.timer != nil {
+		sw.timer.Stop()
+	}
+	sw.armed = false
+	clear(sw.pending)
+}
+
+// sweepInfo runs on the sweeper's timer: it writes the .info files that
+// are due and arms the timer again for the earliest of the others.
+func (m *Manager) sweepInfo() {
+	sw := &m.infoSweep
+	now := time.Now()
+	var due []*scanState
+	var next time.Time
+	sw.mu.Lock()
+	for s, at := range sw.pending {
+		switch {
+		case !at.After(now):
+			due = append(due, s)
+			delete(sw.pending, s)
+		case next.IsZero() || at.Before(next):
+			next = at
+		}
+	}
+	if next.IsZero() || m.closed.Load() {
+		sw.armed = false
+	} else {
+		sw.timer.Reset(next.Sub(now))
+	}
+	sw.mu.Unlock()
+	for _, s := range due {
+		m.infoDue(s)
+	}
 }
 
 // infoDue writes the .info file of s for the flock this process holds
 // now, unless it is already written or a write is in flight (that writer
-// looks again when it is done).
+// looks again when it is done). A flock taken again since the sweep
+// picked s (released and retaken, or upgraded) is scheduled anew instead.
 func (m *Manager) infoDue(s *scanState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.osMode != 0 && s.info.epoch != s.osEpoch && time.Since(s.osSince) < m.cfg.infoDelay {
+		m.scheduleInfoLocked(s)
+		return
+	}
 	for !s.info.busy && s.osMode != 0 && s.info.epoch != s.osEpoch && !m.closed.Load() {
 		s.info.busy = true
 		epoch, mode, owner, since, tid := s.osEpoch, s.osMode, s.osOwner, s.osSince, s.osTID
@@ -85,8 +154,12 @@ func (m *Manager) infoDue(s *scanState) {
 // write and removes the .info file we wrote if it is still ours. No write
 // is in flight (see releaseIdleLocked).
 func (m *Manager) cancelInfoLocked(s *scanState) {
-	if s.info.timer != nil {
-		s.info.timer.Stop()
+	if m.cfg.infoFiles && m.cfg.infoDelay > 0 {
+		// The sweeper's timer is left alone: it disarms itself when it
+		// finds nothing pending.
+		m.infoSweep.mu.Lock()
+		delete(m.infoSweep.pending, s)
+		m.infoSweep.mu.Unlock()
 	}
 	if !s.info.id.zero() {
 		m.removeInfoIfOurs(s.id, s.info.id)

@@ -36,7 +36,8 @@ type Manager struct {
 	closed  atomic.Bool
 	closeCh chan struct{}
 
-	stats counters
+	stats     counters
+	infoSweep infoSweeper
 }
 
 // scanState is everything this process knows about one scan. Its fields
@@ -253,6 +254,7 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	close(m.closeCh)
+	m.infoSweep.stop()
 	m.mu.Lock()
 	scans := make([]*scanState, 0, len(m.scans))
 	for _, s := range m.scans {
