@@ -75,7 +75,7 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		mgr:        opts.Manager,
 		log:        logger,
 		debug:      debugEnabled(logger),
-		timeout:    opts.Timeout,
+		timeout:    ownTimeout(opts),
 		readOnly:   opts.ReadOnly,
 		hidden:     hiddenName(src, opts.Manager.LockDir()),
 		status:     newStatusView(src, mnt),

@@ -48,25 +48,31 @@ func init() { pidfdOpenWorks.Store(true) }
 //
 // It is on the path of every open, so it avoids /proc when it can:
 // pidfd_open(tid, 0) succeeds only for a thread-group leader, which is
-// what single-threaded programs (cat, cp, sed, tar, shells) always are;
-// that costs two system calls (about 1 µs). Other threads read
-// /proc/TID/status once (about 20 µs) and are then looked up in a cache
-// checked with one stat (about 2 µs). If the thread is gone, its id is
-// returned as is: the request is being abandoned anyway.
+// what single-threaded programs (cat, cp, sed, tar, shells) always are.
+// The pidfd is kept (leaderCache), so that the leader's next requests
+// cost one pidfd_send_signal(0) instead of creating and closing a file.
+// Other threads read /proc/TID/status once (about 20 µs) and are then
+// looked up in a cache checked with one stat (about 2 µs). If the thread
+// is gone, its id is returned as is: the request is being abandoned
+// anyway.
 func tgidOf(tid int) int {
 	if tid <= 0 {
 		return tid
 	}
 	if pidfdOpenWorks.Load() {
+		if leaders.holds(tid) {
+			return tid
+		}
 		fd, err := unix.PidfdOpen(tid, 0)
 		switch {
 		case err == nil:
-			unix.Close(fd)
+			leaders.add(tid, fd)
 			return tid
 		case errors.Is(err, unix.ESRCH):
 			return tid
-		case errors.Is(err, unix.EINVAL):
-			// Not a leader: fall through to /proc.
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			// Not a leader (EINVAL before Linux 6.9, ENOENT since): fall
+			// through to /proc.
 		default:
 			// ENOSYS, EPERM (seccomp)...: never try again.
 			pidfdOpenWorks.Store(false)
@@ -91,6 +97,62 @@ func tgidOf(tid int) int {
 		return tgid
 	}
 	return tid
+}
+
+// leaderCache keeps a pidfd for each thread-group leader that made a
+// request. A pidfd names one process for good: while that process exists
+// (a zombie included), its id cannot be reused, so a live pidfd proves
+// that the id still names the same leader.
+type leaderCache struct {
+	mu sync.RWMutex // read side while a pidfd is used, so it is not closed meanwhile
+	m  map[int]int  // tid -> pidfd
+}
+
+var leaders leaderCache
+
+// maxLeaderCache bounds the pidfds kept open.
+const maxLeaderCache = 256
+
+// holds reports whether tid is a cached leader that still exists. An
+// entry whose process is gone is dropped.
+func (c *leaderCache) holds(tid int) bool {
+	c.mu.RLock()
+	fd, ok := c.m[tid]
+	alive := ok && pidfdAlive(fd)
+	c.mu.RUnlock()
+	if ok && !alive {
+		c.mu.Lock()
+		if cur, ok := c.m[tid]; ok && cur == fd {
+			delete(c.m, tid)
+			unix.Close(fd)
+		}
+		c.mu.Unlock()
+	}
+	return alive
+}
+
+// add keeps fd, a pidfd of leader tid, or closes it.
+func (c *leaderCache) add(tid, fd int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[tid]; ok {
+		unix.Close(fd) // a concurrent request cached it first
+		return
+	}
+	if c.m == nil || len(c.m) >= maxLeaderCache {
+		for _, old := range c.m {
+			unix.Close(old)
+		}
+		c.m = make(map[int]int)
+	}
+	c.m[tid] = fd
+}
+
+// pidfdAlive reports whether the process of a pidfd still exists. Signal
+// 0 only checks; EPERM (another user's process) means it exists.
+func pidfdAlive(fd int) bool {
+	err := unix.PidfdSendSignal(fd, 0, nil, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 // threadCache maps thread ids of multi-threaded callers to their process,

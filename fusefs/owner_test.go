@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"testing"
@@ -15,19 +16,30 @@ import (
 // leader, running until stop is closed.
 func otherThread(t testing.TB) (tid int, stop func()) {
 	t.Helper()
-	ch := make(chan int)
-	done := make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // keep the thread: it must not exit or be reused
-		ch <- unix.Gettid()
-		<-done
-	}()
-	tid = <-ch
-	if tid == os.Getpid() {
-		close(done)
-		t.Skip("goroutine landed on the main thread")
+	var dones []chan struct{}
+	stopAll := func() {
+		for _, d := range dones {
+			close(d)
+		}
 	}
-	return tid, func() { close(done) }
+	// A goroutine that lands on the main thread keeps it locked, so that
+	// the next one gets another thread.
+	for range 4 {
+		ch := make(chan int)
+		done := make(chan struct{})
+		dones = append(dones, done)
+		go func() {
+			runtime.LockOSThread() // keep the thread: it must not exit or be reused
+			ch <- unix.Gettid()
+			<-done
+		}()
+		if tid = <-ch; tid != os.Getpid() {
+			return tid, stopAll
+		}
+	}
+	stopAll()
+	t.Skip("goroutines keep landing on the main thread")
+	return 0, nil
 }
 
 func TestTgidOfLeaderAndThread(t *testing.T) {
@@ -39,6 +51,9 @@ func TestTgidOfLeaderAndThread(t *testing.T) {
 	defer stop()
 	if got := tgidOf(tid); got != pid {
 		t.Errorf("tgidOf(thread %d) = %d, want process %d", tid, got, pid)
+	}
+	if !pidfdOpenWorks.Load() {
+		t.Error("looking up a thread that is not a leader turned pidfd_open off for good")
 	}
 	if got, ok := procTgid(tid); !ok || got != pid {
 		t.Errorf("procTgid(%d) = %d, %v; want %d", tid, got, ok, pid)
@@ -140,5 +155,34 @@ func TestHasFDUnder(t *testing.T) {
 	must(os.Remove(dir + "/scan/file"))
 	if !hasFDUnder(os.Getpid(), dir+"/scan") {
 		t.Error("unlinked open file not found")
+	}
+}
+
+// TestLeaderCacheForgetsExitedProcess: a cached leader counts only while
+// its process exists; once it is reaped (and its id free for reuse), the
+// entry is dropped and its pidfd closed.
+func TestLeaderCacheForgetsExitedProcess(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	defer cmd.Process.Kill()
+	if got := tgidOf(pid); got != pid {
+		t.Fatalf("tgidOf(leader %d) = %d", pid, got)
+	}
+	if !leaders.holds(pid) {
+		t.Fatalf("leader %d is not cached after a lookup", pid)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if leaders.holds(pid) {
+		t.Fatalf("reaped process %d still counts as a cached leader", pid)
+	}
+	leaders.mu.RLock()
+	_, still := leaders.m[pid]
+	leaders.mu.RUnlock()
+	if still {
+		t.Errorf("the entry of reaped process %d was not dropped", pid)
 	}
 }
