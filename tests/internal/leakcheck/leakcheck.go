@@ -33,6 +33,10 @@ type Snapshot struct {
 	// keeps a scan's lock file open while the scan is in use and for up to
 	// 64 idle scans after (lockmgr's "Descriptors"), never two for one file.
 	LockFDs map[string]int
+	// Pidfds are the processes the process's pidfds refer to (-1 for a
+	// process that is gone). fusefs keeps one for each client process
+	// that made a request, up to MaxPidfds, also after it exited.
+	Pidfds []int
 	// Flocks are the /proc/locks lines of the process (held or awaited).
 	Flocks []string
 	// Metrics are the values of the mount's metrics file, summed over
@@ -42,6 +46,26 @@ type Snapshot struct {
 
 // MaxIdleLockFiles is lockmgr's bound on cached idle lock files.
 const MaxIdleLockFiles = 64
+
+// MaxPidfds is fusefs's bound on the pidfds it keeps for callers.
+const MaxPidfds = 256
+
+// pidfdTarget returns the process a pidfd refers to, from its fdinfo
+// ("Pid: -1" once the process is gone), or -1.
+func pidfdTarget(pid int, fd string) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Pid:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
 
 // Take records what process pid holds now. lockDir is SOURCE/.locks;
 // metrics is the path of the mount's Prometheus metrics file ("" or a
@@ -59,9 +83,12 @@ func Take(pid int, lockDir, metrics string) (*Snapshot, error) {
 		if err != nil {
 			continue // closed meanwhile
 		}
-		if strings.HasPrefix(target, prefix) {
+		switch {
+		case strings.HasPrefix(target, prefix):
 			s.LockFDs[target]++
-		} else {
+		case target == "anon_inode:[pidfd]":
+			s.Pidfds = append(s.Pidfds, pidfdTarget(pid, e.Name()))
+		default:
 			s.FDs[target]++
 		}
 	}
@@ -150,7 +177,8 @@ func GoroutineSlack() float64 {
 }
 
 // Leaks compares cur with base and says what the process still holds:
-// flocks; descriptors beyond the baseline; where there are metrics,
+// flocks; descriptors beyond the baseline (pidfds only beyond fusefs's
+// cache: more than MaxPidfds, or two for one process); where there are metrics,
 // non-zero holder, waiter and active-scan gauges and a goroutine count
 // above the baseline by more than GoroutineSlack.
 // go-fuse's splice package keeps pipe pairs for reuse and opens
@@ -198,6 +226,16 @@ func Leaks(base, cur *Snapshot) []string {
 	}
 	if total > MaxIdleLockFiles+len(base.LockFDs) {
 		out = append(out, fmt.Sprintf("%d lock files open, more than lockmgr's %d cached", total, MaxIdleLockFiles))
+	}
+	if len(cur.Pidfds) > MaxPidfds {
+		out = append(out, fmt.Sprintf("%d pidfds open, more than fusefs keeps (%d)", len(cur.Pidfds), MaxPidfds))
+	}
+	seen := map[int]bool{}
+	for _, p := range cur.Pidfds {
+		if p > 0 && seen[p] {
+			out = append(out, fmt.Sprintf("two pidfds for process %d (fusefs keeps one)", p))
+		}
+		seen[p] = true
 	}
 	if cur.Metrics != nil {
 		for name, v := range cur.Metrics {

@@ -2,7 +2,9 @@ package leakcheck
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -138,5 +140,53 @@ func TestLeaksToleratesSplicePool(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("leaks lack %q:\n%s", want, got)
 		}
+	}
+}
+
+// fusefs keeps a pidfd per client process: tolerated, also for a process
+// that is gone, but not two for one process.
+func TestLeaksToleratesPidfdCache(t *testing.T) {
+	base, err := Take(os.Getpid(), t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("true")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := unix.PidfdOpen(child.Process.Pid, 0)
+	if err != nil {
+		t.Skipf("pidfd_open: %v", err)
+	}
+	defer unix.Close(dead)
+	if err := child.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	self, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(self)
+	cur, err := Take(os.Getpid(), t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Leaks(base, cur); len(got) != 0 {
+		t.Fatalf("a pidfd for a live and one for a dead process: %v", got)
+	}
+	if !slices.Contains(cur.Pidfds, -1) || !slices.Contains(cur.Pidfds, os.Getpid()) {
+		t.Fatalf("pidfds read as %v", cur.Pidfds)
+	}
+	again, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(again)
+	cur, err = Take(os.Getpid(), t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(Leaks(base, cur), "\n"); !strings.Contains(got, "two pidfds") {
+		t.Fatalf("two pidfds for one process not reported: %q", got)
 	}
 }
