@@ -59,7 +59,7 @@ func renderMetrics(in metricsInput) []byte {
 	w.sample("scanlockfs_lock_grants_total", `mode="shared"`, u(l.GrantsShared))
 	w.sample("scanlockfs_lock_grants_total", `mode="exclusive"`, u(l.GrantsExclusive))
 
-	w.family("scanlockfs_lock_refusals_total", "counter", "Scan lock requests that were not granted, by reason.")
+	w.family("scanlockfs_lock_refusals_total", "counter", "Scan lock requests the lock manager did not grant, by reason (each retry of an apparent deadlock counts).")
 	for _, r := range []struct {
 		reason string
 		n      uint64

@@ -110,9 +110,14 @@ func TestStatusMetricsCountRefusals(t *testing.T) {
 			t.Errorf("%s returned %v times, want %v", errno, got, want)
 		}
 	}
-	for reason, want := range map[string]float64{"would_block": 1, "cancelled": 1, "deadlock": 1, "timeout": 0} {
+	for reason, want := range map[string]float64{"would_block": 1, "cancelled": 1, "timeout": 0} {
 		if got := metricValue(t, fams, "scanlockfs_lock_refusals_total", "reason", reason); got != want {
 			t.Errorf("refusals for %s: %v, want %v", reason, got, want)
 		}
+	}
+	// The mount retries an apparent deadlock for a moment (a RELEASE may be
+	// late), and the lock manager counts every attempt it refused.
+	if got := metricValue(t, fams, "scanlockfs_lock_refusals_total", "reason", "deadlock"); got < 1 {
+		t.Errorf("refusals for deadlock: %v, want at least 1", got)
 	}
 }
