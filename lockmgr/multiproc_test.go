@@ -240,21 +240,46 @@ func TestAbandonedUpgradesAcrossProcesses(t *testing.T) {
 			return false
 		})
 	}
+	// Release the shared leases; the upgrades go on waiting as plain
+	// writers. Once the second process lets go, one writer may be granted
+	// before the release's own reply reaches us: keep that line.
+	early := map[*proc]string{}
 	for _, p := range procs {
-		p.ok("release s") // the shared leases; the upgrades go on waiting
+		p.send("release s")
+		for {
+			line := p.recv()
+			if strings.HasPrefix(line, "bg w ") {
+				early[p] = line
+				continue
+			}
+			if f := strings.Fields(line); len(f) == 0 || f[0] != "ok" {
+				t.Fatalf("helper %d: release s: got %q", p.pid, line)
+			}
+			break
+		}
 	}
 	// One writer gets the scan, then the other once the first releases.
 	first, second := procs[0], procs[1]
 	var line string
-	select {
-	case line = <-procs[0].lines:
-	case line = <-procs[1].lines:
-		first, second = procs[1], procs[0]
-	case <-time.After(20 * time.Second):
-		t.Fatal("neither writer returned")
+	switch {
+	case early[procs[0]] != "":
+		line = early[procs[0]]
+	case early[procs[1]] != "":
+		line, first, second = early[procs[1]], procs[1], procs[0]
+	default:
+		select {
+		case line = <-procs[0].lines:
+		case line = <-procs[1].lines:
+			first, second = procs[1], procs[0]
+		case <-time.After(20 * time.Second):
+			t.Fatal("neither writer returned")
+		}
 	}
 	if !strings.HasPrefix(line, "bg w ok ") {
 		t.Fatalf("first writer (pid %d): %q, want it granted: nobody holds the scan", first.pid, line)
+	}
+	if early[second] != "" {
+		t.Fatalf("both writers granted at once: %q and %q", line, early[second])
 	}
 	first.ok("release s")
 	if line := second.recv(); !strings.HasPrefix(line, "bg w ok ") {
