@@ -198,6 +198,7 @@ func TestBadNamesTakeTheirScansLock(t *testing.T) {
 		must(t, os.WriteFile(filepath.Join(src, s, "f"), []byte("x"), 0o644))
 	}
 	d := mountT(t, src)
+	base := d.leakBaseline(t)
 	for _, s := range []string{"scan\nnl", "\xff\xfe", strings.Repeat("s", 250), "esc\x1b[31m"} {
 		p := startPy(t, "holder", nil, "import os, sys; fd = os.open(os.fsencode(sys.argv[1]), os.O_WRONLY); print('held', flush=True); sys.stdin.readline()",
 			d.path(s+"/f"))
@@ -220,6 +221,8 @@ func TestBadNamesTakeTheirScansLock(t *testing.T) {
 		p.send("")
 		must(t, p.wait())
 	}
+	d.checkNoLeaks(t, base)
+	d.stopNoLeaks(t)
 }
 
 // A tree deeper than PATH_MAX minus the length of SOURCE cannot be built
@@ -229,6 +232,7 @@ func TestBadNamesTakeTheirScansLock(t *testing.T) {
 func TestBadNamesBeyondPathMax(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"))
+	base := d.leakBaseline(t)
 	script := `
 import errno, os, sys
 os.chdir(sys.argv[1])
@@ -252,6 +256,7 @@ except OSError as e:
 	if got := run(t, "cat", d.path("scanA/files.json")); got != "files of scanA\n" {
 		t.Fatalf("after the deep tree: %q", got)
 	}
+	d.checkNoLeaks(t, base)
 	d.stopNoLeaks(t)
 }
 

@@ -352,6 +352,7 @@ func TestFaultCorruptInfo(t *testing.T) {
 func TestFaultStaleTornInfoCostsNoWait(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"), "--log-level", "debug")
+	base := d.leakBaseline(t)
 	run(t, "cat", d.path("scanA/files.json"))
 	writeCorruptInfo(t, d.src, time.Minute)
 	for range 3 {
@@ -360,6 +361,8 @@ func TestFaultStaleTornInfoCostsNoWait(t *testing.T) {
 	if strings.Contains(d.stderr.String(), "plantdb process is releasing") {
 		t.Fatalf("acquisitions waited for a torn .info written a minute ago:\n%s", d.stderr)
 	}
+	d.checkNoLeaks(t, base)
+	d.stopNoLeaks(t)
 }
 
 // A directory where a lock file should be (the reference design's EINVAL

@@ -77,11 +77,13 @@ func TestSecurityOtherUser(t *testing.T) {
 		t.Parallel()
 		d := mountT(t, scanDB(t, "scanA"))
 		openToAll(t, d.mnt)
+		base := d.leakBaseline(t)
 		p := startPy(t, "other", cred, pyOpener)
 		p.send("open r " + d.path("scanA/files.json") + " r")
 		if r, _ := p.result("r"); r != "EACCES" {
 			t.Fatalf("other user's open without --allow-other: %s, want EACCES", r)
 		}
+		d.checkNoLeaks(t, base)
 	})
 
 	// Reading a 0600 file of another user fails at once, even while the
@@ -209,6 +211,7 @@ print("refused", n, flush=True)
 		d := mountT(t, scanDB(t, "scanA"), "--allow-other")
 		openToAll(t, d.mnt)
 		openToAll(t, d.src)
+		base := d.leakBaseline(t)
 		run(t, "cat", d.path("scanA/files.json"))
 		before := treeState(t, d.lockDir(), true, nil)
 		p := startPy(t, "other", cred, pyOpener)
@@ -232,6 +235,7 @@ print("refused", n, flush=True)
 		if diff := diffStates(before, treeState(t, d.lockDir(), true, nil)); diff != "" {
 			t.Fatalf("the other user changed the lock directory:\n%s", diff)
 		}
+		d.checkNoLeaks(t, base)
 	})
 }
 

@@ -86,6 +86,8 @@ type Report struct {
 	Waits []time.Duration
 	// Span is the time from the first to the last event.
 	Span time.Duration
+	// Longest is the grant that waited longest.
+	Longest *Interval
 }
 
 // ViolationCount is the number of violations found.
@@ -190,6 +192,9 @@ func Check(events []Event, counters map[string]Counter) *Report {
 			}
 			iv.Want = o.want.T
 			r.Waits = append(r.Waits, time.Duration(b.T-o.want.T))
+			if r.Longest == nil || iv.Begin-iv.Want > r.Longest.Begin-r.Longest.Want {
+				r.Longest = iv
+			}
 		}
 		if iv.Wrote >= 0 && iv.Mode != Exclusive {
 			r.add(Malformed, b.Scan, "%s: wrote the counter under a shared lock", iv)
@@ -338,6 +343,9 @@ func (r *Report) Summary() string {
 	fmt.Fprintf(&b, "wait: p50 %v  p90 %v  p99 %v  p99.9 %v  max %v  (%d waits)\n",
 		fmtDur(r.Percentile(50)), fmtDur(r.Percentile(90)), fmtDur(r.Percentile(99)), fmtDur(r.Percentile(99.9)),
 		fmtDur(r.Percentile(100)), len(r.Waits))
+	if r.Longest != nil {
+		fmt.Fprintf(&b, "longest wait: %s on %q\n", r.Longest, r.Longest.Scan)
+	}
 	for _, v := range r.Violations {
 		fmt.Fprintf(&b, "  %s\n", v)
 	}
