@@ -165,7 +165,7 @@ n = 0
 while not os.path.exists(sys.argv[2]):
     try:
         os.close(os.open(sys.argv[1], os.O_RDWR))
-        print("opened", flush=True)
+        sys.exit("opened for writing without permission")
     except PermissionError:
         n += 1
 print("refused", n, flush=True)
