@@ -144,7 +144,7 @@ func (m *Manager) acquireRef(ctx context.Context, s *scanState, mode Mode, owner
 				// Joining the holders of this process needs no flock, but a
 				// new reader must not keep the scan held for ever while a
 				// writer of another process waits (S.gate).
-				if mode == Exclusive || !m.writerWaiting(s.id) {
+				if mode == Exclusive || !m.writerWaiting(s) {
 					s.dequeueLocked(w)
 					l := s.grantLocked(m, owner, mode, start)
 					s.mu.Unlock()

@@ -48,6 +48,7 @@ type scanState struct {
 	id       string
 	lockPath string
 	infoPath string
+	gatePath string
 	refs     int // acquire calls in flight + live leases
 
 	mu       sync.Mutex
@@ -65,6 +66,9 @@ type scanState struct {
 
 	fd  int    // the lock file, open from first use until eviction; -1 if not
 	fid fileID // identity of fd's file
+
+	gateMu sync.Mutex // guards gateFD; a leaf: nothing is locked while it is held
+	gateFD int        // S.gate, read-only, once seen while in use; -1 if not
 
 	info infoState
 }
@@ -201,10 +205,12 @@ func (m *Manager) ref(id string) *scanState {
 			id:       id,
 			lockPath: m.lockPath(id),
 			infoPath: m.infoPath(id),
+			gatePath: m.gatePath(id),
 			owners:   make(map[ownerID]*ownerHold),
 			leases:   make(map[*Lease]struct{}),
 			changed:  make(chan struct{}),
 			fd:       -1,
+			gateFD:   -1,
 		}
 		m.scans[id] = s
 	}
@@ -229,6 +235,7 @@ func (m *Manager) unref(s *scanState) {
 		m.dropLocked(s)
 		return
 	}
+	closeGate(s)
 	m.idle[s] = struct{}{}
 	for len(m.idle) > maxIdleScans {
 		for v := range m.idle {

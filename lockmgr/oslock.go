@@ -128,7 +128,7 @@ func (m *Manager) openLockFile(s *scanState, path string) error {
 		unix.Close(fd)
 		return m.lockFileError(path, syscall.EISDIR)
 	}
-	m.fixModeFD(fd)
+	m.fixMode(fd, &st)
 	s.fd, s.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
 	return nil
 }
@@ -157,17 +157,38 @@ func (m *Manager) openRW(path string) (int, error) {
 // for writing.
 func (m *Manager) fixModeFD(fd int) {
 	var st unix.Stat_t
-	if unix.Fstat(fd, &st) == nil && st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != m.cfg.fileMode {
+	if unix.Fstat(fd, &st) == nil {
+		m.fixMode(fd, &st)
+	}
+}
+
+// fixMode is fixModeFD with the file's status already at hand.
+func (m *Manager) fixMode(fd int, st *unix.Stat_t) {
+	if st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != m.cfg.fileMode {
 		_ = unix.Fchmod(fd, uint32(m.cfg.fileMode))
 	}
 }
 
-// closeLockFile closes the lock file of s, which drops any flock on it.
+// closeLockFile closes the lock file of s, which drops any flock on it,
+// and the gate with it (the lock file is closed when it was replaced, and
+// PurgeStale unlinks a gate only with its lock file).
 func closeLockFile(s *scanState) {
 	if s.fd >= 0 {
 		unix.Close(s.fd)
 		s.fd, s.fid = -1, fileID{}
 	}
+	closeGate(s)
+}
+
+// closeGate closes the gate of s if it is open. An idle scan keeps its
+// lock file open but not its gate: only in-use scans need the fast test.
+func closeGate(s *scanState) {
+	s.gateMu.Lock()
+	if s.gateFD >= 0 {
+		unix.Close(s.gateFD)
+		s.gateFD = -1
+	}
+	s.gateMu.Unlock()
 }
 
 // flockNB tries flock(fd, how|LOCK_NB): false without error when the lock
@@ -226,7 +247,7 @@ func (m *Manager) checkStillNamed(s *scanState) {
 // ours waits for it (it holds the gate): then readers hold back so that
 // writers are not starved.
 func (m *Manager) tryShared(s *scanState) (bool, error) {
-	if m.writerWaiting(s.id) {
+	if m.writerWaiting(s) {
 		return false, nil
 	}
 	return flockNB(s.fd, unix.LOCK_SH)
@@ -242,16 +263,27 @@ func (m *Manager) tryShared(s *scanState) (bool, error) {
 // writers' own flock.
 
 // writerWaiting reports whether a writer of another process of ours (or
-// of this one) holds the gate of scan id. Errors only cost fairness,
-// never correctness.
-func (m *Manager) writerWaiting(id string) bool {
-	g, err := unix.Open(m.gatePath(id), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return false // no writer has ever waited here
+// of this one) holds the gate of scan s. Errors only cost fairness,
+// never correctness. It is on the path of every shared acquisition: the
+// gate is looked for with a stat (a failed open costs more), and once it
+// exists it stays open while the scan is in use, so that the test is one
+// fcntl.
+func (m *Manager) writerWaiting(s *scanState) bool {
+	s.gateMu.Lock()
+	defer s.gateMu.Unlock()
+	if s.gateFD < 0 {
+		var st unix.Stat_t
+		if unix.Lstat(s.gatePath, &st) != nil {
+			return false // no writer has ever waited here
+		}
+		g, err := unix.Open(s.gatePath, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return false
+		}
+		s.gateFD = g
 	}
-	defer unix.Close(g)
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 1}
-	if unix.FcntlFlock(uintptr(g), unix.F_OFD_GETLK, &lk) != nil {
+	if unix.FcntlFlock(uintptr(s.gateFD), unix.F_OFD_GETLK, &lk) != nil {
 		return false
 	}
 	return lk.Type != unix.F_UNLCK
