@@ -55,6 +55,9 @@
 // clean-up (or plantdb's release) unlinked the file meanwhile, the flock
 // on the old descriptor succeeds, the check fails, and the file the path
 // names now is opened and locked instead (Stats.Replaced counts it).
+// Once S.gate exists, it stays open too while the scan is in use, so that
+// readers test it with one fcntl; it is closed when the scan goes idle or
+// its lock file is closed.
 //
 // # Metadata
 //
