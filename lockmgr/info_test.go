@@ -207,3 +207,46 @@ func TestWithInfoFilesOff(t *testing.T) {
 		m.Close()
 	}
 }
+
+// TestInfoDelayPerScan: the .info writes of several scans share one
+// timer; each is still written only once its own hold has lasted the
+// delay, also when the scan was released and taken again meanwhile.
+func TestInfoDelayPerScan(t *testing.T) {
+	root := t.TempDir()
+	const delay = 40 * time.Millisecond
+	m := newManager(t, root, WithInfoDelay(delay))
+	held := map[string]time.Time{}
+	var leases []*Lease
+	for _, id := range []string{"a", "b", "c"} {
+		if id == "c" {
+			// Held and released once before: the delay counts from the
+			// new grant.
+			mustRelease(t, mustAcquire(t, m, id, Shared, testOwner("x")))
+		}
+		held[id] = time.Now()
+		leases = append(leases, mustAcquire(t, m, id, Shared, testOwner("x")))
+		time.Sleep(delay / 4) // stagger the grants; what is checked does not depend on it
+	}
+	seen := map[string]time.Duration{}
+	waitFor(t, "every .info written", func() bool {
+		for id, at := range held {
+			if _, ok := seen[id]; !ok && exists(filepath.Join(root, ".locks", id+".info")) {
+				seen[id] = time.Since(at)
+			}
+		}
+		return len(seen) == len(held)
+	})
+	for id, d := range seen {
+		if d < delay {
+			t.Errorf("%s.info appeared %v after its grant, before the %v delay", id, d, delay)
+		}
+	}
+	for _, l := range leases {
+		mustRelease(t, l)
+	}
+	for id := range held {
+		if exists(filepath.Join(root, ".locks", id+".info")) {
+			t.Errorf("%s.info outlived the release", id)
+		}
+	}
+}
