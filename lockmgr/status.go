@@ -68,6 +68,9 @@ type ScanStatus struct {
 	Info *Info `json:"info,omitempty"`
 	// InfoError says why an existing .info file could not be read.
 	InfoError string `json:"info_error,omitempty"`
+	// LockError says why nobody can lock the scan (a directory where its
+	// lock file should be), naming the path and the fix.
+	LockError string `json:"lock_error,omitempty"`
 }
 
 // Active reports whether anybody holds or waits for the scan.
@@ -236,7 +239,9 @@ func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 
 	// Other processes, from /proc/locks.
 	var lst unix.Stat_t
-	if unix.Stat(m.lockPath(id), &lst) == nil {
+	if unix.Stat(m.lockPath(id), &lst) == nil && lst.Mode&unix.S_IFMT == unix.S_IFDIR {
+		st.LockError = fmt.Sprintf("lock file %s is a directory, so nobody can lock scan %s: remove it (rmdir) once you have checked it holds nothing of value", m.lockPath(id), id)
+	} else if lst.Ino != 0 {
 		fid := fileID{lst.Dev, lst.Ino}
 		seen := map[procLock]bool{}
 		for _, pl := range locks {

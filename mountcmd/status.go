@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,13 +9,17 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
+	"scanlockfs/fusefs"
 	"scanlockfs/lockmgr"
 )
 
@@ -25,8 +30,9 @@ func init() {
 		ArgsUsage: "SOURCE [SCAN...]",
 		UsageText: "scanlockfs status [--json] [--lock-dir DIR] SOURCE [SCAN...]",
 		Description: "Reads /proc/locks and the .info files in SOURCE/.locks; changes nothing on disk, needs only\n" +
-			"read access to SOURCE, and works with or without a running mount (the mount then shows as a\n" +
-			"holder process). Without SCAN, lists every scan that is locked or awaited right now; with\n" +
+			"read access to SOURCE, and works with or without a running mount (the programs using a\n" +
+			"running mount of SOURCE are shown in place of its daemon, from MOUNTPOINT/.locks/status.json,\n" +
+			"waiters included, with where \"mount\" and their path as note). Without SCAN, lists every scan that is locked or awaited right now; with\n" +
 			"SCAN, shows those scans, free or not.\n" +
 			"SINCE is known when the holder wrote the scan's .info file (scanlockfs and plantdb do).\n" +
 			"Waiters show when they block in flock(2) (flock(1), plantdb's blocking mode); programs that\n" +
@@ -37,7 +43,7 @@ func init() {
 			"              \"holders\": [ENTRY...], \"waiters\": [ENTRY...]}]}\n" +
 			"  ENTRY = {\"mode\": \"shared\"|\"exclusive\", \"pid\": N, \"command\": NAME, \"user\": NAME,\n" +
 			"           \"since\": RFC3339|null, \"since_unix\": SECONDS|null, \"for_seconds\": SECONDS|null,\n" +
-			"           \"where\": \"process\"|\"local\", \"note\": TEXT}\n\n" +
+			"           \"where\": \"process\"|\"local\"|\"mount\", \"note\": TEXT}\n\n" +
 			"Exit codes: 0 the query worked (also when everything is free); 2 bad arguments or scan id;\n" +
 			"6 SOURCE missing; 1 internal error.\n\n" +
 			"Examples:\n" +
@@ -79,14 +85,18 @@ func statusAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	addMountHolders(c.App.ErrWriter, source, list)
 	for _, id := range scans {
 		if _, err := os.Stat(filepath.Join(source, id)); errors.Is(err, fs.ErrNotExist) {
-			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: note: %s has no scan folder %s (misspelt?)\n", source, id)
+			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: note: %s has no scan folder %s (misspelt?)\n", printable(source), printable(id))
 		}
 	}
 	for _, s := range list {
 		if s.InfoError != "" {
-			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: note: scan %s: %s\n", s.ScanID, s.InfoError)
+			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: note: scan %s: %s\n", printable(s.ScanID), printable(s.InfoError))
+		}
+		if s.LockError != "" {
+			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: warning: scan %s: %s\n", printable(s.ScanID), printable(s.LockError))
 		}
 	}
 	now := time.Now()
@@ -204,12 +214,12 @@ func writeStatusTable(w io.Writer, source string, list []*lockmgr.ScanStatus, no
 		if waiting {
 			mode += " (waiting)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ScanID, s.State, mode, h.PID,
-			dash(h.Command), dash(h.User), sinceText(h.Since, now), dash(h.Where), dash(oneLine(h.Note)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", printable(s.ScanID), s.State, mode, h.PID,
+			dash(printable(h.Command)), dash(printable(h.User)), sinceText(h.Since, now), dash(h.Where), dash(oneLine(h.Note)))
 	}
 	for _, s := range list {
 		if !s.Active() {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\n", s.ScanID, s.State)
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\n", printable(s.ScanID), s.State)
 			continue
 		}
 		for _, h := range s.Holders {
@@ -286,13 +296,25 @@ func dash(s string) string {
 
 // oneLine keeps notes (which come from .info files other programs wrote)
 // from breaking the table.
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' || r == '\r' {
-			return ' '
+func oneLine(s string) string { return printable(s) }
+
+// printable escapes what a terminal would act on: control characters
+// (newlines and escape sequences included) and invalid UTF-8, as Go
+// quotes them. Scan ids, file names and command lines come from other
+// users and must not reach the terminal of whoever runs status raw.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
 		}
-		return r
-	}, s)
+	}
+	if clean {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
 }
 
 // completeScanArgs completes options, and scan ids once SOURCE is typed
@@ -312,6 +334,39 @@ func completeScanArgs(c *cli.Context) {
 	for _, e := range entries {
 		if e.IsDir() && lockmgr.ValidateScanID(e.Name()) == nil {
 			fmt.Fprintln(c.App.Writer, e.Name())
+		}
+	}
+}
+
+// addMountHolders replaces each running mount of source (in /proc/locks
+// one flock holder: its daemon) by the programs behind it, from the
+// mount's .locks/status.json. A mount that does not answer within two
+// seconds is noted and left as it is.
+func addMountHolders(errw io.Writer, source string, list []*lockmgr.ScanStatus) {
+	mounts, _ := fusefs.FindMounts(source)
+	for _, mnt := range mounts {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ms, err := fusefs.ReadMountStatus(ctx, mnt)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(errw, "scanlockfs: note: cannot read the status of the mount %s: %v\n", mnt, err)
+			continue
+		}
+		daemon := func(h lockmgr.Holder) bool { return h.PID == ms.PID }
+		for _, st := range list {
+			for _, si := range ms.Scans {
+				if si.ScanID != st.ScanID {
+					continue
+				}
+				st.Holders = slices.DeleteFunc(st.Holders, daemon)
+				st.Waiters = slices.DeleteFunc(st.Waiters, daemon)
+				for _, h := range si.Holders {
+					st.Holders = append(st.Holders, h.Holder())
+				}
+				for _, w := range si.Waiters {
+					st.Waiters = append(st.Waiters, w.Holder())
+				}
+			}
 		}
 	}
 }
