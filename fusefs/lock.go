@@ -80,12 +80,34 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 // other. A real deadlock only costs this delay.
 const deadlockGrace = 100 * time.Millisecond
 
+// interruptGrace is how long a lock request goes on waiting after the
+// kernel interrupted it. Go programs get spurious interrupts (the runtime
+// preempts threads with SIGURG) and raw syscalls do not retry EINTR, so a
+// request that is granted within this grace succeeds instead; Ctrl-C on a
+// program that really waits costs this much more before EINTR.
+var interruptGrace = 20 * time.Millisecond // a variable for tests
+
 // acquire takes one scan lock for o, retrying an apparent upgrade deadlock
-// for deadlockGrace (see there).
+// for deadlockGrace and an interrupted wait for interruptGrace (see
+// there).
 func (fsys *fileSystem) acquire(ctx context.Context, id string, mode lockmgr.Mode, o lockmgr.Owner, nonblock bool) (*lockmgr.Lease, error) {
 	if nonblock {
 		return fsys.mgr.TryAcquire(id, mode, o)
 	}
+	l, err := fsys.acquireUndeadlocked(ctx, id, mode, o)
+	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), interruptGrace)
+		defer cancel()
+		if l, gerr := fsys.acquireUndeadlocked(gctx, id, mode, o); gerr == nil {
+			return l, nil
+		}
+	}
+	return l, err
+}
+
+// acquireUndeadlocked waits for one scan lock, retrying ErrDeadlock for
+// deadlockGrace.
+func (fsys *fileSystem) acquireUndeadlocked(ctx context.Context, id string, mode lockmgr.Mode, o lockmgr.Owner) (*lockmgr.Lease, error) {
 	var deadline time.Time
 	delay := time.Millisecond
 	for {

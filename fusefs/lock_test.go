@@ -223,3 +223,70 @@ func TestUpgradeDeadlockIsRefused(t *testing.T) {
 	fsys.unlock(r, mine)
 	otherShared.Release()
 }
+
+// Regression: Go programs get spurious FUSE interrupts (SIGURG
+// preemption), and raw syscalls do not retry EINTR. A wait interrupted
+// just before the scan is released must still succeed.
+func TestInterruptedWaitGrantedWithinGraceSucceeds(t *testing.T) {
+	fsys, _ := testFS(t)
+	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
+	held, err := fsys.mgr.Acquire(context.Background(), "scan_a", lockmgr.Exclusive, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel := make(chan struct{})
+	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uint32(os.Getuid())}, Pid: uint32(os.Getpid())}, Cancel: cancel}
+	done := make(chan syscall.Errno, 1)
+	var got []*lockmgr.Lease
+	r := lockReq{op: "open", mode: lockmgr.Shared}
+	go func() {
+		var errno syscall.Errno
+		got, errno = fsys.lock(ctx, r, "scan_a")
+		done <- errno
+	}()
+	for fsys.mgr.Stats().Waiters != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	// A long grace, so that the test does not depend on the machine's speed.
+	saved := interruptGrace
+	interruptGrace = 10 * time.Second
+	t.Cleanup(func() { interruptGrace = saved })
+	close(cancel) // the interrupt
+	for fsys.mgr.Stats().Cancelled != 1 {
+		time.Sleep(time.Millisecond) // until the first wait has given up
+	}
+	held.Release()
+	if errno := <-done; errno != 0 {
+		t.Fatalf("interrupted wait granted within the grace: %v, want success", errno)
+	}
+	fsys.unlock(r, got)
+}
+
+// A wait interrupted for good (Ctrl-C) still ends with EINTR and leaves
+// nothing queued.
+func TestInterruptedWaitGivesEINTR(t *testing.T) {
+	fsys, _ := testFS(t)
+	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
+	held, err := fsys.mgr.Acquire(context.Background(), "scan_a", lockmgr.Exclusive, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	cancel := make(chan struct{})
+	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uint32(os.Getuid())}, Pid: uint32(os.Getpid())}, Cancel: cancel}
+	done := make(chan syscall.Errno, 1)
+	go func() {
+		_, errno := fsys.lock(ctx, lockReq{op: "open", mode: lockmgr.Shared}, "scan_a")
+		done <- errno
+	}()
+	for fsys.mgr.Stats().Waiters != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(cancel)
+	if errno := <-done; errno != syscall.EINTR {
+		t.Fatalf("interrupted wait: %v, want EINTR", errno)
+	}
+	if st := fsys.mgr.Stats(); st.Waiters != 0 || st.Holders != 1 {
+		t.Fatalf("after EINTR: %d waiters, %d holders; want 0 and 1", st.Waiters, st.Holders)
+	}
+}
