@@ -94,15 +94,7 @@ func (fsys *fileSystem) acquire(ctx context.Context, id string, mode lockmgr.Mod
 	if nonblock {
 		return fsys.mgr.TryAcquire(id, mode, o)
 	}
-	l, err := fsys.acquireUndeadlocked(ctx, id, mode, o)
-	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), interruptGrace)
-		defer cancel()
-		if l, gerr := fsys.acquireUndeadlocked(gctx, id, mode, o); gerr == nil {
-			return l, nil
-		}
-	}
-	return l, err
+	return fsys.acquireUndeadlocked(lockmgr.WithCancelGrace(ctx, interruptGrace), id, mode, o)
 }
 
 // acquireUndeadlocked waits for one scan lock, retrying ErrDeadlock for

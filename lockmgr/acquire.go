@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -244,20 +245,70 @@ type lazyCtx struct {
 	at     time.Time // zero: no default deadline
 	ctx    context.Context
 	cancel context.CancelFunc
+	// stopGrace ends the watch of WithCancelGrace, if any.
+	stopGrace context.CancelFunc
+}
+
+type cancelGraceKey struct{}
+
+// WithCancelGrace returns a context that makes Acquire go on waiting for
+// grace after ctx is cancelled before it gives up with ctx's error. A FUSE
+// request is cancelled when the kernel interrupts it, and Go programs get
+// spurious interrupts (the runtime preempts threads with signals) that
+// raw system calls do not retry: a lock granted within the grace then
+// still succeeds. Deadlines apply at once. The cost (a watcher of ctx) is
+// only paid by requests that really wait.
+func WithCancelGrace(ctx context.Context, grace time.Duration) context.Context {
+	return context.WithValue(ctx, cancelGraceKey{}, grace)
+}
+
+// withCancelGrace derives from parent a context that keeps its values and
+// deadline but is cancelled only grace after parent is.
+func withCancelGrace(parent context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	if dl, ok := parent.Deadline(); ok {
+		var cancelDL context.CancelFunc
+		ctx, cancelDL = context.WithDeadline(ctx, dl)
+		prev := cancel
+		cancel = func() { cancelDL(); prev() }
+	}
+	var timer *time.Timer
+	var mu sync.Mutex
+	stop := context.AfterFunc(parent, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		timer = time.AfterFunc(grace, cancel)
+	})
+	return ctx, func() {
+		stop()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
 }
 
 func (l *lazyCtx) get() context.Context {
 	if l.ctx == nil {
+		base := l.parent
+		if g, ok := l.parent.Value(cancelGraceKey{}).(time.Duration); ok && g > 0 {
+			base, l.stopGrace = withCancelGrace(l.parent, g)
+		}
 		if l.at.IsZero() {
-			l.ctx = l.parent
+			l.ctx = base
 		} else {
-			l.ctx, l.cancel = context.WithDeadline(l.parent, l.at)
+			l.ctx, l.cancel = context.WithDeadline(base, l.at)
 		}
 	}
 	return l.ctx
 }
 
 func (l *lazyCtx) stop() {
+	if l.stopGrace != nil {
+		l.stopGrace()
+	}
 	if l.cancel != nil {
 		l.cancel()
 	}
