@@ -140,17 +140,8 @@ func TestNewHandleRefusesForeignHandles(t *testing.T) {
 func TestUpgradeDeadlockWaitsForLateRelease(t *testing.T) {
 	fsys, _ := testFS(t)
 	ctx := callerCtx(os.Getpid())
-	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
 	bg := context.Background()
-	otherShared, err := fsys.mgr.Acquire(bg, "scan_a", lockmgr.Shared, other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := lockReq{op: "open", mode: lockmgr.Shared}
-	mine, errno := fsys.lock(ctx, r, "scan_a")
-	if errno != 0 {
-		t.Fatal(errno)
-	}
+	other, otherShared, r, mine := bothShared(t, fsys, ctx)
 	// The other process asks for exclusive while both hold shared: it waits.
 	otherExcl := make(chan *lockmgr.Lease, 1)
 	go func() {
@@ -190,17 +181,8 @@ func TestUpgradeDeadlockWaitsForLateRelease(t *testing.T) {
 func TestUpgradeDeadlockIsRefused(t *testing.T) {
 	fsys, _ := testFS(t)
 	ctx := callerCtx(os.Getpid())
-	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
 	bg := context.Background()
-	otherShared, err := fsys.mgr.Acquire(bg, "scan_a", lockmgr.Shared, other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := lockReq{op: "open", mode: lockmgr.Shared}
-	mine, errno := fsys.lock(ctx, r, "scan_a")
-	if errno != 0 {
-		t.Fatal(errno)
-	}
+	other, otherShared, r, mine := bothShared(t, fsys, ctx)
 	otherErr := make(chan error, 1)
 	waitCtx, cancel := context.WithCancel(bg)
 	go func() {
@@ -211,7 +193,7 @@ func TestUpgradeDeadlockIsRefused(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	start := time.Now()
-	_, errno = fsys.lock(ctx, lockReq{op: "open", mode: lockmgr.Exclusive}, "scan_a")
+	_, errno := fsys.lock(ctx, lockReq{op: "open", mode: lockmgr.Exclusive}, "scan_a")
 	if errno != syscall.EDEADLK {
 		t.Fatalf("second upgrade: %v, want EDEADLK", errno)
 	}
@@ -233,13 +215,7 @@ func TestInterruptedWaitGrantedWithinGraceSucceeds(t *testing.T) {
 	saved := interruptGrace
 	interruptGrace = 10 * time.Second
 	t.Cleanup(func() { interruptGrace = saved })
-	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
-	held, err := fsys.mgr.Acquire(context.Background(), "scan_a", lockmgr.Exclusive, other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cancel := make(chan struct{})
-	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uint32(os.Getuid())}, Pid: uint32(os.Getpid())}, Cancel: cancel}
+	ctx, cancel, held := interruptible(t, fsys)
 	done := make(chan syscall.Errno, 1)
 	var got []*lockmgr.Lease
 	r := lockReq{op: "open", mode: lockmgr.Shared}
@@ -266,14 +242,8 @@ func TestInterruptedWaitGrantedWithinGraceSucceeds(t *testing.T) {
 // nothing queued.
 func TestInterruptedWaitGivesEINTR(t *testing.T) {
 	fsys, _ := testFS(t)
-	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
-	held, err := fsys.mgr.Acquire(context.Background(), "scan_a", lockmgr.Exclusive, other)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, cancel, held := interruptible(t, fsys)
 	defer held.Release()
-	cancel := make(chan struct{})
-	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uint32(os.Getuid())}, Pid: uint32(os.Getpid())}, Cancel: cancel}
 	done := make(chan syscall.Errno, 1)
 	go func() {
 		_, errno := fsys.lock(ctx, lockReq{op: "open", mode: lockmgr.Shared}, "scan_a")
@@ -289,4 +259,36 @@ func TestInterruptedWaitGivesEINTR(t *testing.T) {
 	if st := fsys.mgr.Stats(); st.Waiters != 0 || st.Holders != 1 {
 		t.Fatalf("after EINTR: %d waiters, %d holders; want 0 and 1", st.Waiters, st.Holders)
 	}
+}
+
+// bothShared has another process (owner other) and this one (through
+// fsys.lock with ctx) hold scan_a shared.
+func bothShared(t *testing.T, fsys *fileSystem, ctx context.Context) (other lockmgr.Owner, otherShared *lockmgr.Lease, r lockReq, mine []*lockmgr.Lease) {
+	t.Helper()
+	other = lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
+	otherShared, err := fsys.mgr.Acquire(context.Background(), "scan_a", lockmgr.Shared, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = lockReq{op: "open", mode: lockmgr.Shared}
+	mine, errno := fsys.lock(ctx, r, "scan_a")
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	return other, otherShared, r, mine
+}
+
+// interruptible is a FUSE request context of this process that the
+// returned channel's close interrupts, with scan_a held exclusively by
+// another process.
+func interruptible(t *testing.T, fsys *fileSystem) (ctx context.Context, interrupt chan struct{}, held *lockmgr.Lease) {
+	t.Helper()
+	other := lockmgr.Owner{User: "u", Key: "pid:1", PID: 1}
+	held, err := fsys.mgr.Acquire(context.Background(), "scan_a", lockmgr.Exclusive, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	interrupt = make(chan struct{})
+	ctx = &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uint32(os.Getuid())}, Pid: uint32(os.Getpid())}, Cancel: interrupt}
+	return ctx, interrupt, held
 }
