@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,11 @@ import (
 const infoTool = "scanlockfs"
 
 // Info is the content of a <scan>.info file. The first six fields are
-// plantdb's; the others are ours and optional.
+// plantdb's; the others are ours and optional. The file is readable by
+// every user who may read the lock directory, and any member of its group
+// may write it: what it says is a claim (User above all), and it holds
+// no file path. This package writes no Note (older versions wrote the
+// owner's note, a path or a command line, there); it still reads one.
 type Info struct {
 	ScanID    string  `json:"scan_id"`
 	LockType  string  `json:"lock_type"`
@@ -183,7 +186,6 @@ func (m *Manager) writeInfo(id string, mode Mode, owner Owner, since time.Time, 
 		ThreadID:  tid,
 		Owner:     owner.Key,
 		OwnerPID:  owner.PID,
-		Note:      owner.Note,
 		Hostname:  m.hostname,
 		Tool:      infoTool,
 	}
@@ -193,13 +195,20 @@ func (m *Manager) writeInfo(id string, mode Mode, owner Owner, since time.Time, 
 	}
 	// The temporary name does not contain the scan id: a 250-byte id plus
 	// a suffix would pass NAME_MAX.
-	tmp := filepath.Join(m.lockDir, ".info-tmp-"+strconv.Itoa(m.pid)+"-"+strconv.FormatUint(tmpSeq.Add(1), 10))
-	fid, err := writeFileID(tmp, data, m.cfg.fileMode)
-	if err == nil {
-		err = unix.Rename(tmp, m.infoPath(id))
-	}
+	tmp := ".info-tmp-" + strconv.Itoa(m.pid) + "-" + strconv.FormatUint(tmpSeq.Add(1), 10)
+	var fid fileID
+	err = m.dir.use(func(dfd int) error {
+		var err error
+		fid, err = writeFileID(dfd, tmp, data, m.cfg.fileMode)
+		if err == nil {
+			err = unix.Renameat(dfd, tmp, dfd, id+".info")
+		}
+		if err != nil {
+			_ = unix.Unlinkat(dfd, tmp, 0)
+		}
+		return err
+	})
 	if err != nil {
-		_ = unix.Unlink(tmp)
 		m.log.WithField("scan", id).WithError(err).Warn("could not write lock info file; the lock is held without it")
 		return fileID{}
 	}
@@ -207,10 +216,11 @@ func (m *Manager) writeInfo(id string, mode Mode, owner Owner, since time.Time, 
 	return fid
 }
 
-// writeFileID creates path exclusively with data and mode (not narrowed by
-// the umask) and returns the new file's identity.
-func writeFileID(path string, data []byte, mode os.FileMode) (fileID, error) {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, uint32(mode))
+// writeFileID creates name in the directory dfd exclusively (never
+// through a symbolic link) with data and mode (not narrowed by the
+// umask) and returns the new file's identity.
+func writeFileID(dfd int, name string, data []byte, mode os.FileMode) (fileID, error) {
+	fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(mode))
 	if err != nil {
 		return fileID{}, err
 	}
@@ -240,36 +250,52 @@ func writeFileID(path string, data []byte, mode os.FileMode) (fileID, error) {
 // removeInfoIfOurs removes the .info file of scan id if it is still the
 // file we wrote (another process may have replaced it since).
 func (m *Manager) removeInfoIfOurs(id string, ours fileID) {
-	p := m.infoPath(id)
+	name := id + ".info"
 	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
+	if m.dir.lstat(name, &st) != nil {
 		return
 	}
 	if (fileID{dev: st.Dev, ino: st.Ino}) == ours {
-		_ = unix.Unlink(p)
+		_ = m.dir.unlink(name)
 	}
 }
 
 // ReadInfo reads the .info file of a scan. A missing file returns
-// (nil, nil); a corrupt one returns an error naming the path.
+// (nil, nil); a corrupt one, or one that is not a regular file with one
+// link of at most 64 KiB, returns an error naming the path.
 func (m *Manager) ReadInfo(scanID string) (*Info, error) {
 	if err := ValidateScanID(scanID); err != nil {
 		return nil, err
 	}
-	return readInfoFile(m.infoPath(scanID))
+	return m.readInfo(scanID + ".info")
 }
 
-func readInfoFile(path string) (*Info, error) {
-	data, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		return nil, nil
+// readInfo reads and parses the .info file name of the lock directory
+// (see lockdir.go: no FIFO, device or link is opened, and at most
+// maxInfoSize bytes are read).
+func (m *Manager) readInfo(name string) (*Info, error) {
+	inf, _, err := m.readInfoStat(name)
+	return inf, err
+}
+
+// readInfoStat is readInfo that also returns the file's status (zero if
+// it could not be opened).
+func (m *Manager) readInfoStat(name string) (*Info, unix.Stat_t, error) {
+	path := m.lockDir + "/" + name
+	data, st, err := m.dir.readFile(name)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, st, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading lock info %s: %w", path, err)
+		var bad *badFileError
+		if errors.As(err, &bad) {
+			return nil, st, fmt.Errorf("lock info %s %w: not a lock info file; remove it once you have checked it holds nothing of value", path, err)
+		}
+		return nil, st, fmt.Errorf("reading lock info %s: %w", path, err)
 	}
 	var inf Info
 	if err := json.Unmarshal(data, &inf); err != nil {
-		return nil, fmt.Errorf("lock info %s is not valid JSON (a stale or half-written file; `scanlockfs cleanup` removes stale ones): %w", path, err)
+		return nil, st, fmt.Errorf("lock info %s is not valid JSON (a stale or half-written file; `scanlockfs cleanup` removes stale ones): %w", path, err)
 	}
-	return &inf, nil
+	return &inf, st, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,8 +51,13 @@ func TestInfoContent(t *testing.T) {
 		if tid, err := num("thread_id").Int64(); err != nil || tid <= 0 {
 			t.Errorf("thread_id %v is not a positive integer", raw["thread_id"])
 		}
-		if str("note") != "reading" || str("tool") != infoTool {
+		if str("tool") != infoTool || str("owner") != "k" {
 			t.Errorf("%s: our extra fields are missing", data)
+		}
+		// The file is world-readable: the owner's note (a path through
+		// the mount, a command line) must not be in it.
+		if _, ok := raw["note"]; ok || strings.Contains(string(data), "reading") {
+			t.Errorf("%s: the note is in the world-readable .info", data)
 		}
 		mustRelease(t, l)
 		if exists(p) {

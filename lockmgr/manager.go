@@ -24,6 +24,7 @@ const maxIdleScans = 64
 type Manager struct {
 	root     string
 	lockDir  string
+	dir      *lockDir // lockDir, opened without following a symbolic link
 	cfg      config
 	log      logrus.FieldLogger
 	debug    bool
@@ -109,18 +110,22 @@ func New(root string, opts ...Option) (*Manager, error) {
 	if lockDir, err = filepath.Abs(lockDir); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrLockFile, cfg.lockDir, err)
 	}
-	if cfg.readOnly {
-		// A missing lock directory just means that nothing is locked.
-		if st, err := os.Stat(lockDir); err == nil && !st.IsDir() {
-			return nil, fmt.Errorf("%w: %s is not a directory", ErrLockFile, lockDir)
+	// A missing lock directory just means, for a read-only manager, that
+	// nothing is locked; openLockDir refuses a symbolic link.
+	if !cfg.readOnly {
+		if err := ensureLockDir(lockDir, cfg.dirMode); err != nil {
+			return nil, err
 		}
-	} else if err := ensureLockDir(lockDir, cfg.dirMode); err != nil {
+	}
+	dir, err := openLockDir(lockDir)
+	if err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
 	m := &Manager{
 		root:     abs,
 		lockDir:  lockDir,
+		dir:      dir,
 		cfg:      cfg,
 		log:      cfg.log,
 		debug:    debugEnabled(cfg.log),
@@ -142,30 +147,58 @@ func New(root string, opts ...Option) (*Manager, error) {
 	return m, nil
 }
 
+// ensureLockDir creates the lock directory if it is missing, and checks
+// that it is a writable directory, not a symbolic link (which is never
+// followed: see lockdir.go).
 func ensureLockDir(dir string, mode os.FileMode) error {
-	st, err := os.Stat(dir)
+	var st unix.Stat_t
+	err := unix.Lstat(dir, &st)
 	if err == nil {
-		if !st.IsDir() {
-			return fmt.Errorf("%w: %s is not a directory (move it away so the lock directory can be created)", ErrLockFile, dir)
+		if err := checkLockDirStat(dir, &st); err != nil {
+			return err
 		}
 		if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
-			return fmt.Errorf("%w: lock directory %s is not writable by this user (make it group-writable for the users of the scan tree): %v", ErrLockFile, dir, err)
+			return fmt.Errorf("%w: lock directory %s is not writable by this user (make it group-writable for the users of the scan tree): %w", ErrLockFile, dir, err)
 		}
 		return nil
 	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%w: lock directory %s: %v", ErrLockFile, dir, err)
+	if !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("%w: lock directory %s: %w", ErrLockFile, dir, err)
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("%w: cannot create lock directory %s: %v", ErrLockFile, dir, err)
+	if err := unix.Mkdir(dir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%w: cannot create lock directory %s: %w", ErrLockFile, dir, err)
 	} else if err == nil {
 		// Chmod, not the umask, decides the mode: other users must be able
 		// to create and open the lock files (plantdb opens them O_WRONLY).
-		if err := os.Chmod(dir, mode); err != nil {
-			return fmt.Errorf("%w: cannot set mode of lock directory %s: %v", ErrLockFile, dir, err)
+		// Through a descriptor opened without following a link, so that
+		// a symbolic link swapped in meanwhile gets no chmod.
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("%w: cannot open lock directory %s: %w", ErrLockFile, dir, err)
 		}
+		defer unix.Close(fd)
+		if err := unix.Fchmod(fd, uint32(mode.Perm())|unixModeBits(mode)); err != nil {
+			return fmt.Errorf("%w: cannot set mode of lock directory %s: %w", ErrLockFile, dir, err)
+		}
+		return nil
 	}
-	return nil
+	return ensureLockDir(dir, mode) // created by somebody else meanwhile
+}
+
+// unixModeBits returns the setgid and sticky bits of m as chmod(2) wants
+// them.
+func unixModeBits(m os.FileMode) uint32 {
+	var b uint32
+	if m&os.ModeSetgid != 0 {
+		b |= unix.S_ISGID
+	}
+	if m&os.ModeSticky != 0 {
+		b |= unix.S_ISVTX
+	}
+	if m&os.ModeSetuid != 0 {
+		b |= unix.S_ISUID
+	}
+	return b
 }
 
 func debugEnabled(l logrus.FieldLogger) bool {
@@ -289,5 +322,6 @@ func (m *Manager) Close() error {
 		m.dropLocked(s)
 	}
 	m.mu.Unlock()
+	m.dir.close()
 	return nil
 }

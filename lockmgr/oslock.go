@@ -110,46 +110,26 @@ func (m *Manager) osAcquire(wc *lazyCtx, s *scanState, from, to Mode, try bool) 
 	}
 }
 
-// openLockFile opens (creating it if needed) the lock file of s.
+// openLockFile opens (creating it if needed) the lock file of s: only a
+// regular file with one link, opened without following a symbolic link
+// and checked before it is opened for real (see lockdir.go), so that a
+// FIFO, a device or a hard link planted in the shared lock directory is
+// refused, naming it, instead of blocking, acting or merging two scans.
+// It is read-only when we may not write it (a file created by another
+// user with a narrower mode): on local file systems flock(2) works on
+// any descriptor, but where it is emulated with fcntl locks (NFS) an
+// exclusive lock needs write access.
 func (m *Manager) openLockFile(s *scanState, path string) error {
-	fd, err := m.openRW(path)
+	if err := m.dir.refresh(); err != nil {
+		return err
+	}
+	fd, st, err := m.dir.openFile(s.id+".lock", unix.O_RDWR, true, uint32(m.cfg.fileMode), true)
 	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			err = fmt.Errorf("%w (it is a symbolic link)", err)
-		}
 		return m.lockFileError(path, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return m.lockFileError(path, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		unix.Close(fd)
-		return m.lockFileError(path, syscall.EISDIR)
 	}
 	m.fixMode(fd, &st)
 	s.fd, s.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
 	return nil
-}
-
-// openRW opens path for reading and writing, creating it if needed, and
-// falls back to read-only for a file we may not write (created by another
-// user with a narrower mode): on local file systems flock(2) works on any
-// descriptor, but where it is emulated with fcntl locks (NFS) an exclusive
-// lock needs write access. O_NOFOLLOW keeps a symlink planted in a shared
-// lock directory from making us create or lock a file elsewhere.
-func (m *Manager) openRW(path string) (int, error) {
-	const flags = unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOFOLLOW
-	for {
-		fd, err := unix.Open(path, unix.O_RDWR|flags, uint32(m.cfg.fileMode))
-		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS) {
-			fd, err = unix.Open(path, unix.O_RDONLY|flags, uint32(m.cfg.fileMode))
-		}
-		if !errors.Is(err, unix.EINTR) {
-			return fd, err
-		}
-	}
 }
 
 // fixModeFD gives a file we created the configured mode, which the umask
@@ -218,10 +198,13 @@ func (m *Manager) verifyLocked(wc *lazyCtx, s *scanState, path string, mode Mode
 	return m.stillNamed(s, path)
 }
 
-// stillNamed reports whether path names the file s.fd has open.
+// stillNamed reports whether path names the file s.fd has open. The path,
+// not the directory's descriptor: a lock directory replaced meanwhile
+// (removed and created again) is then noticed, and the file opened anew
+// in the new one. A symbolic link is never the same file.
 func (m *Manager) stillNamed(s *scanState, path string) (bool, error) {
 	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	if err := unix.Lstat(path, &st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return false, nil
 		}
@@ -276,7 +259,7 @@ func (m *Manager) writerWaiting(s *scanState) bool {
 		if unix.Lstat(s.gatePath, &st) != nil {
 			return false // no writer has ever waited here
 		}
-		g, err := unix.Open(s.gatePath, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		g, _, err := m.dir.openFile(s.id+".gate", unix.O_RDONLY, false, 0, false)
 		if err != nil {
 			return false
 		}
@@ -293,7 +276,7 @@ func (m *Manager) writerWaiting(s *scanState) bool {
 // of our other processes hold back. It returns the gate's descriptor,
 // whose closing removes the mark, or -1: failure only costs fairness.
 func (m *Manager) takeGate(id string) int {
-	g, err := m.openRW(m.gatePath(id))
+	g, _, err := m.dir.openFile(id+".gate", unix.O_RDWR, true, uint32(m.cfg.fileMode), true)
 	if err != nil {
 		return -1
 	}
@@ -369,15 +352,25 @@ func (m *Manager) othersHold(id fileID) (bool, error) {
 	return false, nil
 }
 
-// lockFileError explains an unusable lock file, naming it.
+// lockFileError explains an unusable lock file, naming it and saying
+// what to do. It wraps both ErrLockFile and the cause.
 func (m *Manager) lockFileError(path string, err error) error {
 	if errors.Is(err, ErrLockFile) {
 		return err
 	}
+	var bad *badFileError
+	if errors.As(err, &bad) {
+		fix := "remove it (once you have checked it holds nothing of value) so that a lock file can be created"
+		if bad.errno == unix.EMLINK {
+			fix = "another name in or outside the lock directory is the same file; remove this name (rm " + path +
+				") while nobody holds the scan, and a lock file of its own is created"
+		}
+		return fmt.Errorf("%w %s: %w (%s)", ErrLockFile, path, err, fix)
+	}
 	var hint string
 	switch {
-	case errors.Is(err, syscall.EISDIR):
-		hint = "it is not a regular file; remove it so a lock file can be created"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		hint = "too many open files: raise LimitNOFILE / ulimit -n"
 	case errors.Is(err, syscall.ELOOP):
 		hint = "remove the symbolic link so a lock file can be created"
 	case errors.Is(err, fs.ErrPermission):
@@ -389,7 +382,7 @@ func (m *Manager) lockFileError(path string, err error) error {
 	default:
 		hint = "check the lock directory"
 	}
-	return fmt.Errorf("%w %s: %v (%s)", ErrLockFile, path, err, hint)
+	return fmt.Errorf("%w %s: %w (%s)", ErrLockFile, path, err, hint)
 }
 
 // fileID is a file's identity: device and inode.

@@ -2,7 +2,6 @@ package lockmgr
 
 import (
 	"encoding/json"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,13 +28,13 @@ const plantdbReleaseWait = time.Second
 // S.info goes away or changes, which plantdb does right after the unlink.
 // It reports whether it waited.
 func (m *Manager) awaitPlantdbRelease(wc *lazyCtx, s *scanState, mode Mode) bool {
-	p := s.infoPath
+	name := s.id + ".info"
 	var st unix.Stat_t
-	if unix.Stat(p, &st) != nil {
+	if m.dir.lstat(name, &st) != nil {
 		return false // the common case: no .info
 	}
 	first := fileID{dev: st.Dev, ino: st.Ino}
-	if !m.plantdbReleasing(p, s.fid, mode) {
+	if !m.plantdbReleasing(name, s.fid, mode) {
 		return false
 	}
 	m.log.WithField("scan", s.id).Debug("a plantdb process is releasing the scan; waiting for it to unlink the lock file")
@@ -50,10 +49,10 @@ func (m *Manager) awaitPlantdbRelease(wc *lazyCtx, s *scanState, mode Mode) bool
 		case <-t.C:
 		}
 		t.Stop()
-		if unix.Stat(p, &st) != nil || (fileID{dev: st.Dev, ino: st.Ino}) != first {
+		if m.dir.lstat(name, &st) != nil || (fileID{dev: st.Dev, ino: st.Ino}) != first {
 			break
 		}
-		if !m.plantdbReleasing(p, s.fid, mode) {
+		if !m.plantdbReleasing(name, s.fid, mode) {
 			break
 		}
 		delay = min(delay*2, backoffMax)
@@ -61,10 +60,12 @@ func (m *Manager) awaitPlantdbRelease(wc *lazyCtx, s *scanState, mode Mode) bool
 	return true
 }
 
-// plantdbReleasing reads the .info file at p and reports whether its
+// plantdbReleasing reads the .info file name and reports whether its
 // writer looks like a plantdb process between its unlock and its unlink.
-func (m *Manager) plantdbReleasing(p string, locked fileID, mode Mode) bool {
-	data, err := os.ReadFile(p)
+// Anything but a small regular file is not plantdb's (and is not opened:
+// see lockdir.go).
+func (m *Manager) plantdbReleasing(name string, locked fileID, mode Mode) bool {
+	data, st, err := m.dir.readFile(name)
 	if err != nil {
 		return false
 	}
@@ -78,8 +79,7 @@ func (m *Manager) plantdbReleasing(p string, locked fileID, mode Mode) bool {
 		// it has not changed for longer than we would wait: then its
 		// writer died in the middle, and waiting would cost every
 		// acquisition the whole wait until somebody removes the file.
-		var st unix.Stat_t
-		if unix.Stat(p, &st) == nil && time.Since(time.Unix(st.Mtim.Unix())) > plantdbReleaseWait {
+		if time.Since(time.Unix(st.Mtim.Unix())) > plantdbReleaseWait {
 			return false
 		}
 		return true

@@ -1,10 +1,10 @@
 package lockmgr
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -19,13 +19,33 @@ import (
 // held lock is never removed. With dryRun it removes nothing and returns
 // what it would remove. It returns the paths removed. A manager opened
 // WithReadOnly only does dry runs (ErrReadOnly otherwise).
+//
+// The lock directory is shared with every user of the scan tree, so only
+// files that look like ours or plantdb's are removed, never through a
+// symbolic link (see lockdir.go), and what is left alone is logged with
+// the reason:
+//
+//   - S.lock: an empty regular file with one link that nobody holds;
+//   - S.info: a regular file with one link, at most 64 KiB, that parses
+//     as lock info (or is the beginning of one, as a writer killed in
+//     the middle of plantdb's in-place write leaves it), of a scan whose
+//     lock file is removed or of a dead writer;
+//   - S.gate: an empty regular file with one link, with its lock file;
+//   - .info-tmp-PID-SEQ: a regular file with one link of a dead PID.
+//
+// Anything else of the wrong kind where a lock file should be (a
+// directory, FIFO, device, symbolic link or hard link) is reported as an
+// ErrLockFile error naming it.
 func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 	if m.cfg.readOnly && !dryRun {
 		return nil, fmt.Errorf("%w: cannot purge stale lock files", ErrReadOnly)
 	}
-	entries, err := os.ReadDir(m.lockDir)
+	if err := m.dir.refresh(); err != nil {
+		return nil, err
+	}
+	names, err := m.dir.names()
 	if err != nil {
-		return nil, fmt.Errorf("%w: listing %s: %v", ErrLockFile, m.lockDir, err)
+		return nil, fmt.Errorf("%w: listing %s: %w", ErrLockFile, m.lockDir, err)
 	}
 	// Scans this manager is using are not stale, even if nobody holds them
 	// at this instant. (Idle ones are: their descriptor holds no lock, and
@@ -41,92 +61,160 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 
 	var removed []string
 	var errs []error
-	remove := func(p string) {
+	remove := func(name string) {
+		p := m.lockDir + "/" + name
 		if dryRun {
 			removed = append(removed, p)
 			return
 		}
-		if err := os.Remove(p); err == nil {
+		if err := m.dir.unlink(name); err == nil {
 			removed = append(removed, p)
-		} else if !errors.Is(err, os.ErrNotExist) {
+		} else if !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("removing %s: %w", p, err))
+		}
+	}
+	skip := func(name, why string) {
+		m.log.WithField("path", m.lockDir+"/"+name).Warn("stale clean-up leaves it alone: " + why)
+	}
+	lockIDs := map[string]bool{}
+	for _, name := range names {
+		id, ok := strings.CutSuffix(name, ".lock")
+		if !ok || ValidateScanID(id) != nil {
+			continue
+		}
+		lockIDs[id] = true
+		if inUse[id] {
+			continue
+		}
+		if err := m.purgeLock(id, remove, skip); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	lockIDs := map[string]bool{}
-	for _, e := range entries {
-		name := e.Name()
-		if id, ok := strings.CutSuffix(name, ".lock"); ok && ValidateScanID(id) == nil {
-			lockIDs[id] = true
-			if inUse[id] {
-				continue
-			}
-			p := filepath.Join(m.lockDir, name)
-			if e.IsDir() {
-				errs = append(errs, m.lockFileError(p, unix.EISDIR))
-				continue
-			}
-			// Read-only and not through symlinks: flock needs no write
-			// access, and lock files of other users may not grant it.
-			fl := flock.New(p, flock.SetFlag(os.O_RDONLY|unix.O_NOFOLLOW))
-			ok, err := fl.TryLock()
-			if err != nil || !ok {
-				if err != nil && !errors.Is(err, os.ErrNotExist) {
-					errs = append(errs, m.lockFileError(p, err))
-				}
-				continue // held by somebody: not stale
-			}
-			if same, _ := flockNames(fl, p); same {
-				remove(m.infoPath(id))
-				// Nobody holds the lock, so no writer waits for it.
-				if g := m.gatePath(id); fileExists(g) {
-					remove(g)
-				}
-				remove(p)
-			}
-			_ = fl.Unlock()
-		}
-	}
-	for _, e := range entries {
-		name := e.Name()
-		p := filepath.Join(m.lockDir, name)
+	for _, name := range names {
 		if rest, ok := strings.CutPrefix(name, ".info-tmp-"); ok {
 			// .info-tmp-PID-SEQ: a crash between write and rename.
 			pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
-			if err == nil && pid != m.pid && !processAlive(pid) {
-				remove(p)
+			if err != nil || pid == m.pid || processAlive(pid) {
+				continue
+			}
+			var st unix.Stat_t
+			if err := m.dir.lstat(name, &st); err == nil {
+				if err := checkFile(&st); err != nil {
+					skip(name, err.Error())
+				} else {
+					remove(name)
+				}
 			}
 			continue
 		}
 		if id, ok := strings.CutSuffix(name, ".info"); ok && ValidateScanID(id) == nil && !lockIDs[id] && !inUse[id] {
 			// An .info without a lock file: stale if its writer is dead.
-			inf, err := readInfoFile(p)
-			if err != nil || inf == nil || (inf.PID != m.pid && !processAlive(inf.PID)) {
-				remove(p)
+			inf, torn, why := m.infoLooksOurs(name)
+			switch {
+			case why != "":
+				skip(name, why)
+			case torn || (inf != nil && inf.PID != m.pid && !processAlive(inf.PID)):
+				remove(name)
 			}
 		}
 	}
 	return removed, errors.Join(errs...)
 }
 
-// flockNames reports whether path still names the file fl has locked.
-func flockNames(fl *flock.Flock, path string) (bool, error) {
+// purgeLock removes the lock file of scan id, with its .info and .gate
+// files, if it is ours or plantdb's and nobody holds it.
+func (m *Manager) purgeLock(id string, remove func(name string), skip func(name, why string)) error {
+	name := id + ".lock"
+	p := m.lockDir + "/" + name
+	// Read-only: flock needs no write access, and lock files of other
+	// users may not grant it.
+	fd, st, err := m.dir.openFile(name, unix.O_RDONLY, false, 0, false)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return m.lockFileError(p, err)
+	}
+	defer unix.Close(fd)
+	if st.Size != 0 {
+		skip(name, "it holds data, so it is no lock file of scanlockfs or plantdb (theirs are empty)")
+		return nil
+	}
+	// Through /proc/self/fd: the very file just checked.
+	fl := flock.New("/proc/self/fd/"+strconv.Itoa(fd), flock.SetFlag(os.O_RDONLY))
+	defer fl.Close()
+	ok, err := fl.TryLock()
+	if err != nil || !ok {
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return m.lockFileError(p, err)
+		}
+		return nil // held by somebody: not stale
+	}
+	if same, _ := m.flockNames(fl, name); !same {
+		return nil
+	}
+	info := id + ".info"
+	if _, _, why := m.infoLooksOurs(info); why != "" {
+		skip(info, why)
+	} else if m.dir.lstat(info, &unix.Stat_t{}) == nil {
+		remove(info)
+	}
+	// Nobody holds the lock, so no writer waits for it.
+	gate := id + ".gate"
+	var gst unix.Stat_t
+	if m.dir.lstat(gate, &gst) == nil {
+		if err := checkFile(&gst); err != nil {
+			skip(gate, err.Error())
+		} else if gst.Size != 0 {
+			skip(gate, "it holds data, so it is no gate of scanlockfs (ours are empty)")
+		} else {
+			remove(gate)
+		}
+	}
+	remove(name)
+	return nil
+}
+
+// infoLooksOurs reads the .info file name and tells whether it is one
+// that scanlockfs or plantdb wrote: it parses (inf), or it is torn, the
+// beginning of one (a writer killed in the middle of plantdb's in-place
+// write, or an empty file). Otherwise why says what it is. A missing file
+// gives all zero values.
+func (m *Manager) infoLooksOurs(name string) (inf *Info, torn bool, why string) {
+	inf, _, err := m.readInfoStat(name)
+	if err == nil {
+		return inf, false, ""
+	}
+	var bad *badFileError
+	if errors.As(err, &bad) {
+		return nil, false, bad.what
+	}
+	data, _, rerr := m.dir.readFile(name)
+	if rerr != nil {
+		return nil, false, "it cannot be read: " + rerr.Error()
+	}
+	const head = `{"scan_id"`
+	t := bytes.TrimLeft(data, " \t\r\n")
+	if bytes.HasPrefix(t, []byte(head)) || strings.HasPrefix(head, string(t)) {
+		return nil, true, ""
+	}
+	return nil, false, "it is not lock info (JSON starting with " + head + ")"
+}
+
+// flockNames reports whether name still names the file fl has locked.
+func (m *Manager) flockNames(fl *flock.Flock, name string) (bool, error) {
 	fst, err := fl.Stat()
 	if err != nil {
 		return false, err
 	}
 	var pst unix.Stat_t
-	if err := unix.Stat(path, &pst); err != nil {
+	if err := m.dir.lstat(name, &pst); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return false, nil
 		}
 		return false, err
 	}
 	return statID(fst) == fileID{dev: pst.Dev, ino: pst.Ino}, nil
-}
-
-func fileExists(p string) bool {
-	_, err := os.Lstat(p)
-	return err == nil
 }
 
 // processAlive reports whether pid names a live process.

@@ -3,10 +3,10 @@ package lockmgr
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,14 +45,21 @@ const (
 
 // Holder is one holder of a scan lock.
 type Holder struct {
-	Mode    Mode      `json:"mode"`
-	PID     int       `json:"pid"`
-	Command string    `json:"command,omitempty"`
-	User    string    `json:"user,omitempty"`
-	Owner   string    `json:"owner,omitempty"`
-	Note    string    `json:"note,omitempty"`
-	Since   time.Time `json:"since,omitzero"`
-	Where   string    `json:"where"`
+	Mode    Mode   `json:"mode"`
+	PID     int    `json:"pid"`
+	Command string `json:"command,omitempty"`
+	// User is who the holder is: the owner's user for WhereLocal, the
+	// real user of the process (from /proc) for WhereProcess; "" when the
+	// process is gone.
+	User string `json:"user,omitempty"`
+	// ClaimedUser is the user field of the scan's .info file, for a
+	// WhereProcess holder whose pid it names. Any member of the lock
+	// directory's group can write that file, so it is only a claim.
+	ClaimedUser string    `json:"claimed_user,omitempty"`
+	Owner       string    `json:"owner,omitempty"`
+	Note        string    `json:"note,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+	Where       string    `json:"where"`
 }
 
 // Waiter is one request waiting for a scan lock.
@@ -185,17 +192,20 @@ func (m *Manager) List() ([]*ScanStatus, error) {
 		}
 	}
 	if len(held) > 0 {
-		entries, err := os.ReadDir(m.lockDir)
-		if err != nil {
-			return nil, fmt.Errorf("%w: listing %s: %v", ErrLockFile, m.lockDir, err)
+		if err := m.dir.refresh(); err != nil {
+			return nil, err
 		}
-		for _, e := range entries {
-			id, ok := strings.CutSuffix(e.Name(), ".lock")
+		names, err := m.dir.names()
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%w: listing %s: %w", ErrLockFile, m.lockDir, err)
+		}
+		for _, name := range names {
+			id, ok := strings.CutSuffix(name, ".lock")
 			if !ok || ValidateScanID(id) != nil || ids[id] {
 				continue
 			}
 			var st unix.Stat_t
-			if unix.Stat(filepath.Join(m.lockDir, e.Name()), &st) == nil && held[fileID{st.Dev, st.Ino}] {
+			if m.dir.lstat(name, &st) == nil && held[fileID{st.Dev, st.Ino}] {
 				ids[id] = true
 			}
 		}
@@ -216,7 +226,7 @@ func (m *Manager) List() ([]*ScanStatus, error) {
 
 func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 	st := &ScanStatus{ScanID: id, Holders: []Holder{}, Waiters: []Waiter{}}
-	inf, err := readInfoFile(m.infoPath(id))
+	inf, err := m.readInfo(id + ".info")
 	if err != nil {
 		st.InfoError = err.Error()
 	}
@@ -239,8 +249,12 @@ func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 
 	// Other processes, from /proc/locks.
 	var lst unix.Stat_t
-	if unix.Stat(m.lockPath(id), &lst) == nil && lst.Mode&unix.S_IFMT == unix.S_IFDIR {
-		st.LockError = fmt.Sprintf("lock file %s is a directory, so nobody can lock scan %s: remove it (rmdir) once you have checked it holds nothing of value", m.lockPath(id), id)
+	if m.dir.lstat(id+".lock", &lst) != nil {
+		lst = unix.Stat_t{}
+	}
+	if err := checkFile(&lst); lst.Ino != 0 && err != nil {
+		st.LockError = fmt.Sprintf("lock file %s %v, so nobody can lock scan %s: remove it (rm, or rmdir for a directory) once you have checked it holds nothing of value",
+			m.lockPath(id), err, id)
 	} else if lst.Ino != 0 {
 		fid := fileID{lst.Dev, lst.Ino}
 		seen := map[procLock]bool{}
@@ -252,9 +266,7 @@ func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 			e := Holder{Mode: pl.mode, PID: pl.pid, Command: procComm(pl.pid), User: procUser(pl.pid), Where: WhereProcess}
 			if inf != nil && inf.PID == pl.pid {
 				e.Since = inf.Time()
-				if inf.User != "" {
-					e.User = inf.User
-				}
+				e.ClaimedUser = inf.User
 				e.Note = inf.Note
 			}
 			if pl.blocked {
@@ -297,13 +309,27 @@ func procComm(pid int) string {
 
 var uidNames sync.Map // uint32 -> string
 
-// procUser returns the name of the real user of a process.
+// procUser returns the name of the real user of a process (the first
+// field of "Uid:" in /proc/PID/status), or "" if it is gone.
 func procUser(pid int) string {
-	var st unix.Stat_t
-	if unix.Stat("/proc/"+strconv.Itoa(pid), &st) != nil {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
 		return ""
 	}
-	return UserNameOf(st.Uid)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				return ""
+			}
+			uid, err := strconv.ParseUint(f[0], 10, 32)
+			if err != nil {
+				return ""
+			}
+			return UserNameOf(uint32(uid))
+		}
+	}
+	return ""
 }
 
 // UserNameOf returns the name of uid, or the number if it has no name.

@@ -83,8 +83,10 @@ func TestStatusOtherProcesses(t *testing.T) {
 			t.Fatalf("Status(%s) = %+v", tt.id, st)
 		}
 		got := st.Holders[0]
-		if got.PID != tt.pid || got.Mode != tt.mode || got.Where != WhereProcess || got.User != tt.user || got.Since.IsZero() {
-			t.Errorf("Status(%s) holder %+v, want pid %d %v user %s with a time", tt.id, got, tt.pid, tt.mode, tt.user)
+		// The .info's user is a claim; the user is the process's.
+		if got.PID != tt.pid || got.Mode != tt.mode || got.Where != WhereProcess || got.ClaimedUser != tt.user ||
+			got.User != UserNameOf(uint32(os.Getuid())) || got.Since.IsZero() {
+			t.Errorf("Status(%s) holder %+v, want pid %d %v user %s claimed %s with a time", tt.id, got, tt.pid, tt.mode, UserNameOf(uint32(os.Getuid())), tt.user)
 		}
 		if got.Command == "" {
 			t.Errorf("Status(%s): no command name for pid %d", tt.id, got.PID)
