@@ -21,6 +21,7 @@ import (
 //	context.Canceled         EINTR      the caller was interrupted while waiting
 //	lockmgr.ErrDeadlock      EDEADLK    two shared holders both asked for exclusive
 //	lockmgr.ErrClosed        ESHUTDOWN  the mount is shutting down
+//	EMFILE, ENFILE           itself     the daemon is out of descriptors (logged: raise LimitNOFILE)
 //	lockmgr.ErrLockFile      EIO        the lock file cannot be used (logged, with its path)
 //	syscall.Errno            itself     from the backing file system
 //	anything else            EIO        logged as a bug
@@ -44,6 +45,16 @@ func toErrno(log logrus.FieldLogger, err error) syscall.Errno {
 	case errors.Is(err, lockmgr.ErrClosed):
 		log.WithError(err).Info("lock manager closed: ESHUTDOWN")
 		return syscall.ESHUTDOWN
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		// Not the lock file's fault: the program gets the errno it would
+		// get from a plain file system at the limit, and the log says what
+		// to change.
+		e := syscall.EMFILE
+		if errors.Is(err, syscall.ENFILE) {
+			e = syscall.ENFILE
+		}
+		log.WithError(err).Error("too many open files: raise LimitNOFILE / ulimit -n of the mount")
+		return e
 	case errors.Is(err, lockmgr.ErrLockFile):
 		// The message names the lock file and says what to do.
 		log.WithError(err).Error("scan lock file unusable: EIO")

@@ -31,6 +31,9 @@ func TestToErrnoMapsWrappedErrors(t *testing.T) {
 		{wrap(lockmgr.ErrDeadlock), syscall.EDEADLK},
 		{lockmgr.ErrClosed, syscall.ESHUTDOWN},
 		{wrap(lockmgr.ErrLockFile), syscall.EIO},
+		// At the descriptor limit the program gets EMFILE, not EIO.
+		{fmt.Errorf("%w /l/s.lock: %w (hint)", lockmgr.ErrLockFile, syscall.EMFILE), syscall.EMFILE},
+		{fmt.Errorf("%w /l/s.lock: %w (hint)", lockmgr.ErrLockFile, syscall.ENFILE), syscall.ENFILE},
 		{wrap(syscall.ENOSPC), syscall.ENOSPC},
 		{&os.PathError{Op: "open", Path: "/x", Err: syscall.EACCES}, syscall.EACCES},
 		{errors.New("something odd"), syscall.EIO},

@@ -36,20 +36,21 @@ func (f *statusFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	if isWriteOpen(flags) {
 		return nil, 0, syscall.EROFS
 	}
-	return &snapshot{data: f.fsys.render(f.kind, f.scan, time.Now())}, fuse.FOPEN_DIRECT_IO, 0
+	return &snapshot{data: f.fsys.render(f.kind, f.scan, time.Now(), viewerOf(ctx))}, fuse.FOPEN_DIRECT_IO, 0
 }
 
-// render renders a file of the status view.
-func (fsys *fileSystem) render(kind fileKind, scan string, now time.Time) []byte {
+// render renders a file of the status view for viewer v (nil: show
+// everything), hiding what v may not see (status_viewer.go).
+func (fsys *fileSystem) render(kind fileKind, scan string, now time.Time, v *viewer) []byte {
 	switch kind {
 	case kindStatus:
 		list, err := fsys.mgr.List()
-		return renderMountStatus(fsys.mountStatusHeader(), list, err, now)
+		return renderMountStatusFor(fsys.mountStatusHeader(), list, err, now, fsys.redactorFor(v))
 	case kindMetrics:
 		return renderMetrics(fsys.gatherMetrics())
 	}
 	st, err := fsys.mgr.Status(scan)
-	return renderInfo(st, err, now)
+	return renderInfoFor(st, err, now, fsys.redactorFor(v))
 }
 
 // mountStatusHeader is status.json without its scans.

@@ -35,12 +35,22 @@ type LockEntry struct {
 	PID int `json:"pid"`
 	// Command is the process's name (/proc/PID/comm), "" once it exited.
 	Command string `json:"command"`
-	// User is the name of the user the lock is taken for.
+	// User is the name of the user the lock is taken for: the caller's
+	// for Where "mount", the real user of the process (from /proc) for
+	// Where "source".
 	User string `json:"user"`
+	// ClaimedUser is, for Where "source", the user that the scan's .info
+	// file names for this pid. Any member of the lock directory's group
+	// can write that file: it is a claim, User is the fact.
+	ClaimedUser string `json:"claimed_user"`
 	// Path is what the program opened or changed through the mount,
 	// relative to the mount point ("scan_001/files.json"; "a -> b" for a
-	// rename). "" for Where "source".
+	// rename). "" for Where "source", and when PathHidden.
 	Path string `json:"path"`
+	// PathHidden is true when the reader may not see Path: it is shown
+	// only to root, to the holder's user and to users who may list the
+	// directory it is in (see status_viewer.go).
+	PathHidden bool `json:"path_hidden"`
 	// Where is WhereMount or WhereSource.
 	Where string `json:"where"`
 	// Since is when the lock was granted (holders) or requested
@@ -52,19 +62,28 @@ type LockEntry struct {
 	// Owner is the lock owner's key in this mount ("pid:1234"), "" for
 	// Where "source".
 	Owner string `json:"owner"`
-	// Note is the note of a holder on SOURCE from its .info file
-	// (scanlockfs run writes its command there).
+	// Note is the note of a holder on SOURCE from its .info file (older
+	// versions of scanlockfs run wrote their command there). "" when
+	// NoteHidden.
 	Note string `json:"note"`
+	// NoteHidden is true when the reader may not see Note: it is shown
+	// only to root and to the holder's user.
+	NoteHidden bool `json:"note_hidden"`
 }
 
 // Holder converts e back to lockmgr's form, for tools that merge a
 // mount's view into lockmgr.ScanStatus (scanlockfs status): Where stays
 // WhereMount or WhereSource, and Note holds the path of a mount entry.
 func (e LockEntry) Holder() lockmgr.Holder {
-	h := lockmgr.Holder{PID: e.PID, Command: e.Command, User: e.User, Owner: e.Owner, Note: e.Note, Where: e.Where}
+	h := lockmgr.Holder{PID: e.PID, Command: e.Command, User: e.User, ClaimedUser: e.ClaimedUser, Owner: e.Owner, Note: e.Note, Where: e.Where}
 	_ = h.Mode.UnmarshalText([]byte(e.Mode)) // unknown modes stay 0, "none"
 	if e.Where == WhereMount {
 		h.Note = e.Path
+		if e.PathHidden {
+			h.Note = HiddenNote
+		}
+	} else if e.NoteHidden {
+		h.Note = HiddenNote
 	}
 	if e.Since != nil {
 		if t, err := time.Parse(time.RFC3339, *e.Since); err == nil {
@@ -73,6 +92,10 @@ func (e LockEntry) Holder() lockmgr.Holder {
 	}
 	return h
 }
+
+// HiddenNote is the note of a holder converted by LockEntry.Holder whose
+// path or note the reader may not see.
+const HiddenNote = "(hidden from you)"
 
 // HolderInfo is a holder of a scan lock.
 type HolderInfo struct {
@@ -134,12 +157,17 @@ type MountStatus struct {
 }
 
 // renderInfo renders the .info document of one scan from its status (or
-// from err, the reason there is none).
+// from err, the reason there is none), everything shown.
 func renderInfo(st *lockmgr.ScanStatus, err error, now time.Time) []byte {
+	return renderInfoFor(st, err, now, nil)
+}
+
+// renderInfoFor is renderInfo with what r hides hidden.
+func renderInfoFor(st *lockmgr.ScanStatus, err error, now time.Time, r *redactor) []byte {
 	doc := InfoDoc{State: "unknown", GeneratedAt: now.Format(timeLayout), GeneratedAtUnix: unixSeconds(now),
 		Holders: []HolderInfo{}, Waiters: []WaiterInfo{}}
 	if st != nil {
-		si := scanInfo(st, now)
+		si := scanInfo(st, now, r)
 		doc.ScanID, doc.Holders, doc.Waiters, doc.InfoError = si.ScanID, si.Holders, si.Waiters, si.InfoError
 		if err == nil {
 			doc.State = si.State
@@ -154,13 +182,19 @@ func renderInfo(st *lockmgr.ScanStatus, err error, now time.Time) []byte {
 }
 
 // renderMountStatus renders status.json: hdr (the mount's fields) with
-// the scans of list, or err if they could not be listed.
+// the scans of list, or err if they could not be listed, everything
+// shown.
 func renderMountStatus(hdr MountStatus, list []*lockmgr.ScanStatus, err error, now time.Time) []byte {
+	return renderMountStatusFor(hdr, list, err, now, nil)
+}
+
+// renderMountStatusFor is renderMountStatus with what r hides hidden.
+func renderMountStatusFor(hdr MountStatus, list []*lockmgr.ScanStatus, err error, now time.Time, r *redactor) []byte {
 	hdr.GeneratedAt, hdr.GeneratedAtUnix = now.Format(timeLayout), unixSeconds(now)
 	hdr.Scans = make([]ScanInfo, 0, len(list))
 	for _, st := range list {
 		if st != nil {
-			hdr.Scans = append(hdr.Scans, scanInfo(st, now))
+			hdr.Scans = append(hdr.Scans, scanInfo(st, now, r))
 		}
 	}
 	if err != nil {
@@ -169,33 +203,40 @@ func renderMountStatus(hdr MountStatus, list []*lockmgr.ScanStatus, err error, n
 	return encodeDoc(&hdr)
 }
 
-func scanInfo(st *lockmgr.ScanStatus, now time.Time) ScanInfo {
+func scanInfo(st *lockmgr.ScanStatus, now time.Time, r *redactor) ScanInfo {
 	si := ScanInfo{ScanID: st.ScanID, State: st.State, InfoError: st.InfoError,
 		Holders: make([]HolderInfo, 0, len(st.Holders)), Waiters: make([]WaiterInfo, 0, len(st.Waiters))}
 	if si.State == "" {
 		si.State = "free"
 	}
 	for _, h := range st.Holders {
-		si.Holders = append(si.Holders, HolderInfo{LockEntry: lockEntry(h), HeldForSeconds: secondsSince(h.Since, now)})
+		si.Holders = append(si.Holders, HolderInfo{LockEntry: lockEntry(h, r), HeldForSeconds: secondsSince(h.Since, now)})
 	}
 	for _, w := range st.Waiters {
-		si.Waiters = append(si.Waiters, WaiterInfo{LockEntry: lockEntry(w), WaitedSeconds: secondsSince(w.Since, now)})
+		si.Waiters = append(si.Waiters, WaiterInfo{LockEntry: lockEntry(w, r), WaitedSeconds: secondsSince(w.Since, now)})
 	}
 	return si
 }
 
 // lockEntry translates lockmgr's view into the mount's: the daemon's
 // own leases are the mount's programs, whose note is the path they
-// opened; other processes lock SOURCE directly.
-func lockEntry(h lockmgr.Holder) LockEntry {
-	e := LockEntry{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User}
+// opened; other processes lock SOURCE directly. r (nil: show all) hides
+// what the reader may not see.
+func lockEntry(h lockmgr.Holder, r *redactor) LockEntry {
+	e := LockEntry{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser}
 	switch h.Where {
 	case lockmgr.WhereLocal:
 		e.Where, e.Path, e.Owner = WhereMount, h.Note, h.Owner
+		if !r.showPath(h.Note, h.User) {
+			e.Path, e.PathHidden = "", true
+		}
 	case lockmgr.WhereProcess:
 		e.Where, e.Note = WhereSource, h.Note
 	default:
 		e.Where, e.Note, e.Owner = h.Where, h.Note, h.Owner
+	}
+	if e.Note != "" && !r.showNote(e.Note, h.User) {
+		e.Note, e.NoteHidden = "", true
 	}
 	if !h.Since.IsZero() {
 		s, u := h.Since.Format(timeLayout), unixSeconds(h.Since)

@@ -78,7 +78,7 @@ func TestRenderInfoTranslatesHoldersAndWaiters(t *testing.T) {
 func TestLockEntryHolderRoundTrip(t *testing.T) {
 	in := lockmgr.Holder{Mode: lockmgr.Exclusive, PID: 9, Command: "cp", User: "alice", Owner: "pid:9",
 		Note: "scan_001/a", Since: testSince, Where: lockmgr.WhereLocal}
-	got := lockEntry(in).Holder()
+	got := lockEntry(in, nil).Holder()
 	want := in
 	want.Where = WhereMount
 	if !got.Since.Equal(want.Since) {
@@ -89,7 +89,7 @@ func TestLockEntryHolderRoundTrip(t *testing.T) {
 		t.Errorf("mount entry: %+v, want %+v", got, want)
 	}
 	src := lockmgr.Holder{Mode: lockmgr.Shared, PID: 7, Note: "run: make", Where: lockmgr.WhereProcess}
-	if got := lockEntry(src).Holder(); got.Where != WhereSource || got.Note != "run: make" || !got.Since.IsZero() || got.Mode != lockmgr.Shared {
+	if got := lockEntry(src, nil).Holder(); got.Where != WhereSource || got.Note != "run: make" || !got.Since.IsZero() || got.Mode != lockmgr.Shared {
 		t.Errorf("source entry: %+v", got)
 	}
 }
@@ -103,7 +103,7 @@ func TestRenderedDocumentsHaveEveryKey(t *testing.T) {
 	var info map[string]any
 	noErr(t, json.Unmarshal(renderInfo(st, nil, testNow), &info))
 	wantKeys(t, "info", info, "scan_id", "state", "generated_at", "generated_at_unix", "holders", "waiters", "info_error", "error")
-	entry := []string{"mode", "pid", "command", "user", "path", "where", "since", "since_unix", "owner", "note"}
+	entry := []string{"mode", "pid", "command", "user", "claimed_user", "path", "path_hidden", "where", "since", "since_unix", "owner", "note", "note_hidden"}
 	wantKeys(t, "holder", info["holders"].([]any)[0].(map[string]any), append(entry, "held_for_seconds")...)
 	wantKeys(t, "waiter", info["waiters"].([]any)[0].(map[string]any), append(entry, "waited_seconds")...)
 
