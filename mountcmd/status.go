@@ -35,6 +35,10 @@ func init() {
 			"waiters included, with where \"mount\" and their path as note). Without SCAN, lists every scan that is locked or awaited right now; with\n" +
 			"SCAN, shows those scans, free or not.\n" +
 			"SINCE is known when the holder wrote the scan's .info file (scanlockfs and plantdb do).\n" +
+			"USER is the real user of the holding process (from /proc). The user an .info file names is only\n" +
+			"a claim (any member of the lock directory's group can write one): it is shown as \"NAME (claimed)\"\n" +
+			"where it differs or the process is not visible, and as claimed_user in --json. Notes are cut to\n" +
+			"256 bytes in the table.\n" +
 			"Waiters show when they block in flock(2) (flock(1), plantdb's blocking mode); programs that\n" +
 			"poll for the lock, such as 'scanlockfs run', are not visible while they wait.\n\n" +
 			"--json prints one document (all keys always present; unknown times are null):\n" +
@@ -42,6 +46,7 @@ func init() {
 			"   \"scans\": [{\"scan_id\": ID, \"state\": \"free\"|\"shared\"|\"exclusive\",\n" +
 			"              \"holders\": [ENTRY...], \"waiters\": [ENTRY...]}]}\n" +
 			"  ENTRY = {\"mode\": \"shared\"|\"exclusive\", \"pid\": N, \"command\": NAME, \"user\": NAME,\n" +
+			"           \"claimed_user\": NAME,\n" +
 			"           \"since\": RFC3339|null, \"since_unix\": SECONDS|null, \"for_seconds\": SECONDS|null,\n" +
 			"           \"where\": \"process\"|\"local\"|\"mount\", \"note\": TEXT}\n\n" +
 			"Exit codes: 0 the query worked (also when everything is free); 2 bad arguments or scan id;\n" +
@@ -164,21 +169,25 @@ type scanDoc struct {
 }
 
 type entryDoc struct {
-	Mode       string   `json:"mode"`
-	PID        int      `json:"pid"`
-	Command    string   `json:"command"`
-	User       string   `json:"user"`
-	Since      *string  `json:"since"`
-	SinceUnix  *float64 `json:"since_unix"`
-	ForSeconds *float64 `json:"for_seconds"`
-	Where      string   `json:"where"`
-	Note       string   `json:"note"`
+	Mode    string `json:"mode"`
+	PID     int    `json:"pid"`
+	Command string `json:"command"`
+	// User is the real user of the process (or of the mount's caller);
+	// ClaimedUser what the scan's .info file says, which anybody in the
+	// lock directory's group can write.
+	User        string   `json:"user"`
+	ClaimedUser string   `json:"claimed_user"`
+	Since       *string  `json:"since"`
+	SinceUnix   *float64 `json:"since_unix"`
+	ForSeconds  *float64 `json:"for_seconds"`
+	Where       string   `json:"where"`
+	Note        string   `json:"note"`
 }
 
 func entryDocs(hs []lockmgr.Holder, now time.Time) []entryDoc {
 	out := make([]entryDoc, 0, len(hs))
 	for _, h := range hs {
-		e := entryDoc{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, Where: h.Where, Note: h.Note}
+		e := entryDoc{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser, Where: h.Where, Note: h.Note}
 		if !h.Since.IsZero() {
 			s := h.Since.Format(time.RFC3339)
 			u := float64(h.Since.UnixMilli()) / 1e3
@@ -215,7 +224,7 @@ func writeStatusTable(w io.Writer, source string, list []*lockmgr.ScanStatus, no
 			mode += " (waiting)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", printable(s.ScanID), s.State, mode, h.PID,
-			dash(printable(h.Command)), dash(printable(h.User)), sinceText(h.Since, now), dash(h.Where), dash(oneLine(h.Note)))
+			dash(printable(h.Command)), dash(userText(h)), sinceText(h.Since, now), dash(h.Where), dash(oneLine(h.Note)))
 	}
 	for _, s := range list {
 		if !s.Active() {
@@ -265,8 +274,8 @@ func holderSummary(st *lockmgr.ScanStatus) string {
 		if h.Command != "" {
 			d = append(d, h.Command)
 		}
-		if h.User != "" {
-			d = append(d, "user "+h.User)
+		if u := userText(h); u != "" {
+			d = append(d, "user "+u)
 		}
 		if !h.Since.IsZero() {
 			d = append(d, "for "+shortDuration(now.Sub(h.Since)))
@@ -294,9 +303,37 @@ func dash(s string) string {
 	return s
 }
 
+// userText is the holder's user for the table: the real user, and the
+// user its .info file claims where that differs (any member of the lock
+// directory's group can write the file, so it is never shown as fact).
+func userText(h lockmgr.Holder) string {
+	user, claimed := printable(h.User), printable(h.ClaimedUser)
+	switch {
+	case claimed == "" || claimed == user:
+		return user
+	case user == "":
+		return claimed + " (claimed)"
+	}
+	return user + ", " + claimed + " (claimed)"
+}
+
+// maxNoteLen bounds a note in the table: notes come from .info files
+// that other users write.
+const maxNoteLen = 256
+
 // oneLine keeps notes (which come from .info files other programs wrote)
-// from breaking the table.
-func oneLine(s string) string { return printable(s) }
+// from breaking the table or flooding it: escaped, and cut to maxNoteLen
+// bytes.
+func oneLine(s string) string {
+	if len(s) > maxNoteLen {
+		cut := maxNoteLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return printable(s[:cut]) + fmt.Sprintf("... (%d bytes more)", len(s)-cut)
+	}
+	return printable(s)
+}
 
 // printable escapes what a terminal would act on: control characters
 // (newlines and escape sequences included) and invalid UTF-8, as Go

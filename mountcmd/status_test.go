@@ -10,6 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"scanlockfs/lockmgr"
 )
 
 // TestStatusAsReadOnlyUser: status needs only read access to SOURCE. User
@@ -90,4 +93,37 @@ func snapshotTree(t *testing.T, root string) string {
 		return nil
 	}))
 	return b.String()
+}
+
+// The .info user is a claim: the table shows it as such beside the real
+// user, and a note of any size is cut, escaped, to one bounded line.
+func TestStatusTableClaimsAndLongNotes(t *testing.T) {
+	now := time.Now()
+	note := "x\x1b[2J" + strings.Repeat("n", 10<<20)
+	list := []*lockmgr.ScanStatus{{ScanID: "s", State: "exclusive", Holders: []lockmgr.Holder{
+		{Mode: lockmgr.Exclusive, PID: 7, User: "mallory", ClaimedUser: "alice", Note: note, Where: lockmgr.WhereProcess},
+		{Mode: lockmgr.Exclusive, PID: 8, ClaimedUser: "bob", Where: lockmgr.WhereProcess},
+		{Mode: lockmgr.Exclusive, PID: 9, User: "carol", ClaimedUser: "carol", Where: lockmgr.WhereProcess},
+	}}}
+	var b strings.Builder
+	must(t, writeStatusTable(&b, "/db", list, now))
+	out := b.String()
+	if len(out) > 4096 {
+		t.Fatalf("a 10 MB note gives %d bytes of table", len(out))
+	}
+	for _, want := range []string{"mallory, alice (claimed)", "bob (claimed)", `\x1b[2J`, "bytes more"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\x1b") || strings.Contains(out, "carol (claimed)") {
+		t.Errorf("table:\n%s", out)
+	}
+	var j strings.Builder
+	must(t, writeStatusJSON(&j, "/db", "/db/.locks", list, now))
+	var doc statusDoc
+	must(t, json.Unmarshal([]byte(j.String()), &doc))
+	if e := doc.Scans[0].Holders[0]; e.User != "mallory" || e.ClaimedUser != "alice" {
+		t.Errorf("JSON entry %+v", e)
+	}
 }
