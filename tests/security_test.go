@@ -213,6 +213,11 @@ print("refused", n, flush=True)
 		openToAll(t, d.src)
 		base := d.leakBaseline(t)
 		run(t, "cat", d.path("scanA/files.json"))
+		// cat's RELEASE is asynchronous, and the daemon removes the .info
+		// it wrote for a hold longer than the info delay only then: wait
+		// until it is done, so that every change after the snapshot
+		// (mtimes included) is the other user's.
+		waitFree(t, d.src, "scanA")
 		before := treeState(t, d.lockDir(), true, nil)
 		p := startPy(t, "other", cred, pyOpener)
 		for i, path := range []string{
