@@ -171,7 +171,7 @@ func TestSecurityLockDir(t *testing.T) {
 		must(t, os.Remove(filepath.Join(src, ".locks")))
 		mustRunAs(t, cred, "ln", "-s", target, filepath.Join(src, ".locks"))
 		code, stderr := mountFails(t, src)
-		if code == 0 || !strings.Contains(stderr, filepath.Join(src, ".locks")) || !strings.Contains(stderr, "symbolic link") ||
+		if code != 5 || !strings.Contains(stderr, filepath.Join(src, ".locks")) || !strings.Contains(stderr, "symbolic link") ||
 			!strings.Contains(stderr, "real directory") {
 			t.Errorf("mount on a symlinked lock directory: exit %d, %s", code, stderr)
 		}
