@@ -9,8 +9,9 @@
 // LOCK_EX for Exclusive. plantdb's ScanLockManager locks the very same
 // file the same way, so Go and Python holders exclude each other.
 // ROOT/.locks/S.info holds JSON metadata (plantdb's fields scan_id,
-// lock_type, user, timestamp, pid, thread_id, plus ours, among them
-// "tool":"scanlockfs"); see Metadata. ROOT/.locks/S.gate exists only for
+// lock_type, user, timestamp, pid, thread_id, plus ours: owner,
+// owner_pid, hostname and "tool":"scanlockfs"; no path or note, since the
+// file is as readable as the lock directory); see Metadata. ROOT/.locks/S.gate exists only for
 // scans on which a writer of ours once had to wait (see Fairness).
 //
 // # Permissions
@@ -24,6 +25,18 @@
 // writing (where flock is emulated with fcntl locks, as on NFS, an
 // exclusive lock needs it), read-only when we may not write them, and
 // never through a symbolic link.
+//
+// Every member of that group can put anything in the lock directory, and
+// the manager often runs as root, so (lockdir.go) the lock directory is
+// used through a descriptor opened without following a symbolic link (a
+// symbolic link as the lock directory is refused with ErrLockFile); every
+// file there is checked with O_PATH and fstat to be a regular file with
+// one link before it is opened for real (a FIFO, device, socket, symbolic
+// link, directory or hard link where a lock file should be is an
+// ErrLockFile naming it); .info files are read up to 64 KiB; and
+// PurgeStale removes only files that look like ours or plantdb's. The
+// user an .info file names is only a claim: Status reports it as
+// Holder.ClaimedUser beside the process's real user.
 // Users who may only read the tree can still query it: a manager opened
 // WithReadOnly needs read access only, changes nothing on disk and
 // refuses to lock (ErrReadOnly).

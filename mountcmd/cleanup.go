@@ -22,6 +22,9 @@ func init() {
 			"and .info and temporary files left by dead processes (after a crash or a SIGKILL). A lock\n" +
 			"file is removed only while cleanup itself holds it exclusively, so a lock held by a mount,\n" +
 			"'scanlockfs run' or plantdb is never touched. The mount does the same when it starts.\n" +
+			"Only files that look like scanlockfs's or plantdb's are removed (an empty lock file, an .info\n" +
+			"that parses, an empty .gate), never through a symbolic link; what is left alone is logged with\n" +
+			"the reason. A lock directory that is a symbolic link is refused (replace it with a directory).\n" +
 			"Prints each removed path on standard output, one per line, and a summary on standard error.\n\n" +
 			"Exit codes: 0 done (also when there was nothing to remove); 2 bad arguments; 6 SOURCE\n" +
 			"missing; 1 some files could not be removed.\n\n" +
