@@ -76,6 +76,28 @@ func BenchmarkUncontended(b *testing.B) {
 	}
 }
 
+// BenchmarkColdOpen cycles through more scans than stay cached, so that
+// every acquisition opens its lock file: the cost of checking the lock
+// file (O_PATH, fstat, reopen) and the lock directory (lstat) first.
+func BenchmarkColdOpen(b *testing.B) {
+	m := newManager(b, b.TempDir(), WithInfoFiles(false))
+	o := ProcessOwner()
+	ctx := context.Background()
+	ids := make([]string, 2*maxIdleScans+1)
+	for i := range ids {
+		ids[i] = "s" + strconv.Itoa(i)
+	}
+	i := 0
+	for b.Loop() {
+		l, err := m.Acquire(ctx, ids[i%len(ids)], Exclusive, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l.Release()
+		i++
+	}
+}
+
 // BenchmarkVsPlantdbPeer gives the speed-up over the plantdb peer. On a
 // loaded machine absolute figures drift, so it alternates, 7 times, 100 ms
 // of our uncontended acquire+release with 300 of the peer's, and reports
