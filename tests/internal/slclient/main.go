@@ -63,6 +63,11 @@ func now() int64 {
 }
 
 func errnoName(err error) string {
+	if errors.Is(err, lockmgr.ErrLockFile) {
+		// The message names the lock file and the fix; it wraps the OS
+		// error too, whose name alone would say less.
+		return strings.ReplaceAll(err.Error(), " ", "_")
+	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		if n := unix.ErrnoName(errno); n != "" {
