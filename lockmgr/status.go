@@ -226,6 +226,11 @@ func (m *Manager) List() ([]*ScanStatus, error) {
 
 func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 	st := &ScanStatus{ScanID: id, Holders: []Holder{}, Waiters: []Waiter{}}
+	// A lock directory created (or replaced) since New: look at the new
+	// one. One that became a symbolic link is not followed.
+	if err := m.dir.refresh(); err != nil {
+		st.LockError = err.Error()
+	}
 	inf, err := m.readInfo(id + ".info")
 	if err != nil {
 		st.InfoError = err.Error()
