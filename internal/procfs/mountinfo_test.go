@@ -50,9 +50,12 @@ func TestUnescape(t *testing.T) {
 		`/end\04`:      `/end\04`, // truncated escape stays
 		`/x\999`:       `/x\999`,  // not octal
 		`/x\400`:       `/x\400`,  // beyond a byte
-		`/x\0401`:      "/x 1",    // three digits only
-		`\\040`:        "\\ ",     // a lone backslash, then an escape
-		`/a\-12`:       `/a\-12`,  // a sign is not a digit
+		`/big\777`:     `/big\777`,
+		`/notoctal\9x`: `/notoctal\9x`,
+		`/back\134x`:   `/back\x`,
+		`/x\0401`:      "/x 1",   // three digits only
+		`\\040`:        "\\ ",    // a lone backslash, then an escape
+		`/a\-12`:       `/a\-12`, // a sign is not a digit
 		`/a\+12`:       `/a\+12`,
 		"\\":           "\\",
 	} {
