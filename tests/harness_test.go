@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
 )
 
@@ -215,13 +216,12 @@ func (d *daemon) stopAndCheck(t *testing.T, wants ...string) {
 
 // isMounted reports whether mnt is a mount point, from /proc/self/mountinfo.
 func isMounted(mnt string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := procfs.ReadMountinfo()
 	if err != nil {
 		return false
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && f[4] == mnt {
+	for _, m := range ms {
+		if m.MountPoint == mnt {
 			return true
 		}
 	}

@@ -17,6 +17,9 @@ type Stat struct {
 	Comm  string // the command name, as the kernel shows it (at most 15 bytes, any bytes but NUL)
 	State byte   // R, S, D, Z, T...
 	PPID  int
+	// UTime and STime are the CPU time the process spent in user and
+	// kernel mode, in clock ticks (fields 14 and 15).
+	UTime, STime uint64
 	// StartTime is when the process started, in clock ticks after boot
 	// (field 22). With the pid it names one process: a pid reused later
 	// has a later start time.
@@ -38,7 +41,7 @@ func ReadStat(pid int) (Stat, error) {
 
 // ParseStat parses the contents of /proc/PID/stat:
 //
-//	PID (COMM) STATE PPID PGRP SESSION ... STARTTIME(22) ...
+//	PID (COMM) STATE PPID PGRP SESSION ... UTIME(14) STIME(15) ... STARTTIME(22) ...
 //
 // COMM may contain spaces, parentheses and newlines, so it is what lies
 // between the first "(" and the last ")": the fields after it are
@@ -64,6 +67,12 @@ func ParseStat(b []byte) (Stat, error) {
 	st.State = f[0][0]
 	if st.PPID, err = strconv.Atoi(string(f[1])); err != nil || st.PPID < 0 {
 		return Stat{}, fmt.Errorf("ppid %q: %w", f[1], ErrFormat)
+	}
+	if st.UTime, err = strconv.ParseUint(string(f[11]), 10, 64); err != nil {
+		return Stat{}, fmt.Errorf("utime %q: %w", f[11], ErrFormat)
+	}
+	if st.STime, err = strconv.ParseUint(string(f[12]), 10, 64); err != nil {
+		return Stat{}, fmt.Errorf("stime %q: %w", f[12], ErrFormat)
 	}
 	if st.StartTime, err = strconv.ParseUint(string(f[19]), 10, 64); err != nil {
 		return Stat{}, fmt.Errorf("start time %q: %w", f[19], ErrFormat)

@@ -11,7 +11,7 @@ import (
 
 // tail20 is the part of a stat line after PPID up to and including the
 // start time (field 22), with start time 4242.
-const tail20 = "2 3 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 4242 1000 50"
+const tail20 = "2 3 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 4242 1000 50"
 
 func TestParseStat(t *testing.T) {
 	cases := []struct {
@@ -30,7 +30,8 @@ func TestParseStat(t *testing.T) {
 	}
 	for _, c := range cases {
 		st, err := ParseStat([]byte(c.in))
-		if err != nil || st.Comm != c.comm || st.PPID != c.ppid || st.State != c.state || st.StartTime != 4242 {
+		if err != nil || st.Comm != c.comm || st.PPID != c.ppid || st.State != c.state || st.StartTime != 4242 ||
+			st.UTime != 17 || st.STime != 5 {
 			t.Errorf("ParseStat(%q) = %+v, %v; want comm %q ppid %d start 4242", c.in, st, err, c.comm, c.ppid)
 		}
 	}
