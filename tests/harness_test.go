@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -259,16 +258,7 @@ func waitFree(t *testing.T, src, scan string) {
 
 // blockedIn reports whether process pid sleeps in system call nr in one
 // of its threads, from /proc/PID/task/*/syscall.
-func blockedIn(pid int, nr int) bool {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/syscall", pid))
-	for _, p := range tasks {
-		b, err := os.ReadFile(p)
-		if err == nil && strings.HasPrefix(string(b), strconv.Itoa(nr)+" ") {
-			return true
-		}
-	}
-	return false
-}
+func blockedIn(pid int, nr int) bool { return procfs.BlockedIn(pid, nr) }
 
 // mark returns the current end of the daemon's log, for waitQueued.
 func (d *daemon) mark() int { return len(d.stderr.String()) }
