@@ -36,13 +36,19 @@
 // # Owners and waiting
 //
 // The owner of a lock is the calling process: FUSE reports the calling
-// thread, which is mapped to its thread group (owner.go). lockmgr lets an
+// thread, which is mapped to its thread group (owner.go). The owner key
+// is the process's pid and start time (lockmgr.ProcessKey), read once per
+// process and kept with a pidfd that proves the pid still names it, so
+// that a process that gets the pid of an exited holder is another owner.
+// lockmgr lets an
 // owner take a scan it holds again, and upgrade a shared lock it is the
 // only holder of; two shared holders that both want exclusive get
 // EDEADLK. A process that inherited a descriptor into a scan from an
 // ancestor that owns the scan here (fork, or a shell redirection opened
 // before the command starts) acts as that ancestor (inherit.go), so that
-// sh -c 'cat scan/a > scan/b' does not wait for its own shell. A request
+// sh -c 'cat scan/a > scan/b' does not wait for its own shell; the
+// ancestor is matched by pid and start time, so the lease of an exited
+// opener can never be taken over through a reused pid. A request
 // waits for its lock until the timeout (EBUSY) or
 // until the caller is interrupted (the FUSE request's context is
 // cancelled: EINTR, and nothing stays queued); with O_NONBLOCK it fails

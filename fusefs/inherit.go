@@ -1,10 +1,9 @@
 package fusefs
 
 import (
-	"os"
 	"strconv"
-	"strings"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
 )
 
@@ -17,9 +16,10 @@ import (
 // When such a process opens more files of the scan, it acts as the
 // opener: otherwise `sh -c 'cat scan/a > scan/b'` would wait for its own
 // shell until the timeout. The rule needs both facts: the process holds
-// a descriptor into the scan in this mount, and an ancestor of it is a
-// lock owner of the scan here. It is only checked when the scan is held
-// by another owner of this mount, so an uncontended open pays nothing.
+// a descriptor into the scan in this mount, and an ancestor of it (the
+// very process: pid and start time) is a lock owner of the scan here.
+// It is only checked when the scan is held by another owner of this
+// mount, so an uncontended open pays nothing.
 
 // maxAncestors bounds the walk up the process tree.
 const maxAncestors = 32
@@ -76,15 +76,12 @@ func (fsys *fileSystem) heldByOthers(scan, key string) (others, self bool) {
 	return len(m) > 1 || (len(m) == 1 && !self), self
 }
 
-// holderByPID returns the owner of this mount holding scan whose process
-// is pid.
-func (fsys *fileSystem) holderByPID(scan string, pid int) (lockmgr.Owner, bool) {
+// holderByKey returns the owner of this mount with key that holds scan.
+func (fsys *fileSystem) holderByKey(scan, key string) (lockmgr.Owner, bool) {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
-	for _, h := range fsys.holders[scan] {
-		if h.owner.PID == pid {
-			return h.owner, true
-		}
+	if h := fsys.holders[scan][key]; h != nil {
+		return h.owner, true
 	}
 	return lockmgr.Owner{}, false
 }
@@ -92,67 +89,38 @@ func (fsys *fileSystem) holderByPID(scan string, pid int) (lockmgr.Owner, bool) 
 // inheritedOwner returns the owner that caller acts as on scan: an
 // ancestor's, if caller holds a descriptor into the scan and an ancestor
 // holds the scan here (see above).
+//
+// An ancestor is matched by pid and start time (its owner key), read
+// from /proc/PID/stat up the caller's parent chain, so that it is the
+// very process that took the lease: a process that got the pid of a
+// holder that exited is not it, and neither are its children. A lease
+// whose opener exited while a child keeps the descriptor stays held (the
+// kernel keeps the open file) but nobody can act as its owner any more.
 func (fsys *fileSystem) inheritedOwner(caller lockmgr.Owner, scan string) (lockmgr.Owner, bool) {
-	if caller.PID <= 0 || fsys.mountpoint == "" || !hasFDUnder(caller.PID, fsys.mountpoint+"/"+scan) {
+	if caller.PID <= 0 || fsys.mountpoint == "" || !procfs.HasFDUnder(caller.PID, fsys.mountpoint+"/"+scan) {
 		return caller, false
 	}
-	pid := caller.PID
+	// The descriptors were the caller's if its pid still names it after
+	// they were read.
+	st, err := procfs.ReadStat(caller.PID)
+	if err != nil || processFromStat(st).key != caller.Key {
+		return caller, false
+	}
 	for range maxAncestors {
-		ppid, ok := parentOf(pid)
-		if !ok || ppid <= 1 {
+		if st.PPID <= 1 {
 			break
 		}
-		if o, ok := fsys.holderByPID(scan, ppid); ok {
-			o.Note = caller.Note + " (inherited from pid " + strconv.Itoa(ppid) + ", in pid " + strconv.Itoa(caller.PID) + ")"
+		parent, err := procfs.ReadStat(st.PPID)
+		// A parent starts before its children: a later start time means
+		// the parent exited and its pid went to another process.
+		if err != nil || parent.StartTime > st.StartTime {
+			break
+		}
+		if o, ok := fsys.holderByKey(scan, processFromStat(parent).key); ok {
+			o.Note = caller.Note + " (inherited from pid " + strconv.Itoa(parent.PID) + ", in pid " + strconv.Itoa(caller.PID) + ")"
 			return o, true
 		}
-		pid = ppid
+		st = parent
 	}
 	return caller, false
-}
-
-// hasFDUnder reports whether process pid has a descriptor open on dir or
-// on a file below it.
-func hasFDUnder(pid int, dir string) bool {
-	fdDir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-	entries, err := os.ReadDir(fdDir)
-	if err != nil {
-		return false
-	}
-	for _, e := range entries {
-		target, err := os.Readlink(fdDir + e.Name())
-		if err != nil {
-			continue
-		}
-		// A file unlinked while open reads "PATH (deleted)".
-		target = strings.TrimSuffix(target, " (deleted)")
-		if target == dir || strings.HasPrefix(target, dir+"/") {
-			return true
-		}
-	}
-	return false
-}
-
-// parentOf returns the parent process of pid, from /proc/PID/stat.
-func parentOf(pid int) (int, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	return parsePPid(string(b))
-}
-
-// parsePPid reads the ppid field of /proc/PID/stat: "PID (COMM) STATE
-// PPID ...", where COMM may itself contain spaces and parentheses.
-func parsePPid(stat string) (int, bool) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(stat[i+1:])
-	if len(f) < 2 {
-		return 0, false
-	}
-	ppid, err := strconv.Atoi(f[1])
-	return ppid, err == nil && ppid > 0
 }

@@ -1,10 +1,8 @@
 package fusefs
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -12,100 +10,114 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
 )
 
-// anonSeq numbers requests that carry no process (pid 0: sent by the
-// kernel itself). Each gets an owner of its own, so that two of them
-// never pass for one reentrant owner.
+// anonSeq numbers requests whose process cannot be told: those sent by
+// the kernel itself (pid 0) and those of a process that is gone. Each
+// gets an owner of its own, so that two of them never pass for one
+// reentrant owner.
 var anonSeq atomic.Uint64
+
+func anonKey() string { return "anon:" + strconv.FormatUint(anonSeq.Add(1), 10) }
 
 // callerOwner returns the lock owner for the process that made the FUSE
 // request in ctx. FUSE reports the calling thread; the owner is its
 // process, so that every thread of a program shares its locks (as
-// plantdb's per-process counts do). note is shown in lock status.
+// plantdb's per-process counts do). The key is the process's pid and
+// start time (lockmgr.ProcessKey): a process that later gets the same
+// pid is another owner. note is shown in lock status.
 func callerOwner(ctx context.Context, note string) lockmgr.Owner {
 	c, ok := fuse.FromContext(ctx)
 	if !ok || c.Pid == 0 {
-		return lockmgr.Owner{User: "kernel", Key: "anon:" + strconv.FormatUint(anonSeq.Add(1), 10), Note: note}
+		return lockmgr.Owner{User: "kernel", Key: anonKey(), Note: note}
 	}
-	tgid := tgidOf(int(c.Pid))
-	return lockmgr.Owner{
-		User: lockmgr.UserNameOf(c.Uid),
-		Key:  "pid:" + strconv.Itoa(tgid),
-		PID:  tgid,
-		Note: note,
+	o := lockmgr.Owner{User: lockmgr.UserNameOf(c.Uid), PID: int(c.Pid), Note: note}
+	if p, ok := processOf(int(c.Pid)); ok {
+		o.PID, o.Key = p.pid, p.key
+	} else {
+		// Gone already (the request is being abandoned), or /proc does
+		// not show its start time: an owner that shares nothing.
+		o.Key = anonKey()
 	}
+	return o
+}
+
+// process is a process identified for good: its id and its owner key
+// (pid and start time).
+type process struct {
+	pid int
+	key string
+}
+
+func processFromStat(st procfs.Stat) process {
+	return process{pid: st.PID, key: lockmgr.ProcessKey(st.PID, st.StartTime)}
 }
 
 // pidfdOpenWorks is cleared when pidfd_open(2) is missing (Linux < 5.3)
-// or forbidden, so that tgidOf stops trying it.
+// or forbidden, so that processOf stops trying it.
 var pidfdOpenWorks atomic.Bool
 
 func init() { pidfdOpenWorks.Store(true) }
 
-// tgidOf maps a thread id to the id of its process (thread group).
+// processOf returns the process of thread tid.
 //
 // It is on the path of every open, so it avoids /proc when it can:
 // pidfd_open(tid, 0) succeeds only for a thread-group leader, which is
 // what single-threaded programs (cat, cp, sed, tar, shells) always are.
-// The pidfd is kept (leaderCache), so that the leader's next requests
-// cost one pidfd_send_signal(0) instead of creating and closing a file.
-// Other threads read /proc/TID/status once (about 20 µs) and are then
-// looked up in a cache checked with one stat (about 2 µs). If the thread
-// is gone, its id is returned as is: the request is being abandoned
-// anyway.
-func tgidOf(tid int) int {
+// The pidfd is kept with the process's start time (leaderCache), so that
+// the leader's next requests cost one pidfd_send_signal(0): while the
+// pidfd shows the process alive, the pid still names the process whose
+// start time was read. Other threads read /proc/TID/status once (about
+// 20 µs) and are then looked up in a cache checked with one stat (about
+// 2 µs), then their leader as above. Without pidfds, every request reads
+// /proc/PID/stat (about 20 µs). ok is false if the process is gone.
+func processOf(tid int) (p process, ok bool) {
 	if tid <= 0 {
-		return tid
+		return process{}, false
 	}
 	if pidfdOpenWorks.Load() {
-		if leaders.holds(tid) {
-			return tid
-		}
-		fd, err := unix.PidfdOpen(tid, 0)
+		p, err := leaders.lookup(tid)
 		switch {
 		case err == nil:
-			leaders.add(tid, fd)
-			return tid
-		case errors.Is(err, unix.ESRCH):
-			return tid
-		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
-			// Not a leader (EINVAL before Linux 6.9, ENOENT since): fall
-			// through to /proc.
-		default:
-			// ENOSYS, EPERM (seccomp)...: never try again.
-			pidfdOpenWorks.Store(false)
+			return p, true
+		case errors.Is(err, errNotLeader):
+			if tgid := tgidOf(tid); tgid != tid {
+				p, err = leaders.lookup(tgid)
+				return p, err == nil
+			}
+			return process{}, false
+		case !errors.Is(err, errNoPidfd):
+			return process{}, false // gone
 		}
 	}
-	if v, ok := threadCache.Load(tid); ok {
-		// Still valid if the thread is still in that process: a reused
-		// thread id in another process is not in its task directory.
-		tgid, _ := v.(int)
-		var st unix.Stat_t
-		if tgid > 0 && unix.Stat("/proc/"+strconv.Itoa(tgid)+"/task/"+strconv.Itoa(tid), &st) == nil {
-			return tgid
-		}
-		threadCache.Delete(tid)
+	st, err := procfs.ReadStat(tgidOf(tid))
+	if err != nil {
+		return process{}, false
 	}
-	if tgid, ok := procTgid(tid); ok {
-		if threadCacheSize.Add(1) > maxThreadCache {
-			threadCache.Clear()
-			threadCacheSize.Store(1)
-		}
-		threadCache.Store(tid, tgid)
-		return tgid
-	}
-	return tid
+	return processFromStat(st), true
 }
 
+var (
+	errNotLeader = errors.New("not a thread-group leader")
+	errNoPidfd   = errors.New("pidfd_open does not work here")
+	errGone      = errors.New("process gone")
+)
+
 // leaderCache keeps a pidfd for each thread-group leader that made a
-// request. A pidfd names one process for good: while that process exists
-// (a zombie included), its id cannot be reused, so a live pidfd proves
-// that the id still names the same leader.
+// request, with the process's owner key. A pidfd names one process for
+// good: while that process exists (a zombie included), its id cannot be
+// reused, so a live pidfd proves that the id still names the process
+// whose start time was read.
 type leaderCache struct {
 	mu sync.RWMutex // read side while a pidfd is used, so it is not closed meanwhile
-	m  map[int]int  // tid -> pidfd
+	m  map[int]leader
+}
+
+type leader struct {
+	fd int // pidfd
+	p  process
 }
 
 var leaders leaderCache
@@ -113,39 +125,79 @@ var leaders leaderCache
 // maxLeaderCache bounds the pidfds kept open.
 const maxLeaderCache = 256
 
-// holds reports whether tid is a cached leader that still exists. An
-// entry whose process is gone is dropped.
-func (c *leaderCache) holds(tid int) bool {
+// lookup returns the process whose leader is tid: from the cache while
+// its pidfd shows it alive (an entry whose process is gone is dropped),
+// else by opening a pidfd and reading its start time. Errors: errGone,
+// errNotLeader, errNoPidfd.
+func (c *leaderCache) lookup(tid int) (process, error) {
 	c.mu.RLock()
-	fd, ok := c.m[tid]
-	alive := ok && pidfdAlive(fd)
+	e, ok := c.m[tid]
+	alive := ok && pidfdAlive(e.fd)
 	c.mu.RUnlock()
-	if ok && !alive {
-		c.mu.Lock()
-		if cur, ok := c.m[tid]; ok && cur == fd {
-			delete(c.m, tid)
-			unix.Close(fd)
-		}
-		c.mu.Unlock()
+	if alive {
+		return e.p, nil
 	}
-	return alive
+	if ok {
+		c.drop(tid, e.fd)
+	}
+	fd, err := unix.PidfdOpen(tid, 0)
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.ESRCH):
+		return process{}, errGone
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+		// Not a leader (EINVAL before Linux 6.9, ENOENT since).
+		return process{}, errNotLeader
+	default:
+		// ENOSYS, EPERM (seccomp)...: never try again.
+		pidfdOpenWorks.Store(false)
+		return process{}, errNoPidfd
+	}
+	st, err := procfs.ReadStat(tid)
+	// The stat read is of the pidfd's process only if that process
+	// still exists after the read: then the pid was not reused between.
+	if err != nil || !pidfdAlive(fd) {
+		unix.Close(fd)
+		return process{}, errGone
+	}
+	p := processFromStat(st)
+	c.add(tid, leader{fd: fd, p: p})
+	return p, nil
 }
 
-// add keeps fd, a pidfd of leader tid, or closes it.
-func (c *leaderCache) add(tid, fd int) {
+// drop removes tid's entry if it still has pidfd fd, and closes it.
+func (c *leaderCache) drop(tid, fd int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.m[tid]; ok && cur.fd == fd {
+		delete(c.m, tid)
+		unix.Close(fd)
+	}
+}
+
+// add keeps e, or closes its pidfd.
+func (c *leaderCache) add(tid int, e leader) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.m[tid]; ok {
-		unix.Close(fd) // a concurrent request cached it first
+		unix.Close(e.fd) // a concurrent request cached it first
 		return
 	}
 	if c.m == nil || len(c.m) >= maxLeaderCache {
 		for _, old := range c.m {
-			unix.Close(old)
+			unix.Close(old.fd)
 		}
-		c.m = make(map[int]int)
+		c.m = make(map[int]leader)
 	}
-	c.m[tid] = fd
+	c.m[tid] = e
+}
+
+// holds reports whether tid is a cached leader that still exists.
+func (c *leaderCache) holds(tid int) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.m[tid]
+	return ok && pidfdAlive(e.fd)
 }
 
 // pidfdAlive reports whether the process of a pidfd still exists. Signal
@@ -165,28 +217,29 @@ var (
 
 const maxThreadCache = 4096
 
-// procTgid reads the "Tgid:" line of /proc/TID/status. /proc/TID works
-// for any thread id, although only leaders are listed in /proc.
-func procTgid(tid int) (int, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+// tgidOf maps a thread id to the id of its process (thread group), tid
+// itself if it cannot be told.
+func tgidOf(tid int) int {
+	if v, ok := threadCache.Load(tid); ok {
+		// Still valid if the thread is still in that process: a reused
+		// thread id in another process is not in its task directory.
+		tgid, _ := v.(int)
+		var st unix.Stat_t
+		if tgid > 0 && unix.Stat("/proc/"+strconv.Itoa(tgid)+"/task/"+strconv.Itoa(tid), &st) == nil {
+			return tgid
+		}
+		threadCache.Delete(tid)
+	}
+	st, err := procfs.ReadStatus(tid)
 	if err != nil {
-		return 0, false
+		return tid
 	}
-	return parseTgid(b)
-}
-
-func parseTgid(status []byte) (int, bool) {
-	i := bytes.Index(status, []byte("\nTgid:"))
-	if i < 0 {
-		return 0, false
+	if st.Tgid != tid {
+		if threadCacheSize.Add(1) > maxThreadCache {
+			threadCache.Clear()
+			threadCacheSize.Store(1)
+		}
+		threadCache.Store(tid, st.Tgid)
 	}
-	rest := status[i+len("\nTgid:"):]
-	if j := bytes.IndexByte(rest, '\n'); j >= 0 {
-		rest = rest[:j]
-	}
-	n, err := strconv.Atoi(string(bytes.TrimSpace(rest)))
-	if err != nil || n <= 0 {
-		return 0, false
-	}
-	return n, true
+	return st.Tgid
 }

@@ -5,11 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/procfs"
+	"scanlockfs/lockmgr"
 )
 
 // otherThread returns the id of a thread of this process that is not the
@@ -42,50 +44,55 @@ func otherThread(t testing.TB) (tid int, stop func()) {
 	return 0, nil
 }
 
-func TestTgidOfLeaderAndThread(t *testing.T) {
+func TestProcessOfLeaderAndThread(t *testing.T) {
 	pid := os.Getpid()
-	if got := tgidOf(pid); got != pid {
-		t.Errorf("tgidOf(leader %d) = %d", pid, got)
+	st, err := procfs.ReadStat(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := process{pid: pid, key: lockmgr.ProcessKey(pid, st.StartTime)}
+	if got, ok := processOf(pid); !ok || got != want {
+		t.Errorf("processOf(leader %d) = %+v, %v; want %+v", pid, got, ok, want)
 	}
 	tid, stop := otherThread(t)
 	defer stop()
-	if got := tgidOf(tid); got != pid {
-		t.Errorf("tgidOf(thread %d) = %d, want process %d", tid, got, pid)
+	if got, ok := processOf(tid); !ok || got != want {
+		t.Errorf("processOf(thread %d) = %+v, %v; want %+v", tid, got, ok, want)
 	}
 	if !pidfdOpenWorks.Load() {
 		t.Error("looking up a thread that is not a leader turned pidfd_open off for good")
 	}
-	if got, ok := procTgid(tid); !ok || got != pid {
-		t.Errorf("procTgid(%d) = %d, %v; want %d", tid, got, ok, pid)
+	if got := tgidOf(tid); got != pid {
+		t.Errorf("tgidOf(%d) = %d; want %d", tid, got, pid)
 	}
-}
-
-func TestParseTgid(t *testing.T) {
-	status := "Name:\tcat\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4250\n"
-	if got, ok := parseTgid([]byte(status)); !ok || got != 4242 {
-		t.Errorf("parseTgid = %d, %v", got, ok)
-	}
-	for _, bad := range []string{"", "Name:\tx\n", "Name:\tx\nTgid:\tabc\n", "Name:\tx\nTgid:\t0\n"} {
-		if got, ok := parseTgid([]byte(bad)); ok {
-			t.Errorf("parseTgid(%q) = %d, want failure", bad, got)
-		}
+	if _, ok := processOf(1 << 30); ok {
+		t.Error("a process that does not exist was identified")
 	}
 }
 
 func TestCallerOwnerIsTheProcess(t *testing.T) {
 	pid := os.Getpid()
+	st, err := procfs.ReadStat(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tid, stop := otherThread(t)
 	defer stop()
 	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uint32(os.Getuid())}, Pid: uint32(tid)}}
 	o := callerOwner(ctx, "scan/f")
-	if o.PID != pid || o.Key != "pid:"+strconv.Itoa(pid) || o.Note != "scan/f" || o.User == "" {
-		t.Errorf("callerOwner = %+v, want the process %d", o, pid)
+	if o.PID != pid || o.Key != lockmgr.ProcessKey(pid, st.StartTime) || o.Note != "scan/f" || o.User == "" {
+		t.Errorf("callerOwner = %+v, want the process %d started at %d", o, pid, st.StartTime)
 	}
 	// Requests without a process get an owner each: never reentrant.
 	a := callerOwner(&fuse.Context{}, "")
 	b := callerOwner(context.Background(), "")
 	if a.Key == b.Key {
 		t.Errorf("two kernel requests share owner %q", a.Key)
+	}
+	// So do requests of a process that is gone.
+	gone := &fuse.Context{Caller: fuse.Caller{Pid: 1 << 30}}
+	if a, b := callerOwner(gone, ""), callerOwner(gone, ""); a.Key == b.Key || a.PID != 1<<30 {
+		t.Errorf("two requests of a gone process: %+v, %+v", a, b)
 	}
 }
 
@@ -94,7 +101,7 @@ func TestCallerOwnerIsTheProcess(t *testing.T) {
 func BenchmarkTGIDLeader(b *testing.B) {
 	pid := os.Getpid()
 	for b.Loop() {
-		tgidOf(pid)
+		processOf(pid)
 	}
 }
 
@@ -102,65 +109,28 @@ func BenchmarkTGIDThread(b *testing.B) {
 	tid, stop := otherThread(b)
 	defer stop()
 	for b.Loop() {
-		tgidOf(tid)
+		processOf(tid)
 	}
 }
 
 func BenchmarkTGIDProcStatus(b *testing.B) {
 	pid := os.Getpid()
 	for b.Loop() {
-		procTgid(pid)
+		procfs.ReadStatus(pid)
 	}
 }
 
-func TestParsePPid(t *testing.T) {
-	cases := map[string]int{
-		"25080 (cat) R 25076 25076 5948 0 -1": 25076,
-		"7 (a (weird) name) S 1 7 7 0 -1":     1,
-		"9 (sp ace) S 4242 9 9":               4242,
-	}
-	for stat, want := range cases {
-		if got, ok := parsePPid(stat); !ok || got != want {
-			t.Errorf("parsePPid(%q) = %d, %v; want %d", stat, got, ok, want)
-		}
-	}
-	for _, bad := range []string{"", "1 (x", "1 (x) R", "1 (x) R zz"} {
-		if _, ok := parsePPid(bad); ok {
-			t.Errorf("parsePPid(%q) succeeded", bad)
-		}
-	}
-	if ppid, ok := parentOf(os.Getpid()); !ok || ppid != os.Getppid() {
-		t.Errorf("parentOf(self) = %d, %v; want %d", ppid, ok, os.Getppid())
-	}
-}
-
-func TestHasFDUnder(t *testing.T) {
-	dir := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.Mkdir(dir+"/scan", 0o755))
-	f, err := os.Create(dir + "/scan/file")
-	must(err)
-	defer f.Close()
-	if !hasFDUnder(os.Getpid(), dir+"/scan") {
-		t.Error("open file under dir not found")
-	}
-	if hasFDUnder(os.Getpid(), dir+"/sc") {
-		t.Error("prefix of a name matched")
-	}
-	must(os.Remove(dir + "/scan/file"))
-	if !hasFDUnder(os.Getpid(), dir+"/scan") {
-		t.Error("unlinked open file not found")
+func BenchmarkTGIDProcStat(b *testing.B) {
+	pid := os.Getpid()
+	for b.Loop() {
+		procfs.ReadStat(pid)
 	}
 }
 
 // TestLeaderCacheForgetsExitedProcess: a cached leader counts only while
 // its process exists; once it is reaped (and its id free for reuse), the
-// entry is dropped and its pidfd closed.
+// entry is dropped and its pidfd closed, and the exited process's owner
+// key never answers for the pid again.
 func TestLeaderCacheForgetsExitedProcess(t *testing.T) {
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {
@@ -168,21 +138,32 @@ func TestLeaderCacheForgetsExitedProcess(t *testing.T) {
 	}
 	pid := cmd.Process.Pid
 	defer cmd.Process.Kill()
-	if got := tgidOf(pid); got != pid {
-		t.Fatalf("tgidOf(leader %d) = %d", pid, got)
+	first := callerOwner(&fuse.Context{Caller: fuse.Caller{Pid: uint32(pid)}}, "")
+	st, err := procfs.ReadStat(pid)
+	if err != nil || first.PID != pid || first.Key != lockmgr.ProcessKey(pid, st.StartTime) {
+		t.Fatalf("callerOwner(sleep %d) = %+v; stat %+v, %v", pid, first, st, err)
 	}
 	if !leaders.holds(pid) {
 		t.Fatalf("leader %d is not cached after a lookup", pid)
 	}
+	leaders.mu.RLock()
+	fd := leaders.m[pid].fd
+	leaders.mu.RUnlock()
 	cmd.Process.Kill()
 	cmd.Wait()
 	if leaders.holds(pid) {
 		t.Fatalf("reaped process %d still counts as a cached leader", pid)
 	}
+	// What a request with that pid gets now: the process that has the
+	// pid by now (rarely any), never the exited one.
+	p, err := leaders.lookup(pid)
+	if err == nil && p.key == first.Key {
+		t.Fatalf("the exited process's key %q still answers for pid %d", p.key, pid)
+	}
 	leaders.mu.RLock()
-	_, still := leaders.m[pid]
+	e, still := leaders.m[pid]
 	leaders.mu.RUnlock()
-	if still {
+	if still && (e.fd == fd || e.p.key == first.Key) {
 		t.Errorf("the entry of reaped process %d was not dropped", pid)
 	}
 }

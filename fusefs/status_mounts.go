@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
+
+	"scanlockfs/internal/procfs"
 )
 
 // For `scanlockfs status SOURCE`: find the running mounts of SOURCE and
@@ -36,20 +36,9 @@ func FindMounts(source string) ([]string, error) {
 func findMounts(mountinfo []byte, source string) []string {
 	want := canonicalPath(source)
 	var out []string
-	for _, line := range strings.Split(string(mountinfo), "\n") {
-		f := strings.Fields(line)
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+2 >= len(f) || f[sep+1] != fsType {
-			continue
-		}
-		if canonicalPath(unescapeMountinfo(f[sep+2])) == want {
-			out = append(out, unescapeMountinfo(f[4]))
+	for _, m := range procfs.ParseMountinfo(mountinfo) {
+		if m.FSType == fsType && canonicalPath(m.Source) == want {
+			out = append(out, m.MountPoint)
 		}
 	}
 	return out
@@ -65,26 +54,6 @@ func canonicalPath(p string) string {
 		p = real
 	}
 	return p
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space,
-// \011, \012, \134) in mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // ReadMountStatus reads MOUNTPOINT/.locks/status.json of a running mount.

@@ -45,22 +45,6 @@ func TestFindMountsInMountinfo(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/a\040b`:      "/a b",
-		`/t\011n\012`:  "/t\tn\n",
-		`/back\134x`:   `/back\x`,
-		`/short\04`:    `/short\04`,
-		`/notoctal\9x`: `/notoctal\9x`,
-		`/big\777`:     `/big\777`,
-		`/plain`:       "/plain",
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // ReadMountStatus parses status.json; a read that does not return (a hung
 // daemon, here a FIFO nobody writes) gives up with the context.
 func TestReadMountStatus(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"os/user"
 	"strconv"
 	"sync"
+
+	"scanlockfs/internal/procfs"
 )
 
 // Mode is the kind of lock: Shared for readers, Exclusive for writers.
@@ -36,7 +38,9 @@ func (m Mode) String() string {
 type Owner struct {
 	// User is the user name recorded in .info files and status.
 	User string
-	// Key tells owners of one user apart, for example "pid:1234".
+	// Key tells owners of one user apart. For a process it is
+	// ProcessKey's "pid:PID@START", which a later process that gets the
+	// same pid cannot have.
 	Key string
 	// PID is the process the owner stands for, shown in status (0 for
 	// this process).
@@ -64,11 +68,33 @@ var currentUser = sync.OnceValue(func() string {
 	return strconv.Itoa(os.Getuid())
 })
 
+// ProcessKey returns the owner key of the process pid that started at
+// start (clock ticks after boot, field 22 of /proc/PID/stat):
+// "pid:PID@START". A pid is reused once its process is gone, a pid with
+// its start time is not (short of two processes with one pid starting
+// within one clock tick, 10 ms), so a new process cannot take over the
+// leases of an exited one by getting its pid.
+func ProcessKey(pid int, start uint64) string {
+	return "pid:" + strconv.Itoa(pid) + "@" + strconv.FormatUint(start, 10)
+}
+
+// processKey is this process's ProcessKey, read once.
+var processKey = sync.OnceValue(func() string {
+	pid := os.Getpid()
+	st, err := procfs.ReadStat(pid)
+	if err != nil {
+		// Without /proc the pid alone; no other process of this
+		// manager's can share it while this one runs.
+		return "pid:" + strconv.Itoa(pid)
+	}
+	return ProcessKey(pid, st.StartTime)
+})
+
 // ProcessOwner returns an owner for the whole calling process: every
 // goroutine using it shares its locks (like plantdb's per-process counts).
+// Its key is ProcessKey's, for the pid and start time of this process.
 func ProcessOwner() Owner {
-	pid := os.Getpid()
-	return Owner{User: currentUser(), Key: "pid:" + strconv.Itoa(pid), PID: pid}
+	return Owner{User: currentUser(), Key: processKey(), PID: os.Getpid()}
 }
 
 // UserName returns the name of the user running this process.

@@ -1,11 +1,8 @@
 package lockmgr
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"os/user"
 	"sort"
 	"strconv"
@@ -14,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/procfs"
 )
 
 // MarshalText makes modes read "shared" and "exclusive" in JSON.
@@ -82,77 +81,6 @@ type ScanStatus struct {
 
 // Active reports whether anybody holds or waits for the scan.
 func (st *ScanStatus) Active() bool { return len(st.Holders)+len(st.Waiters) > 0 }
-
-// procLock is one line of /proc/locks.
-type procLock struct {
-	kind    string // FLOCK, POSIX, OFDLCK, ...
-	mode    Mode
-	pid     int
-	file    fileID
-	blocked bool // a "->" line: a blocked request
-}
-
-// readProcLocks parses /proc/locks. The kernel produces it a page at a
-// time, so while locks change a long list can show an entry twice or miss
-// one: callers de-duplicate, and treat it as a hint where a miss matters.
-// Lines look like
-//
-//	1: FLOCK  ADVISORY  WRITE 1234 fe:00:7864554 0 EOF
-//	1: -> FLOCK  ADVISORY  WRITE 4321 fe:00:7864554 0 EOF
-func readProcLocks() ([]procLock, error) {
-	data, err := os.ReadFile("/proc/locks")
-	if err != nil {
-		return nil, fmt.Errorf("reading /proc/locks: %w", err)
-	}
-	return parseProcLocks(data), nil
-}
-
-func parseProcLocks(data []byte) []procLock {
-	var out []procLock
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 6 {
-			continue
-		}
-		f = f[1:] // "N:"
-		var pl procLock
-		if f[0] == "->" {
-			pl.blocked = true
-			f = f[1:]
-		}
-		if len(f) < 5 {
-			continue
-		}
-		pl.kind = f[0]
-		switch f[2] {
-		case "READ":
-			pl.mode = Shared
-		case "WRITE":
-			pl.mode = Exclusive
-		default:
-			continue
-		}
-		pid, err := strconv.Atoi(f[3])
-		if err != nil {
-			continue
-		}
-		pl.pid = pid
-		dev := strings.Split(f[4], ":")
-		if len(dev) != 3 {
-			continue
-		}
-		maj, err1 := strconv.ParseUint(dev[0], 16, 32)
-		min, err2 := strconv.ParseUint(dev[1], 16, 32)
-		ino, err3 := strconv.ParseUint(dev[2], 10, 64)
-		if err1 != nil || err2 != nil || err3 != nil {
-			continue
-		}
-		pl.file = fileID{dev: unix.Mkdev(uint32(maj), uint32(min)), ino: ino}
-		out = append(out, pl)
-	}
-	return out
-}
 
 // Status tells who holds and who waits for scanID right now: this
 // manager's leases and waiters (with owners), and the flocks other
@@ -303,38 +231,16 @@ func (m *Manager) localEntry(o Owner, mode Mode, since time.Time) Holder {
 		Note: o.Note, Since: since, Where: WhereLocal}
 }
 
-// procComm returns the command name of a process, or "" if it is gone.
-func procComm(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
-
 var uidNames sync.Map // uint32 -> string
 
-// procUser returns the name of the real user of a process (the first
-// field of "Uid:" in /proc/PID/status), or "" if it is gone.
+// procUser returns the name of the real user of a process, or "" if it
+// is gone.
 func procUser(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	st, err := procfs.ReadStatus(pid)
 	if err != nil {
 		return ""
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				return ""
-			}
-			uid, err := strconv.ParseUint(f[0], 10, 32)
-			if err != nil {
-				return ""
-			}
-			return UserNameOf(uint32(uid))
-		}
-	}
-	return ""
+	return UserNameOf(st.Uid[0])
 }
 
 // UserNameOf returns the name of uid, or the number if it has no name.

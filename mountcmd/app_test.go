@@ -14,6 +14,8 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/procfs"
 )
 
 // TestMain makes this test binary double as the real programs: run as
@@ -253,18 +255,19 @@ func cmdWaitopen(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: waitopen PIDFILE")
 	}
-	pid := strings.TrimSpace(ts.ReadFile(args[0]))
-	want := strconv.Itoa(unix.SYS_OPENAT) + " "
+	pid, err := strconv.Atoi(strings.TrimSpace(ts.ReadFile(args[0])))
+	if err != nil {
+		ts.Fatalf("waitopen: %s: %v", args[0], err)
+	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		b, err := os.ReadFile("/proc/" + pid + "/syscall")
-		if err != nil {
-			ts.Fatalf("waitopen: process %s: %v", pid, err)
-		}
-		if strings.HasPrefix(string(b), want) {
+		if procfs.BlockedIn(pid, unix.SYS_OPENAT) {
 			return
 		}
+		if _, err := procfs.ReadStat(pid); err != nil {
+			ts.Fatalf("waitopen: process %d: %v", pid, err)
+		}
 		if time.Now().After(deadline) {
-			ts.Fatalf("waitopen: process %s not blocked in openat within 20s (%s)", pid, strings.TrimSpace(string(b)))
+			ts.Fatalf("waitopen: process %d not blocked in openat within 20s", pid)
 		}
 	}
 }

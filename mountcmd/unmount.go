@@ -1,8 +1,6 @@
 package mountcmd
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
 )
 
@@ -129,48 +128,15 @@ type mountEntry struct {
 
 // readMountinfo lists this namespace's mounts, in mount order.
 func readMountinfo() ([]mountEntry, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := procfs.ReadMountinfo()
 	if err != nil {
-		return nil, fmt.Errorf("reading /proc/self/mountinfo: %w", err)
+		return nil, err
 	}
-	var out []mountEntry
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		// 36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 5 || sep < 0 || sep+1 >= len(f) {
-			continue
-		}
-		out = append(out, mountEntry{point: unescapeMountinfo(f[4]), fstype: f[sep+1]})
+	out := make([]mountEntry, len(ms))
+	for i, m := range ms {
+		out[i] = mountEntry{point: m.MountPoint, fstype: m.FSType}
 	}
 	return out, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // findMount returns the topmost mount on mp, or nil.
@@ -276,25 +242,19 @@ func findMountUsers(mp string) ([]mountUser, int) {
 		}
 		link("cwd", "working directory")
 		link("root", "root directory")
-		if fds, err := os.ReadDir(dir + "/fd"); err == nil {
+		if fds, err := procfs.ReadFDs(pid); err == nil {
 			for _, fd := range fds {
-				link("fd/"+fd.Name(), "open file")
+				if under(fd.Target) {
+					what = append(what, "open file "+fd.Target)
+				}
 			}
 		} else if errors.Is(err, fs.ErrPermission) {
 			denied = true
 		}
-		if maps, err := os.ReadFile(dir + "/maps"); err == nil {
-			seen := map[string]bool{}
-			for _, line := range strings.Split(string(maps), "\n") {
-				// address perms offset dev inode pathname
-				f := strings.SplitN(line, " ", 6)
-				if len(f) < 6 {
-					continue
-				}
-				p := strings.TrimSpace(f[5])
-				if under(p) && !seen[p] {
-					seen[p] = true
-					what = append(what, "mapped file "+strings.TrimSuffix(p, " (deleted)"))
+		if maps, err := procfs.ReadMappedFiles(pid); err == nil {
+			for _, m := range maps {
+				if under(m.Target) {
+					what = append(what, "mapped file "+m.Target)
 				}
 			}
 		}
@@ -316,11 +276,11 @@ func findMountUsers(mp string) ([]mountUser, int) {
 }
 
 func readComm(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	c, err := procfs.ReadComm(pid)
 	if err != nil {
 		return "?"
 	}
-	return strings.TrimSpace(string(b))
+	return c
 }
 
 // describeUsers renders the processes that keep mp busy, and nested

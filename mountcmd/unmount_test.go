@@ -70,27 +70,16 @@ func loopbackMain() {
 			_ = srv.Unmount()
 		}
 	}()
-	if err := os.WriteFile(os.Args[3], []byte(fmt.Sprintln(os.Getpid())), 0o644); err != nil {
+	// Written aside and renamed, so that a waiter that sees the file
+	// reads the pid (waitfile, then signal, raced the write under load).
+	if err := os.WriteFile(os.Args[3]+".tmp", []byte(fmt.Sprintln(os.Getpid())), 0o644); err != nil {
+		fail(err)
+	}
+	if err := os.Rename(os.Args[3]+".tmp", os.Args[3]); err != nil {
 		fail(err)
 	}
 	srv.Wait()
 	os.Exit(0)
-}
-
-func TestUnescapeMountinfo(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		`/mnt/plain`:          "/mnt/plain",
-		`/mnt/with\040space`:  "/mnt/with space",
-		`/mnt/tab\011x`:       "/mnt/tab\tx",
-		`/mnt/back\134slash`:  `/mnt/back\slash`,
-		`/mnt/trailing\04`:    `/mnt/trailing\04`,
-		`/mnt/not\999escaped`: `/mnt/not\999escaped`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
 }
 
 // TestUnmountAsUser takes the non-root path: scanlockfs run by the user

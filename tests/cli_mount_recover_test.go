@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"scanlockfs/internal/procfs"
 )
 
 // mountOnT is mountT on a given MOUNTPOINT (one that holds a dead mount,
@@ -137,13 +139,13 @@ func TestMountRecoverDetachesABusyDeadMount(t *testing.T) {
 	}
 }
 
-// mountinfoLines returns the lines of /proc/self/mountinfo for mount point mnt.
+// mountinfoLines returns the mounts on mount point mnt, one line each.
 func mountinfoLines(mnt string) string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
+	ms, _ := procfs.ReadMountinfo()
 	var out strings.Builder
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == mnt {
-			out.WriteString(l + "\n")
+	for _, m := range ms {
+		if m.MountPoint == mnt {
+			fmt.Fprintf(&out, "%+v\n", m)
 		}
 	}
 	return out.String()

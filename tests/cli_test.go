@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"scanlockfs/internal/procfs"
 )
 
 // mount refuses bad arguments with a message naming the path and what to
@@ -199,12 +201,12 @@ func TestReadOnly(t *testing.T) {
 func TestAllowOtherSetsDefaultPermissions(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"), "--allow-other")
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := procfs.ReadMountinfo()
 	must(t, err)
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == d.mnt {
-			if !strings.Contains(l, "default_permissions") || !strings.Contains(l, "allow_other") {
-				t.Fatalf("mount options: %s", l)
+	for _, m := range ms {
+		if m.MountPoint == d.mnt {
+			if opts := m.Options + "," + m.SuperOptions; !strings.Contains(opts, "default_permissions") || !strings.Contains(opts, "allow_other") {
+				t.Fatalf("mount options: %+v", m)
 			}
 			return
 		}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
 )
 
@@ -215,13 +215,12 @@ func (d *daemon) stopAndCheck(t *testing.T, wants ...string) {
 
 // isMounted reports whether mnt is a mount point, from /proc/self/mountinfo.
 func isMounted(mnt string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := procfs.ReadMountinfo()
 	if err != nil {
 		return false
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && f[4] == mnt {
+	for _, m := range ms {
+		if m.MountPoint == mnt {
 			return true
 		}
 	}
@@ -259,16 +258,7 @@ func waitFree(t *testing.T, src, scan string) {
 
 // blockedIn reports whether process pid sleeps in system call nr in one
 // of its threads, from /proc/PID/task/*/syscall.
-func blockedIn(pid int, nr int) bool {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/syscall", pid))
-	for _, p := range tasks {
-		b, err := os.ReadFile(p)
-		if err == nil && strings.HasPrefix(string(b), strconv.Itoa(nr)+" ") {
-			return true
-		}
-	}
-	return false
-}
+func blockedIn(pid int, nr int) bool { return procfs.BlockedIn(pid, nr) }
 
 // mark returns the current end of the daemon's log, for waitQueued.
 func (d *daemon) mark() int { return len(d.stderr.String()) }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"scanlockfs/fusefs"
+	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
 )
 
@@ -154,9 +154,9 @@ func userName() string { return lockmgr.UserNameOf(uint32(os.Getuid())) }
 // comm is the command name of pid, as the status view reports it.
 func comm(t *testing.T, pid int) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	c, err := procfs.ReadComm(pid)
 	must(t, err)
-	return strings.TrimSpace(string(b))
+	return c
 }
 
 // checkEntry checks the fields of a holder or waiter that the test knows.

@@ -1,18 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/procfs"
 )
 
 const fuseSuperMagic = 0x65735546
@@ -135,54 +135,32 @@ func (d *daemon) unmount() error {
 
 // isMounted reports whether dir is a mount point in this namespace.
 func isMounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountPath(fields[4]) == dir {
-			return true
-		}
-	}
-	return false
+	_, ok := mountAt(dir)
+	return ok
 }
 
 // mountOptions returns the per-mount and the superblock options of the
 // mount at dir from /proc/self/mountinfo.
 func mountOptions(dir string) (string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
+	m, ok := mountAt(dir)
+	if !ok {
+		return "", fmt.Errorf("%s is not mounted", dir)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if ok && len(f) > 5 && len(g) > 2 && unescapeMountPath(f[4]) == dir {
-			return f[5] + " " + g[2], nil
-		}
-	}
-	return "", fmt.Errorf("%s is not mounted", dir)
+	return m.Options + " " + m.SuperOptions, nil
 }
 
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
+// mountAt returns the mount on dir (the first listed).
+func mountAt(dir string) (procfs.Mount, bool) {
+	ms, err := procfs.ReadMountinfo()
+	if err != nil {
+		return procfs.Mount{}, false
 	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
+	for _, m := range ms {
+		if m.MountPoint == dir {
+			return m, true
 		}
-		b.WriteByte(s[i])
 	}
-	return b.String()
+	return procfs.Mount{}, false
 }
 
 // procStatusKiB reads a "Vm..." line of /proc/PID/status in KiB.
@@ -192,26 +170,10 @@ func procStatusKiB(pid int, field string) (int64, error) {
 
 // procCPU is the user+system CPU time of all threads of pid.
 func procCPU(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procfs.ReadStat(pid)
 	if err != nil {
 		return 0, err
 	}
-	// Fields after the command name, which is in parentheses and may
-	// contain spaces.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
 	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / ticks, nil
+	return time.Duration(st.UTime+st.STime) * time.Second / ticks, nil
 }

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/procfs"
 )
 
 // workloadWake is 8: opener processes block in open(2) behind a writer
@@ -124,25 +125,7 @@ func (b *bench) wakeOnce(ctx context.Context, t *target, n int) (float64, error)
 
 // blockedInOpen reports whether a thread of pid sits in openat(2), from
 // /proc/PID/task/TID/syscall (the syscall number while blocked).
-func blockedInOpen(pid int) bool {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return false
-	}
-	for _, t := range tasks {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(data))
-		if len(f) > 0 {
-			if nr, err := strconv.Atoi(f[0]); err == nil && nr == unix.SYS_OPENAT {
-				return true
-			}
-		}
-	}
-	return false
-}
+func blockedInOpen(pid int) bool { return procfs.BlockedIn(pid, unix.SYS_OPENAT) }
 
 // workloadMemory is 9: the daemon's peak resident memory (VmHWM) on
 // fresh mounts of a SOURCE of its own, against the loopback doing the

@@ -13,7 +13,6 @@
 package leakcheck
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"scanlockfs/internal/procfs"
 )
 
 // Snapshot is what a process holds at one instant.
@@ -106,28 +107,20 @@ func Take(pid int, lockDir, metrics string) (*Snapshot, error) {
 	return s, nil
 }
 
-// flocksOf returns the lines of /proc/locks that belong to pid.
+// flocksOf returns the locks in /proc/locks that belong to pid, one
+// line each.
 func flocksOf(pid int) ([]string, error) {
-	f, err := os.Open("/proc/locks")
+	locks, err := procfs.ReadLocks()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	want := strconv.Itoa(pid)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		// "1: FLOCK ADVISORY WRITE 1234 fe:00:7864554 0 EOF", or with "->"
-		// after the number for a blocked request.
-		if len(fields) > 1 && fields[1] == "->" {
-			fields = append(fields[:1], fields[2:]...)
-		}
-		if len(fields) >= 5 && fields[4] == want {
-			out = append(out, sc.Text())
+	for _, l := range locks {
+		if l.PID == pid {
+			out = append(out, fmt.Sprintf("%+v", l))
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // parseMetrics sums the samples of a Prometheus text exposition by

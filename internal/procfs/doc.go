@@ -1,0 +1,20 @@
+// Package procfs parses the kernel's process and mount tables: one
+// parser for each format scanlockfs reads, so that the quirks of each
+// (a command name with spaces and parentheses, octal escapes in mount
+// paths, a table produced a page at a time) are handled in one place and
+// tested with hostile input.
+//
+// Parse functions take the file's bytes and never fail on unexpected
+// input: a malformed line is skipped, a malformed file is an error. Read
+// functions read the file for a process id (or the calling process).
+package procfs
+
+import (
+	"strconv"
+)
+
+// Root is the mount point of proc. Tests of callers keep the default.
+const Root = "/proc"
+
+// pidDir returns /proc/PID.
+func pidDir(pid int) string { return Root + "/" + strconv.Itoa(pid) }
