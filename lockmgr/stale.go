@@ -43,7 +43,9 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 	var errs []error
 	remove := func(p string) {
 		if dryRun {
-			removed = append(removed, p)
+			if fileExists(p) { // an .info is optional: list only what is there
+				removed = append(removed, p)
+			}
 			return
 		}
 		if err := os.Remove(p); err == nil {
