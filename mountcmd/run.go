@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,6 +169,12 @@ func runAction(c *cli.Context) error {
 	log, err := newLogger(c)
 	if err != nil {
 		return err
+	}
+	if _, err := os.Stat(filepath.Join(source, r.scan)); errors.Is(err, fs.ErrNotExist) {
+		// plantdb locks a scan before it creates its folder, so this is
+		// allowed; but a misspelt scan id would lock nothing anybody uses.
+		fmt.Fprintf(c.App.ErrWriter, "scanlockfs: warning: %s has no scan folder %s (misspelt?); locking it anyway\n",
+			printable(source), printable(r.scan))
 	}
 	// Look COMMAND up before locking: no point in waiting for a lock to
 	// then fail to start it.
