@@ -46,6 +46,7 @@ func cleanupAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	source = mountpointToSource(c.App.ErrWriter, "cleanup", source)
 	log, err := newLogger(c)
 	if err != nil {
 		return err

@@ -126,6 +126,9 @@ func mountAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := notAMount(source); err != nil {
+		return err
+	}
 	mountpoint, err := mountpointDir(source, args[1])
 	if errors.Is(err, errDeadMount) && c.Bool("recover") {
 		abs, _ := filepath.Abs(args[1])

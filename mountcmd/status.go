@@ -75,6 +75,7 @@ func statusAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	source = mountpointToSource(c.App.ErrWriter, "status", source)
 	lockDir := filepath.Join(source, lockmgr.LockDirName)
 	if d := c.String(lockDirFlag.Name); d != "" {
 		if lockDir, err = filepath.Abs(d); err != nil {
@@ -360,11 +361,18 @@ func addMountHolders(errw io.Writer, source string, list []*lockmgr.ScanStatus) 
 				}
 				st.Holders = slices.DeleteFunc(st.Holders, daemon)
 				st.Waiters = slices.DeleteFunc(st.Waiters, daemon)
+				// Entries "source" are processes on SOURCE that the mount
+				// found in /proc/locks, as this command did: they are
+				// already listed, with where "process".
 				for _, h := range si.Holders {
-					st.Holders = append(st.Holders, h.Holder())
+					if h.Where != fusefs.WhereSource {
+						st.Holders = append(st.Holders, h.Holder())
+					}
 				}
 				for _, w := range si.Waiters {
-					st.Waiters = append(st.Waiters, w.Holder())
+					if w.Where != fusefs.WhereSource {
+						st.Waiters = append(st.Waiters, w.Holder())
+					}
 				}
 			}
 		}

@@ -125,6 +125,7 @@ func resolveMountpoint(arg string) (string, error) {
 type mountEntry struct {
 	point  string
 	fstype string
+	source string // the mount source field (for scanlockfs: the absolute SOURCE)
 }
 
 // readMountinfo lists this namespace's mounts, in mount order.
@@ -149,7 +150,11 @@ func readMountinfo() ([]mountEntry, error) {
 		if len(f) < 5 || sep < 0 || sep+1 >= len(f) {
 			continue
 		}
-		out = append(out, mountEntry{point: unescapeMountinfo(f[4]), fstype: f[sep+1]})
+		e := mountEntry{point: unescapeMountinfo(f[4]), fstype: f[sep+1]}
+		if sep+2 < len(f) {
+			e.source = unescapeMountinfo(f[sep+2])
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }
