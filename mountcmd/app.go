@@ -262,6 +262,23 @@ var lockDirFlag = &cli.StringFlag{
 	TakesFile: true,
 }
 
+// scanArgs checks the SCAN arguments of a command that takes them after
+// SOURCE. urfave/cli stops reading flags at the first argument, so a flag
+// typed after SOURCE would arrive here as a scan id: refuse that with the
+// fix. A scan whose name starts with "-" can follow "--".
+func scanArgs(cmd string, args []string, usage string) ([]string, error) {
+	for i, a := range args {
+		if a == "--" {
+			return append(args[:i:i], args[i+1:]...), nil
+		}
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			return nil, usageErrorf("%s: %q after SOURCE looks like a flag: flags go before SOURCE (%s); "+
+				"for a scan whose name starts with '-', put '--' before it", cmd, a, usage)
+		}
+	}
+	return args, nil
+}
+
 // sourceDir checks that arg names an existing directory and returns its
 // absolute path; the error says what to do and carries the exit code.
 func sourceDir(arg string) (string, error) {

@@ -113,6 +113,9 @@ func parseRunArgs(c *cli.Context) (*runArgs, error) {
 		return nil, usageErrorf("run: missing SCAN and COMMAND after SOURCE %s", args[0])
 	}
 	r.source, r.scan = args[0], args[1]
+	if strings.HasPrefix(r.scan, "-") {
+		return nil, usageErrorf("run: SCAN %q looks like a flag: options go before SOURCE: scanlockfs run --shared|--exclusive [options] SOURCE SCAN -- COMMAND [ARGS...]", r.scan)
+	}
 	r.argv = args[2:]
 	if len(r.argv) > 0 && r.argv[0] == "--" {
 		r.argv = r.argv[1:]

@@ -65,7 +65,10 @@ func statusAction(c *cli.Context) error {
 	if len(args) == 0 {
 		return usageErrorf("status: missing SOURCE: scanlockfs status [--json] SOURCE [SCAN...]")
 	}
-	scans := args[1:]
+	scans, err := scanArgs("status", args[1:], "scanlockfs status [--json] SOURCE [SCAN...]")
+	if err != nil {
+		return err
+	}
 	for _, id := range scans {
 		if err := lockmgr.ValidateScanID(id); err != nil {
 			return usageErrorf("status: SCAN: %v: give the name of a scan folder in SOURCE", err)
