@@ -31,9 +31,6 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Version is set at build time with -ldflags "-X scanlockfs/mountcmd.Version=...".
-var Version = "dev"
-
 // Exit codes. They are documented in the README; scripts rely on them.
 const (
 	ExitOK       = 0 // success, or a clean unmount
@@ -87,7 +84,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 			"run: COMMAND's own status, 126 not executable, 127 not found, 128+N killed by signal N.",
 		Name:                 "scanlockfs",
 		Usage:                "scan locking for programs that know nothing about locks",
-		Version:              Version,
+		Version:              version(),
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,

@@ -17,6 +17,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
 	"scanlockfs/fusefs"
@@ -28,7 +29,7 @@ func init() {
 		Name:      "status",
 		Usage:     "show who holds and who waits for the scan locks of SOURCE",
 		ArgsUsage: "SOURCE [SCAN...]",
-		UsageText: "scanlockfs status [--json] [--lock-dir DIR] SOURCE [SCAN...]",
+		UsageText: "scanlockfs status [--json] [--lock-dir DIR] [--log-level L] SOURCE [SCAN...]",
 		Description: "Reads /proc/locks and the .info files in SOURCE/.locks; changes nothing on disk, needs only\n" +
 			"read access to SOURCE, and works with or without a running mount (the programs using a\n" +
 			"running mount of SOURCE are shown in place of its daemon, from MOUNTPOINT/.locks/status.json,\n" +
@@ -54,6 +55,8 @@ func init() {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts (schema above) instead of a table"},
 			lockDirFlag,
+			&cli.StringFlag{Name: logLevelFlag.Name, Value: "warn", Usage: logLevelFlag.Usage},
+			logFormatFlag,
 		},
 		BashComplete: completeScanArgs,
 		Action:       statusAction,
@@ -78,6 +81,10 @@ func statusAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
 	source = mountpointToSource(c.App.ErrWriter, "status", source)
 	lockDir := filepath.Join(source, lockmgr.LockDirName)
 	if d := c.String(lockDirFlag.Name); d != "" {
@@ -85,7 +92,7 @@ func statusAction(c *cli.Context) error {
 			return exitf(ExitInternal, "status: --lock-dir %s: %v", d, err)
 		}
 	}
-	list, err := queryStatus(source, lockDir, scans)
+	list, err := queryStatus(source, lockDir, scans, log)
 	if err != nil {
 		return err
 	}
@@ -113,7 +120,7 @@ func statusAction(c *cli.Context) error {
 // queryStatus asks lockmgr, without changing anything on disk: a missing
 // lock directory means nothing is locked (and is not created), and the
 // manager neither purges nor writes .info files.
-func queryStatus(source, lockDir string, scans []string) ([]*lockmgr.ScanStatus, error) {
+func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger) ([]*lockmgr.ScanStatus, error) {
 	st, err := os.Stat(lockDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -128,7 +135,7 @@ func queryStatus(source, lockDir string, scans []string) ([]*lockmgr.ScanStatus,
 		return nil, exitf(ExitInternal, "status: lock directory %s is not a directory (move it away, or give --lock-dir)", lockDir)
 	}
 	// Read-only: users who may only read SOURCE can ask too.
-	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true))
+	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true), lockmgr.WithLogger(log))
 	if err != nil {
 		return nil, exitf(ExitInternal, "status: %v", err)
 	}
