@@ -359,7 +359,10 @@ func init() {
 
 // bashCompletion asks the program itself for suggestions, like
 // urfave/cli's script, but needs no bash-completion package, uses no eval
-// (so that typed $(...) is never executed) and stops at "--".
+// (so that typed $(...) is never executed) and stops at "--". A word being
+// typed that is just "--" is passed as "-": urfave/cli turns completion
+// off when "--" is among the arguments, and "-" asks for every flag
+// (compgen keeps the long ones).
 const bashCompletion = `# bash completion for scanlockfs
 _scanlockfs() {
 	local cur=${COMP_WORDS[COMP_CWORD]} w opts
@@ -368,7 +371,9 @@ _scanlockfs() {
 		[[ $w == -- ]] && return 0
 	done
 	if [[ $cur == -* ]]; then
-		opts=$("${words[0]}" "${words[@]:1}" "$cur" --generate-bash-completion 2>/dev/null)
+		local ask=$cur
+		[[ $ask == -- ]] && ask=-
+		opts=$("${words[0]}" "${words[@]:1}" "$ask" --generate-bash-completion 2>/dev/null)
 	else
 		opts=$("${words[0]}" "${words[@]:1}" --generate-bash-completion 2>/dev/null)
 	fi
@@ -384,7 +389,9 @@ _scanlockfs() {
 	local cur=${words[CURRENT]}
 	(( ${words[(I)--]} && ${words[(I)--]} < CURRENT )) && { _files; return }
 	if [[ $cur == -* ]]; then
-		opts=("${(@f)$(${words[1,CURRENT-1]} $cur --generate-bash-completion 2>/dev/null)}")
+		local ask=$cur
+		[[ $ask == -- ]] && ask=-
+		opts=("${(@f)$(${words[1,CURRENT-1]} $ask --generate-bash-completion 2>/dev/null)}")
 	else
 		opts=("${(@f)$(${words[1,CURRENT-1]} --generate-bash-completion 2>/dev/null)}")
 	fi
