@@ -52,8 +52,11 @@ func init() {
 			"  scanlockfs run --shared /data/db scan_001 -- tar czf scan_001.tgz -C /data/db scan_001\n\n" +
 			"  # rewrite a scan's metadata; wait as long as it takes\n" +
 			"  scanlockfs run --exclusive --timeout 0 /data/db scan_001 -- python3 fix_metadata.py scan_001\n\n" +
-			"  # skip the scan if anybody uses it right now (exit code 4)\n" +
-			"  scanlockfs run -x -n /data/db scan_001 -- ./process.sh; [ $? -eq 4 ] && echo \"scan_001 busy, skipped\"",
+			"  # skip the scan if anybody uses it right now (exit code 4); safe under set -e\n" +
+			"  scanlockfs run -x -n /data/db scan_001 -- ./process.sh || case $? in\n" +
+			"  	4) echo \"scan_001 busy, skipped\" ;;\n" +
+			"  	*) exit $? ;;\n" +
+			"  esac",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "shared", Aliases: []string{"s"}, Usage: "take the lock shared (for reading; many holders at once)"},
 			&cli.BoolFlag{Name: "exclusive", Aliases: []string{"x", "e"}, Usage: "take the lock exclusive (for writing; one holder, no readers)"},
