@@ -64,7 +64,10 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 	remove := func(name string) {
 		p := m.lockDir + "/" + name
 		if dryRun {
-			removed = append(removed, p)
+			var st unix.Stat_t // an .info is optional: list only what is there
+			if m.dir.lstat(name, &st) == nil {
+				removed = append(removed, p)
+			}
 			return
 		}
 		if err := m.dir.unlink(name); err == nil {

@@ -31,9 +31,6 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Version is set at build time with -ldflags "-X scanlockfs/mountcmd.Version=...".
-var Version = "dev"
-
 // Exit codes. They are documented in the README; scripts rely on them.
 const (
 	ExitOK       = 0 // success, or a clean unmount
@@ -87,7 +84,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 			"run: COMMAND's own status, 126 not executable, 127 not found, 128+N killed by signal N.",
 		Name:                 "scanlockfs",
 		Usage:                "scan locking for programs that know nothing about locks",
-		Version:              Version,
+		Version:              version(),
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
@@ -262,6 +259,23 @@ var lockDirFlag = &cli.StringFlag{
 	TakesFile: true,
 }
 
+// scanArgs checks the SCAN arguments of a command that takes them after
+// SOURCE. urfave/cli stops reading flags at the first argument, so a flag
+// typed after SOURCE would arrive here as a scan id: refuse that with the
+// fix. A scan whose name starts with "-" can follow "--".
+func scanArgs(cmd string, args []string, usage string) ([]string, error) {
+	for i, a := range args {
+		if a == "--" {
+			return append(args[:i:i], args[i+1:]...), nil
+		}
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			return nil, usageErrorf("%s: %q after SOURCE looks like a flag: flags go before SOURCE (%s); "+
+				"for a scan whose name starts with '-', put '--' before it", cmd, a, usage)
+		}
+	}
+	return args, nil
+}
+
 // sourceDir checks that arg names an existing directory and returns its
 // absolute path; the error says what to do and carries the exit code.
 func sourceDir(arg string) (string, error) {
@@ -345,7 +359,10 @@ func init() {
 
 // bashCompletion asks the program itself for suggestions, like
 // urfave/cli's script, but needs no bash-completion package, uses no eval
-// (so that typed $(...) is never executed) and stops at "--".
+// (so that typed $(...) is never executed) and stops at "--". A word being
+// typed that is just "--" is passed as "-": urfave/cli turns completion
+// off when "--" is among the arguments, and "-" asks for every flag
+// (compgen keeps the long ones).
 const bashCompletion = `# bash completion for scanlockfs
 _scanlockfs() {
 	local cur=${COMP_WORDS[COMP_CWORD]} w opts
@@ -354,7 +371,9 @@ _scanlockfs() {
 		[[ $w == -- ]] && return 0
 	done
 	if [[ $cur == -* ]]; then
-		opts=$("${words[0]}" "${words[@]:1}" "$cur" --generate-bash-completion 2>/dev/null)
+		local ask=$cur
+		[[ $ask == -- ]] && ask=-
+		opts=$("${words[0]}" "${words[@]:1}" "$ask" --generate-bash-completion 2>/dev/null)
 	else
 		opts=$("${words[0]}" "${words[@]:1}" --generate-bash-completion 2>/dev/null)
 	fi
@@ -370,7 +389,9 @@ _scanlockfs() {
 	local cur=${words[CURRENT]}
 	(( ${words[(I)--]} && ${words[(I)--]} < CURRENT )) && { _files; return }
 	if [[ $cur == -* ]]; then
-		opts=("${(@f)$(${words[1,CURRENT-1]} $cur --generate-bash-completion 2>/dev/null)}")
+		local ask=$cur
+		[[ $ask == -- ]] && ask=-
+		opts=("${(@f)$(${words[1,CURRENT-1]} $ask --generate-bash-completion 2>/dev/null)}")
 	else
 		opts=("${(@f)$(${words[1,CURRENT-1]} --generate-bash-completion 2>/dev/null)}")
 	fi

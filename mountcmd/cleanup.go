@@ -43,12 +43,16 @@ func init() {
 
 func cleanupAction(c *cli.Context) error {
 	if c.NArg() != 1 {
+		if _, err := scanArgs("cleanup", c.Args().Tail(), "scanlockfs cleanup [--dry-run] SOURCE"); err != nil {
+			return err
+		}
 		return usageErrorf("cleanup: want exactly one SOURCE, got %d arguments: scanlockfs cleanup [--dry-run] SOURCE", c.NArg())
 	}
 	source, err := sourceDir(c.Args().First())
 	if err != nil {
 		return err
 	}
+	source = mountpointToSource(c.App.ErrWriter, "cleanup", source)
 	log, err := newLogger(c)
 	if err != nil {
 		return err

@@ -77,7 +77,7 @@ func init() {
 			logFormatFlag,
 			&cli.StringFlag{Name: "log-file", TakesFile: true, Usage: "append the log to `FILE` instead of standard error"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and reply (at debug level; implies --log-level debug)"},
-			&cli.BoolFlag{Name: "no-passthrough", Hidden: true, Usage: "serve reads and writes through the daemon (for tests and measurements)"},
+			&cli.BoolFlag{Name: "no-passthrough", Usage: "serve reads and writes through the daemon instead of the kernel's FUSE passthrough (root, Linux >= 6.9): slower, but open files fail with ENOTCONN instead of going on unlocked if the daemon dies"},
 		},
 		Action: mountAction,
 	})
@@ -124,6 +124,9 @@ func mountAction(c *cli.Context) error {
 	}
 	source, err := sourceDir(args[0])
 	if err != nil {
+		return err
+	}
+	if err := notAMount(source); err != nil {
 		return err
 	}
 	mountpoint, err := mountpointDir(source, args[1])

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,8 +52,11 @@ func init() {
 			"  scanlockfs run --shared /data/db scan_001 -- tar czf scan_001.tgz -C /data/db scan_001\n\n" +
 			"  # rewrite a scan's metadata; wait as long as it takes\n" +
 			"  scanlockfs run --exclusive --timeout 0 /data/db scan_001 -- python3 fix_metadata.py scan_001\n\n" +
-			"  # skip the scan if anybody uses it right now (exit code 4)\n" +
-			"  scanlockfs run -x -n /data/db scan_001 -- ./process.sh; [ $? -eq 4 ] && echo \"scan_001 busy, skipped\"",
+			"  # skip the scan if anybody uses it right now (exit code 4); safe under set -e\n" +
+			"  scanlockfs run -x -n /data/db scan_001 -- ./process.sh || case $? in\n" +
+			"  	4) echo \"scan_001 busy, skipped\" ;;\n" +
+			"  	*) exit $? ;;\n" +
+			"  esac",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "shared", Aliases: []string{"s"}, Usage: "take the lock shared (for reading; many holders at once)"},
 			&cli.BoolFlag{Name: "exclusive", Aliases: []string{"x", "e"}, Usage: "take the lock exclusive (for writing; one holder, no readers)"},
@@ -112,6 +116,9 @@ func parseRunArgs(c *cli.Context) (*runArgs, error) {
 		return nil, usageErrorf("run: missing SCAN and COMMAND after SOURCE %s", args[0])
 	}
 	r.source, r.scan = args[0], args[1]
+	if strings.HasPrefix(r.scan, "-") {
+		return nil, usageErrorf("run: SCAN %q looks like a flag: options go before SOURCE: scanlockfs run --shared|--exclusive [options] SOURCE SCAN -- COMMAND [ARGS...]", r.scan)
+	}
 	r.argv = args[2:]
 	if len(r.argv) > 0 && r.argv[0] == "--" {
 		r.argv = r.argv[1:]
@@ -168,6 +175,12 @@ func runAction(c *cli.Context) error {
 	log, err := newLogger(c)
 	if err != nil {
 		return err
+	}
+	if _, err := os.Stat(filepath.Join(source, r.scan)); errors.Is(err, fs.ErrNotExist) {
+		// plantdb locks a scan before it creates its folder, so this is
+		// allowed; but a misspelt scan id would lock nothing anybody uses.
+		fmt.Fprintf(c.App.ErrWriter, "scanlockfs: warning: %s has no scan folder %s (misspelt?); locking it anyway\n",
+			printable(source), printable(r.scan))
 	}
 	// Look COMMAND up before locking: no point in waiting for a lock to
 	// then fail to start it.

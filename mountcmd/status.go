@@ -17,6 +17,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
 	"scanlockfs/fusefs"
@@ -28,7 +29,7 @@ func init() {
 		Name:      "status",
 		Usage:     "show who holds and who waits for the scan locks of SOURCE",
 		ArgsUsage: "SOURCE [SCAN...]",
-		UsageText: "scanlockfs status [--json] [--lock-dir DIR] SOURCE [SCAN...]",
+		UsageText: "scanlockfs status [--json] [--lock-dir DIR] [--log-level L] SOURCE [SCAN...]",
 		Description: "Reads /proc/locks and the .info files in SOURCE/.locks; changes nothing on disk, needs only\n" +
 			"read access to SOURCE, and works with or without a running mount (the programs using a\n" +
 			"running mount of SOURCE are shown in place of its daemon, from MOUNTPOINT/.locks/status.json,\n" +
@@ -59,6 +60,8 @@ func init() {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts (schema above) instead of a table"},
 			lockDirFlag,
+			&cli.StringFlag{Name: logLevelFlag.Name, Value: "warn", Usage: logLevelFlag.Usage},
+			logFormatFlag,
 		},
 		BashComplete: completeScanArgs,
 		Action:       statusAction,
@@ -70,7 +73,10 @@ func statusAction(c *cli.Context) error {
 	if len(args) == 0 {
 		return usageErrorf("status: missing SOURCE: scanlockfs status [--json] SOURCE [SCAN...]")
 	}
-	scans := args[1:]
+	scans, err := scanArgs("status", args[1:], "scanlockfs status [--json] SOURCE [SCAN...]")
+	if err != nil {
+		return err
+	}
 	for _, id := range scans {
 		if err := lockmgr.ValidateScanID(id); err != nil {
 			return usageErrorf("status: SCAN: %v: give the name of a scan folder in SOURCE", err)
@@ -80,13 +86,18 @@ func statusAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	source = mountpointToSource(c.App.ErrWriter, "status", source)
 	lockDir := filepath.Join(source, lockmgr.LockDirName)
 	if d := c.String(lockDirFlag.Name); d != "" {
 		if lockDir, err = filepath.Abs(d); err != nil {
 			return exitf(ExitInternal, "status: --lock-dir %s: %v", d, err)
 		}
 	}
-	list, err := queryStatus(source, lockDir, scans)
+	list, err := queryStatus(source, lockDir, scans, log)
 	if err != nil {
 		return err
 	}
@@ -114,7 +125,7 @@ func statusAction(c *cli.Context) error {
 // queryStatus asks lockmgr, without changing anything on disk: a missing
 // lock directory means nothing is locked (and is not created), and the
 // manager neither purges nor writes .info files.
-func queryStatus(source, lockDir string, scans []string) ([]*lockmgr.ScanStatus, error) {
+func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger) ([]*lockmgr.ScanStatus, error) {
 	st, err := os.Stat(lockDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -129,7 +140,7 @@ func queryStatus(source, lockDir string, scans []string) ([]*lockmgr.ScanStatus,
 		return nil, exitf(ExitInternal, "status: lock directory %s is not a directory (move it away, or give --lock-dir)", lockDir)
 	}
 	// Read-only: users who may only read SOURCE can ask too.
-	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true))
+	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true), lockmgr.WithLogger(log))
 	if err != nil {
 		return nil, exitf(ExitInternal, "status: %v", err)
 	}
@@ -397,11 +408,18 @@ func addMountHolders(errw io.Writer, source string, list []*lockmgr.ScanStatus) 
 				}
 				st.Holders = slices.DeleteFunc(st.Holders, daemon)
 				st.Waiters = slices.DeleteFunc(st.Waiters, daemon)
+				// Entries "source" are processes on SOURCE that the mount
+				// found in /proc/locks, as this command did: they are
+				// already listed, with where "process".
 				for _, h := range si.Holders {
-					st.Holders = append(st.Holders, h.Holder())
+					if h.Where != fusefs.WhereSource {
+						st.Holders = append(st.Holders, h.Holder())
+					}
 				}
 				for _, w := range si.Waiters {
-					st.Waiters = append(st.Waiters, w.Holder())
+					if w.Where != fusefs.WhereSource {
+						st.Waiters = append(st.Waiters, w.Holder())
+					}
 				}
 			}
 		}

@@ -124,6 +124,7 @@ func resolveMountpoint(arg string) (string, error) {
 type mountEntry struct {
 	point  string
 	fstype string
+	source string // the mount source field (for scanlockfs: the absolute SOURCE)
 }
 
 // readMountinfo lists this namespace's mounts, in mount order.
@@ -134,7 +135,7 @@ func readMountinfo() ([]mountEntry, error) {
 	}
 	out := make([]mountEntry, len(ms))
 	for i, m := range ms {
-		out[i] = mountEntry{point: m.MountPoint, fstype: m.FSType}
+		out[i] = mountEntry{point: m.MountPoint, fstype: m.FSType, source: m.Source}
 	}
 	return out, nil
 }
@@ -210,19 +211,20 @@ type mountUser struct {
 // findMountUsers scans /proc for processes whose working directory, root,
 // open files or mapped files are under mp. Reading these links never
 // enters the FUSE file system, so a hung server cannot hang the scan. It
-// returns how many processes could not be inspected (other users').
-func findMountUsers(mp string) ([]mountUser, int) {
+// also returns the processes that could not be inspected (other users',
+// or, even for root, those of another user namespace or kept out by a
+// security module).
+func findMountUsers(mp string) ([]mountUser, []mountUser) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return nil, 0
+		return nil, nil
 	}
 	under := func(p string) bool {
 		p = strings.TrimSuffix(p, " (deleted)")
 		return p == mp || strings.HasPrefix(p, mp+"/")
 	}
 	self := os.Getpid()
-	var users []mountUser
-	hidden := 0
+	var users, hidden []mountUser
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
@@ -260,7 +262,7 @@ func findMountUsers(mp string) ([]mountUser, int) {
 		}
 		if len(what) == 0 {
 			if denied {
-				hidden++
+				hidden = append(hidden, mountUser{pid: pid, command: readComm(pid)})
 			}
 			continue
 		}
@@ -273,6 +275,30 @@ func findMountUsers(mp string) ([]mountUser, int) {
 	}
 	sort.Slice(users, func(i, j int) bool { return users[i].pid < users[j].pid })
 	return users, hidden
+}
+
+// hiddenNote says which processes could not be inspected and why, since
+// one of them may be what keeps the mount busy: for root, which are
+// rare and surprising, by name; for other users, how many.
+func hiddenNote(hidden []mountUser, root bool) string {
+	if len(hidden) == 0 {
+		return ""
+	}
+	const maxListed = 5
+	names := make([]string, 0, min(len(hidden), maxListed))
+	for _, u := range hidden[:min(len(hidden), maxListed)] {
+		names = append(names, fmt.Sprintf("pid %d (%s)", u.pid, printable(u.command)))
+	}
+	list := strings.Join(names, ", ")
+	if n := len(hidden) - maxListed; n > 0 {
+		list += fmt.Sprintf(" and %d more", n)
+	}
+	if root {
+		return fmt.Sprintf("\n  (not inspected, so not known to be using it: %s: /proc refuses even root their open files, "+
+			"as for processes of another user namespace (a container) or protected by a security module)", list)
+	}
+	// Other users' processes: too many to list, and root can see them.
+	return fmt.Sprintf("\n  (%d processes of other users could not be inspected; root can see them)", len(hidden))
 }
 
 func readComm(pid int) string {
@@ -304,13 +330,7 @@ func describeUsers(mp string, mounts []mountEntry) string {
 			fmt.Fprintf(&b, "\n  another file system is mounted inside it on %s (unmount that first)", m.point)
 		}
 	}
-	if hidden > 0 {
-		hint := ""
-		if os.Geteuid() != 0 {
-			hint = "; root can see them"
-		}
-		fmt.Fprintf(&b, "\n  (%d other processes could not be inspected: permission denied%s)", hidden, hint)
-	}
+	b.WriteString(hiddenNote(hidden, os.Geteuid() == 0))
 	if b.Len() == 0 {
 		return "no process using it was found (one in another mount namespace, such as a container, may hold it)"
 	}

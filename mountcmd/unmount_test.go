@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -148,6 +149,10 @@ func TestUnmountAsUser(t *testing.T) {
 	want := fmt.Sprintf("pid %d (sleep, user nobody): working directory %s", bc.Process.Pid, mnt)
 	if !strings.Contains(res, want) || !strings.Contains(res, "--lazy") {
 		t.Fatalf("busy report does not name the user process and --lazy:\n%s\nwant %q", res, want)
+	}
+	// Root's processes (this test among them) are not visible to it.
+	if !regexp.MustCompile(`\(\d+ processes of other users could not be inspected; root can see them\)`).MatchString(res) {
+		t.Fatalf("busy report does not say that other users' processes could not be inspected:\n%s", res)
 	}
 	if !isMountPoint(t, mnt) {
 		t.Fatal("a refused unmount removed the mount")
@@ -290,4 +295,29 @@ func isMountPoint(t *testing.T, p string) bool {
 	mounts, err := readMountinfo()
 	must(t, err)
 	return findMount(mounts, p) != nil
+}
+
+// TestHiddenNoteAsRoot: what root cannot inspect is named with the reason
+// (another user namespace, a security module), five at most.
+func TestHiddenNoteAsRoot(t *testing.T) {
+	var hidden []mountUser
+	for pid := 1; pid <= 7; pid++ {
+		hidden = append(hidden, mountUser{pid: pid, command: fmt.Sprintf("p%d", pid)})
+	}
+	if got := hiddenNote(hidden, false); got != "\n  (7 processes of other users could not be inspected; root can see them)" {
+		t.Errorf("hiddenNote(7 processes, user) = %q", got)
+	}
+	got := hiddenNote(hidden[:1], true)
+	want := "\n  (not inspected, so not known to be using it: pid 1 (p1): /proc refuses even root their open files, " +
+		"as for processes of another user namespace (a container) or protected by a security module)"
+	if got != want {
+		t.Errorf("hiddenNote(1 process, root) =\n%q\nwant\n%q", got, want)
+	}
+	got = hiddenNote(hidden, true)
+	if !strings.Contains(got, "pid 5 (p5) and 2 more: ") || strings.Contains(got, "pid 6") {
+		t.Errorf("hiddenNote(7 processes, root) = %q, want five named and 2 more", got)
+	}
+	if got := hiddenNote(nil, true); got != "" {
+		t.Errorf("hiddenNote(none) = %q, want nothing", got)
+	}
 }

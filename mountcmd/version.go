@@ -8,15 +8,37 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// Version is the version of scanlockfs, set at build time to what
+// `git describe --tags --always --dirty` says (scripts/version):
+//
+//	go build -ldflags "-X scanlockfs/mountcmd.Version=$(scripts/version)"
+//
+// That is the tag ("v1.2.0"), the tag and the commits since it
+// ("v1.2.0-3-g1a2b3c4"), or without a tag the commit ("1a2b3c4"), with
+// "-dirty" when the checkout had changes. Left empty (a plain go build),
+// version() derives the same commit form from the build information.
+var Version = ""
+
 const goFuseModule = "github.com/hanwen/go-fuse/v2"
 
+// commitAbbrev is the length of an abbreviated commit, as git describe
+// prints it by default.
+const commitAbbrev = 7
+
 func init() {
+	// One format everywhere: --version prints what `version` prints first.
+	cli.VersionPrinter = func(c *cli.Context) {
+		fmt.Fprintf(c.App.Writer, "%s %s\n", c.App.Name, c.App.Version)
+	}
 	register(&cli.Command{
 		Name:      "version",
 		Usage:     "print the versions of scanlockfs, Go and go-fuse",
 		UsageText: "scanlockfs version",
 		Description: "Prints one 'NAME VERSION' pair per line, for bug reports:\n" +
-			"  scanlockfs v1.2.0\n  go go1.26.0\n  go-fuse v2.12.1",
+			"  scanlockfs v1.2.0-3-g1a2b3c4\n  go go1.26.0\n  go-fuse v2.12.1\n" +
+			"The scanlockfs version is what 'git describe --tags --always --dirty' said when it was\n" +
+			"built: the release tag, the tag and the commits since it, or the commit; '-dirty' when\n" +
+			"the checkout had changes. 'scanlockfs --version' prints the first line.",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
 				return usageErrorf("version takes no arguments")
@@ -29,18 +51,42 @@ func init() {
 	})
 }
 
+// version is Version, or what the build information says: the module
+// version of `go install scanlockfs@vX.Y.Z`, else the commit the binary
+// was built from, else "unknown".
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value[:min(commitAbbrev, len(s.Value))]
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	switch {
+	case rev == "":
+		return "unknown"
+	case dirty:
+		return rev + "-dirty"
+	}
+	return rev
+}
+
 // versionLines reads the module versions the binary was built with.
 func versionLines() []string {
-	self, fuse := Version, "(not linked)"
+	fuse := "(not linked)"
 	if bi, ok := debug.ReadBuildInfo(); ok {
-		if self == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			self = bi.Main.Version // go install scanlockfs@vX.Y.Z
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && self == "dev" {
-				self = "dev-" + s.Value[:min(12, len(s.Value))]
-			}
-		}
 		for _, d := range bi.Deps {
 			if d.Path == goFuseModule {
 				fuse = d.Version
@@ -51,7 +97,7 @@ func versionLines() []string {
 		}
 	}
 	return []string{
-		"scanlockfs " + self,
+		"scanlockfs " + version(),
 		"go " + runtime.Version(),
 		"go-fuse " + fuse,
 	}

@@ -3,16 +3,16 @@ package mountcmd
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 )
 
-// TestVersionOfRealBuild builds the scanlockfs binary the way a release
-// would (test binaries carry no module list) and checks each line against
-// what the build used.
-func TestVersionOfRealBuild(t *testing.T) {
-	t.Parallel()
+// buildScanlockfs builds the real binary with extra go build arguments
+// (test binaries carry neither a module list nor VCS information).
+func buildScanlockfs(t *testing.T, args ...string) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
@@ -20,20 +20,74 @@ func TestVersionOfRealBuild(t *testing.T) {
 	if err != nil {
 		t.Skip("no go tool in PATH")
 	}
-	fuseVersion, err := exec.Command(goTool, "list", "-m", "-f", "{{.Version}}", goFuseModule).Output()
+	bin := filepath.Join(t.TempDir(), "scanlockfs")
+	cmd := exec.Command(goTool, append(append([]string{"build"}, args...), "-o", bin, "scanlockfs")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func output(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v", bin, strings.Join(args, " "), err)
+	}
+	return string(out)
+}
+
+// TestVersionOfRealBuild builds the scanlockfs binary the way the scripts
+// do (-X with what scripts/version prints) and checks each line against
+// what the build used, and that --version says the same.
+func TestVersionOfRealBuild(t *testing.T) {
+	t.Parallel()
+	want, err := exec.Command("../scripts/version").Output()
+	if err != nil {
+		t.Fatalf("scripts/version: %v", err)
+	}
+	v := strings.TrimSpace(string(want))
+	if !regexp.MustCompile(`^(v?\d[\w.]*(-\d+-g[0-9a-f]+)?|[0-9a-f]{7,})(-dirty)?$|^unknown$`).MatchString(v) {
+		t.Fatalf("scripts/version printed %q, not git describe's format", v)
+	}
+	bin := buildScanlockfs(t, "-ldflags", "-X scanlockfs/mountcmd.Version="+v)
+	fuseVersion, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", goFuseModule).Output()
 	if err != nil {
 		t.Fatalf("go list -m %s: %v", goFuseModule, err)
 	}
-	bin := filepath.Join(t.TempDir(), "scanlockfs")
-	if out, err := exec.Command(goTool, "build", "-ldflags", "-X scanlockfs/mountcmd.Version=v9.8.7", "-o", bin, "scanlockfs").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	got := output(t, bin, "version")
+	wantOut := "scanlockfs " + v + "\ngo " + runtime.Version() + "\ngo-fuse " + strings.TrimSpace(string(fuseVersion)) + "\n"
+	if got != wantOut {
+		t.Fatalf("version printed\n%s\nwant\n%s", got, wantOut)
 	}
-	out, err := exec.Command(bin, "version").Output()
+	if got := output(t, bin, "--version"); got != "scanlockfs "+v+"\n" {
+		t.Fatalf("--version printed %q, want %q", got, "scanlockfs "+v+"\n")
+	}
+}
+
+// TestVersionOfPlainBuild: without -X, a build says the commit it was
+// built from in git describe's form (when Go stamped it: not in a git
+// worktree, nor with -buildvcs=false), else "unknown"; --version says the
+// same.
+func TestVersionOfPlainBuild(t *testing.T) {
+	t.Parallel()
+	bin := buildScanlockfs(t, "-buildvcs=auto")
+	want := "unknown"
+	info, err := exec.Command("go", "version", "-m", bin).Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("go version -m: %v", err)
 	}
-	want := "scanlockfs v9.8.7\ngo " + runtime.Version() + "\ngo-fuse " + strings.TrimSpace(string(fuseVersion)) + "\n"
-	if string(out) != want {
-		t.Fatalf("version printed\n%s\nwant\n%s", out, want)
+	if m := regexp.MustCompile(`(?m)^\s*build\s+vcs\.revision=([0-9a-f]+)$`).FindSubmatch(info); m != nil {
+		want = string(m[1][:7])
+		if regexp.MustCompile(`(?m)^\s*build\s+vcs\.modified=true$`).Match(info) {
+			want += "-dirty"
+		}
+	}
+	line := strings.SplitN(output(t, bin, "version"), "\n", 2)[0]
+	if line != "scanlockfs "+want {
+		t.Fatalf("version's first line is %q, want %q", line, "scanlockfs "+want)
+	}
+	if got := output(t, bin, "--version"); got != line+"\n" {
+		t.Fatalf("--version printed %q, want %q", got, line)
 	}
 }

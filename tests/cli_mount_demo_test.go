@@ -123,3 +123,30 @@ func TestDemoScriptCleansUpWhenInterrupted(t *testing.T) {
 	}
 	checkDemoLeftNothing(t, tmp)
 }
+
+// Run from a checkout, the demo shows that checkout's scanlockfs, not an
+// older one installed in PATH: it builds its own.
+func TestDemoScriptUsesTheCheckoutsBinary(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	tmp := t.TempDir()
+	fake := t.TempDir()
+	marker := filepath.Join(fake, "ran")
+	must(t, os.WriteFile(filepath.Join(fake, "scanlockfs"), []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755))
+	ctx, cancel := context.WithTimeout(context.Background(), demoLimit+60*time.Second) // and a build
+	defer cancel()
+	var out syncBuffer
+	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "demo"))
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "PATH="+fake+":"+os.Getenv("PATH")+":/usr/local/go/bin", "SCANLOCKFS=")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("scripts/demo with an old scanlockfs in PATH: %v\n%s", err, out.String())
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatalf("the demo ran the scanlockfs of PATH:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "building scanlockfs from "+repoRoot(t)) {
+		t.Errorf("the demo does not say it built the checkout's scanlockfs:\n%s", out.String())
+	}
+	checkDemoLeftNothing(t, tmp)
+}

@@ -122,6 +122,39 @@ func TestSignalsUnmountCleanly(t *testing.T) {
 	}
 }
 
+// What the README says of SIGINT/SIGTERM with a file open: the mount is
+// detached and keeps serving it; a second signal stops the daemon at once
+// (exit 5): the program's next call fails with ENOTCONN and the scan is
+// free.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	src := scanDB(t, "scanA")
+	d := mountT(t, src, "--no-passthrough") // with passthrough, I/O would not reach the daemon
+	d.allowExit = true
+	w := startClient(t, "writer")
+	w.mustOpen("w", d.path("scanA/files.json"), "wt")
+	must(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	deadline := time.Now().Add(waitLimit)
+	for isMounted(d.mnt) {
+		if time.Now().After(deadline) {
+			t.Fatal("mount not detached after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	must(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	if code := d.waitExit(t); code != 5 {
+		t.Fatalf("exit %d after a second signal, want 5\n%s", code, d.stderr)
+	}
+	if !strings.Contains(d.stderr.String(), "still open") {
+		t.Errorf("the daemon does not say that files were still open:\n%s", d.stderr)
+	}
+	waitFree(t, src, "scanA")
+	w.send("write w too late")
+	if r := w.result("w"); r.kind == "ok" || r.errno != "ENOTCONN" {
+		t.Fatalf("write after the daemon stopped: %s %s, want ENOTCONN", r.kind, r.errno)
+	}
+}
+
 // The real SOURCE/.locks is not part of the mount: the status view
 // takes its name. Its lock files cannot be found through the mount, and
 // .locks cannot be removed, replaced or renamed.
