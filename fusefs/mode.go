@@ -29,17 +29,23 @@ func createMode(mode uint32) uint32 {
 
 // keepSetID gives the file just created by Create with createMode(mode)
 // the set-ID bits of mode, if it asked for any, and updates out. It only
-// does so on a file that belongs to the caller, user and group, which
-// could set these bits with chmod(2) itself. It costs nothing unless the
-// mode has set-ID bits. The file exists whatever happens here, so a
+// sets what the caller could set with chmod(2) itself: set-user-ID on a
+// file of its own, set-group-ID on a file of its own of its own group
+// (FUSE does not tell the caller's other groups). It costs nothing unless
+// the mode has set-ID bits. The file exists whatever happens here, so a
 // failure is logged and the create succeeds without the bits.
 func (fsys *fileSystem) keepSetID(ctx context.Context, fh fs.FileSetattrer, path string, mode uint32, out *fuse.EntryOut) {
 	if mode&setIDBits == 0 || createMode(mode) == mode {
 		return
 	}
 	caller, ok := fuse.FromContext(ctx)
-	if !ok || out.Attr.Uid != caller.Uid || out.Attr.Gid != caller.Gid {
+	if !ok || out.Attr.Uid != caller.Uid {
 		return
+	}
+	if out.Attr.Gid != caller.Gid {
+		if mode &^= syscall.S_ISGID; mode&setIDBits == 0 {
+			return
+		}
 	}
 	in := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode & 0o7777}}
 	var attr fuse.AttrOut
