@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Modes through the mount are those of a local file system: what a
@@ -221,5 +224,61 @@ func TestPosixNullPermissions(t *testing.T) {
 	// Root still may, as on SOURCE.
 	if got := run(t, "cat", d.path("scanA/closed")); got != "nobody reads this\n" {
 		t.Errorf("root reading the 0000 file: %q", got)
+	}
+}
+
+// posixACL encodes a POSIX ACL as the kernel's system.posix_acl_*
+// attributes hold it: version 2, then (tag, permissions, id) entries in
+// tag order.
+func posixACL(entries ...[3]uint32) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range entries {
+		b = binary.LittleEndian.AppendUint16(b, uint16(e[0]))
+		b = binary.LittleEndian.AppendUint16(b, uint16(e[1]))
+		b = binary.LittleEndian.AppendUint32(b, e[2])
+	}
+	return b
+}
+
+// A default ACL on a SOURCE directory still decides the modes and the
+// ACL of what is created in it through the mount, now that the daemon
+// runs with umask 0: the same as natively, for a creator with umask 0
+// (with another umask, FUSE applies it where natively the default ACL
+// replaces it; the README says so).
+func TestPosixDefaultACL(t *testing.T) {
+	d := mountUmask(t, scanDB(t, "scanA"), "022")
+	native := filepath.Join(filepath.Dir(d.src), "native", "acl")
+	const (
+		userObj, group, groupObj, mask, other = 0x01, 0x08, 0x04, 0x10, 0x20
+		undefined                             = 0xffffffff
+	)
+	acl := posixACL([3]uint32{userObj, 7, undefined}, [3]uint32{groupObj, 5, undefined},
+		[3]uint32{group, 7, 100}, [3]uint32{mask, 7, undefined}, [3]uint32{other, 5, undefined})
+	for _, dir := range []string{native, d.srcPath("scanA/acl")} {
+		must(t, os.MkdirAll(dir, 0o755))
+		if err := unix.Setxattr(dir, "system.posix_acl_default", acl, 0); err != nil {
+			t.Skipf("no POSIX ACLs on %s: %v", dir, err)
+		}
+	}
+	for _, dir := range []string{native, d.path("scanA/acl")} {
+		run(t, "sh", "-c", `cd "$1" && umask 0 && : >file && mkdir dir && mkfifo fifo`, "sh", dir)
+	}
+	sameModes(t, native, d.path("scanA/acl"), d.srcPath("scanA/acl"), map[string]os.FileMode{
+		"file": 0o664, // 0666 through user::rwx, mask::rwx, other::r-x
+		"dir":  os.ModeDir | 0o775,
+		"fifo": os.ModeNamedPipe | 0o664,
+	})
+	for _, name := range []string{"file", "dir", "fifo"} {
+		buf := make([]byte, 256)
+		n, err := unix.Getxattr(d.srcPath("scanA/acl/"+name), "system.posix_acl_access", buf)
+		if err != nil {
+			t.Errorf("%s created through the mount has no access ACL: %v", name, err)
+			continue
+		}
+		nn, err := unix.Getxattr(filepath.Join(native, name), "system.posix_acl_access", buf[n:])
+		must(t, err)
+		if string(buf[:n]) != string(buf[n:n+nn]) {
+			t.Errorf("%s: access ACL %x through the mount, %x natively", name, buf[:n], buf[n:n+nn])
+		}
 	}
 }
