@@ -43,6 +43,16 @@ type Server struct {
 // Mount mounts opts.Source on mountpoint and serves it until it is
 // unmounted. It returns once the kernel has the mount. As root it mounts
 // directly; otherwise through fusermount3, which must be installed.
+//
+// Mount clears the umask of the whole process (umask(0)), as libfuse's
+// loopback examples do: the kernel has already applied the caller's
+// umask to the mode a CREATE, MKDIR or MKNOD carries, and the daemon's own
+// umask would narrow it a second time (a user with umask 002 would get
+// 0644 files, and a systemd service, umask 022 by default, would take
+// group write away from every file created through the mount). Files the
+// process creates itself must therefore give their mode explicitly:
+// lockmgr's lock directory, lock, gate and .info files do (with chmod),
+// and so does mountcmd's log file.
 func Mount(mountpoint string, opts Options) (*Server, error) {
 	if opts.Manager == nil {
 		return nil, errors.New("fusefs: Options.Manager is nil")
@@ -87,7 +97,12 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 
 	fuseLog := log.New(&logWriter{log: logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)
 	direct := os.Geteuid() == 0
+	unix.Umask(0)
 	fopts := &fs.Options{
+		// Show a mode of 0000 as it is: go-fuse otherwise reports 0644
+		// (0755 for a directory), with which default_permissions (see
+		// AllowOther) would let others open a file nobody may open.
+		NullPermissions: true,
 		EntryTimeout:    &entryTimeout,
 		AttrTimeout:     &attrTimeout,
 		NegativeTimeout: &negativeTimeout,

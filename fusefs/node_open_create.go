@@ -68,7 +68,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	child, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	child, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, createMode(mode), out)
 	if errno != 0 {
 		n.fsys.unlock(req, leases)
 		return nil, nil, 0, errno
@@ -77,6 +77,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	n.fsys.keepSetID(ctx, h.LoopbackFile, req.path, mode, out)
 	return child, h, fuseFlags, 0
 }
 

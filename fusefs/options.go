@@ -9,7 +9,9 @@ import (
 )
 
 // Options configure a mount. The command line maps its flags to these;
-// fusefs never sees flags.
+// fusefs never sees flags. Whatever the options, Mount clears the
+// process's umask, so that files created through the mount get exactly
+// the mode their creator asked for (see Mount).
 type Options struct {
 	// Source is the scan database directory shown through the mount.
 	Source string

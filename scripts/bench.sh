@@ -16,4 +16,10 @@ if ! command -v fusermount3 >/dev/null 2>&1 && [ "$(id -u)" -ne 0 ]; then
 	echo "bench.sh: fusermount3 is missing; install it with: sudo apt-get install fuse3" >&2
 	exit 1
 fi
-exec go run ./scripts/bench "$@"
+# The bench is a module of its own (scripts/bench/go.mod), so that the
+# product's go.mod lists only what the product uses: build it there, and
+# run it from here, where relative paths in the flags are meant.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go -C scripts/bench build -o "$tmp/bench" .
+"$tmp/bench" "$@"

@@ -189,7 +189,8 @@ func (b *bench) prepare(ctx context.Context) error {
 		}
 		if b.loopbackBin == "" {
 			b.loopbackBin = filepath.Join(b.dir, "bin", "loopback")
-			if err := goBuild(ctx, gobin, repo, b.loopbackBin, "./scripts/bench/loopback", b.cfg.BuildFlags); err != nil {
+			// The loopback belongs to the bench's own module.
+			if err := goBuild(ctx, gobin, filepath.Join(repo, "scripts", "bench"), b.loopbackBin, "./loopback", b.cfg.BuildFlags); err != nil {
 				return err
 			}
 		}
@@ -245,10 +246,11 @@ func goTool() string {
 	return "/usr/local/go/bin/go"
 }
 
-func goBuild(ctx context.Context, gobin, repo, out, pkg, flags string) error {
+// goBuild builds package pkg of the module in dir as out.
+func goBuild(ctx context.Context, gobin, dir, out, pkg, flags string) error {
 	args := append([]string{"build", "-o", out}, strings.Fields(flags)...)
 	cmd := exec.CommandContext(ctx, gobin, append(args, pkg)...)
-	cmd.Dir = repo
+	cmd.Dir = dir
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
 	}

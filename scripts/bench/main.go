@@ -11,7 +11,11 @@
 // prints a Markdown table and writes a CSV (and, with -plot, a bar chart
 // of the ratios).
 //
-//	go run ./scripts/bench [-plot ratios.png] [-csv bench.csv] [flags]
+//	./scripts/bench.sh [-plot ratios.png] [-csv bench.csv] [flags]
+//
+// It is a Go module of its own (scripts/bench/go.mod: the plot library
+// stays out of the product's go.mod); bench.sh builds it there and runs it
+// from the top of the checkout.
 //
 // The bench process is the client; the FUSE servers and the lock peers
 // run in separate processes (helpers re-execute this binary).
@@ -209,7 +213,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg := defaultConfig()
 	cfg.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: go run ./scripts/bench [flags]\n\n"+
+		fmt.Fprintf(stderr, "usage: ./scripts/bench.sh [flags]\n\n"+
 			"Measures workloads 1-9 of the benchmark issue natively, through a plain loopback\n"+
 			"mount and through scanlockfs; prints a Markdown table, writes a CSV.\n\nFlags:\n")
 		fs.PrintDefaults()

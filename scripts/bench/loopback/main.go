@@ -3,7 +3,10 @@
 // fs.Options and fuse.MountOptions as scanlockfs, so that the difference
 // between the two is what locking costs.
 //
-//	loopback [--no-passthrough] SOURCE MOUNTPOINT
+//	loopback [--no-passthrough] [--allow-other] SOURCE MOUNTPOINT
+//
+// --allow-other lets other users in with the kernel's permission checks,
+// as scanlockfs --allow-other does (scripts/pjdfstest compares the two).
 //
 // It runs in the foreground, prints "loopback: mounted SOURCE on
 // MOUNTPOINT" when the mount is ready, and unmounts on SIGINT or SIGTERM.
@@ -24,8 +27,9 @@ import (
 func main() {
 	noPassthrough := flag.Bool("no-passthrough", false, "serve reads and writes through the daemon instead of kernel passthrough")
 	debug := flag.Bool("debug-fuse", false, "log every FUSE request")
+	allowOther := flag.Bool("allow-other", false, "let other users use the mount, with default_permissions, as scanlockfs --allow-other")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: %s [--no-passthrough] SOURCE MOUNTPOINT\n", os.Args[0])
+		fmt.Fprintf(os.Stderr, "usage: %s [--no-passthrough] [--allow-other] SOURCE MOUNTPOINT\n", os.Args[0])
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -33,13 +37,13 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), flag.Arg(1), *noPassthrough, *debug); err != nil {
+	if err := run(flag.Arg(0), flag.Arg(1), *noPassthrough, *allowOther, *debug); err != nil {
 		fmt.Fprintf(os.Stderr, "loopback: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(source, mountpoint string, noPassthrough, debug bool) error {
+func run(source, mountpoint string, noPassthrough, allowOther, debug bool) error {
 	src, err := filepath.Abs(source)
 	if err != nil {
 		return err
@@ -53,6 +57,10 @@ func run(source, mountpoint string, noPassthrough, debug bool) error {
 		return err
 	}
 	opts := mountOptions(src, noPassthrough, debug)
+	if allowOther {
+		opts.MountOptions.AllowOther = true
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
+	}
 	server, err := fs.Mount(mnt, root, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s on %s: %w", src, mnt, err)

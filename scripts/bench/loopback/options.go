@@ -16,7 +16,10 @@ import (
 // same way. Only the name differs, so that the mounts can be told apart
 // (fuse.loopback in /proc/mounts). Keep them in step with fusefs; the
 // bench compares the two mounts' options in /proc/self/mountinfo and
-// reports a difference.
+// reports a difference. Unlike fusefs.Mount, the loopback keeps go-fuse's
+// defaults for modes (no NullPermissions, the process's umask applies):
+// they cost nothing, and scripts/pjdfstest compares scanlockfs's modes with
+// a plain loopback's.
 var (
 	entryTimeout    = time.Duration(0)
 	attrTimeout     = time.Duration(0)
