@@ -356,7 +356,7 @@ func userOf(t *testing.T, cred *syscall.Credential) string {
 func TestSecurityDescriptorLimit(t *testing.T) {
 	t.Parallel()
 	requireFUSE(t)
-	src := scanDB(t, "scanA", "scanB")
+	src := scanDB(t, "scanA", "scanB", "scanC", "scanD")
 	for i := range 100 {
 		must(t, os.WriteFile(filepath.Join(src, "scanA", fmt.Sprintf("f%03d", i)), nil, 0o644))
 	}
@@ -378,7 +378,9 @@ func TestSecurityDescriptorLimit(t *testing.T) {
 	}
 	t.Cleanup(d.cleanup)
 	// Open files of scanA until the daemon has no descriptor left, then
-	// open a file of scanB (its lock file must be opened) and close one.
+	// open a file of scanB, scanC and scanD (their lock files must be
+	// opened: a descriptor freed meanwhile goes to the first, whose lock
+	// file stays open) and close one.
 	p := startPy(t, "opener", nil, `
 import errno, os, sys
 fds = []
@@ -390,11 +392,12 @@ for i in range(100):
         err = e
         break
 print("limit", len(fds), errno.errorcode.get(err.errno, str(err.errno)) if err else "none", flush=True)
-try:
-    os.close(os.open(os.path.join(sys.argv[1], "scanB", "files.json"), os.O_RDONLY))
-    print("scanB ok", flush=True)
-except OSError as e:
-    print("scanB", errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+for scan in ("scanB", "scanC", "scanD"):
+    try:
+        os.close(os.open(os.path.join(sys.argv[1], scan, "files.json"), os.O_RDONLY))
+        print("scan", scan, "ok", flush=True)
+    except OSError as e:
+        print("scan", scan, errno.errorcode.get(e.errno, str(e.errno)), flush=True)
 try:
     os.close(fds.pop())
     print("close ok", flush=True)
@@ -406,14 +409,18 @@ for fd in fds:
 	if f := p.expect("limit"); f[2] != "EMFILE" {
 		t.Fatalf("the daemon never ran out of descriptors: %q", f)
 	}
-	if f := p.expect("scanB"); f[1] != "EMFILE" {
-		t.Errorf("open needing a lock file at the descriptor limit: %s, want EMFILE", f[1])
+	for range 3 {
+		if f := p.expect("scan"); f[2] != "EMFILE" {
+			t.Errorf("open in %s, which needs a lock file, at the descriptor limit: %s, want EMFILE", f[1], f[2])
+		}
 	}
 	if f := p.expect("close"); f[1] != "ok" {
 		t.Errorf("close(2) at the descriptor limit: %s, want success", f[1])
 	}
 	must(t, p.wait())
-	if log := d.stderr.String(); !strings.Contains(log, "too many open files: raise LimitNOFILE") || strings.Contains(log, "check the lock directory") {
-		t.Errorf("daemon log at the descriptor limit:\n%s", log)
+	// The lock-file path was taken (its error names the lock file), and
+	// says what to do.
+	if d.waitLog(t, "too many open files: raise LimitNOFILE", ".lock:"); strings.Contains(d.stderr.String(), "check the lock directory") {
+		t.Errorf("daemon log at the descriptor limit:\n%s", d.stderr)
 	}
 }
