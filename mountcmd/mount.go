@@ -44,11 +44,15 @@ func init() {
 			"serves, it prints '" + strings.TrimSpace(fmt.Sprintf(readyFormat, "SOURCE", "MOUNTPOINT")) + "'\n" +
 			"and, when NOTIFY_SOCKET is set (systemd Type=notify), sends READY=1. It stops when unmounted\n" +
 			"('scanlockfs unmount MOUNTPOINT', fusermount3 -u, or umount as root) or on SIGINT/SIGTERM,\n" +
-			"releasing every lock. A dead mount on MOUNTPOINT, left by a server that was killed\n" +
+			"releasing every lock. On a signal while programs have files open in the mount, it goes on\n" +
+			"serving and retries the unmount for 3 s, then detaches the mount (new paths no longer reach\n" +
+			"it) and serves the open files, with their locks, until they are closed; a second signal\n" +
+			"stops it at once (exit 5; those programs get ENOTCONN). A dead mount on MOUNTPOINT, left by a server that was killed\n" +
 			"('transport endpoint is not connected'), is refused; --recover unmounts it and mounts again.\n\n" +
 			mountOptionsHelp + "\n\n" +
-			"Exit codes: 0 unmounted; 2 bad arguments or options; 5 mount failed, MOUNTPOINT unusable or\n" +
-			"a dead mount on it (without --recover); 6 SOURCE or MOUNTPOINT missing; 1 internal error.\n\n" +
+			"Exit codes: 0 unmounted; 2 bad arguments or options, or SOURCE is a scanlockfs mount; 5 mount\n" +
+			"failed, MOUNTPOINT unusable or a dead mount on it (without --recover), or stopped by a second\n" +
+			"signal with files open; 6 SOURCE or MOUNTPOINT missing; 1 internal error.\n\n" +
 			"Examples:\n" +
 			"  scanlockfs mount /data/db /mnt/db &\n" +
 			"  cp /mnt/db/scan_001/images/*.jpg /tmp/   # shared lock on scan_001 while copying\n" +

@@ -127,7 +127,8 @@ func TestDemoScriptCleansUpWhenInterrupted(t *testing.T) {
 // Run from a checkout, the demo shows that checkout's scanlockfs, not an
 // older one installed in PATH: it builds its own.
 func TestDemoScriptUsesTheCheckoutsBinary(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its build and compression would slow the timed tests
+	// that run in parallel (the demo's own limit).
 	requireFUSE(t)
 	tmp := t.TempDir()
 	fake := t.TempDir()

@@ -16,7 +16,8 @@ import (
 // network is needed), works, and dpkg --purge removes every file it
 // brought.
 func TestPackageDeb(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its build and compression would slow the timed tests
+	// that run in parallel (the demo's own limit).
 	if _, err := exec.LookPath("dpkg-deb"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("CI=true: dpkg-deb is missing")
