@@ -13,8 +13,8 @@ import (
 	"strconv"
 )
 
-// Root is the mount point of proc. Tests of callers keep the default.
-const Root = "/proc"
+// procRoot is where proc is mounted.
+const procRoot = "/proc"
 
 // pidDir returns /proc/PID.
-func pidDir(pid int) string { return Root + "/" + strconv.Itoa(pid) }
+func pidDir(pid int) string { return procRoot + "/" + strconv.Itoa(pid) }
