@@ -167,3 +167,27 @@ func TestLeaderCacheForgetsExitedProcess(t *testing.T) {
 		t.Errorf("the entry of reaped process %d was not dropped", pid)
 	}
 }
+
+// Without pidfds (Linux < 5.3, seccomp) the process is read from /proc
+// on each request, with the same key.
+func TestProcessOfWithoutPidfd(t *testing.T) {
+	want, ok := processOf(os.Getpid())
+	if !ok {
+		t.Fatal("this process is not identified")
+	}
+	tid, stop := otherThread(t)
+	defer stop()
+	if !pidfdOpenWorks.Load() {
+		t.Skip("pidfd_open does not work here: the other tests cover this path")
+	}
+	pidfdOpenWorks.Store(false)
+	defer pidfdOpenWorks.Store(true)
+	for _, id := range []int{os.Getpid(), tid} {
+		if got, ok := processOf(id); !ok || got != want {
+			t.Errorf("processOf(%d) without pidfds = %+v, %v; want %+v", id, got, ok, want)
+		}
+	}
+	if _, ok := processOf(1 << 30); ok {
+		t.Error("a process that does not exist was identified")
+	}
+}

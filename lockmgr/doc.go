@@ -96,6 +96,10 @@
 //
 // # Owners
 //
+// An Owner is a user and a key. Keys of processes are ProcessKey's pid and
+// start time ("pid:PID@START", ProcessOwner for the calling process), so
+// that a process that later gets the same pid is another owner.
+//
 // An Owner that holds a scan may take it again: an exclusive holder in
 // any mode, a shared holder in shared mode. A shared holder asking for
 // exclusive is an upgrade, granted once it is the only holder in this

@@ -4,17 +4,20 @@
 // paths, a table produced a page at a time) are handled in one place and
 // tested with hostile input.
 //
-// Parse functions take the file's bytes and never fail on unexpected
-// input: a malformed line is skipped, a malformed file is an error. Read
-// functions read the file for a process id (or the calling process).
+// Parse functions take the file's bytes and never panic on unexpected
+// input: in a table (locks, mountinfo, maps) a malformed line is
+// skipped; a malformed record (stat, status) is an error that wraps
+// ErrFormat. Read functions read the file for a process id (or the
+// calling process); a process that is gone gives an error for which
+// errors.Is(err, fs.ErrNotExist) holds.
 package procfs
 
 import (
 	"strconv"
 )
 
-// Root is the mount point of proc. Tests of callers keep the default.
-const Root = "/proc"
+// procRoot is where proc is mounted.
+const procRoot = "/proc"
 
 // pidDir returns /proc/PID.
-func pidDir(pid int) string { return Root + "/" + strconv.Itoa(pid) }
+func pidDir(pid int) string { return procRoot + "/" + strconv.Itoa(pid) }

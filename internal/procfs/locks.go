@@ -23,7 +23,7 @@ type Lock struct {
 // so while locks change a long list can show an entry twice or miss one:
 // callers de-duplicate, and treat it as a hint where a miss matters.
 func ReadLocks() ([]Lock, error) {
-	data, err := os.ReadFile(Root + "/locks")
+	data, err := os.ReadFile(procRoot + "/locks")
 	if err != nil {
 		return nil, fmt.Errorf("reading /proc/locks: %w", err)
 	}

@@ -24,7 +24,7 @@ type Mount struct {
 // ReadMountinfo reads /proc/self/mountinfo: the mounts visible to the
 // calling process.
 func ReadMountinfo() ([]Mount, error) {
-	data, err := os.ReadFile(Root + "/self/mountinfo")
+	data, err := os.ReadFile(procRoot + "/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("reading /proc/self/mountinfo: %w", err)
 	}

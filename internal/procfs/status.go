@@ -14,6 +14,9 @@ type Status struct {
 	// Uid and Gid are the real, effective, saved and file-system ids.
 	Uid, Gid [4]uint32
 	Groups   []uint32 // supplementary groups
+	// VmRSS and VmHWM are the resident set size now and at its peak, in
+	// KiB; 0 for kernel threads, which have no memory of their own.
+	VmRSS, VmHWM uint64
 }
 
 // ReadStatus reads /proc/PID/status. PID may be any thread's id.
@@ -45,7 +48,7 @@ func ParseStatus(b []byte) (Status, error) {
 		}
 		k := string(key)
 		switch k {
-		case "Tgid", "Uid", "Gid", "Groups":
+		case "Tgid", "Uid", "Gid", "Groups", "VmRSS", "VmHWM":
 		default:
 			continue
 		}
@@ -70,6 +73,10 @@ func ParseStatus(b []byte) (Status, error) {
 		case "Groups":
 			st.Groups = make([]uint32, len(f))
 			err = parseIDs(f, st.Groups)
+		case "VmRSS":
+			st.VmRSS, err = parseKiB(f)
+		case "VmHWM":
+			st.VmHWM, err = parseKiB(f)
 		}
 		if err != nil {
 			return Status{}, fmt.Errorf("%s %q: %w", k, val, ErrFormat)
@@ -85,6 +92,14 @@ func ParseStatus(b []byte) (Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// parseKiB reads "1234 kB".
+func parseKiB(f [][]byte) (uint64, error) {
+	if len(f) != 2 || string(f[1]) != "kB" {
+		return 0, ErrFormat
+	}
+	return strconv.ParseUint(string(f[0]), 10, 64)
 }
 
 func parseIDs(f [][]byte, out []uint32) error {

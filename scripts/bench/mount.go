@@ -163,9 +163,19 @@ func mountAt(dir string) (procfs.Mount, bool) {
 	return procfs.Mount{}, false
 }
 
-// procStatusKiB reads a "Vm..." line of /proc/PID/status in KiB.
+// procStatusKiB reads VmRSS or VmHWM of /proc/PID/status in KiB.
 func procStatusKiB(pid int, field string) (int64, error) {
-	return procStatusKiBFile(fmt.Sprintf("/proc/%d/status", pid), field)
+	st, err := procfs.ReadStatus(pid)
+	if err != nil {
+		return 0, err
+	}
+	switch field {
+	case "VmRSS":
+		return int64(st.VmRSS), nil
+	case "VmHWM":
+		return int64(st.VmHWM), nil
+	}
+	return 0, fmt.Errorf("procStatusKiB: no field %s", field)
 }
 
 // procCPU is the user+system CPU time of all threads of pid.
