@@ -3,8 +3,9 @@
 // the mount lifecycle. main.go only calls Main.
 //
 // Each command lives in its own file (mount.go, run.go, status.go,
-// cleanup.go, unmount.go, version.go) and adds itself with register() from
-// init(); completion, which serves the whole app, lives here. The mount
+// cleanup.go, unmount.go, version.go, man.go) as a constructor that
+// returns it; NewApp lists them. The package keeps no state of its own:
+// what a command needs travels in its arguments. The mount
 // lifecycle around mount.go has files of its own: mount_options.go (-o
 // and the mount(8) helper form), mount_recover.go (dead mounts),
 // mount_daemon.go (--daemon) and notify.go (systemd readiness). Commands
@@ -31,51 +32,22 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Exit codes. They are documented in the README; scripts rely on them.
-const (
-	ExitOK       = 0 // success, or a clean unmount
-	ExitInternal = 1 // an unexpected failure (a bug, or the system refused)
-	ExitUsage    = 2 // bad arguments or flags
-	ExitTimeout  = 3 // the scan lock was not granted before the timeout
-	ExitBusy     = 4 // --nonblock and the scan lock is held; unmount: the mount is in use
-	ExitMount    = 5 // the mount could not be set up or taken down (mountpoint, FUSE)
-	ExitNotFound = 6 // SOURCE, MOUNTPOINT or the scan does not exist; unmount: nothing mounted
-
-	// The run command exits with COMMAND's status once COMMAND has been
-	// started, as shells do; these are its own codes around that.
-	ExitCannotExec      = 126 // COMMAND exists but cannot be executed
-	ExitCommandNotFound = 127 // COMMAND was not found
-	exitSignalBase      = 128 // + signal number: COMMAND (or the wait for the lock) was killed by a signal
-)
-
-// exitError carries an exit code and a message for the user (no stack).
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-func (e *exitError) ExitCode() int { return e.code }
-
-// exitf returns an error that makes the program print the message and
-// exit with code.
-func exitf(code int, format string, args ...any) error {
-	return &exitError{code: code, err: fmt.Errorf(format, args...)}
-}
-
-// usageErrorf is exitf(ExitUsage, ...).
-func usageErrorf(format string, args ...any) error { return exitf(ExitUsage, format, args...) }
-
-// commands lists every command; one file each.
-var commands []*cli.Command
-
-// register adds a command to the app; called from init() of each command file.
-func register(c *cli.Command) { commands = append(commands, c) }
-
-// NewApp builds the command line application.
-func NewApp(stdout, stderr io.Writer) *cli.App {
-	app := &cli.App{
+// NewApp builds the command line application with every command. argv
+// is the command line Main runs (mount --daemon starts it again in the
+// background); nil means os.Args.
+func NewApp(stdout, stderr io.Writer, argv []string) *cli.App {
+	commands := newCommands(argv)
+	for _, cmd := range commands {
+		if cmd.OnUsageError == nil {
+			cmd.OnUsageError = onUsageError
+		}
+		// A leaf command takes positional arguments (SOURCE, MOUNTPOINT):
+		// without this, a directory named "help" or "h" would show help.
+		if len(cmd.Subcommands) == 0 {
+			cmd.HideHelpCommand = true
+		}
+	}
+	return &cli.App{
 		UsageText: "scanlockfs [global options] command [command options] [arguments...]",
 		Description: "Run 'scanlockfs COMMAND --help' for the options and examples of a command.\n" +
 			"'scanlockfs SOURCE MOUNTPOINT -o OPTIONS', the form mount(8) uses for fstab type fuse.scanlockfs,\n" +
@@ -98,20 +70,23 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 			if !c.Args().Present() {
 				return cli.ShowAppHelp(c)
 			}
-			return unknownCommand(c.Args().First())
+			return unknownCommand(c.App.Commands, c.Args().First())
 		},
 	}
-	for _, cmd := range commands {
-		if cmd.OnUsageError == nil {
-			cmd.OnUsageError = onUsageError
-		}
-		// A leaf command takes positional arguments (SOURCE, MOUNTPOINT):
-		// without this, a directory named "help" or "h" would show help.
-		if len(cmd.Subcommands) == 0 {
-			cmd.HideHelpCommand = true
-		}
+}
+
+// newCommands lists every command, in the order --help shows them.
+func newCommands(argv []string) []*cli.Command {
+	return []*cli.Command{
+		completionCommand(),
+		cleanupCommand(),
+		manCommand(),
+		mountCommand(argv),
+		runCommand(),
+		statusCommand(),
+		unmountCommand(),
+		versionCommand(),
 	}
-	return app
 }
 
 func onUsageError(c *cli.Context, err error, _ bool) error {
@@ -124,7 +99,7 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 
 // unknownCommand is the usage error for a command name nobody registered,
 // with the closest registered name as a hint.
-func unknownCommand(name string) error {
+func unknownCommand(commands []*cli.Command, name string) error {
 	hint := ""
 	best := 3 // at most two edits away, or a prefix
 	for _, c := range commands {
@@ -179,15 +154,17 @@ func Main(args []string) int {
 	if margs, ok := mountHelperArgs(args); ok {
 		args = margs
 	}
-	mainArgs = args
-	app := NewApp(os.Stdout, os.Stderr)
+	// One format everywhere: --version prints what `version` prints
+	// first. urfave/cli has only this process-wide hook for it.
+	cli.VersionPrinter = printVersion
+	app := NewApp(os.Stdout, os.Stderr, args)
 	// `scanlockfs help NAME` for an unknown NAME would otherwise exit 3,
 	// the lock-timeout code.
 	var badTopic string
 	app.CommandNotFound = func(_ *cli.Context, name string) { badTopic = name }
 	err := app.Run(args)
 	if err == nil && badTopic != "" {
-		err = unknownCommand(badTopic)
+		err = unknownCommand(app.Commands, badTopic)
 	}
 	if err == nil {
 		return ExitOK
@@ -220,43 +197,41 @@ func isCompletionAfterDoubleDash(args []string) bool {
 	return false
 }
 
-// isUsageError recognises urfave/cli's own argument errors, which are not
-// typed.
+// isUsageError recognises urfave/cli's own argument errors that do not
+// pass through OnUsageError (which makes every flag parsing error an
+// exitError): the ones it collects in a list.
 func isUsageError(err error) bool {
 	var es interface{ Errors() []error }
-	if errors.As(err, &es) {
-		return true
-	}
-	msg := err.Error()
-	for _, p := range []string{"flag provided but not defined", "Required flag", "invalid value", "flag needs an argument"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
+	return errors.As(err, &es)
 }
 
-// Logging flags shared by the commands that log.
-var (
-	logLevelFlag = &cli.StringFlag{
-		Name:  "log-level",
-		Value: "info",
-		Usage: "log level: error, warn, info, debug or trace",
-	}
-	logFormatFlag = &cli.StringFlag{
-		Name:  "log-format",
-		Value: "text",
-		Usage: "log format: text or json",
-	}
+// Names of the flags several commands share.
+const (
+	flagLogLevel  = "log-level"
+	flagLogFormat = "log-format"
+	flagLockDir   = "lock-dir"
 )
 
+// logLevelFlag is --log-level with its default. Each command gets flags
+// of its own: urfave/cli records in a flag whether it was set.
+func logLevelFlag(def string) cli.Flag {
+	return &cli.StringFlag{Name: flagLogLevel, Value: def, Usage: "log level: error, warn, info, debug or trace"}
+}
+
+// logFormatFlag is --log-format.
+func logFormatFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagLogFormat, Value: "text", Usage: "log format: text or json"}
+}
+
 // lockDirFlag is --lock-dir of the commands that use the lock files of
-// SOURCE (run, cleanup, status); every process on a scan tree must agree
-// on it.
-var lockDirFlag = &cli.StringFlag{
-	Name:      "lock-dir",
-	Usage:     "lock directory `DIR`, if not SOURCE/.locks (must be the same for every program on SOURCE)",
-	TakesFile: true,
+// SOURCE (mount, run, cleanup, status); every process on a scan tree must
+// agree on it.
+func lockDirFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:      flagLockDir,
+		Usage:     "lock directory `DIR`, if not SOURCE/.locks (must be the same for every program on SOURCE)",
+		TakesFile: true,
+	}
 }
 
 // scanArgs checks the SCAN arguments of a command that takes them after
@@ -303,12 +278,12 @@ func sourceDir(arg string) (string, error) {
 func newLogger(c *cli.Context) (*logrus.Logger, error) {
 	l := logrus.New()
 	l.SetOutput(c.App.ErrWriter)
-	lvl, err := logrus.ParseLevel(c.String(logLevelFlag.Name))
+	lvl, err := logrus.ParseLevel(c.String(flagLogLevel))
 	if err != nil {
-		return nil, usageErrorf("--log-level %q: want error, warn, info, debug or trace", c.String(logLevelFlag.Name))
+		return nil, usageErrorf("--log-level %q: want error, warn, info, debug or trace", c.String(flagLogLevel))
 	}
 	l.SetLevel(lvl)
-	switch f := c.String(logFormatFlag.Name); f {
+	switch f := c.String(flagLogFormat); f {
 	case "text", "":
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	case "json":
@@ -319,8 +294,9 @@ func newLogger(c *cli.Context) (*logrus.Logger, error) {
 	return l, nil
 }
 
-func init() {
-	register(&cli.Command{
+// completionCommand is `scanlockfs completion`, which serves the whole app.
+func completionCommand() *cli.Command {
+	return &cli.Command{
 		Name:      "completion",
 		Usage:     "print a shell completion script (bash, zsh or fish)",
 		ArgsUsage: "bash|zsh|fish",
@@ -354,7 +330,7 @@ func init() {
 			_, err := io.WriteString(c.App.Writer, script)
 			return err
 		},
-	})
+	}
 }
 
 // bashCompletion asks the program itself for suggestions, like

@@ -12,8 +12,9 @@ import (
 	"scanlockfs/lockmgr"
 )
 
-func init() {
-	register(&cli.Command{
+// cleanupCommand is `scanlockfs cleanup`.
+func cleanupCommand() *cli.Command {
+	return &cli.Command{
 		Name:      "cleanup",
 		Usage:     "remove stale lock files of SOURCE (never a held one)",
 		ArgsUsage: "SOURCE",
@@ -33,12 +34,12 @@ func init() {
 			"  scanlockfs cleanup /data/db",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "only print what would be removed"},
-			lockDirFlag,
-			logLevelFlag,
-			logFormatFlag,
+			lockDirFlag(),
+			logLevelFlag("info"),
+			logFormatFlag(),
 		},
 		Action: cleanupAction,
-	})
+	}
 }
 
 func cleanupAction(c *cli.Context) error {
@@ -59,7 +60,7 @@ func cleanupAction(c *cli.Context) error {
 	}
 	dry := c.Bool("dry-run")
 	lockDir := filepath.Join(source, lockmgr.LockDirName)
-	if d := c.String(lockDirFlag.Name); d != "" {
+	if d := c.String(flagLockDir); d != "" {
 		if lockDir, err = filepath.Abs(d); err != nil {
 			return exitf(ExitInternal, "cleanup: --lock-dir %s: %v", d, err)
 		}

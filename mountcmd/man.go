@@ -31,7 +31,7 @@ var exitCodeDocs = []struct{ code, meaning string }{
 	{fmt.Sprint(ExitNotFound), "SOURCE, MOUNTPOINT or the mount does not exist"},
 	{"N", "run: COMMAND's own exit status"},
 	{fmt.Sprintf("%d, %d", ExitCannotExec, ExitCommandNotFound), "run: COMMAND is not executable, not found"},
-	{fmt.Sprintf("%d+N", exitSignalBase), "run: COMMAND was killed by signal N, or run was, while waiting for the lock"},
+	{fmt.Sprintf("%d+N", ExitSignalBase), "run: COMMAND was killed by signal N, or run was, while waiting for the lock"},
 }
 
 // fileDocs are the FILES section.
@@ -47,8 +47,9 @@ var fileDocs = []struct{ path, meaning string }{
 	{"/etc/scanlockfs/INSTANCE.env", "SOURCE= and OPTIONS= of the unit instance INSTANCE"},
 }
 
-func init() {
-	register(&cli.Command{
+// manCommand is the hidden `scanlockfs man`.
+func manCommand() *cli.Command {
+	return &cli.Command{
 		Name:      "man",
 		Hidden:    true,
 		Usage:     "print the manual page scanlockfs(1) in roff (man -l to read it)",
@@ -59,7 +60,7 @@ func init() {
 			}
 			return writeMan(c.App.Writer, c.App)
 		},
-	})
+	}
 }
 
 // roffText escapes s for roff: backslashes, and a leading dot or apostrophe

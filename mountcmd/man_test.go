@@ -13,7 +13,7 @@ import (
 func manPage(t *testing.T) string {
 	t.Helper()
 	var b bytes.Buffer
-	app := NewApp(io.Discard, io.Discard)
+	app := NewApp(io.Discard, io.Discard, nil)
 	if err := writeMan(&b, app); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestManPageCoversEverything(t *testing.T) {
 			t.Errorf("no section %s", sec)
 		}
 	}
-	for _, c := range commands {
+	for _, c := range newCommands(nil) {
 		if c.Hidden {
 			continue
 		}

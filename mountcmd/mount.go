@@ -27,8 +27,9 @@ const readyFormat = "scanlockfs: mounted %s on %s\n"
 // unmount before it detaches lazily.
 const unmountPatience = 3 * time.Second
 
-func init() {
-	register(&cli.Command{
+// mountCommand is `scanlockfs mount`; the mount(8) helper form arrives here too.
+func mountCommand(argv []string) *cli.Command {
+	return &cli.Command{
 		Name:      "mount",
 		Usage:     "mount a scan database so that every program takes scan locks",
 		ArgsUsage: "SOURCE MOUNTPOINT",
@@ -76,18 +77,18 @@ func init() {
 			&cli.GenericFlag{Name: "options", Aliases: []string{"o"}, Value: &optionList{}, Usage: "mount(8)-style `OPTIONS`, comma-separated, repeatable (see above)"},
 			&cli.BoolFlag{Name: "daemon", Usage: "run in the background once mounted; this command then exits 0 (logs: --log-file, or the system log)"},
 			&cli.BoolFlag{Name: mountHelperFlag, Hidden: true, Usage: "started by mount(8) through mount.fuse3: --daemon, quietly"},
-			lockDirFlag,
-			logLevelFlag,
-			logFormatFlag,
+			lockDirFlag(),
+			logLevelFlag("info"),
+			logFormatFlag(),
 			&cli.StringFlag{Name: "log-file", TakesFile: true, Usage: "append the log to `FILE` instead of standard error"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and reply (at debug level; implies --log-level debug)"},
 			&cli.BoolFlag{Name: "no-passthrough", Usage: "serve reads and writes through the daemon instead of the kernel's FUSE passthrough (root, Linux >= 6.9): slower, but open files fail with ENOTCONN instead of going on unlocked if the daemon dies"},
 		},
-		Action: mountAction,
-	})
+		Action: func(c *cli.Context) error { return mountAction(c, argv) },
+	}
 }
 
-func mountAction(c *cli.Context) error {
+func mountAction(c *cli.Context, argv []string) error {
 	args := c.Args().Slice()
 	var trailing []string
 	if len(args) == 4 && (args[2] == "-o" || args[2] == "--options") {
@@ -105,7 +106,7 @@ func mountAction(c *cli.Context) error {
 	if child {
 		os.Unsetenv(daemonChildEnv)
 	} else if c.Bool("daemon") || c.Bool(mountHelperFlag) {
-		return startDaemon(c, c.Bool(mountHelperFlag))
+		return startDaemon(c, argv, c.Bool(mountHelperFlag))
 	}
 	timeout, err := parseTimeout(c.String("timeout"))
 	if err != nil {
@@ -147,7 +148,7 @@ func mountAction(c *cli.Context) error {
 
 	mopts := []lockmgr.Option{lockmgr.WithTimeout(timeout), lockmgr.WithLogger(log.WithField("component", "lockmgr")),
 		lockmgr.WithInfoFiles(c.Bool("info-files"))}
-	if d := c.String(lockDirFlag.Name); d != "" {
+	if d := c.String(flagLockDir); d != "" {
 		mopts = append(mopts, lockmgr.WithLockDir(d))
 	}
 	mgr, err := lockmgr.New(source, mopts...)

@@ -43,14 +43,11 @@ const mountHelperFlag = "mount-helper"
 // output and error after it reported ready (it has done so by then).
 const daemonStderrDrain = 2 * time.Second
 
-// mainArgs is the command line Main runs; --daemon runs it again.
-var mainArgs []string
-
 func isDaemonChild() bool { return os.Getenv(daemonChildEnv) == "1" }
 
-// startDaemon runs this command line again as a background server and
-// waits until it is ready or has failed.
-func startDaemon(c *cli.Context, quiet bool) error {
+// startDaemon runs the command line argv (nil: os.Args) again as a
+// background server and waits until it is ready or has failed.
+func startDaemon(c *cli.Context, argv []string, quiet bool) error {
 	log, err := newLogger(c)
 	if err != nil {
 		return err
@@ -59,7 +56,7 @@ func startDaemon(c *cli.Context, quiet bool) error {
 	if err != nil {
 		return exitf(ExitInternal, "mount --daemon: cannot find this program to start it in the background: %v", err)
 	}
-	args := mainArgs
+	args := argv
 	if len(args) == 0 {
 		args = os.Args
 	}

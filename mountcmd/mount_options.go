@@ -204,7 +204,7 @@ func isCommandName(s string) bool {
 	if s == "help" || s == "h" {
 		return true
 	}
-	for _, c := range commands {
+	for _, c := range newCommands(nil) {
 		for _, n := range c.Names() {
 			if n == s {
 				return true

@@ -30,8 +30,9 @@ var forwardedSignals = []os.Signal{
 	unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
 }
 
-func init() {
-	register(&cli.Command{
+// runCommand is `scanlockfs run`.
+func runCommand() *cli.Command {
+	return &cli.Command{
 		Name:      "run",
 		Usage:     "run a command while holding a scan lock (like flock(1))",
 		ArgsUsage: "SOURCE SCAN -- COMMAND [ARGS...]",
@@ -64,13 +65,13 @@ func init() {
 				Usage: "give up after `D` (a duration such as 500ms, 30s or 5m, or seconds like flock -w); 0 waits forever"},
 			&cli.BoolFlag{Name: "nonblock", Aliases: []string{"n"}, Usage: "fail at once (exit code 4) if the lock is held"},
 			&cli.StringFlag{Name: "user", Usage: "user `NAME` recorded in the lock's .info file (default: the current user)"},
-			lockDirFlag,
-			&cli.StringFlag{Name: logLevelFlag.Name, Value: "warn", Usage: "log level: error, warn, info (shows waits), debug or trace"},
-			logFormatFlag,
+			lockDirFlag(),
+			&cli.StringFlag{Name: flagLogLevel, Value: "warn", Usage: "log level: error, warn, info (shows waits), debug or trace"},
+			logFormatFlag(),
 		},
 		BashComplete: completeScanArgs,
 		Action:       runAction,
-	})
+	}
 }
 
 // runArgs is the validated command line of run.
@@ -98,7 +99,7 @@ func parseRunArgs(c *cli.Context) (*runArgs, error) {
 			break
 		}
 	}
-	r := &runArgs{nonblock: c.Bool("nonblock"), user: c.String("user"), lockDir: c.String(lockDirFlag.Name)}
+	r := &runArgs{nonblock: c.Bool("nonblock"), user: c.String("user"), lockDir: c.String(flagLockDir)}
 	switch sh, ex := c.Bool("shared"), c.Bool("exclusive"); {
 	case sh && ex:
 		return nil, usageErrorf("run: give either --shared or --exclusive, not both")
@@ -221,7 +222,7 @@ func runAction(c *cli.Context) error {
 		if lease != nil {
 			_ = lease.Release()
 		}
-		return exitf(exitSignalBase+int(sig.(syscall.Signal)), "run: interrupted by %s while waiting for the %s lock on scan %s; %s was not started",
+		return exitf(ExitSignalBase+int(sig.(syscall.Signal)), "run: interrupted by %s while waiting for the %s lock on scan %s; %s was not started",
 			unix.SignalName(sig.(syscall.Signal)), r.mode, r.scan, r.argv[0])
 	}
 	if err != nil {
@@ -367,7 +368,7 @@ func runChild(path string, argv []string, sigs <-chan os.Signal) (int, error) {
 		return cmd.ProcessState.ExitCode(), nil
 	}
 	if ws.Signaled() {
-		return exitSignalBase + int(ws.Signal()), nil
+		return ExitSignalBase + int(ws.Signal()), nil
 	}
 	return ws.ExitStatus(), nil
 }

@@ -24,8 +24,9 @@ import (
 	"scanlockfs/lockmgr"
 )
 
-func init() {
-	register(&cli.Command{
+// statusCommand is `scanlockfs status`.
+func statusCommand() *cli.Command {
+	return &cli.Command{
 		Name:      "status",
 		Usage:     "show who holds and who waits for the scan locks of SOURCE",
 		ArgsUsage: "SOURCE [SCAN...]",
@@ -59,13 +60,13 @@ func init() {
 			"  scanlockfs status --json /data/db | jq -r '.scans[] | select(.state==\"exclusive\") | .scan_id'",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts (schema above) instead of a table"},
-			lockDirFlag,
-			&cli.StringFlag{Name: logLevelFlag.Name, Value: "warn", Usage: logLevelFlag.Usage},
-			logFormatFlag,
+			lockDirFlag(),
+			logLevelFlag("warn"),
+			logFormatFlag(),
 		},
 		BashComplete: completeScanArgs,
 		Action:       statusAction,
-	})
+	}
 }
 
 func statusAction(c *cli.Context) error {
@@ -92,7 +93,7 @@ func statusAction(c *cli.Context) error {
 	}
 	source = mountpointToSource(c.App.ErrWriter, "status", source)
 	lockDir := filepath.Join(source, lockmgr.LockDirName)
-	if d := c.String(lockDirFlag.Name); d != "" {
+	if d := c.String(flagLockDir); d != "" {
 		if lockDir, err = filepath.Abs(d); err != nil {
 			return exitf(ExitInternal, "status: --lock-dir %s: %v", d, err)
 		}

@@ -27,8 +27,9 @@ const (
 	unmountPause    = 100 * time.Millisecond
 )
 
-func init() {
-	register(&cli.Command{
+// unmountCommand is `scanlockfs unmount`.
+func unmountCommand() *cli.Command {
+	return &cli.Command{
 		Name:      "unmount",
 		Aliases:   []string{"umount"},
 		Usage:     "unmount a scanlockfs (or any FUSE) mount",
@@ -49,7 +50,7 @@ func init() {
 			&cli.BoolFlag{Name: "lazy", Aliases: []string{"z"}, Usage: "detach now even if busy (MNT_DETACH, fusermount3 -z)"},
 		},
 		Action: unmountAction,
-	})
+	}
 }
 
 func unmountAction(c *cli.Context) error {

@@ -25,12 +25,14 @@ const goFuseModule = "github.com/hanwen/go-fuse/v2"
 // prints it by default.
 const commitAbbrev = 7
 
-func init() {
-	// One format everywhere: --version prints what `version` prints first.
-	cli.VersionPrinter = func(c *cli.Context) {
-		fmt.Fprintf(c.App.Writer, "%s %s\n", c.App.Name, c.App.Version)
-	}
-	register(&cli.Command{
+// printVersion is --version: the first line of `scanlockfs version`.
+func printVersion(c *cli.Context) {
+	fmt.Fprintf(c.App.Writer, "%s %s\n", c.App.Name, c.App.Version)
+}
+
+// versionCommand is `scanlockfs version`.
+func versionCommand() *cli.Command {
+	return &cli.Command{
 		Name:      "version",
 		Usage:     "print the versions of scanlockfs, Go and go-fuse",
 		UsageText: "scanlockfs version",
@@ -48,7 +50,7 @@ func init() {
 			}
 			return nil
 		},
-	})
+	}
 }
 
 // version is Version, or what the build information says: the module
