@@ -259,14 +259,14 @@ func sourceDir(arg string) (string, error) {
 	}
 	abs, err := filepath.Abs(arg)
 	if err != nil {
-		return "", exitf(ExitInternal, "SOURCE %s: %v", arg, err)
+		return "", exitf(ExitInternal, "SOURCE %s: %w", arg, err)
 	}
 	st, err := os.Stat(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return "", exitf(ExitNotFound, "SOURCE %s does not exist: give the scan database directory (the one holding the scan folders)", abs)
 	case err != nil:
-		return "", exitf(ExitInternal, "SOURCE %s: %v", abs, err)
+		return "", exitf(ExitInternal, "SOURCE %s: %w", abs, err)
 	case !st.IsDir():
 		return "", usageErrorf("SOURCE %s is not a directory: give the scan database directory, not a file in it", abs)
 	}
@@ -321,7 +321,7 @@ func completionCommand() *cli.Command {
 			case "fish":
 				s, err := c.App.ToFishCompletion()
 				if err != nil {
-					return exitf(ExitInternal, "generating fish completion: %v", err)
+					return exitf(ExitInternal, "generating fish completion: %w", err)
 				}
 				script = s
 			default:

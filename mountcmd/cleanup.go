@@ -62,7 +62,7 @@ func cleanupAction(c *cli.Context) error {
 	lockDir := filepath.Join(source, lockmgr.LockDirName)
 	if d := c.String(flagLockDir); d != "" {
 		if lockDir, err = filepath.Abs(d); err != nil {
-			return exitf(ExitInternal, "cleanup: --lock-dir %s: %v", d, err)
+			return exitf(ExitInternal, "cleanup: --lock-dir %s: %w", d, err)
 		}
 	}
 	// Without a lock directory there is nothing to clean, and creating
@@ -74,7 +74,7 @@ func cleanupAction(c *cli.Context) error {
 	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithStaleCleanup(false),
 		lockmgr.WithInfoFiles(false), lockmgr.WithLogger(log))
 	if err != nil {
-		return exitf(ExitInternal, "cleanup: %v", err)
+		return exitf(ExitInternal, "cleanup: %w", err)
 	}
 	defer m.Close()
 
@@ -93,7 +93,7 @@ func cleanupAction(c *cli.Context) error {
 	fmt.Fprintf(c.App.ErrWriter, "%s %d stale file(s) in %s; %d scan(s) locked right now left alone\n",
 		verb, len(removed), lockDir, held)
 	if perr != nil {
-		return exitf(ExitInternal, "cleanup: some files in %s could not be checked or removed: %v (check their owner and permissions)", lockDir, perr)
+		return exitf(ExitInternal, "cleanup: some files in %s could not be checked or removed: %w (check their owner and permissions)", lockDir, perr)
 	}
 	return nil
 }

@@ -165,6 +165,27 @@ func writeMan(w io.Writer, app *cli.App) error {
 		"reading holds S's shared lock until it closes it, one that writes holds S's exclusive lock."))
 	roffBlock(w, app.Description)
 
+	writeCommands(w, visible)
+	fmt.Fprintf(w, ".SH \"GLOBAL OPTIONS\"\n")
+	writeFlags(w, app.VisibleFlags())
+
+	writeMountOptions(w)
+	fmt.Fprintf(w, ".SH \"EXIT STATUS\"\n")
+	for _, e := range exitCodeDocs {
+		fmt.Fprintf(w, ".TP\n\\fB%s\\fR\n%s\n", roffText(e.code), roffText(e.meaning))
+	}
+	fmt.Fprintf(w, ".SH ENVIRONMENT\n.TP\n\\fBNOTIFY_SOCKET\\fR\n%s\n",
+		roffText("set by systemd for Type=notify units: mount sends READY=1 once it serves, and STOPPING=1"))
+	fmt.Fprintf(w, ".SH FILES\n")
+	for _, f := range fileDocs {
+		fmt.Fprintf(w, ".TP\n\\fI%s\\fR\n%s\n", roffText(f.path), roffText(f.meaning))
+	}
+	_, err := fmt.Fprintf(w, ".SH \"SEE ALSO\"\n%s\n", roffText("flock(1), flock(2), fusermount3(1), mount.fuse3(8), fstab(5), systemd.unit(5)"))
+	return err
+}
+
+// writeCommands writes the COMMANDS section.
+func writeCommands(w io.Writer, visible []*cli.Command) {
 	fmt.Fprintf(w, ".SH COMMANDS\n")
 	for _, c := range visible {
 		names := strings.Join(c.Names(), ", ")
@@ -180,9 +201,11 @@ func writeMan(w io.Writer, app *cli.App) error {
 		}
 	}
 
-	fmt.Fprintf(w, ".SH \"GLOBAL OPTIONS\"\n")
-	writeFlags(w, app.VisibleFlags())
+}
 
+// writeMountOptions writes the MOUNT OPTIONS section, from the tables of
+// mount_options.go.
+func writeMountOptions(w io.Writer) {
 	fmt.Fprintf(w, ".SH \"MOUNT OPTIONS\"\n%s\n", roffText("The options of mount -o and of the options field of an /etc/fstab line "+
 		"of type fuse.scanlockfs; each sets the flag of the same meaning."))
 	opts := make([]string, 0, len(optionFlags))
@@ -217,16 +240,4 @@ func writeMan(w io.Writer, app *cli.App) error {
 	}
 	fmt.Fprintf(w, ".PP\n%s\n", roffText("Unknown options are refused (exit status 2)."))
 
-	fmt.Fprintf(w, ".SH \"EXIT STATUS\"\n")
-	for _, e := range exitCodeDocs {
-		fmt.Fprintf(w, ".TP\n\\fB%s\\fR\n%s\n", roffText(e.code), roffText(e.meaning))
-	}
-	fmt.Fprintf(w, ".SH ENVIRONMENT\n.TP\n\\fBNOTIFY_SOCKET\\fR\n%s\n",
-		roffText("set by systemd for Type=notify units: mount sends READY=1 once it serves, and STOPPING=1"))
-	fmt.Fprintf(w, ".SH FILES\n")
-	for _, f := range fileDocs {
-		fmt.Fprintf(w, ".TP\n\\fI%s\\fR\n%s\n", roffText(f.path), roffText(f.meaning))
-	}
-	_, err := fmt.Fprintf(w, ".SH \"SEE ALSO\"\n%s\n", roffText("flock(1), flock(2), fusermount3(1), mount.fuse3(8), fstab(5), systemd.unit(5)"))
-	return err
 }

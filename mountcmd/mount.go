@@ -1,31 +1,24 @@
 package mountcmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
-	"scanlockfs/fusefs"
 	"scanlockfs/lockmgr"
 )
-
-// readyFormat is the one line mount prints on standard output once the
-// mount is usable; scripts and tests wait for it.
-const readyFormat = "scanlockfs: mounted %s on %s\n"
-
-// unmountPatience is how long a signalled mount keeps retrying a busy
-// unmount before it detaches lazily.
-const unmountPatience = 3 * time.Second
 
 // mountCommand is `scanlockfs mount`; the mount(8) helper form arrives here too.
 func mountCommand(argv []string) *cli.Command {
@@ -88,6 +81,9 @@ func mountCommand(argv []string) *cli.Command {
 	}
 }
 
+// mountAction is the mount command: flags and -o options to a Config,
+// then the lifecycle (or, for --daemon, this command line again in the
+// background).
 func mountAction(c *cli.Context, argv []string) error {
 	args := c.Args().Slice()
 	var trailing []string
@@ -108,160 +104,61 @@ func mountAction(c *cli.Context, argv []string) error {
 	} else if c.Bool("daemon") || c.Bool(mountHelperFlag) {
 		return startDaemon(c, argv, c.Bool(mountHelperFlag))
 	}
-	timeout, err := parseTimeout(c.String("timeout"))
+	cfg, err := mountConfig(c, args[0], args[1])
 	if err != nil {
 		return err
+	}
+	if cfg.LogFile != nil {
+		defer cfg.LogFile.Close()
+	}
+	cfg.Detach = child
+	return runMount(c.App.Writer, cfg)
+}
+
+// mountConfig maps the flags of mount to a Config, with its logger.
+func mountConfig(c *cli.Context, source, mountpoint string) (Config, error) {
+	timeout, err := parseTimeout(c.String("timeout"))
+	if err != nil {
+		return Config{}, err
 	}
 	log, err := newLogger(c)
 	if err != nil {
-		return err
+		return Config{}, err
 	}
-	var logFile *os.File
+	cfg := Config{
+		Source: source, Mountpoint: mountpoint, LockDir: c.String(flagLockDir), Timeout: timeout,
+		ReadOnly: c.Bool("read-only"), AllowOther: c.Bool("allow-other"), InfoFiles: c.Bool("info-files"),
+		Recover: c.Bool("recover"), DebugFUSE: c.Bool("debug-fuse"), NoPassthrough: c.Bool("no-passthrough"),
+		Log: log,
+	}
 	if p := c.String("log-file"); p != "" {
-		if logFile, err = openLogFile(p); err != nil {
-			return err
+		if cfg.LogFile, err = openLogFile(p); err != nil {
+			return Config{}, err
 		}
-		defer logFile.Close()
-		log.SetOutput(logFile)
+		log.SetOutput(cfg.LogFile)
 	}
-	if c.Bool("debug-fuse") && !log.IsLevelEnabled(logrus.DebugLevel) {
+	if cfg.DebugFUSE && !log.IsLevelEnabled(logrus.DebugLevel) {
 		log.SetLevel(logrus.DebugLevel)
 	}
-	source, err := sourceDir(args[0])
+	return cfg, nil
+}
+
+// runMount mounts, announces the mount and serves it until it is
+// unmounted or signalled.
+func runMount(stdout io.Writer, cfg Config) error {
+	m, err := StartMount(context.Background(), cfg)
 	if err != nil {
 		return err
 	}
-	if err := notAMount(source); err != nil {
-		return err
-	}
-	mountpoint, err := mountpointDir(source, args[1])
-	if errors.Is(err, errDeadMount) && c.Bool("recover") {
-		abs, _ := filepath.Abs(args[1])
-		if err := recoverDeadMount(abs, log); err != nil {
-			return err
-		}
-		mountpoint, err = mountpointDir(source, args[1])
-	}
-	if err != nil {
-		return err
-	}
-
-	mopts := []lockmgr.Option{lockmgr.WithTimeout(timeout), lockmgr.WithLogger(log.WithField("component", "lockmgr")),
-		lockmgr.WithInfoFiles(c.Bool("info-files"))}
-	if d := c.String(flagLockDir); d != "" {
-		mopts = append(mopts, lockmgr.WithLockDir(d))
-	}
-	mgr, err := lockmgr.New(source, mopts...)
-	if err != nil {
-		return exitf(ExitMount, "mount: %v", err)
-	}
-	defer mgr.Close()
-
-	srv, err := fusefs.Mount(mountpoint, fusefs.Options{
-		Source:        source,
-		Manager:       mgr,
-		Timeout:       timeout,
-		ReadOnly:      c.Bool("read-only"),
-		AllowOther:    c.Bool("allow-other"),
-		DebugFUSE:     c.Bool("debug-fuse"),
-		NoPassthrough: c.Bool("no-passthrough"),
-		Logger:        log,
-	})
-	if err != nil {
-		return exitf(ExitMount, "mount: cannot mount %s on %s: %v%s", source, mountpoint, err, mountHint(err))
-	}
-
 	// Catch the signals before announcing the mount, so that a script that
 	// signals us right after the line cannot kill us uncleanly.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
 	defer signal.Stop(sigs)
-	done := make(chan struct{})
-	go func() {
-		srv.Wait()
-		close(done)
-	}()
-
-	log.WithFields(logrus.Fields{"source": source, "mountpoint": mountpoint, "timeout": timeout,
-		"read_only": c.Bool("read-only"), "info_files": c.Bool("info-files"), "pid": os.Getpid()}).Info("mounted")
-	ready := fmt.Sprintf(readyFormat, source, mountpoint)
-	if child {
-		if err := detachFromForeground(c, log, logFile, ready); err != nil {
-			log.WithError(err).Error("cannot leave the foreground; unmounting")
-			_ = srv.Unmount()
-			<-done
-			return exitf(ExitMount, "mount --daemon: %v", err)
-		}
-	} else {
-		fmt.Fprint(c.App.Writer, ready)
-		notifyReady(log, 0)
+	if err := m.Announce(stdout); err != nil {
+		return err
 	}
-
-	forced := false
-	select {
-	case <-done:
-		notifyStopping(log)
-		log.Info("unmounted from outside")
-	case sig := <-sigs:
-		notifyStopping(log)
-		log.WithField("signal", sig).Info("unmounting")
-		forced = shutdown(srv, mountpoint, log, done, sigs)
-	}
-	st := srv.Stats()
-	ms := mgr.Stats()
-	if err := mgr.Close(); err != nil {
-		log.WithError(err).Warn("closing the lock manager")
-	}
-	log.WithFields(logrus.Fields{
-		"opens": st.Opens, "daemon_reads": st.Reads, "daemon_writes": st.Writes,
-		"grants_shared": ms.GrantsShared, "grants_exclusive": ms.GrantsExclusive,
-		"timeouts": ms.Timeouts, "would_block": ms.WouldBlock, "deadlocks": ms.Deadlocks,
-		"cancelled": ms.Cancelled, "holders_left": ms.Holders, "waiters_left": ms.Waiters,
-	}).Info("stopped; every scan lock released")
-	if forced {
-		return exitf(ExitMount, "mount: stopped while files of %s were still open; their programs now get errors (ENOTCONN)", mountpoint)
-	}
-	return nil
-}
-
-// shutdown unmounts after a signal. A mount with open files cannot be
-// unmounted: it retries for a while, because close(2) returns before the
-// kernel releases the file, then detaches the mount lazily and keeps
-// serving the open files until they are closed. A second signal stops at
-// once; it returns true then.
-func shutdown(srv *fusefs.Server, mountpoint string, log logrus.FieldLogger, done <-chan struct{}, sigs <-chan os.Signal) bool {
-	deadline := time.Now().Add(unmountPatience)
-	for {
-		err := srv.Unmount()
-		if err == nil {
-			<-done
-			return false
-		}
-		select {
-		case <-done:
-			return false
-		case <-sigs:
-			return true
-		default:
-		}
-		if time.Now().After(deadline) {
-			log.WithError(err).Warn("mount busy")
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err := srv.UnmountLazy(); err != nil {
-		log.WithError(err).Error("lazy unmount failed; stop the programs using " + mountpoint + ", or send another signal to stop anyway")
-	} else {
-		log.Warn("files are still open under " + mountpoint + ": detached the mount; their locks are held until they are closed " +
-			"(send another signal to stop at once)")
-	}
-	select {
-	case <-done:
-		return false
-	case <-sigs:
-		return true
-	}
+	return m.Serve(sigs)
 }
 
 // mountpointDir checks MOUNTPOINT: an existing empty directory, neither
@@ -276,7 +173,7 @@ func mountpointDir(source, arg string) (string, error) {
 	}
 	abs, err := filepath.Abs(arg)
 	if err != nil {
-		return "", exitf(ExitInternal, "MOUNTPOINT %s: %v", arg, err)
+		return "", exitf(ExitInternal, "MOUNTPOINT %s: %w", arg, err)
 	}
 	st, err := os.Stat(abs)
 	switch {
@@ -285,7 +182,7 @@ func mountpointDir(source, arg string) (string, error) {
 	case errors.Is(err, syscall.ENOTCONN):
 		return "", deadMountError(abs)
 	case err != nil:
-		return "", exitf(ExitMount, "MOUNTPOINT %s: %v", abs, err)
+		return "", exitf(ExitMount, "MOUNTPOINT %s: %w", abs, err)
 	case !st.IsDir():
 		return "", exitf(ExitMount, "MOUNTPOINT %s is not a directory: give an empty directory", abs)
 	}
@@ -302,7 +199,7 @@ func mountpointDir(source, arg string) (string, error) {
 	}
 	f, err := os.Open(abs)
 	if err != nil {
-		return "", exitf(ExitMount, "MOUNTPOINT %s: %v", abs, err)
+		return "", exitf(ExitMount, "MOUNTPOINT %s: %w", abs, err)
 	}
 	names, _ := f.Readdirnames(1)
 	f.Close()
@@ -312,20 +209,28 @@ func mountpointDir(source, arg string) (string, error) {
 	return abs, nil
 }
 
-// mountHint says what to do about a failed mount.
+// mountHint says what to do about a failed mount, from the error's type
+// and the system, never from the message. go-fuse mounts with mount(2)
+// as root and falls back to fusermount3, which prints its reason on our
+// standard error and exits non-zero: go-fuse reports that as an error of
+// no particular type.
 func mountHint(err error) string {
-	msg := err.Error()
+	var errno syscall.Errno
 	switch {
-	case strings.Contains(msg, "/dev/fuse") || errors.Is(err, fs.ErrNotExist) && strings.Contains(msg, "fuse"):
+	case noFUSEDevice():
 		return " (is the fuse kernel module loaded? try: modprobe fuse)"
-	case strings.Contains(msg, "executable file not found"):
+	case errors.Is(err, exec.ErrNotFound):
 		return " (install fusermount3: apt-get install fuse3)"
-	case strings.Contains(msg, "fusermount exited"):
-		return " (fusermount3 says why above: /dev/fuse must be readable and writable by you, and --allow-other needs user_allow_other in /etc/fuse.conf)"
-	case strings.Contains(msg, "allow_other"):
-		return " (--allow-other needs user_allow_other in /etc/fuse.conf)"
 	case errors.Is(err, fs.ErrPermission):
 		return " (run as root, or install fusermount3: apt-get install fuse3)"
+	case !errors.As(err, &errno):
+		return " (fusermount3 says why above: /dev/fuse must be readable and writable by you, and --allow-other needs user_allow_other in /etc/fuse.conf)"
 	}
 	return ""
+}
+
+// noFUSEDevice reports whether /dev/fuse is missing.
+func noFUSEDevice() bool {
+	_, err := os.Stat("/dev/fuse")
+	return errors.Is(err, fs.ErrNotExist)
 }

@@ -52,30 +52,63 @@ func startDaemon(c *cli.Context, argv []string, quiet bool) error {
 	if err != nil {
 		return err
 	}
+	d, err := spawnDaemon(argv)
+	if err != nil {
+		return err
+	}
+	errDone := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(c.App.ErrWriter, d.stderr)
+		d.stderr.Close()
+		close(errDone)
+	}()
+	if ready := d.readyLine(c.App.Writer, errDone); ready != "" {
+		if !quiet {
+			fmt.Fprintln(c.App.Writer, ready)
+		}
+		notifyReady(log, d.cmd.Process.Pid)
+		_ = d.cmd.Process.Release()
+		return nil
+	}
+	<-errDone
+	return daemonFailure(d.cmd.Wait())
+}
+
+// daemonProc is the background server while it starts: its standard
+// output and error are pipes to this process.
+type daemonProc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *os.File
+}
+
+// spawnDaemon starts argv again as the background server, in a session
+// of its own.
+func spawnDaemon(argv []string) (*daemonProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return exitf(ExitInternal, "mount --daemon: cannot find this program to start it in the background: %v", err)
+		return nil, exitf(ExitInternal, "mount --daemon: cannot find this program to start it in the background: %w", err)
 	}
-	args := argv
-	if len(args) == 0 {
-		args = os.Args
+	if len(argv) == 0 {
+		argv = os.Args
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return exitf(ExitInternal, "mount --daemon: %v", err)
+		return nil, exitf(ExitInternal, "mount --daemon: %w", err)
 	}
 	defer devnull.Close()
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return exitf(ExitInternal, "mount --daemon: %v", err)
+		return nil, exitf(ExitInternal, "mount --daemon: %w", err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
-		return exitf(ExitInternal, "mount --daemon: %v", err)
+		outR.Close()
+		outW.Close()
+		return nil, exitf(ExitInternal, "mount --daemon: %w", err)
 	}
 	cmd := &exec.Cmd{
 		Path:   exe,
-		Args:   args,
+		Args:   argv,
 		Env:    append(os.Environ(), daemonChildEnv+"=1"),
 		Stdin:  devnull,
 		Stdout: outW,
@@ -88,50 +121,51 @@ func startDaemon(c *cli.Context, argv []string, quiet bool) error {
 	outW.Close()
 	errW.Close()
 	if err != nil {
-		return exitf(ExitInternal, "mount --daemon: cannot start %s: %v", exe, err)
-	}
-	errDone := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(c.App.ErrWriter, errR)
+		outR.Close()
 		errR.Close()
-		close(errDone)
-	}()
+		return nil, exitf(ExitInternal, "mount --daemon: cannot start %s: %w", exe, err)
+	}
+	return &daemonProc{cmd: cmd, stdout: outR, stderr: errR}, nil
+}
+
+// readyLine passes the server's standard output on to stdout until its
+// readiness line, which it returns ("" if the server closed its standard
+// output first). Once ready, it waits briefly for the server to close
+// both pipes (it does so as it writes the line), so that the server holds
+// nothing of ours when the command returns.
+func (d *daemonProc) readyLine(stdout io.Writer, errDone <-chan struct{}) string {
+	defer d.stdout.Close()
 	readyPrefix := strings.SplitN(readyFormat, "%", 2)[0]
 	ready := ""
-	sc := bufio.NewScanner(outR)
+	sc := bufio.NewScanner(d.stdout)
 	for sc.Scan() {
 		if line := sc.Text(); strings.HasPrefix(line, readyPrefix) {
 			ready = line
 			break
 		}
-		fmt.Fprintln(c.App.Writer, sc.Text())
+		fmt.Fprintln(stdout, sc.Text())
 	}
-	if ready != "" {
-		// The server closes both pipes as it writes the line: wait for
-		// that, so that it holds nothing of ours when we return.
-		outDone := make(chan struct{})
-		go func() {
-			_, _ = io.Copy(io.Discard, outR)
-			close(outDone)
-		}()
-		limit := time.After(daemonStderrDrain)
-		for _, ch := range []chan struct{}{outDone, errDone} {
-			select {
-			case <-ch:
-			case <-limit:
-			}
-		}
-		outR.Close()
-		if !quiet {
-			fmt.Fprintln(c.App.Writer, ready)
-		}
-		notifyReady(log, cmd.Process.Pid)
-		_ = cmd.Process.Release()
-		return nil
+	if ready == "" {
+		return ""
 	}
-	outR.Close()
-	<-errDone
-	err = cmd.Wait()
+	outDone := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, d.stdout)
+		close(outDone)
+	}()
+	limit := time.After(daemonStderrDrain)
+	for _, ch := range []<-chan struct{}{outDone, errDone} {
+		select {
+		case <-ch:
+		case <-limit:
+		}
+	}
+	return ready
+}
+
+// daemonFailure is the command's error when the background server ended
+// before it was ready (err is what cmd.Wait returned).
+func daemonFailure(err error) error {
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -143,7 +177,7 @@ func startDaemon(c *cli.Context, argv []string, quiet bool) error {
 		// It has said why on the standard error we passed on.
 		return exitf(ee.ExitCode(), "")
 	}
-	return exitf(ExitInternal, "mount --daemon: %v", err)
+	return exitf(ExitInternal, "mount --daemon: %w", err)
 }
 
 // markInheritedCloseOnExec keeps the descriptors this process inherited
@@ -167,7 +201,7 @@ func markInheritedCloseOnExec() {
 // it sends the log and standard error where they go from now on, prints
 // the readiness line for the foreground process, and lets go of standard
 // output and the working directory.
-func detachFromForeground(c *cli.Context, log *logrus.Logger, logFile *os.File, readyLine string) error {
+func detachFromForeground(log *logrus.Logger, logFile *os.File, readyLine string) error {
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -212,7 +246,7 @@ func detachFromForeground(c *cli.Context, log *logrus.Logger, logFile *os.File, 
 func openLogFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
-		return nil, exitf(ExitUsage, "--log-file %s: %v: give a writable file", path, err)
+		return nil, exitf(ExitUsage, "--log-file %s: %w: give a writable file", path, err)
 	}
 	return f, nil
 }

@@ -164,7 +164,7 @@ func applyMountOptions(c *cli.Context, trailing []string) error {
 	}
 	for _, s := range settings {
 		if err := c.Set(s.flag, s.value); err != nil {
-			return usageErrorf("mount option for --%s %q: %v", s.flag, s.value, err)
+			return usageErrorf("mount option for --%s %q: %w", s.flag, s.value, err)
 		}
 	}
 	return nil

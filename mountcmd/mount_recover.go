@@ -45,7 +45,7 @@ func recoverDeadMount(mp string, log logrus.FieldLogger) error {
 		}
 		mounts, err := readMountinfo()
 		if err != nil {
-			return exitf(ExitInternal, "mount --recover: %v", err)
+			return exitf(ExitInternal, "mount --recover: %w", err)
 		}
 		mi := findMount(mounts, mp)
 		if mi == nil {
@@ -69,7 +69,7 @@ func recoverDeadMount(mp string, log logrus.FieldLogger) error {
 			}
 		}
 		if err != nil {
-			return exitf(ExitMount, "mount --recover: cannot unmount the dead mount on %s: %v", mp, err)
+			return exitf(ExitMount, "mount --recover: cannot unmount the dead mount on %s: %w", mp, err)
 		}
 		entry := log.WithFields(logrus.Fields{"mountpoint": mp, "fstype": mi.fstype})
 		if lazy {

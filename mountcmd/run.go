@@ -203,7 +203,7 @@ func runAction(c *cli.Context) error {
 	}
 	m, err := lockmgr.New(source, opts...)
 	if err != nil {
-		return exitf(ExitInternal, "run: %v", err)
+		return exitf(ExitInternal, "run: %w", err)
 	}
 	defer m.Close()
 
@@ -297,7 +297,7 @@ func runLockError(m *lockmgr.Manager, r *runArgs, err error) error {
 	case errors.Is(err, lockmgr.ErrWouldBlock):
 		return exitf(ExitBusy, "run: %s is busy: %s; not waiting because of --nonblock", where, who)
 	}
-	return exitf(ExitInternal, "run: cannot lock %s: %v", where, err)
+	return exitf(ExitInternal, "run: cannot lock %s: %w", where, err)
 }
 
 // lookCommand finds COMMAND like a shell does, with the shell's exit codes
@@ -321,7 +321,7 @@ func lookCommand(name string) (string, error) {
 	case errors.Is(err, syscall.EISDIR):
 		return "", exitf(ExitCannotExec, "run: %s: is a directory, not a program", name)
 	}
-	return "", exitf(ExitCannotExec, "run: %s: cannot be executed: %v", name, err)
+	return "", exitf(ExitCannotExec, "run: %s: cannot be executed: %w", name, err)
 }
 
 // runChild runs COMMAND, passing the caught signals on, and returns its
@@ -340,11 +340,11 @@ func runChild(path string, argv []string, sigs <-chan os.Signal) (int, error) {
 			return 0, exitf(ExitCannotExec, "run: %s: not a program this system can run (exec format error; a script without a #! line?)", argv[0])
 		case errors.Is(err, fs.ErrNotExist):
 			// The file exists (lookCommand found it): its interpreter does not.
-			return 0, exitf(ExitCannotExec, "run: %s: cannot be executed: %v (is the interpreter in its #! line installed?)", argv[0], err)
+			return 0, exitf(ExitCannotExec, "run: %s: cannot be executed: %w (is the interpreter in its #! line installed?)", argv[0], err)
 		case errors.Is(err, fs.ErrPermission):
 			return 0, exitf(ExitCannotExec, "run: %s: permission denied", argv[0])
 		}
-		return 0, exitf(ExitCannotExec, "run: %s: cannot be executed: %v", argv[0], err)
+		return 0, exitf(ExitCannotExec, "run: %s: cannot be executed: %w", argv[0], err)
 	}
 	done := make(chan struct{})
 	forwarded := make(chan struct{})

@@ -80,7 +80,7 @@ func statusAction(c *cli.Context) error {
 	}
 	for _, id := range scans {
 		if err := lockmgr.ValidateScanID(id); err != nil {
-			return usageErrorf("status: SCAN: %v: give the name of a scan folder in SOURCE", err)
+			return usageErrorf("status: SCAN: %w: give the name of a scan folder in SOURCE", err)
 		}
 	}
 	source, err := sourceDir(args[0])
@@ -95,7 +95,7 @@ func statusAction(c *cli.Context) error {
 	lockDir := filepath.Join(source, lockmgr.LockDirName)
 	if d := c.String(flagLockDir); d != "" {
 		if lockDir, err = filepath.Abs(d); err != nil {
-			return exitf(ExitInternal, "status: --lock-dir %s: %v", d, err)
+			return exitf(ExitInternal, "status: --lock-dir %s: %w", d, err)
 		}
 	}
 	list, err := queryStatus(source, lockDir, scans, log)
@@ -136,20 +136,20 @@ func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger)
 		}
 		return list, nil
 	case err != nil:
-		return nil, exitf(ExitInternal, "status: lock directory %s: %v", lockDir, err)
+		return nil, exitf(ExitInternal, "status: lock directory %s: %w", lockDir, err)
 	case !st.IsDir():
 		return nil, exitf(ExitInternal, "status: lock directory %s is not a directory (move it away, or give --lock-dir)", lockDir)
 	}
 	// Read-only: users who may only read SOURCE can ask too.
 	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true), lockmgr.WithLogger(log))
 	if err != nil {
-		return nil, exitf(ExitInternal, "status: %v", err)
+		return nil, exitf(ExitInternal, "status: %w", err)
 	}
 	defer m.Close()
 	if len(scans) == 0 {
 		list, err := m.List()
 		if err != nil {
-			return nil, exitf(ExitInternal, "status: %v", err)
+			return nil, exitf(ExitInternal, "status: %w", err)
 		}
 		return list, nil
 	}
@@ -157,7 +157,7 @@ func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger)
 	for _, id := range scans {
 		s, err := m.Status(id)
 		if err != nil {
-			return nil, exitf(ExitInternal, "status: scan %s: %v", id, err)
+			return nil, exitf(ExitInternal, "status: scan %s: %w", id, err)
 		}
 		list = append(list, s)
 	}

@@ -63,7 +63,7 @@ func unmountAction(c *cli.Context) error {
 	}
 	mounts, err := readMountinfo()
 	if err != nil {
-		return exitf(ExitInternal, "unmount: %v", err)
+		return exitf(ExitInternal, "unmount: %w", err)
 	}
 	mi := findMount(mounts, mp)
 	if mi == nil {
@@ -91,7 +91,7 @@ func unmountAction(c *cli.Context) error {
 	if errors.Is(err, unix.EINVAL) {
 		return exitf(ExitNotFound, "unmount: %s is not a mount point (any more): nothing to do", mp)
 	}
-	return exitf(ExitMount, "unmount: %s: %v", mp, err)
+	return exitf(ExitMount, "unmount: %s: %w", mp, err)
 }
 
 // resolveMountpoint makes arg absolute without following the last
@@ -102,7 +102,7 @@ func resolveMountpoint(arg string) (string, error) {
 	}
 	abs, err := filepath.Abs(arg)
 	if err != nil {
-		return "", exitf(ExitInternal, "unmount: %s: %v", arg, err)
+		return "", exitf(ExitInternal, "unmount: %s: %w", arg, err)
 	}
 	var st unix.Stat_t
 	err = unix.Lstat(abs, &st)
@@ -117,7 +117,7 @@ func resolveMountpoint(arg string) (string, error) {
 	// ENOTCONN and friends: resolve the parent only.
 	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
 	if err != nil {
-		return "", exitf(ExitNotFound, "unmount: MOUNTPOINT %s: %v", abs, err)
+		return "", exitf(ExitNotFound, "unmount: MOUNTPOINT %s: %w", abs, err)
 	}
 	return filepath.Join(dir, filepath.Base(abs)), nil
 }
