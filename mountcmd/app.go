@@ -2,16 +2,29 @@
 // fusefs and lockmgr options, builds the logger, owns the exit codes and
 // the mount lifecycle. main.go only calls Main.
 //
-// Each command lives in its own file (mount.go, run.go, status.go,
-// cleanup.go, unmount.go, version.go, man.go) as a constructor that
-// returns it; NewApp lists them. The package keeps no state of its own:
-// what a command needs travels in its arguments. The mount
-// lifecycle around mount.go has files of its own: mount_options.go (-o
-// and the mount(8) helper form), mount_recover.go (dead mounts),
-// mount_daemon.go (--daemon) and notify.go (systemd readiness). Commands
-// return errors made with exitf or usageErrorf: Main prints them once,
-// without a stack, and exits with their code. Errors name the path
-// involved and say what to do.
+// NewApp builds the cli.App and lists the commands; each command lives in
+// its own file (mount.go, run.go, status.go, cleanup.go, unmount.go,
+// version.go, man.go; completion here) as a constructor. The package keeps
+// no state between calls: the command line --daemon runs again is an
+// argument, and its package-level values are constant tables, sentinel
+// errors and Version (set by the linker).
+//
+// The mount command is flags -> Config -> the lifecycle of lifecycle.go:
+// StartMount (check SOURCE and MOUNTPOINT, clear a dead mount with
+// --recover, start the lock manager, mount), Announce (readiness line,
+// READY=1), Serve (first SIGINT/SIGTERM: STOPPING=1, then Shutdown, which
+// retries the unmount for 3 s and detaches lazily; a second signal stops
+// at once), Wait. Tests drive it without the command line. Around it:
+// mount_options.go (-o and the mount(8) helper form), mount_recover.go
+// (dead mounts), mount_daemon.go (--daemon) and notify.go (systemd).
+//
+// The exit codes are defined once, in exitcodes.go, and exported for the
+// tests. Commands return errors made with exitf or usageErrorf, wrapping
+// their cause with %w: Main prints them once, without a stack, and exits
+// with their code. Errors are classified by type (errors.Is/As), never by
+// message; the one exception is fusermount3's output in unmount.go, a
+// program's text that carries no type. Errors name the path involved and
+// say what to do.
 //
 // run holds a scan lock in this process while its COMMAND runs: the lock
 // descriptor is close-on-exec, so the child never holds it, and run

@@ -97,17 +97,29 @@ func requireFUSE(t *testing.T) {
 	}
 }
 
-// exits CODE PROG [ARGS...]: run PROG and require exit status CODE; its
+// exitCodeNames name the exit codes for the scripts' exits command.
+var exitCodeNames = map[string]int{
+	"ok": ExitOK, "internal": ExitInternal, "usage": ExitUsage, "timeout": ExitTimeout, "busy": ExitBusy,
+	"mount": ExitMount, "notfound": ExitNotFound, "cannot-exec": ExitCannotExec, "command-not-found": ExitCommandNotFound,
+	"signal+TERM": ExitSignalBase + int(unix.SIGTERM), "signal+KILL": ExitSignalBase + int(unix.SIGKILL),
+	"signal+INT": ExitSignalBase + int(unix.SIGINT),
+}
+
+// exits CODE PROG [ARGS...]: run PROG and require exit status CODE (a
+// name of exitCodeNames, or a number for COMMAND's own status); its
 // output is kept for stdout/stderr checks like exec's.
 func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
 		ts.Fatalf("usage: exits CODE PROG [ARGS...]")
 	}
-	want, err := strconv.Atoi(args[0])
-	if err != nil {
-		ts.Fatalf("exits: bad code %q", args[0])
+	want, ok := exitCodeNames[args[0]]
+	if !ok {
+		var err error
+		if want, err = strconv.Atoi(args[0]); err != nil {
+			ts.Fatalf("exits: bad code %q", args[0])
+		}
 	}
-	err = ts.Exec(args[1], args[2:]...)
+	err := ts.Exec(args[1], args[2:]...)
 	got := 0
 	var ee *exec.ExitError
 	switch {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/mountcmd"
 )
 
 // notifyMsg is one sd_notify datagram and the pid that sent it.
@@ -111,7 +113,7 @@ func TestNotifyReadyAndStopping(t *testing.T) {
 	if m := nextNotify(t, msgs); m.text != "STOPPING=1" || m.pid != d.cmd.Process.Pid {
 		t.Fatalf("after unmount: %q from pid %d, want STOPPING=1 from %d", m.text, m.pid, d.cmd.Process.Pid)
 	}
-	if code := d.waitExit(t); code != 0 {
+	if code := d.waitExit(t); code != mountcmd.ExitOK {
 		t.Fatalf("exit %d after a clean unmount\n%s", code, d.stderr)
 	}
 }

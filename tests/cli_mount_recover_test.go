@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/mountcmd"
 )
 
 // mountOnT is mountT on a given MOUNTPOINT (one that holds a dead mount,
@@ -77,8 +78,8 @@ func TestMountRecoverAfterSIGKILL(t *testing.T) {
 			t.Errorf("mount on the dead mount: stderr lacks %q: %s", want, stderr)
 		}
 	}
-	if code != 5 {
-		t.Errorf("mount on the dead mount: exit %d, want 5", code)
+	if code != mountcmd.ExitMount {
+		t.Errorf("mount on the dead mount: exit %d, want %d (ExitMount)", code, mountcmd.ExitMount)
 	}
 	if strings.Contains(stderr, "goroutine") {
 		t.Errorf("a stack trace for a user error: %s", stderr)

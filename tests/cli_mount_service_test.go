@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"scanlockfs/mountcmd"
 )
 
 // repoRoot is the directory of the repository (scripts/ lives there).
@@ -99,7 +101,7 @@ func TestServiceUnitLifecycle(t *testing.T) {
 	if m := nextNotify(t, msgs); m.text != "STOPPING=1" || m.pid != second.cmd.Process.Pid {
 		t.Fatalf("after ExecStop: %q from pid %d, want STOPPING=1", m.text, m.pid)
 	}
-	if code := second.waitExit(t); code != 0 {
+	if code := second.waitExit(t); code != mountcmd.ExitOK {
 		t.Fatalf("the service exited %d after ExecStop\n%s", code, second.stderr)
 	}
 }

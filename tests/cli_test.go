@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/mountcmd"
 )
 
 // mount refuses bad arguments with a message naming the path and what to
@@ -75,7 +76,7 @@ func TestSignalsUnmountCleanly(t *testing.T) {
 		d.allowExit = true
 		run(t, "cat", d.path("scanA/files.json"))
 		must(t, d.cmd.Process.Signal(sig))
-		if code := d.waitExit(t); code != 0 {
+		if code := d.waitExit(t); code != mountcmd.ExitOK {
 			t.Fatalf("%v: exit %d\n%s", sig, code, d.stderr)
 		}
 		if isMounted(d.mnt) {
@@ -113,7 +114,7 @@ func TestSignalsUnmountCleanly(t *testing.T) {
 		t.Fatalf("write to the detached mount: %s", r.errno)
 	}
 	w.close("w")
-	if code := d.waitExit(t); code != 0 {
+	if code := d.waitExit(t); code != mountcmd.ExitOK {
 		t.Fatalf("exit %d after the last file closed\n%s", code, d.stderr)
 	}
 	waitFree(t, src, "scanA")
@@ -142,8 +143,8 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	must(t, d.cmd.Process.Signal(syscall.SIGTERM))
-	if code := d.waitExit(t); code != 5 {
-		t.Fatalf("exit %d after a second signal, want 5\n%s", code, d.stderr)
+	if code := d.waitExit(t); code != mountcmd.ExitMount {
+		t.Fatalf("exit %d after a second signal, want %d (ExitMount)\n%s", code, mountcmd.ExitMount, d.stderr)
 	}
 	if !strings.Contains(d.stderr.String(), "still open") {
 		t.Errorf("the daemon does not say that files were still open:\n%s", d.stderr)
@@ -286,7 +287,7 @@ func TestStaleMountpointIsExplained(t *testing.T) {
 	d.waitExit(t)
 	t.Cleanup(func() { _ = exec.Command("fusermount3", "-u", "-z", d.mnt).Run() })
 	code, stderr, _ := runErr(t, binScanlockfs, "mount", src, d.mnt)
-	if code != 5 || !strings.Contains(stderr, "fusermount3 -u") {
+	if code != mountcmd.ExitMount || !strings.Contains(stderr, "fusermount3 -u") {
 		t.Fatalf("mount on a dead mount: exit %d, %s", code, stderr)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"scanlockfs/mountcmd"
 )
 
 // The crash matrix, part 2: the daemon killed with SIGKILL while clients
@@ -119,7 +121,7 @@ func TestCrashDaemonKilled(t *testing.T) {
 
 			// mount refuses the dead mount point and says how to recover.
 			code, _, errOut = runCode(t, binScanlockfs, "mount", src, d.mnt)
-			if code != 5 || !strings.Contains(errOut, "--recover") {
+			if code != mountcmd.ExitMount || !strings.Contains(errOut, "--recover") {
 				t.Fatalf("mount on the dead mount point: exit %d, %s", code, errOut)
 			}
 			// --recover clears it and mounts again; stale .info files go.

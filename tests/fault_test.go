@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/mountcmd"
 	"scanlockfs/tests/internal/leakcheck"
 )
 
@@ -151,7 +152,7 @@ func TestFaultLockDirNotWritable(t *testing.T) {
 		immutable(t, filepath.Join(src, ".locks"))
 		mnt := t.TempDir()
 		code, _, stderr := runCode(t, binScanlockfs, "mount", src, mnt)
-		if code != 5 || !strings.Contains(stderr, filepath.Join(src, ".locks")) || !strings.Contains(stderr, "not writable") {
+		if code != mountcmd.ExitMount || !strings.Contains(stderr, filepath.Join(src, ".locks")) || !strings.Contains(stderr, "not writable") {
 			t.Fatalf("mount on a read-only lock directory: exit %d, %s", code, stderr)
 		}
 		if isMounted(mnt) {

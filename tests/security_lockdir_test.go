@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"scanlockfs/fusefs"
+	"scanlockfs/mountcmd"
 )
 
 // Security of the shared lock directory (issue 17, items 3, 4, 7, 8).
@@ -171,7 +172,7 @@ func TestSecurityLockDir(t *testing.T) {
 		must(t, os.Remove(filepath.Join(src, ".locks")))
 		mustRunAs(t, cred, "ln", "-s", target, filepath.Join(src, ".locks"))
 		code, stderr := mountFails(t, src)
-		if code != 5 || !strings.Contains(stderr, filepath.Join(src, ".locks")) || !strings.Contains(stderr, "symbolic link") ||
+		if code != mountcmd.ExitMount || !strings.Contains(stderr, filepath.Join(src, ".locks")) || !strings.Contains(stderr, "symbolic link") ||
 			!strings.Contains(stderr, "real directory") {
 			t.Errorf("mount on a symlinked lock directory: exit %d, %s", code, stderr)
 		}
