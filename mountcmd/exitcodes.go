@@ -25,6 +25,21 @@ const (
 	ExitSignalBase      = 128 // + signal number: COMMAND (or the wait for the lock) was killed by a signal
 )
 
+// exitCodeDocs say what each exit code means, for the EXIT STATUS section
+// of the manual page (the README has the same table).
+var exitCodeDocs = []struct{ code, meaning string }{
+	{fmt.Sprint(ExitOK), "success; mount: unmounted cleanly; status: the query worked (also when everything is free)"},
+	{fmt.Sprint(ExitInternal), "internal error"},
+	{fmt.Sprint(ExitUsage), "usage: bad or missing arguments or options, invalid scan id, unknown command or flag"},
+	{fmt.Sprint(ExitTimeout), "run: the lock was not granted before --timeout"},
+	{fmt.Sprint(ExitBusy), "run --nonblock: the scan is held; unmount: the mount is busy (the programs keeping it busy are listed)"},
+	{fmt.Sprint(ExitMount), "mount: the mount could not be set up (mount point unusable, dead mount without --recover, FUSE refused), or was stopped by a second signal with files open; unmount failed"},
+	{fmt.Sprint(ExitNotFound), "SOURCE, MOUNTPOINT or the mount does not exist"},
+	{"N", "run: COMMAND's own exit status"},
+	{fmt.Sprintf("%d, %d", ExitCannotExec, ExitCommandNotFound), "run: COMMAND is not executable, not found"},
+	{fmt.Sprintf("%d+N", ExitSignalBase), "run: COMMAND was killed by signal N, or run was, while waiting for the lock"},
+}
+
 // exitError carries an exit code and a message for the user (no stack).
 // Main prints the message once and exits with the code.
 type exitError struct {

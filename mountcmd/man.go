@@ -19,21 +19,6 @@ import (
 // rather than through urfave/cli's Markdown: the descriptions are laid
 // out in lines and columns that Markdown would reflow.
 
-// exitCodeDocs are the exit codes of the EXIT STATUS section (the README
-// has the same table).
-var exitCodeDocs = []struct{ code, meaning string }{
-	{fmt.Sprint(ExitOK), "success; mount: unmounted cleanly; status: the query worked (also when everything is free)"},
-	{fmt.Sprint(ExitInternal), "internal error"},
-	{fmt.Sprint(ExitUsage), "usage: bad or missing arguments or options, invalid scan id, unknown command or flag"},
-	{fmt.Sprint(ExitTimeout), "run: the lock was not granted before --timeout"},
-	{fmt.Sprint(ExitBusy), "run --nonblock: the scan is held; unmount: the mount is busy (the programs keeping it busy are listed)"},
-	{fmt.Sprint(ExitMount), "mount: the mount could not be set up (mount point unusable, dead mount without --recover, FUSE refused), or was stopped by a second signal with files open; unmount failed"},
-	{fmt.Sprint(ExitNotFound), "SOURCE, MOUNTPOINT or the mount does not exist"},
-	{"N", "run: COMMAND's own exit status"},
-	{fmt.Sprintf("%d, %d", ExitCannotExec, ExitCommandNotFound), "run: COMMAND is not executable, not found"},
-	{fmt.Sprintf("%d+N", ExitSignalBase), "run: COMMAND was killed by signal N, or run was, while waiting for the lock"},
-}
-
 // fileDocs are the FILES section.
 var fileDocs = []struct{ path, meaning string }{
 	{"SOURCE/.locks/SCAN.lock", "the lock of scan SCAN, taken with flock(2): shared to read, exclusive to write (plantdb's protocol)"},
