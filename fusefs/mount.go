@@ -80,9 +80,10 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		hidden:     hiddenName(src, opts.Manager.LockDir()),
 		status:     newStatusView(src, mnt),
 	}
-	rootData := &fs.LoopbackRoot{Path: src, Dev: uint64(st.Dev)}
-	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, fsys: fsys}
-	rootData.RootNode = root
+	if fsys.back, err = openBacking(src); err != nil {
+		return nil, fmt.Errorf("fusefs: source: %w", err)
+	}
+	root := &node{fsys: fsys}
 	fsys.root = root.EmbeddedInode()
 
 	fuseLog := log.New(&logWriter{log: logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)
@@ -116,6 +117,7 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	}
 	srv, err := fs.Mount(mountpoint, root, fopts)
 	if err != nil {
+		fsys.back.closeFD()
 		return nil, err
 	}
 	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
@@ -142,7 +144,10 @@ func hiddenName(src, lockDir string) string {
 
 // Wait returns when the file system is unmounted and every request has
 // been answered.
-func (s *Server) Wait() { s.srv.Wait() }
+func (s *Server) Wait() {
+	s.srv.Wait()
+	s.fsys.back.closeFD()
+}
 
 // Unmount unmounts the file system; it fails with a "busy" error while
 // files of it are open. go-fuse already retries a few times for a

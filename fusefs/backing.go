@@ -1,0 +1,228 @@
+package fusefs
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+)
+
+// The backing file system is reached only through descriptors.
+//
+// The kernel checks a caller's permission on the FUSE inode; the daemon,
+// running as root, then acts on SOURCE — often after waiting for a scan
+// lock, which gives anyone who may write a directory of SOURCE all the
+// time needed to replace a file or a directory by a symlink. So nothing
+// here uses a path string from /: every backing object is reached from a
+// descriptor of SOURCE's root (backing.fd) with no symlink followed in any
+// component (openat2 with RESOLVE_NO_SYMLINKS, or a walk with O_NOFOLLOW
+// on kernels without openat2), it is resolved after the lock is granted,
+// and what is found is checked to be the inode the kernel checked (same
+// inode number and type as the node); otherwise the request fails with
+// ESTALE and nothing is done. Changes of a node's own attributes go
+// through an O_PATH descriptor of the checked inode (fchownat with
+// AT_EMPTY_PATH, or /proc/self/fd/N), so that nothing can be swapped in
+// between the check and the change.
+
+// backing is SOURCE's root directory, held open for the life of the mount.
+type backing struct {
+	fd    int    // O_PATH|O_DIRECTORY descriptor of SOURCE
+	dev   uint64 // SOURCE's device, for inode numbers (ino)
+	close sync.Once
+}
+
+// openBacking opens SOURCE's root (symlinks in the administrator's path
+// to SOURCE are followed: it is configuration, not user input).
+func openBacking(src string) (*backing, error) {
+	fd, err := unix.Open(src, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fsError{op: "open", path: src, err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &fsError{op: "stat", path: src, err: err}
+	}
+	return &backing{fd: fd, dev: st.Dev}, nil
+}
+
+// closeFD closes the root descriptor once every request is answered.
+func (b *backing) closeFD() {
+	b.close.Do(func() { unix.Close(b.fd) })
+}
+
+// fsError is a failed system call on SOURCE, with the path it names.
+type fsError struct {
+	op, path string
+	err      error
+}
+
+func (e *fsError) Error() string { return e.op + " " + e.path + ": " + e.err.Error() }
+func (e *fsError) Unwrap() error { return e.err }
+
+// resolveFlags: nothing outside the starting directory, no symlink of any
+// kind anywhere in the path.
+const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// maxResolve is the longest relative path given to one openat2 call
+// (PATH_MAX counts the terminating NUL). Longer paths, which the mount
+// allows because the kernel sends one name at a time, are resolved in
+// pieces, each relative to the directory the previous one reached.
+var maxResolve = unix.PathMax - 1 // a variable for tests
+
+// openat2Works is cleared when openat2(2) is missing (Linux < 5.6).
+var openat2Works atomic.Bool
+
+func init() { openat2Works.Store(true) }
+
+// open opens rel (relative to SOURCE, "" for SOURCE itself) with flags,
+// following no symlink in any component. A trailing symlink is opened
+// itself with O_PATH|O_NOFOLLOW, and fails with ELOOP otherwise.
+func (b *backing) open(rel string, flags int, mode uint32) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	dirfd, own := b.fd, false
+	for len(rel) > maxResolve {
+		i := strings.LastIndexByte(rel[:maxResolve], '/')
+		if i <= 0 {
+			return -1, syscall.ENAMETOOLONG
+		}
+		fd, err := openNoSymlinks(dirfd, rel[:i], unix.O_PATH|unix.O_DIRECTORY, 0)
+		if own {
+			unix.Close(dirfd)
+		}
+		if err != nil {
+			return -1, err
+		}
+		dirfd, own = fd, true
+		rel = rel[i+1:]
+	}
+	fd, err := openNoSymlinks(dirfd, rel, flags, mode)
+	if own {
+		unix.Close(dirfd)
+	}
+	return fd, err
+}
+
+// openNoSymlinks opens rel relative to dirfd with no symlink followed.
+func openNoSymlinks(dirfd int, rel string, flags int, mode uint32) (int, error) {
+	flags |= unix.O_CLOEXEC | unix.O_NOFOLLOW
+	if openat2Works.Load() {
+		how := unix.OpenHow{Flags: uint64(flags), Resolve: resolveFlags}
+		if flags&(unix.O_CREAT|unix.O_TMPFILE) != 0 {
+			how.Mode = uint64(mode)
+		}
+		for range 3 {
+			fd, err := unix.Openat2(dirfd, rel, &how)
+			// EAGAIN: a concurrent rename made the kernel unsure the
+			// walk stayed beneath dirfd; it asks to try again.
+			if err == unix.EAGAIN || err == unix.EINTR {
+				continue
+			}
+			if err != unix.ENOSYS {
+				return fd, err
+			}
+			openat2Works.Store(false)
+			break
+		}
+		if openat2Works.Load() {
+			return -1, unix.EAGAIN
+		}
+	}
+	return walkNoSymlinks(dirfd, rel, flags, mode)
+}
+
+// walkNoSymlinks is openNoSymlinks without openat2: one openat per
+// component, each with O_NOFOLLOW (a symlink among the directories fails
+// with ENOTDIR or ELOOP).
+func walkNoSymlinks(dirfd int, rel string, flags int, mode uint32) (int, error) {
+	comps := strings.Split(rel, "/")
+	cur, own := dirfd, false
+	defer func() {
+		if own {
+			unix.Close(cur)
+		}
+	}()
+	for i, c := range comps {
+		if c == "" || c == ".." || (c == "." && len(comps) > 1) {
+			return -1, syscall.EINVAL // node paths never contain these
+		}
+		if i == len(comps)-1 {
+			return unix.Openat(cur, c, flags, mode)
+		}
+		fd, err := unix.Openat(cur, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		if own {
+			unix.Close(cur)
+		}
+		cur, own = fd, true
+	}
+	return -1, syscall.EINVAL
+}
+
+// ino is the inode number go-fuse's loopback gives a backing inode
+// (fs.LoopbackRoot's idFromStat): the backing number, with the device
+// mixed in for file systems mounted below SOURCE.
+func (b *backing) ino(st *syscall.Stat_t) uint64 {
+	dev := uint64(st.Dev)
+	swapped := (dev << 32) | (dev >> 32)
+	swappedRoot := (b.dev << 32) | (b.dev >> 32)
+	return (swapped ^ swappedRoot) ^ st.Ino
+}
+
+// stableAttr is the identity of a backing inode as a go-fuse node.
+func (b *backing) stableAttr(st *syscall.Stat_t, btime unix.StatxTimestamp) fs.StableAttr {
+	gen := uint64(1)
+	if btime.Sec != 0 || btime.Nsec != 0 {
+		gen = uint64(btime.Sec)*1e9 + uint64(btime.Nsec)
+	}
+	return fs.StableAttr{Mode: st.Mode & unix.S_IFMT, Ino: b.ino(st), Gen: gen}
+}
+
+// statx stats name in dirfd ("" with AT_EMPTY_PATH: dirfd itself), without
+// following a symlink, and returns the stat and the birth time.
+func statx(dirfd int, name string, flags int) (syscall.Stat_t, unix.StatxTimestamp, error) {
+	var x unix.Statx_t
+	var st syscall.Stat_t
+	err := unix.Statx(dirfd, name, flags|unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT,
+		unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x)
+	if err != nil {
+		return st, unix.StatxTimestamp{}, err
+	}
+	st.Dev = unix.Mkdev(x.Dev_major, x.Dev_minor)
+	st.Ino = x.Ino
+	st.Nlink = uint64(x.Nlink)
+	st.Mode = uint32(x.Mode)
+	st.Uid, st.Gid = x.Uid, x.Gid
+	st.Rdev = unix.Mkdev(x.Rdev_major, x.Rdev_minor)
+	st.Size = int64(x.Size)
+	st.Blksize = int64(x.Blksize)
+	st.Blocks = int64(x.Blocks)
+	st.Atim = syscall.Timespec{Sec: x.Atime.Sec, Nsec: int64(x.Atime.Nsec)}
+	st.Mtim = syscall.Timespec{Sec: x.Mtime.Sec, Nsec: int64(x.Mtime.Nsec)}
+	st.Ctim = syscall.Timespec{Sec: x.Ctime.Sec, Nsec: int64(x.Ctime.Nsec)}
+	var btime unix.StatxTimestamp
+	if x.Mask&unix.STATX_BTIME != 0 {
+		btime = x.Btime
+	}
+	return st, btime, nil
+}
+
+// isSame reports whether st is the inode behind node attributes want: the
+// check that what the daemon acts on is what the kernel checked.
+func (b *backing) isSame(st *syscall.Stat_t, want fs.StableAttr) bool {
+	return st.Mode&unix.S_IFMT == want.Mode&unix.S_IFMT && b.ino(st) == want.Ino
+}
+
+// procPath names the object behind descriptor fd (an O_PATH descriptor of
+// a checked inode) for the calls that have no descriptor form for O_PATH
+// descriptors: chmod, truncate, utimensat, the xattr calls. The kernel
+// resolves it to that very inode, whatever its name is now.
+func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
