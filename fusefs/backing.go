@@ -3,7 +3,6 @@ package fusefs
 import (
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -18,7 +17,7 @@ import (
 // lock, which gives anyone who may write a directory of SOURCE all the
 // time needed to replace a file or a directory by a symlink. So nothing
 // here uses a path string from /: every backing object is reached from a
-// descriptor of SOURCE's root (backing.fd) with no symlink followed in any
+// descriptor of SOURCE's root (backing.openRoot) with no symlink followed in any
 // component (openat2 with RESOLVE_NO_SYMLINKS, or a walk with O_NOFOLLOW
 // on kernels without openat2), it is resolved after the lock is granted,
 // and what is found is checked to be the inode the kernel checked (same
@@ -28,31 +27,28 @@ import (
 // AT_EMPTY_PATH, or /proc/self/fd/N), so that nothing can be swapped in
 // between the check and the change.
 
-// backing is SOURCE's root directory, held open for the life of the mount.
+// backing is SOURCE. Its root is opened again for every operation, by
+// its path (symlinks in the administrator's path to SOURCE are followed:
+// it is configuration, not user input), as the lock manager reaches the
+// lock directory by path: if SOURCE goes away or something is mounted
+// over it, data and locks both follow the path.
 type backing struct {
-	fd    int    // O_PATH|O_DIRECTORY descriptor of SOURCE
-	dev   uint64 // SOURCE's device, for inode numbers (ino)
-	close sync.Once
+	path string
+	dev  uint64 // SOURCE's device at the mount, for inode numbers (ino)
 }
 
-// openBacking opens SOURCE's root (symlinks in the administrator's path
-// to SOURCE are followed: it is configuration, not user input).
-func openBacking(src string) (*backing, error) {
-	fd, err := unix.Open(src, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &fsError{op: "open", path: src, err: err}
-	}
+// newBacking checks SOURCE and notes its device.
+func newBacking(src string) (*backing, error) {
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
+	if err := unix.Stat(src, &st); err != nil {
 		return nil, &fsError{op: "stat", path: src, err: err}
 	}
-	return &backing{fd: fd, dev: st.Dev}, nil
+	return &backing{path: src, dev: st.Dev}, nil
 }
 
-// closeFD closes the root descriptor once every request is answered.
-func (b *backing) closeFD() {
-	b.close.Do(func() { unix.Close(b.fd) })
+// openRoot opens SOURCE's root directory (O_PATH).
+func (b *backing) openRoot() (int, error) {
+	return unix.Open(b.path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 }
 
 // fsError is a failed system call on SOURCE, with the path it names.
@@ -83,10 +79,15 @@ func init() { openat2Works.Store(true) }
 // following no symlink in any component. A trailing symlink is opened
 // itself with O_PATH|O_NOFOLLOW, and fails with ELOOP otherwise.
 func (b *backing) open(rel string, flags int, mode uint32) (int, error) {
+	root, err := b.openRoot()
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(root)
 	if rel == "" {
 		rel = "."
 	}
-	dirfd, own := b.fd, false
+	dirfd, own := root, false
 	for len(rel) > maxResolve {
 		i := strings.LastIndexByte(rel[:maxResolve], '/')
 		if i <= 0 {

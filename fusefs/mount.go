@@ -80,7 +80,7 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		hidden:     hiddenName(src, opts.Manager.LockDir()),
 		status:     newStatusView(src, mnt),
 	}
-	if fsys.back, err = openBacking(src); err != nil {
+	if fsys.back, err = newBacking(src); err != nil {
 		return nil, fmt.Errorf("fusefs: source: %w", err)
 	}
 	root := &node{fsys: fsys}
@@ -117,7 +117,6 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	}
 	srv, err := fs.Mount(mountpoint, root, fopts)
 	if err != nil {
-		fsys.back.closeFD()
 		return nil, err
 	}
 	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
@@ -144,10 +143,7 @@ func hiddenName(src, lockDir string) string {
 
 // Wait returns when the file system is unmounted and every request has
 // been answered.
-func (s *Server) Wait() {
-	s.srv.Wait()
-	s.fsys.back.closeFD()
-}
+func (s *Server) Wait() { s.srv.Wait() }
 
 // Unmount unmounts the file system; it fails with a "busy" error while
 // files of it are open. go-fuse already retries a few times for a

@@ -29,6 +29,11 @@ func (n *node) openSelf(flags int) (int, syscall.Stat_t, syscall.Errno) {
 	}
 	if !n.isRoot() && !n.fsys.back.isSame(&st, n.StableAttr()) {
 		unix.Close(fd)
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			// Swapped for a symlink: ELOOP, as an open with
+			// O_NOFOLLOW would answer.
+			return -1, syscall.Stat_t{}, syscall.ELOOP
+		}
 		return -1, syscall.Stat_t{}, n.stale()
 	}
 	return fd, st, 0
@@ -40,12 +45,9 @@ func (n *node) openPath() (int, syscall.Stat_t, syscall.Errno) {
 }
 
 // openDir returns an O_PATH descriptor of directory n, checked like
-// openSelf, and the function that closes it. The root's is the mount's
-// own descriptor of SOURCE.
+// openSelf (except the root, which is SOURCE whatever it is now), and the
+// function that closes it.
 func (n *node) openDir() (int, func(), syscall.Errno) {
-	if n.isRoot() {
-		return n.fsys.back.fd, func() {}, 0
-	}
 	fd, _, errno := n.openSelf(unix.O_PATH | unix.O_DIRECTORY)
 	if errno != 0 {
 		return -1, nil, errno
