@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,40 +16,41 @@ import (
 // The kernel checks a caller's permission on the FUSE inode; the daemon,
 // running as root, then acts on SOURCE — often after waiting for a scan
 // lock, which gives anyone who may write a directory of SOURCE all the
-// time needed to replace a file or a directory by a symlink. So nothing
-// here uses a path string from /: every backing object is reached from a
-// descriptor of SOURCE's root (backing.openRoot) with no symlink followed in any
-// component (openat2 with RESOLVE_NO_SYMLINKS, or a walk with O_NOFOLLOW
-// on kernels without openat2), it is resolved after the lock is granted,
-// and what is found is checked to be the inode the kernel checked (same
-// inode number and type as the node); otherwise the request fails with
-// ESTALE and nothing is done. Changes of a node's own attributes go
-// through an O_PATH descriptor of the checked inode (fchownat with
-// AT_EMPTY_PATH, or /proc/self/fd/N), so that nothing can be swapped in
-// between the check and the change.
+// time needed to replace a file or a directory by a symlink. So no path
+// is followed through a symlink: every backing object is opened from
+// SOURCE's path (its symlinks resolved at the mount) with no symlink
+// allowed in any component (openat2 with RESOLVE_NO_SYMLINKS, in pieces
+// for paths longer than PATH_MAX, or a walk with O_NOFOLLOW on kernels
+// without openat2); it is resolved after the lock is granted; and what is
+// found is checked to be the inode the kernel checked (same inode number
+// and type as the node), else the request fails and nothing is done.
+// Changes of a node's own attributes go through an O_PATH descriptor of
+// the checked inode (fchownat with AT_EMPTY_PATH, or /proc/self/fd/N), so
+// that nothing can be swapped in between the check and the change.
 
-// backing is SOURCE. Its root is opened again for every operation, by
-// its path (symlinks in the administrator's path to SOURCE are followed:
-// it is configuration, not user input), as the lock manager reaches the
-// lock directory by path: if SOURCE goes away or something is mounted
-// over it, data and locks both follow the path.
+// backing is SOURCE. Every operation resolves SOURCE's path again, as the
+// lock manager reaches the lock directory by path: if SOURCE goes away or
+// something is mounted over it, data and locks both follow the path. The
+// path is SOURCE with the symlinks of the administrator's configuration
+// resolved once, at the mount, so that the whole path can be resolved
+// with no symlink allowed anywhere, in one openat2 call when it is short
+// enough.
 type backing struct {
-	path string
+	path string // SOURCE, absolute, without symlinks
 	dev  uint64 // SOURCE's device at the mount, for inode numbers (ino)
 }
 
-// newBacking checks SOURCE and notes its device.
+// newBacking resolves SOURCE's path and notes its device.
 func newBacking(src string) (*backing, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(src, &st); err != nil {
-		return nil, &fsError{op: "stat", path: src, err: err}
+	real, err := filepath.EvalSymlinks(src)
+	if err != nil {
+		return nil, &fsError{op: "resolve", path: src, err: err}
 	}
-	return &backing{path: src, dev: st.Dev}, nil
-}
-
-// openRoot opens SOURCE's root directory (O_PATH).
-func (b *backing) openRoot() (int, error) {
-	return unix.Open(b.path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		return nil, &fsError{op: "stat", path: real, err: err}
+	}
+	return &backing{path: real, dev: st.Dev}, nil
 }
 
 // fsError is a failed system call on SOURCE, with the path it names.
@@ -79,7 +81,19 @@ func init() { openat2Works.Store(true) }
 // following no symlink in any component. A trailing symlink is opened
 // itself with O_PATH|O_NOFOLLOW, and fails with ELOOP otherwise.
 func (b *backing) open(rel string, flags int, mode uint32) (int, error) {
-	root, err := b.openRoot()
+	full := b.path
+	if rel != "" {
+		full += "/" + rel
+	}
+	if len(full) <= maxResolve && openat2Works.Load() {
+		// rel is made of names the kernel sent (never "..", never
+		// containing '/'): the path stays beneath SOURCE.
+		fd, err := openat2(unix.AT_FDCWD, full, flags, mode, unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS)
+		if err != unix.ENOSYS {
+			return fd, err
+		}
+	}
+	root, err := openNoSymlinks(unix.AT_FDCWD, b.path, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return -1, err
 	}
@@ -110,38 +124,63 @@ func (b *backing) open(rel string, flags int, mode uint32) (int, error) {
 	return fd, err
 }
 
-// openNoSymlinks opens rel relative to dirfd with no symlink followed.
+// openNoSymlinks opens rel relative to dirfd (or the absolute path rel)
+// with no symlink followed.
 func openNoSymlinks(dirfd int, rel string, flags int, mode uint32) (int, error) {
-	flags |= unix.O_CLOEXEC | unix.O_NOFOLLOW
 	if openat2Works.Load() {
-		how := unix.OpenHow{Flags: uint64(flags), Resolve: resolveFlags}
-		if flags&(unix.O_CREAT|unix.O_TMPFILE) != 0 {
-			how.Mode = uint64(mode)
+		resolve := uint64(resolveFlags)
+		if strings.HasPrefix(rel, "/") {
+			resolve &^= unix.RESOLVE_BENEATH
 		}
-		for range 3 {
-			fd, err := unix.Openat2(dirfd, rel, &how)
-			// EAGAIN: a concurrent rename made the kernel unsure the
-			// walk stayed beneath dirfd; it asks to try again.
-			if err == unix.EAGAIN || err == unix.EINTR {
-				continue
-			}
-			if err != unix.ENOSYS {
-				return fd, err
-			}
-			openat2Works.Store(false)
-			break
-		}
-		if openat2Works.Load() {
-			return -1, unix.EAGAIN
+		fd, err := openat2(dirfd, rel, flags, mode, resolve)
+		if err != unix.ENOSYS {
+			return fd, err
 		}
 	}
-	return walkNoSymlinks(dirfd, rel, flags, mode)
+	return walkNoSymlinks(dirfd, rel, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
+}
+
+// openat2 is openat2(2) with O_CLOEXEC|O_NOFOLLOW added. It clears
+// openat2Works and returns ENOSYS where the call is missing.
+func openat2(dirfd int, path string, flags int, mode uint32, resolve uint64) (int, error) {
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: resolve}
+	if flags&(unix.O_CREAT|unix.O_TMPFILE) != 0 {
+		how.Mode = uint64(mode)
+	}
+	for {
+		fd, err := unix.Openat2(dirfd, path, &how)
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			// A concurrent rename made the kernel unsure that the walk
+			// stayed beneath dirfd, or a cached walk failed: the kernel
+			// asks to try again. Rare; give up after a few.
+			for range 2 {
+				if fd, err = unix.Openat2(dirfd, path, &how); err != unix.EAGAIN {
+					return fd, err
+				}
+			}
+			return fd, err
+		case unix.ENOSYS:
+			openat2Works.Store(false)
+		}
+		return fd, err
+	}
 }
 
 // walkNoSymlinks is openNoSymlinks without openat2: one openat per
 // component, each with O_NOFOLLOW (a symlink among the directories fails
 // with ENOTDIR or ELOOP).
 func walkNoSymlinks(dirfd int, rel string, flags int, mode uint32) (int, error) {
+	if strings.HasPrefix(rel, "/") {
+		root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(root)
+		dirfd, rel = root, strings.TrimLeft(rel, "/")
+	}
 	comps := strings.Split(rel, "/")
 	cur, own := dirfd, false
 	defer func() {

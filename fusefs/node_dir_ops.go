@@ -27,12 +27,22 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		}
 		return nil, syscall.ENOENT
 	}
-	dfd, done, errno := n.openDir()
-	if errno != 0 {
-		return nil, errno
+	var st syscall.Stat_t
+	var btime unix.StatxTimestamp
+	var err error
+	if n.isRoot() {
+		// SOURCE's path has no symlink (resolved at the mount) and the
+		// name is one component, not followed: one call, as on a plain
+		// loopback, for the lookup that starts every path.
+		st, btime, err = statx(unix.AT_FDCWD, n.fsys.back.path+"/"+name, 0)
+	} else {
+		dfd, done, errno := n.openDir()
+		if errno != 0 {
+			return nil, errno
+		}
+		st, btime, err = statx(dfd, name, 0)
+		done()
 	}
-	defer done()
-	st, btime, err := statx(dfd, name, 0)
 	if err != nil {
 		return nil, n.errno(err)
 	}

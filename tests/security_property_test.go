@@ -28,7 +28,7 @@ import (
 const propertyDuration = 12 * time.Second
 
 // pyPropUser is the user's worker: random operations through the mount
-// on its scan (and some on root's), each bounded by a 0.5 s alarm (a FIFO
+// on its scan (and some on root's), each bounded by a 0.2 s alarm (a FIFO
 // swapped in would block an open for ever).
 const pyPropUser = `
 import errno, os, random, signal, struct, sys, time
@@ -84,7 +84,7 @@ while time.monotonic() < end:
     p, q = os.path.join(U, rnd.choice(names)), os.path.join(U, rnd.choice(names))
     if rnd.random() < 0.15:
         p = os.path.join(R, rnd.choice(["private_0", "private_1", "public", "files.json", "metadata"]))
-    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
     try:
         ops[op](p, q)
         res = "ok"
