@@ -34,9 +34,9 @@ func backingFlags(flags uint32) int {
 	return int(flags)&^(syscall.O_APPEND|fuse.FMODE_EXEC|syscall.O_TRUNC|syscall.O_CREAT|syscall.O_EXCL) | syscall.O_NONBLOCK
 }
 
-// setFlFlags are the file status flags F_SETFL can change (besides
-// O_APPEND and O_NONBLOCK, set apart).
-const setFlFlags = unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME
+// setFlFlags are the flags of an open that F_SETFL sets too, and must
+// keep (O_APPEND is left out, O_ASYNC is ignored by open(2)).
+const setFlFlags = unix.O_DIRECT | unix.O_NOATIME
 
 // finishOpen clears the O_NONBLOCK that backingFlags added, unless the
 // caller asked for it.

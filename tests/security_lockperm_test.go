@@ -80,4 +80,3 @@ func TestSecurityNoExclusiveLockWithoutPermission(t *testing.T) {
 	d.checkNoLeaks(t, base)
 	d.stopNoLeaks(t)
 }
-
