@@ -78,7 +78,7 @@
 // checked them, with groups and ACLs, on the very inode acted on, and
 // FUSE does not send the caller's groups, which would have to be read
 // from /proc/PID/status on every request. BenchmarkCallerCredentialSwitch
-// measures that at about 4 times the daemon's whole backing open
+// measures that at about ten times the daemon's whole backing open
 // (BenchmarkOpenBacking); the README gives the figures.
 //
 // # Owners and waiting
