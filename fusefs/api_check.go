@@ -48,3 +48,16 @@ var (
 // Release method to node does not compile ("field and method with the
 // same name"); this line fails to compile if the field goes.
 var _ noRelease = node{}.Release
+
+// Left out on purpose:
+//
+//   - NodeReaddirer, NodeOpendirer: go-fuse uses OpendirHandle.
+//   - NodeAccesser: with allow_other the kernel checks access itself
+//     (default_permissions); without it only the daemon's user can use
+//     the mount.
+//   - NodeGetlker, NodeSetlker, NodeSetlkwer: client flock/fcntl locks
+//     are handled by the kernel among the mount's clients
+//     (MountOptions.EnableLocks stays off).
+//   - NodeFsyncer, NodeLseeker, NodeAllocater, NodeReader, NodeWriter:
+//     go-fuse falls back to the handle's methods, which work on the
+//     descriptor of the open file.
