@@ -2,20 +2,26 @@ package fusefs
 
 import "github.com/hanwen/go-fuse/v2/fs"
 
-// The go-fuse interfaces node and handle implement themselves. Every
-// other interface of *fs.LoopbackNode and *fs.LoopbackFile is promoted
-// unchanged by embedding.
+// The go-fuse interfaces node and handle implement. node embeds fs.Inode
+// only, so every operation on SOURCE is one of ours and works through
+// descriptors (backing.go); handle embeds *fs.LoopbackFile, whose methods
+// all work on the descriptor of the open file, except Ioctl, overridden.
 var (
-	_ = (fs.NodeWrapChilder)((*node)(nil))
-	_ = (fs.NodeLookuper)((*node)(nil))       // hides the lock directory, shows the status view
-	_ = (fs.NodeOpendirHandler)((*node)(nil)) // filters the lock directory, lists the status view
+	_ = (fs.NodeLookuper)((*node)(nil))       // no lock; hides the lock directory, shows the status view
+	_ = (fs.NodeGetattrer)((*node)(nil))      // no lock
+	_ = (fs.NodeStatxer)((*node)(nil))        // no lock
+	_ = (fs.NodeReadlinker)((*node)(nil))     // no lock
+	_ = (fs.NodeStatfser)((*node)(nil))       // no lock
+	_ = (fs.NodeGetxattrer)((*node)(nil))     // no lock
+	_ = (fs.NodeListxattrer)((*node)(nil))    // no lock
+	_ = (fs.NodeOpendirHandler)((*node)(nil)) // no lock; filters the lock directory, lists the status view
 	_ = (fs.NodeOpener)((*node)(nil))         // shared or exclusive, held by the handle
 	_ = (fs.NodeCreater)((*node)(nil))        // exclusive, held by the handle
 	_ = (fs.NodeTmpfiler)((*node)(nil))       // exclusive, held by the handle
-	_ = (fs.NodeCopyFileRanger)((*node)(nil)) // unwraps our handles
-	_ = (fs.NodeSetattrer)((*node)(nil))      // exclusive for the operation
-	_ = (fs.NodeSetxattrer)((*node)(nil))     // exclusive for the operation
-	_ = (fs.NodeRemovexattrer)((*node)(nil))  // exclusive for the operation
+	_ = (fs.NodeCopyFileRanger)((*node)(nil)) // between our handles' descriptors
+	_ = (fs.NodeSetattrer)((*node)(nil))      // exclusive for the operation; none for a no-op
+	_ = (fs.NodeSetxattrer)((*node)(nil))     // exclusive for the operation; system.* only for the owner
+	_ = (fs.NodeRemovexattrer)((*node)(nil))  // exclusive for the operation; system.* only for the owner
 	_ = (fs.NodeMkdirer)((*node)(nil))        // exclusive for the operation
 	_ = (fs.NodeRmdirer)((*node)(nil))        // exclusive for the operation
 	_ = (fs.NodeUnlinker)((*node)(nil))       // exclusive for the operation
@@ -23,6 +29,7 @@ var (
 	_ = (fs.NodeSymlinker)((*node)(nil))      // exclusive for the operation
 	_ = (fs.NodeLinker)((*node)(nil))         // exclusive on both scans
 	_ = (fs.NodeRenamer)((*node)(nil))        // exclusive on both scans
+	_ = (fs.NodeIoctler)((*node)(nil))        // ENOTTY for every handle
 
 	_ = (fs.FileReleaser)((*handle)(nil))        // closes the backing fd, then releases the lease
 	_ = (fs.FilePassthroughFder)((*handle)(nil)) // promoted: keeps kernel passthrough on
@@ -32,28 +39,25 @@ var (
 	_ = (fs.FileSetattrer)((*handle)(nil))       // promoted; locking is in node.Setattr
 	_ = (fs.FileAllocater)((*handle)(nil))       // promoted: fallocate needs a write fd, whose exclusive lease covers it
 	_ = (fs.FileFlusher)((*handle)(nil))         // file_flush.go: releases nothing; never EMFILE
+	_ = (fs.FileIoctler)((*handle)(nil))         // ENOTTY (node.Ioctl answers first anyway)
 )
 
-// The status view (locksdir.go, locksdir_file.go): in-memory nodes that
-// take no lock. Both node types refuse every change with EROFS
-// (Setattr, Create, Mkdir, Mknod, Symlink, Link, Unlink, Rmdir, Rename,
-// Tmpfile, Setxattr, Removexattr; asserted next to the methods).
-var (
-	_ = (fs.NodeLookuper)((*statusDir)(nil))   // status.json, metrics, <scan>.info of existing or locked scans
-	_ = (fs.NodeReaddirer)((*statusDir)(nil))  // the .info of every scan with a holder or waiter
-	_ = (fs.NodeGetattrer)((*statusDir)(nil))  // 0555, own inode number
-	_ = (fs.NodeOpener)((*statusFile)(nil))    // renders a snapshot into the handle; FOPEN_DIRECT_IO
-	_ = (fs.NodeGetattrer)((*statusFile)(nil)) // 0444, size 0 like /proc
-	_ = (fs.FileReader)((*snapshot)(nil))      // serves the snapshot of its open
-)
+// node must not implement fs.NodeReleaser: go-fuse would call it instead
+// of the handle's FileReleaser, and a handle's lease would never be
+// released. node has a field named Release (node.go), so adding a
+// Release method to node does not compile ("field and method with the
+// same name"); this line fails to compile if the field goes.
+var _ noRelease = node{}.Release
 
-// Left out on purpose (inherited from the loopback node as they are):
+// Left out on purpose:
 //
-//   - Getattr, Statx, Readlink, Getxattr, Listxattr, Statfs, Access
-//     (default): they read, and take no lock, so that ls and stat never
-//     wait for a writer.
-//   - Readdir (NodeReaddirer): go-fuse uses OpendirHandle instead.
-//   - Getlk, Setlk, Setlkw: client flock/fcntl locks are handled by the
-//     kernel among the mount's clients (MountOptions.EnableLocks stays
-//     off); they are not forwarded to the backing files.
-//   - Fsync, Lseek, Ioctl: operate on an open handle, covered by its lease.
+//   - NodeReaddirer, NodeOpendirer: go-fuse uses OpendirHandle.
+//   - NodeAccesser: with allow_other the kernel checks access itself
+//     (default_permissions); without it only the daemon's user can use
+//     the mount.
+//   - NodeGetlker, NodeSetlker, NodeSetlkwer: client flock/fcntl locks
+//     are handled by the kernel among the mount's clients
+//     (MountOptions.EnableLocks stays off).
+//   - NodeFsyncer, NodeLseeker, NodeAllocater, NodeReader, NodeWriter:
+//     go-fuse falls back to the handle's methods, which work on the
+//     descriptor of the open file.

@@ -2,10 +2,11 @@
 // locks (package lockmgr) for the programs that use it, so that programs
 // which know nothing about locks read and write scans safely.
 //
-// It is a loopback file system (go-fuse's fs.LoopbackNode, wrapped in
-// node for every inode through WrapChild); only the operations that need
-// a lock, and the root's listing, are overridden. It takes a plain
-// Options struct and knows nothing of flags.
+// It is a loopback file system: node (every inode of the mount) embeds
+// go-fuse's fs.Inode and implements each operation on SOURCE itself,
+// through descriptors (backing.go); open files are go-fuse's
+// fs.LoopbackFile, wrapped in handle. It takes a plain Options struct and
+// knows nothing of flags.
 //
 // # Which scan
 //
@@ -27,11 +28,58 @@
 //   - Changes without a handle hold the exclusive lock for the duration
 //     of the operation: setattr (truncate, chmod, chown, utimens),
 //     unlink, rmdir, mkdir, mknod, symlink, link, rename, setxattr,
-//     removexattr. Link and rename lock the scans of both names, in
-//     sorted order. fallocate and copy_file_range need a descriptor open
+//     removexattr (a setattr that changes nothing takes none). Link and
+//     rename lock the scans of both names, in sorted order. fallocate and copy_file_range need a descriptor open
 //     for writing, whose exclusive lease covers them.
-//   - Lookup, getattr, statx, readdir, readlink, getxattr and listxattr
-//     take no lock.
+//   - Lookup, getattr, statx, readdir, readlink, getxattr, listxattr and
+//     statfs take no lock.
+//
+// # Acting on SOURCE
+//
+// The daemon usually runs as root for users the kernel checks
+// (default_permissions with allow_other). The kernel checks a caller's
+// permission on the FUSE inode; the daemon must then act on that inode and
+// nothing else, although an operation may wait for its scan lock for a
+// long time, during which anyone who may write a directory of SOURCE can
+// rename, replace or swap names there. So:
+//
+//   - Nothing is resolved before the lock is granted (underLock runs the
+//     operation, which resolves, only then).
+//   - Every path is resolved from a descriptor of SOURCE's root (opened by
+//     path for each operation, as the lock manager reaches the lock
+//     directory) with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
+//     RESOLVE_NO_MAGICLINKS), in pieces below PATH_MAX (so trees deeper
+//     than PATH_MAX work), or by an O_NOFOLLOW walk where openat2 is
+//     missing. No symlink is followed anywhere in a path, for reads as
+//     for writes.
+//   - What is found is checked to be the node's inode (type and inode
+//     number, as go-fuse's loopback numbers them). A symlink in its place
+//     gives ELOOP; another inode ESTALE, so that the kernel looks the name
+//     up again and checks the new inode itself. Nothing is done to it.
+//   - Changes of a node's own attributes go through an O_PATH descriptor
+//     of the checked inode (fchownat(AT_EMPTY_PATH), or /proc/self/fd/N
+//     for chmod, truncate, utimensat and xattrs); entries are changed with
+//     *at calls on a checked descriptor of the directory; links are made
+//     from a descriptor of the checked target. Opens add O_NONBLOCK (a
+//     FIFO swapped in cannot block a daemon thread), truncate for O_TRUNC
+//     only once the file is checked, and a create that finds the name
+//     taken answers ESTALE rather than open a file the kernel did not check.
+//   - New inodes are given to their creator with fchownat on a descriptor
+//     of the new inode (for mkdir, mknod and symlink after checking it is
+//     still the daemon's), keeping the group of a setgid directory.
+//   - No ioctl is passed through: ENOTTY for every one (node.Ioctl).
+//   - What the kernel does not check, scanlockfs does before it asks for a
+//     lock: a SETATTR that changes nothing (chown(path, -1, -1)) takes no
+//     lock, and only the owner (or root) may set or remove system.*
+//     attributes (POSIX ACLs), else EPERM.
+//
+// Operations are not performed with the caller's credentials
+// (setfsuid/setfsgid and groups per request): the kernel has already
+// checked them, with groups and ACLs, on the very inode acted on, and
+// FUSE does not send the caller's groups, which would have to be read
+// from /proc/PID/status on every request. BenchmarkCallerCredentialSwitch
+// measures that at about ten times the daemon's whole backing open
+// (BenchmarkOpenBacking); the README gives the figures.
 //
 // # Owners and waiting
 //

@@ -152,14 +152,42 @@ func (fsys *fileSystem) reqLog(req lockReq, scan string, owner lockmgr.Owner) lo
 	})
 }
 
-// lockOp takes the exclusive lock on scans for the duration of a
-// handle-less change (unlink, rename, setattr...). It returns a function
-// that releases them.
-func (n *node) lockOp(ctx context.Context, op, path string, scans ...string) (func(), syscall.Errno) {
-	req := lockReq{op: op, path: path, mode: lockmgr.Exclusive}
-	leases, errno := n.fsys.lock(ctx, req, scans...)
+// underLock is how every operation of a node locks: it takes req.mode on
+// scans, then runs fn, which resolves what it works on on SOURCE only now
+// (a resolution made before a lock wait may name something else by
+// then). The leases are released when fn returns, unless fn kept them:
+// an open hands them to its file handle, which releases them on RELEASE.
+func (fsys *fileSystem) underLock(ctx context.Context, req lockReq, scans []string, fn func(leases []*lockmgr.Lease) (kept bool, errno syscall.Errno)) syscall.Errno {
+	leases, errno := fsys.lock(ctx, req, scans...)
 	if errno != 0 {
-		return nil, errno
+		return errno
 	}
-	return func() { n.fsys.unlock(req, leases) }, 0
+	kept, errno := fn(leases)
+	if !kept || errno != 0 {
+		fsys.unlock(req, leases)
+	}
+	return errno
+}
+
+// exclusive runs a handle-less change of n (setattr, setxattr...) with
+// scans locked exclusively for its duration.
+func (n *node) exclusive(ctx context.Context, op, path string, scans []string, fn func() syscall.Errno) syscall.Errno {
+	req := lockReq{op: op, path: path, mode: lockmgr.Exclusive}
+	return n.fsys.underLock(ctx, req, scans, func([]*lockmgr.Lease) (bool, syscall.Errno) {
+		return false, fn()
+	})
+}
+
+// change runs a change of an entry of directory n (mkdir, unlink,
+// rename...) with scans locked exclusively, on a descriptor of n resolved
+// and checked once the locks are granted.
+func (n *node) change(ctx context.Context, op, path string, scans []string, fn func(dfd int) syscall.Errno) syscall.Errno {
+	return n.exclusive(ctx, op, path, scans, func() syscall.Errno {
+		dfd, done, errno := n.openDir()
+		if errno != 0 {
+			return errno
+		}
+		defer done()
+		return fn(dfd)
+	})
 }

@@ -5,8 +5,8 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // setIDBits are the mode bits that chown(2) clears on a regular file,
@@ -27,31 +27,31 @@ func createMode(mode uint32) uint32 {
 	return mode
 }
 
-// keepSetID gives the file just created by Create with createMode(mode)
-// the set-ID bits of mode, if it asked for any, and updates out. It only
-// sets what the caller could set with chmod(2) itself: set-user-ID on a
-// file of its own, set-group-ID on a file of its own of its own group
-// (FUSE does not tell the caller's other groups). It costs nothing unless
-// the mode has set-ID bits. The file exists whatever happens here, so a
-// failure is logged and the create succeeds without the bits.
-func (fsys *fileSystem) keepSetID(ctx context.Context, fh fs.FileSetattrer, path string, mode uint32, out *fuse.EntryOut) {
+// keepSetID gives the file fd, just created with createMode(mode) and
+// given to its creator, the set-ID bits of mode, if it asked for any, and
+// updates st. It only sets what the caller could set with chmod(2)
+// itself: set-user-ID on a file of its own, set-group-ID on a file of its
+// own of its own group (FUSE does not tell the caller's other groups). It
+// costs nothing unless the mode has set-ID bits. The file exists whatever
+// happens here, so a failure is logged and the create succeeds without
+// the bits.
+func (fsys *fileSystem) keepSetID(ctx context.Context, fd int, path string, mode uint32, st *syscall.Stat_t) {
 	if mode&setIDBits == 0 || createMode(mode) == mode {
 		return
 	}
 	caller, ok := fuse.FromContext(ctx)
-	if !ok || out.Attr.Uid != caller.Uid {
+	if !ok || st.Uid != caller.Uid {
 		return
 	}
-	if out.Attr.Gid != caller.Gid {
+	if st.Gid != caller.Gid {
 		if mode &^= syscall.S_ISGID; mode&setIDBits == 0 {
 			return
 		}
 	}
-	in := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode & 0o7777}}
-	var attr fuse.AttrOut
-	if errno := fh.Setattr(ctx, in, &attr); errno != 0 {
-		fsys.log.WithField("path", path).WithField("errno", errno).Warn("could not set the set-ID bits of a new file")
+	perm := st.Mode&0o777 | mode&setIDBits
+	if err := unix.Fchmod(fd, perm); err != nil {
+		fsys.log.WithField("path", path).WithError(err).Warn("could not set the set-ID bits of a new file")
 		return
 	}
-	out.Attr = attr.Attr
+	st.Mode = st.Mode&^0o7777 | perm
 }

@@ -90,9 +90,10 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		hidden:     hiddenName(src, opts.Manager.LockDir()),
 		status:     newStatusView(src, mnt),
 	}
-	rootData := &fs.LoopbackRoot{Path: src, Dev: uint64(st.Dev)}
-	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, fsys: fsys}
-	rootData.RootNode = root
+	if fsys.back, err = newBacking(src); err != nil {
+		return nil, fmt.Errorf("fusefs: source: %w", err)
+	}
+	root := &node{fsys: fsys}
 	fsys.root = root.EmbeddedInode()
 
 	fuseLog := log.New(&logWriter{log: logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)

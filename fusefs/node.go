@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"scanlockfs/lockmgr"
 )
@@ -36,31 +36,32 @@ type fileSystem struct {
 	// tests that build a fileSystem without a mount.
 	status *statusView
 
+	// back is SOURCE, reached only through descriptors (backing.go).
+	back *backing
+
 	mu      sync.Mutex // guards holders; never held while waiting
 	holders holding
 }
 
-// node is a loopback node that takes scan locks. Every node of the
-// mount is one (WrapChild wraps the children LoopbackNode creates).
+// node is a node of the mount backed by SOURCE. It embeds fs.Inode
+// only: every operation on the backing file system is implemented here,
+// through descriptors (backing.go), so that no path-based loopback code
+// is reached by accident.
 type node struct {
-	*fs.LoopbackNode
+	// Release is a field so that node cannot have a Release method and
+	// so never implements fs.NodeReleaser (see api_check.go).
+	Release noRelease
+
+	fs.Inode
 	fsys *fileSystem
 }
 
-var _ = (fs.NodeWrapChilder)((*node)(nil))
+// noRelease is the type of node.Release.
+type noRelease struct{}
 
-// WrapChild makes the nodes that LoopbackNode creates (Lookup, Create,
-// Mkdir...) ours, so that they take locks too.
-func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
-	if _, ok := ops.(*statusDir); ok {
-		return ops // the status view at the root takes no locks
-	}
-	lb, ok := ops.(*fs.LoopbackNode)
-	if !ok {
-		n.fsys.log.Errorf("WrapChild: unexpected node type %T; it takes no scan locks", ops)
-		return ops
-	}
-	return &node{LoopbackNode: lb, fsys: n.fsys}
+// newNode returns the node for a backing inode found or created in n.
+func (n *node) newNode(ctx context.Context, st *syscall.Stat_t, btime unix.StatxTimestamp) *fs.Inode {
+	return n.NewInode(ctx, &node{fsys: n.fsys}, n.fsys.back.stableAttr(st, btime))
 }
 
 // isRoot reports whether n is the mount's root directory.
@@ -132,16 +133,16 @@ func (n *node) isHidden(name string) bool {
 }
 
 // isDirAt reports whether name in n is a directory on the backing file
-// system (false if it does not exist).
+// system (false if it does not exist or n cannot be resolved).
 func (n *node) isDirAt(name string) bool {
-	var st syscall.Stat_t
-	if err := syscall.Lstat(filepath.Join(n.backingPath(), name), &st); err != nil {
+	dfd, done, errno := n.openDir()
+	if errno != 0 {
 		return false
 	}
-	return st.Mode&syscall.S_IFMT == syscall.S_IFDIR
-}
-
-// backingPath returns n's path on the backing file system.
-func (n *node) backingPath() string {
-	return filepath.Join(n.RootData.Path, n.relPath())
+	defer done()
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFDIR
 }

@@ -7,12 +7,14 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Directory operations. Lookups and listings take no lock, so that ls
 // never waits for a writer. Changes take the exclusive lock on the scans
 // they touch for the duration of the operation only. At the root, a
-// directory is a scan: creating, removing or renaming it locks it.
+// directory is a scan: creating, removing or renaming it locks it. Each
+// change resolves its directory only once its lock is granted (n.change).
 
 var _ = (fs.NodeLookuper)((*node)(nil))
 
@@ -25,21 +27,50 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		}
 		return nil, syscall.ENOENT
 	}
-	return n.LoopbackNode.Lookup(ctx, name, out)
+	var st syscall.Stat_t
+	var btime unix.StatxTimestamp
+	var err error
+	if n.isRoot() {
+		// SOURCE's path has no symlink (resolved at the mount) and the
+		// name is one component, not followed: one call, as on a plain
+		// loopback, for the lookup that starts every path.
+		st, btime, err = statx(unix.AT_FDCWD, n.fsys.back.path+"/"+name, 0)
+	} else {
+		dfd, done, errno := n.openDir()
+		if errno != 0 {
+			return nil, errno
+		}
+		st, btime, err = statx(dfd, name, 0)
+		done()
+	}
+	if err != nil {
+		return nil, n.errno(err)
+	}
+	out.Attr.FromStat(&st)
+	return n.newNode(ctx, &st, btime), 0
 }
 
 var _ = (fs.NodeOpendirHandler)((*node)(nil))
 
-// OpendirHandle filters the real lock directory out of the root's
-// listing and adds the status view. go-fuse reads directories through
-// the handle returned here, so overriding Readdir alone would change
-// nothing.
+// OpendirHandle opens the checked directory itself (a directory swapped
+// for a symlink is not followed) and, at the root, filters the real lock
+// directory out of the listing and adds the status view. go-fuse reads
+// directories through the handle returned here.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	fh, fuseFlags, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
-	if errno != 0 || !n.isRoot() {
-		return fh, fuseFlags, errno
+	fd, _, errno := n.openSelf(unix.O_RDONLY | unix.O_DIRECTORY)
+	if errno != 0 {
+		return nil, 0, errno
 	}
-	d := &filteredDir{inner: fh, hide: []string{statusDirName}}
+	ds, errno := fs.NewLoopbackDirStreamFd(fd)
+	if errno != 0 {
+		unix.Close(fd)
+		return nil, 0, errno
+	}
+	d := &filteredDir{inner: ds}
+	if !n.isRoot() {
+		return d, 0, 0
+	}
+	d.hide = []string{statusDirName}
 	if n.fsys.hidden != "" && n.fsys.hidden != statusDirName {
 		d.hide = append(d.hide, n.fsys.hidden)
 	}
@@ -47,117 +78,137 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		e := statusDirEntry()
 		d.extra = &e
 	}
-	return d, fuseFlags, 0
+	return d, 0, 0
+}
+
+// refuseName is the common refusal of a change of entry name in n: the
+// lock directory and the status view cannot be touched, nothing can on a
+// read-only mount.
+func (n *node) refuseName(name string) syscall.Errno {
+	if n.isHidden(name) {
+		return syscall.EPERM
+	}
+	if n.fsys.readOnly {
+		return syscall.EROFS
+	}
+	return 0
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if n.isHidden(name) {
-		return nil, syscall.EPERM
-	}
-	if n.fsys.readOnly {
-		return nil, syscall.EROFS
-	}
-	unlock, errno := n.lockOp(ctx, "mkdir", n.childPath(name), n.entryScan(name, true))
-	if errno != 0 {
+	if errno := n.refuseName(name); errno != 0 {
 		return nil, errno
 	}
-	defer unlock()
-	return n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	var child *fs.Inode
+	errno := n.change(ctx, "mkdir", n.childPath(name), []string{n.entryScan(name, true)}, func(dfd int) syscall.Errno {
+		if err := unix.Mkdirat(dfd, name, mode); err != nil {
+			return n.errno(err)
+		}
+		var errno syscall.Errno
+		child, errno = n.adoptNew(ctx, dfd, name, unix.S_IFDIR, out)
+		return errno
+	})
+	return child, errno
 }
 
 var _ = (fs.NodeRmdirer)((*node)(nil))
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	if n.isHidden(name) {
-		return syscall.EPERM
-	}
-	if n.fsys.readOnly {
-		return syscall.EROFS
-	}
-	unlock, errno := n.lockOp(ctx, "rmdir", n.childPath(name), n.entryScan(name, true))
-	if errno != 0 {
+	if errno := n.refuseName(name); errno != 0 {
 		return errno
 	}
-	defer unlock()
-	return n.LoopbackNode.Rmdir(ctx, name)
+	return n.change(ctx, "rmdir", n.childPath(name), []string{n.entryScan(name, true)}, func(dfd int) syscall.Errno {
+		return n.errno(unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR))
+	})
 }
 
 var _ = (fs.NodeUnlinker)((*node)(nil))
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	if n.isHidden(name) {
-		return syscall.EPERM
-	}
-	if n.fsys.readOnly {
-		return syscall.EROFS
-	}
-	unlock, errno := n.lockOp(ctx, "unlink", n.childPath(name), n.entryScan(name, false))
-	if errno != 0 {
+	if errno := n.refuseName(name); errno != 0 {
 		return errno
 	}
-	defer unlock()
-	return n.LoopbackNode.Unlink(ctx, name)
+	return n.change(ctx, "unlink", n.childPath(name), []string{n.entryScan(name, false)}, func(dfd int) syscall.Errno {
+		return n.errno(unix.Unlinkat(dfd, name, 0))
+	})
 }
 
 var _ = (fs.NodeMknoder)((*node)(nil))
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if n.isHidden(name) {
-		return nil, syscall.EPERM
-	}
-	if n.fsys.readOnly {
-		return nil, syscall.EROFS
-	}
-	unlock, errno := n.lockOp(ctx, "mknod", n.childPath(name), n.entryScan(name, false))
-	if errno != 0 {
+	if errno := n.refuseName(name); errno != 0 {
 		return nil, errno
 	}
-	defer unlock()
-	return n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
+	var child *fs.Inode
+	errno := n.change(ctx, "mknod", n.childPath(name), []string{n.entryScan(name, false)}, func(dfd int) syscall.Errno {
+		if err := unix.Mknodat(dfd, name, mode, int(rdev)); err != nil {
+			return n.errno(err)
+		}
+		var errno syscall.Errno
+		child, errno = n.adoptNew(ctx, dfd, name, mode&unix.S_IFMT, out)
+		return errno
+	})
+	return child, errno
 }
 
 var _ = (fs.NodeSymlinker)((*node)(nil))
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if n.isHidden(name) {
-		return nil, syscall.EPERM
-	}
-	if n.fsys.readOnly {
-		return nil, syscall.EROFS
-	}
-	unlock, errno := n.lockOp(ctx, "symlink", n.childPath(name), n.entryScan(name, false))
-	if errno != 0 {
+	if errno := n.refuseName(name); errno != 0 {
 		return nil, errno
 	}
-	defer unlock()
-	return n.LoopbackNode.Symlink(ctx, target, name, out)
+	var child *fs.Inode
+	errno := n.change(ctx, "symlink", n.childPath(name), []string{n.entryScan(name, false)}, func(dfd int) syscall.Errno {
+		if err := unix.Symlinkat(target, dfd, name); err != nil {
+			return n.errno(err)
+		}
+		var errno syscall.Errno
+		child, errno = n.adoptNew(ctx, dfd, name, unix.S_IFLNK, out)
+		return errno
+	})
+	return child, errno
 }
 
 var _ = (fs.NodeLinker)((*node)(nil))
 
 // Link locks the scan of the existing file and that of the new name
-// (both, in sorted order, when they differ).
+// (both, in sorted order, when they differ). The new name is made from a
+// descriptor of the checked target inode, never from its path.
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if n.isHidden(name) {
-		return nil, syscall.EPERM
-	}
-	if n.fsys.readOnly {
-		return nil, syscall.EROFS
+	if errno := n.refuseName(name); errno != 0 {
+		return nil, errno
 	}
 	tn, ok := target.(*node)
 	if !ok {
 		return nil, syscall.EXDEV
 	}
+	// A file without a name (O_TMPFILE, or unlinked while open) cannot
+	// be found on SOURCE: LINK carries no descriptor.
+	if _, parent := tn.Parent(); parent == nil {
+		return nil, syscall.EXDEV
+	}
 	targetScan, targetPath := tn.scan()
 	path := targetPath + " -> " + n.childPath(name)
-	unlock, errno := n.lockOp(ctx, "link", path, targetScan, n.entryScan(name, false))
-	if errno != 0 {
-		return nil, errno
-	}
-	defer unlock()
-	return n.LoopbackNode.Link(ctx, tn, name, out)
+	var child *fs.Inode
+	errno := n.change(ctx, "link", path, []string{targetScan, n.entryScan(name, false)}, func(dfd int) syscall.Errno {
+		tfd, _, errno := tn.openPath()
+		if errno != 0 {
+			return errno
+		}
+		defer unix.Close(tfd)
+		if err := linkFD(tfd, dfd, name); err != nil {
+			return n.errno(err)
+		}
+		st, btime, err := statx(dfd, name, 0)
+		if err != nil {
+			return n.errno(err)
+		}
+		out.Attr.FromStat(&st)
+		child = n.newNode(ctx, &st, btime)
+		return 0
+	})
+	return child, errno
 }
 
 var _ = (fs.NodeRenamer)((*node)(nil))
@@ -184,17 +235,25 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		dirLike = n.isDirAt(name) || np.isDirAt(newName)
 	}
 	path := n.childPath(name) + " -> " + np.childPath(newName)
-	unlock, errno := n.lockOp(ctx, "rename", path, n.entryScan(name, dirLike), np.entryScan(newName, dirLike))
-	if errno != 0 {
-		return errno
-	}
-	defer unlock()
-	return n.LoopbackNode.Rename(ctx, name, np, newName, flags)
+	return n.change(ctx, "rename", path, []string{n.entryScan(name, dirLike), np.entryScan(newName, dirLike)}, func(dfd int) syscall.Errno {
+		ndfd := dfd
+		if np != n {
+			fd, done, errno := np.openDir()
+			if errno != 0 {
+				return errno
+			}
+			defer done()
+			ndfd = fd
+		}
+		return n.errno(unix.Renameat2(dfd, name, ndfd, newName, uint(flags)))
+	})
 }
 
-// filteredDir is the root's directory handle: the loopback directory
-// stream without the names in hide, and with extra (the status view) as
-// its first entry. Everything else is forwarded.
+// filteredDir is every directory handle of the mount: go-fuse's
+// directory stream on a descriptor of the checked directory, at the root
+// without the names in hide and with extra (the status view) as its first
+// entry. Only the directory operations below are forwarded; ioctls are
+// not (the stream would run them on the backing descriptor as root).
 type filteredDir struct {
 	inner fs.FileHandle
 	hide  []string
@@ -244,7 +303,7 @@ func (d *filteredDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		return syscall.ENOTSUP
 	}
 	d.extraDone = off != 0
-	if off == extraOff {
+	if d.extra != nil && off == extraOff {
 		off = 0
 	}
 	return s.Seekdir(ctx, off)

@@ -2,10 +2,12 @@ package fusefs
 
 import (
 	"context"
+	"os"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"scanlockfs/lockmgr"
 )
@@ -23,28 +25,77 @@ func isWriteOpen(flags uint32) bool {
 	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&(syscall.O_TRUNC|syscall.O_APPEND) != 0
 }
 
+// backingFlags are the flags of an open or create as the backing file is
+// opened with: O_APPEND is left to the kernel (writes carry their offset),
+// FMODE_EXEC is the kernel's own, O_TRUNC is done once the file is checked
+// (openFile). O_NONBLOCK is always added, so that a FIFO swapped in for
+// the file never blocks the daemon; it is cleared again unless asked for.
+func backingFlags(flags uint32) int {
+	return int(flags)&^(syscall.O_APPEND|fuse.FMODE_EXEC|syscall.O_TRUNC|syscall.O_CREAT|syscall.O_EXCL) | syscall.O_NONBLOCK
+}
+
+// setFlFlags are the flags of an open that F_SETFL sets too, and must
+// keep (O_APPEND is left out, O_ASYNC is ignored by open(2)).
+const setFlFlags = unix.O_DIRECT | unix.O_NOATIME
+
+// finishOpen clears the O_NONBLOCK that backingFlags added, unless the
+// caller asked for it.
+func finishOpen(fd int, flags uint32) error {
+	if flags&syscall.O_NONBLOCK != 0 {
+		return nil
+	}
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, int(flags)&setFlFlags)
+	return err
+}
+
 var _ = (fs.NodeOpener)((*node)(nil))
 
-// Open takes the scan lock before it opens the backing file, so that an
-// O_TRUNC truncates under the lock, and hands the lease to the file
-// handle, which keeps it until RELEASE.
+// Open takes the scan lock, then opens the backing file (resolved and
+// checked now, with no symlink followed), truncates it if asked (under
+// the lock), and hands the lease to the file handle, which keeps it
+// until RELEASE.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if n.fsys.readOnly && isWriteOpen(flags) {
 		return nil, 0, syscall.EROFS
 	}
 	scan, rel := n.scan()
 	req := lockReq{op: "open", path: rel, mode: openMode(flags), nonblock: flags&syscall.O_NONBLOCK != 0}
-	leases, errno := n.fsys.lock(ctx, req, scan)
+	var h *handle
+	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
+		fd, errno := n.openFile(flags)
+		if errno != 0 {
+			return false, errno
+		}
+		h = n.fsys.newHandle(fd, req, scan, leases)
+		return true, 0
+	})
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
+	return h, 0, 0
+}
+
+// openFile opens n's backing file for an OPEN with flags.
+func (n *node) openFile(flags uint32) (int, syscall.Errno) {
+	fd, _, errno := n.openSelf(backingFlags(flags))
 	if errno != 0 {
-		n.fsys.unlock(req, leases)
-		return nil, 0, errno
+		return -1, errno
 	}
-	h, errno := n.fsys.newHandle(ctx, fh, req, scan, leases)
-	return h, fuseFlags, errno
+	err := finishOpen(fd, flags)
+	if err == nil && flags&syscall.O_TRUNC != 0 {
+		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+			err = unix.Ftruncate(fd, 0)
+		} else {
+			// open(O_RDONLY|O_TRUNC) truncates too; the descriptor
+			// cannot, the checked inode behind it can.
+			err = unix.Truncate(procPath(fd), 0)
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, n.errno(err)
+	}
+	return fd, 0
 }
 
 var _ = (fs.NodeCreater)((*node)(nil))
@@ -52,33 +103,65 @@ var _ = (fs.NodeCreater)((*node)(nil))
 // Create takes the exclusive lock on the scan of the new file; the
 // handle keeps it until RELEASE, like an open for writing.
 //
+// The kernel checked that the caller may create name in n, not that it
+// may open a file of that name: if one appeared during the lock wait, the
+// create fails with ESTALE, and the kernel looks the name up again and
+// checks the open itself. So a file swapped in meanwhile is never opened.
+//
 // The kernel holds the directory's inode lock during CREATE, so while a
 // create waits for its scan, other creates, unlinks and lookups of new
 // names in that directory wait too.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	if n.isHidden(name) {
-		return nil, nil, 0, syscall.EPERM
-	}
-	if n.fsys.readOnly {
-		return nil, nil, 0, syscall.EROFS
+	if errno := n.refuseName(name); errno != 0 {
+		return nil, nil, 0, errno
 	}
 	scan := n.entryScan(name, false)
 	req := lockReq{op: "create", path: n.childPath(name), mode: lockmgr.Exclusive, nonblock: flags&syscall.O_NONBLOCK != 0}
-	leases, errno := n.fsys.lock(ctx, req, scan)
+	var child *fs.Inode
+	var h *handle
+	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
+		dfd, done, errno := n.openDir()
+		if errno != 0 {
+			return false, errno
+		}
+		defer done()
+		fd, err := unix.Openat(dfd, name, backingFlags(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode(mode))
+		if err == unix.EEXIST && flags&syscall.O_EXCL == 0 {
+			return false, syscall.ESTALE
+		}
+		if err != nil {
+			return false, n.errno(err)
+		}
+		child, errno = n.newFile(ctx, fd, dfd, flags, mode, out)
+		if errno != 0 {
+			unix.Close(fd)
+			return false, errno
+		}
+		h = n.fsys.newHandle(fd, req, scan, leases)
+		return true, 0
+	})
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	child, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, createMode(mode), out)
-	if errno != 0 {
-		n.fsys.unlock(req, leases)
-		return nil, nil, 0, errno
+	return child, h, 0, 0
+}
+
+// newFile finishes a create or O_TMPFILE open of the file fd, created
+// with createMode(mode): flags, owner, set-ID bits, node.
+func (n *node) newFile(ctx context.Context, fd, dfd int, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if err := finishOpen(fd, flags); err != nil {
+		return nil, n.errno(err)
 	}
-	h, errno := n.fsys.newHandle(ctx, fh, req, scan, leases)
-	if errno != 0 {
-		return nil, nil, 0, errno
+	st, btime, err := statx(fd, "", unix.AT_EMPTY_PATH)
+	if err != nil {
+		return nil, n.errno(err)
 	}
-	n.fsys.keepSetID(ctx, h.LoopbackFile, req.path, mode, out)
-	return child, h, fuseFlags, 0
+	if errno := n.giveToCaller(ctx, fd, dfd, &st); errno != 0 {
+		return nil, errno
+	}
+	n.fsys.keepSetID(ctx, fd, n.relPath(), mode, &st)
+	out.FromStat(&st)
+	return n.newNode(ctx, &st, btime), 0
 }
 
 var _ = (fs.NodeTmpfiler)((*node)(nil))
@@ -90,50 +173,50 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	scan, rel := n.scan()
 	req := lockReq{op: "tmpfile", path: rel + "/(O_TMPFILE)", mode: lockmgr.Exclusive, nonblock: flags&syscall.O_NONBLOCK != 0}
-	leases, errno := n.fsys.lock(ctx, req, scan)
+	var child *fs.Inode
+	var h *handle
+	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
+		dfd, done, errno := n.openDir()
+		if errno != 0 {
+			return false, errno
+		}
+		defer done()
+		// O_EXCL here means: never to be linked.
+		fd, err := unix.Openat(dfd, ".", backingFlags(flags)|int(flags&syscall.O_EXCL)|unix.O_TMPFILE|unix.O_CLOEXEC, createMode(mode))
+		if err != nil {
+			return false, n.errno(err)
+		}
+		child, errno = n.newFile(ctx, fd, dfd, flags, mode, out)
+		if errno != 0 {
+			unix.Close(fd)
+			return false, errno
+		}
+		h = n.fsys.newHandle(fd, req, scan, leases)
+		return true, 0
+	})
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	child, fh, fuseFlags, errno := n.LoopbackNode.Tmpfile(ctx, flags, mode, out)
-	if errno != 0 {
-		n.fsys.unlock(req, leases)
-		return nil, nil, 0, errno
-	}
-	h, errno := n.fsys.newHandle(ctx, fh, req, scan, leases)
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	return child, h, fuseFlags, 0
+	return child, h, 0, 0
 }
 
-// newHandle wraps the loopback file fh and the leases of its open. If fh
-// is not a loopback file (which go-fuse never does today), it is closed,
-// the leases are released and EIO returned, rather than serving a file
-// without its lock.
-func (fsys *fileSystem) newHandle(ctx context.Context, fh fs.FileHandle, req lockReq, scan string, leases []*lockmgr.Lease) (*handle, syscall.Errno) {
-	lf, ok := fh.(*fs.LoopbackFile)
-	if !ok {
-		if r, ok := fh.(fs.FileReleaser); ok {
-			r.Release(ctx)
-		}
-		fsys.unlock(req, leases)
-		fsys.log.Errorf("BUG: loopback %s returned a %T, not *fs.LoopbackFile", req.op, fh)
-		return nil, syscall.EIO
-	}
-	h := &handle{LoopbackFile: lf, fsys: fsys, req: req, scan: scan}
+// newHandle makes the handle of an open backing file fd and the leases of
+// its open.
+func (fsys *fileSystem) newHandle(fd int, req lockReq, scan string, leases []*lockmgr.Lease) *handle {
+	h := &handle{LoopbackFile: fs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), req.path)), fsys: fsys, req: req, scan: scan}
 	if len(leases) > 0 {
 		h.lease = leases[0]
 	}
 	fsys.stats.opens.Add(1)
-	return h, 0
+	return h
 }
 
 var _ = (fs.NodeCopyFileRanger)((*node)(nil))
 
-// CopyFileRange hands the loopback files inside our handles to the
-// loopback implementation, which only accepts *fs.LoopbackFile (otherwise
-// the kernel falls back to reading and writing). The output handle is open
-// for writing, so its exclusive lease covers the copy.
+// CopyFileRange copies between the backing descriptors of our handles,
+// with go-fuse's loopback implementation (it uses no path). The output
+// handle is open for writing, so its exclusive lease covers the copy.
 func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
-	return n.LoopbackNode.CopyFileRange(ctx, unwrapFile(fhIn), offIn, out, unwrapFile(fhOut), offOut, length, flags)
+	var lb fs.LoopbackNode
+	return lb.CopyFileRange(ctx, unwrapFile(fhIn), offIn, out, unwrapFile(fhOut), offOut, length, flags)
 }

@@ -225,33 +225,72 @@ func TestBadNamesTakeTheirScansLock(t *testing.T) {
 	d.stopNoLeaks(t)
 }
 
-// A tree deeper than PATH_MAX minus the length of SOURCE cannot be built
-// through the mount (go-fuse's loopback node works with whole paths), as
-// it can in a plain directory with relative operations: the mount
-// answers ENAMETOOLONG, cleanly, and goes on serving.
+// A tree deeper than PATH_MAX can be built through the mount with
+// relative operations, as in a plain directory: the daemon reaches the
+// backing files from directory descriptors, a piece of the path at a
+// time, never through one whole path (go-fuse's loopback answered
+// ENAMETOOLONG once SOURCE plus the path passed PATH_MAX). Files at the
+// bottom are created, written, stat'ed, read, renamed and removed, the
+// same tree is on SOURCE, and the mount goes on serving.
 func TestBadNamesBeyondPathMax(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"))
 	base := d.leakBaseline(t)
 	script := `
-import errno, os, sys
+import os, stat, sys
 os.chdir(sys.argv[1])
+comp = b"d" * 100
 depth = 0
-try:
-    for i in range(60):
-        os.mkdir(b"d" * 100)
-        os.chdir(b"d" * 100)
-        depth += 101
-    print("depth", depth)
-except OSError as e:
-    print("stopped", depth, errno.errorcode[e.errno])
+for i in range(60):
+    os.mkdir(comp)
+    os.chdir(comp)
+    depth += 101
+with open("f", "w") as f:
+    f.write("deep\n")
+st = os.stat("f")
+assert stat.S_ISREG(st.st_mode) and st.st_size == 5, st
+os.symlink("f", "l")
+assert os.readlink("l") == "f"
+os.rename("f", "g")
+assert open("g").read() == "deep\n"
+os.link("g", "h")
+assert os.stat("h").st_nlink == 2
+os.chmod("g", 0o640)
+assert set(os.listdir(".")) == {"g", "h", "l"}, os.listdir(".")
+print("depth", depth, oct(os.stat("g").st_mode & 0o777))
 `
 	out := strings.Fields(run(t, "python3", "-c", script, d.path("scanA")))
-	if len(out) != 3 || out[0] != "stopped" || out[2] != "ENAMETOOLONG" {
-		t.Fatalf("deep tree through the mount: %v, want it to stop with ENAMETOOLONG", out)
+	if len(out) != 3 || out[0] != "depth" || out[2] != "0o640" {
+		t.Fatalf("deep tree through the mount: %v, want depth and mode 0o640", out)
 	}
-	if depth := len(d.srcPath("scanA")) + 1 + atoi(t, out[1]); depth+101 <= 4096 {
-		t.Fatalf("stopped at a backing path of %d bytes, below PATH_MAX", depth)
+	if depth := len(d.srcPath("scanA")) + 1 + atoi(t, out[1]); depth <= 4096 {
+		t.Fatalf("the tree reaches a backing path of %d bytes only, not beyond PATH_MAX", depth)
+	}
+	// The same tree is on SOURCE; then remove it through the mount.
+	check := `
+import os, sys
+os.chdir(sys.argv[1])
+for i in range(60):
+    os.chdir(b"d" * 100)
+print(open("g").read().strip(), sorted(os.listdir(".")))
+`
+	if got := run(t, "python3", "-c", check, d.srcPath("scanA")); got != "deep ['g', 'h', 'l']\n" {
+		t.Fatalf("on SOURCE: %q", got)
+	}
+	remove := `
+import os, sys
+os.chdir(sys.argv[1])
+for i in range(60):
+    os.chdir(b"d" * 100)
+for n in ("g", "h", "l"):
+    os.unlink(n)
+for i in range(60):
+    os.chdir("..")
+    os.rmdir(b"d" * 100)
+print(sorted(os.listdir(".")))
+`
+	if got := run(t, "python3", "-c", remove, d.path("scanA")); got != "['files.json', 'metadata']\n" {
+		t.Fatalf("removing the deep tree: %q", got)
 	}
 	if got := run(t, "cat", d.path("scanA/files.json")); got != "files of scanA\n" {
 		t.Fatalf("after the deep tree: %q", got)
