@@ -85,7 +85,12 @@ print(d["state"], len(d["waiters"]))`, d.statusPath("scanA.info"))
 	pyOut, err := py.StdoutPipe()
 	must(t, err)
 	must(t, py.Start())
-	defer py.Wait()
+	// Closing its standard input ends python3 also when the test fails
+	// before it gets its command; a bare Wait would hang until the timeout.
+	defer func() {
+		pyIn.Close()
+		_ = py.Wait()
+	}()
 	pyLines := bufio.NewReader(pyOut)
 	if line, err := pyLines.ReadString('\n'); err != nil || line != "opened\n" {
 		t.Fatalf("python3: %q, %v", line, err)
