@@ -30,10 +30,11 @@ func createMode(mode uint32) uint32 {
 // keepSetID gives the file just created by Create with createMode(mode)
 // the set-ID bits of mode, if it asked for any, and updates out. It only
 // sets what the caller could set with chmod(2) itself: set-user-ID on a
-// file of its own, set-group-ID on a file of its own of its own group
-// (FUSE does not tell the caller's other groups). It costs nothing unless
-// the mode has set-ID bits. The file exists whatever happens here, so a
-// failure is logged and the create succeeds without the bits.
+// file of its own, set-group-ID only if that file's group is the caller's
+// primary group (FUSE does not tell the caller's other groups). It costs
+// nothing unless the mode has set-ID bits. The file exists whatever
+// happens here, so a failure is logged and the create succeeds without
+// the bits.
 func (fsys *fileSystem) keepSetID(ctx context.Context, fh fs.FileSetattrer, path string, mode uint32, out *fuse.EntryOut) {
 	if mode&setIDBits == 0 || createMode(mode) == mode {
 		return
