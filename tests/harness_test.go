@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -260,36 +261,74 @@ func waitFree(t *testing.T, src, scan string) {
 // of its threads, from /proc/PID/task/*/syscall.
 func blockedIn(pid int, nr int) bool { return procfs.BlockedIn(pid, nr) }
 
-// mark returns the current end of the daemon's log, for waitQueued.
+// mark returns the current end of the daemon's log. waitQueued no longer
+// reads the log; the argument stays so that callers need not change.
 func (d *daemon) mark() int { return len(d.stderr.String()) }
 
-// waitQueued waits until process pid has a lock request in the daemon
-// logged after mark (a "scan lock wanted" line in its debug log: the
-// mount must run with --log-level debug) and sleeps in openat(2). Then
-// its OPEN is in the lock manager: if the manager granted it, it would
-// return at once. A test that then releases the scan and sees the open
-// return only after the release has proven that the open waited.
+// waitQueued waits until process pid waits for a scan lock in the
+// daemon's lock manager (a waiter of the mount in .locks/status.json)
+// and sleeps in openat(2). Then its OPEN is queued in the lock manager:
+// if the manager granted it, it would return at once. A test that then
+// releases the scan and sees the open return only after the release has
+// proven that the open waited. mark is not used (see mark).
+//
+// The status view lists a waiter only once its request is in the lock
+// manager's queue; the debug line "scan lock wanted" that this helper
+// read before is logged earlier, before the request is queued, and a
+// test that released the scan in between saw the open granted at once.
 func (d *daemon) waitQueued(t *testing.T, pid int, mark int) {
 	t.Helper()
-	needle := fmt.Sprintf(" pid=%d ", pid)
+	_ = mark
+	d.waitWaiter(t, pid)
+	waitBlockedInOpen(t, pid)
+}
+
+// waitWaiter polls .locks/status.json until process pid is a waiter of
+// the mount on some scan, and returns that scan.
+func (d *daemon) waitWaiter(t *testing.T, pid int) string {
+	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		found := false
-		for _, l := range strings.Split(d.stderr.String()[mark:], "\n") {
-			if strings.Contains(l, `msg="scan lock wanted"`) && strings.Contains(l+" ", needle) {
-				found = true
-				break
-			}
-		}
-		if found {
-			break
+		scan, err := d.waiterScan(pid)
+		if scan != "" {
+			return scan
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the daemon never got a lock request from process %d (does the mount run with --log-level debug?)", pid)
+			t.Fatalf("process %d never waited for a scan lock of the mount %s (status.json: %v)", pid, d.mnt, err)
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
-	waitBlockedInOpen(t, pid)
+}
+
+// waiterScan returns the scan that process pid waits for through the
+// mount, from .locks/status.json, or "" (with the reason the document
+// could not be read, if that is why). It decodes only the keys it needs,
+// so that keys added to the document do not break it.
+func (d *daemon) waiterScan(pid int) (string, error) {
+	b, err := os.ReadFile(filepath.Join(d.mnt, ".locks", "status.json"))
+	if err != nil {
+		return "", err
+	}
+	var doc struct {
+		Scans []struct {
+			ScanID  string `json:"scan_id"`
+			Waiters []struct {
+				PID   int    `json:"pid"`
+				Where string `json:"where"`
+			} `json:"waiters"`
+		} `json:"scans"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return "", fmt.Errorf("%w: %s", err, b)
+	}
+	for _, s := range doc.Scans {
+		for _, w := range s.Waiters {
+			if w.PID == pid && w.Where == "mount" {
+				return s.ScanID, nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // waitBlockedInOpen waits until pid sleeps in openat(2): it has sent its
