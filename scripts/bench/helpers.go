@@ -24,7 +24,7 @@ import (
 const (
 	helperReader   = "reader"   // 6: "read DIR N" -> "done START END BYTES"
 	helperHolder   = "holder"   // 8, 9: "open r|w PATH", "openlist r|w FILE", "close"
-	helperLockPeer = "lockpeer" // 7: the lock peer protocol, see plantdb_peer.py
+	helperLockPeer = "lockpeer" // 7: the lock peer protocol, see internal/testpeer/plantdb_peer.py
 )
 
 // startHelper runs this binary in a helper mode.
@@ -153,7 +153,7 @@ func holderHelper() error {
 }
 
 // lockPeerHelper is the Go side of workload 7: ROOT SCAN, then the
-// command protocol that plantdb_peer.py speaks too.
+// command protocol that internal/testpeer/plantdb_peer.py (serve) speaks too.
 func lockPeerHelper(args []string) error {
 	if len(args) != 2 {
 		return errors.New("usage: lockpeer ROOT SCAN")
