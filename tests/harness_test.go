@@ -9,13 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 )
 
@@ -24,29 +24,10 @@ import (
 const waitLimit = 20 * time.Second
 
 // now is the system-wide monotonic clock, the one slclient reports.
-func now() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
+var now = testutil.Now
 
 // syncBuffer collects a process's output for the test to read.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testutil.Buffer
 
 // scanDB makes a scan database: scans with a file each, and root files.
 func scanDB(t testing.TB, scans ...string) string {

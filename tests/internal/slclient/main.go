@@ -14,7 +14,7 @@
 //	lock ID SOURCE SCAN shared|exclusive   (lockmgr.Acquire, this process)
 //	try ID SOURCE SCAN shared|exclusive    (lockmgr.TryAcquire)
 //	unlock ID
-//	put ID PATH SIZE SEED [rename]   write Content(SIZE, SEED) to PATH (O_TRUNC, or a temporary file renamed over PATH)
+//	put ID PATH SIZE SEED [rename]   write checker.Content(SIZE, SEED) to PATH (O_TRUNC, or a temporary file renamed over PATH)
 //
 // FLAGS letters: r (O_RDONLY), w (O_WRONLY), b (O_RDWR), t (O_TRUNC),
 // a (O_APPEND), c (O_CREAT), n (O_NONBLOCK). End of input closes
@@ -41,7 +41,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
+	"scanlockfs/tests/internal/checker"
 )
 
 func main() {
@@ -56,11 +58,7 @@ func main() {
 }
 
 // now is the system-wide monotonic clock, comparable across processes.
-func now() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
+var now = testutil.Now
 
 func errnoName(err error) string {
 	if errors.Is(err, lockmgr.ErrLockFile) {
@@ -270,26 +268,12 @@ func interactive() {
 	}
 }
 
-// Content is the deterministic content of put; the tests compute the
-// same (tests/exclusion_test.go).
-func Content(size, seed int) []byte {
-	b := make([]byte, size)
-	x := uint32(seed)*2654435761 + 1
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = 'a' + byte(x%26)
-	}
-	return b
-}
-
 func put(path string, size, seed int, rename bool) error {
 	target := path
 	if rename {
 		target = path + ".tmp"
 	}
-	if err := os.WriteFile(target, Content(size, seed), 0o644); err != nil {
+	if err := os.WriteFile(target, checker.Content(size, seed), 0o644); err != nil {
 		return err
 	}
 	if rename {
@@ -344,34 +328,6 @@ func oneShot(mode string, args []string) error {
 
 func incrMount(path string) error { return incrFile(path, unix.O_RDWR) }
 
-// counterContent is the counter file for value n: a header line, a body
-// whose length depends on n, and a trailer line. It is written in two
-// writes with a pause between them, so that a reader without a lock would
-// see a half-written file.
-func counterContent(n int) []byte {
-	body := strings.Repeat(strconv.Itoa(n%10), 1000+(n%7)*500)
-	return []byte(fmt.Sprintf("count %d\n%s\nend %d\n", n, body, n))
-}
-
-// parseCounter checks a counter file and returns its value.
-func parseCounter(b []byte) (int, error) {
-	lines := strings.Split(string(b), "\n")
-	if len(lines) != 4 || lines[3] != "" {
-		return 0, fmt.Errorf("torn counter file (%d lines, %d bytes)", len(lines), len(b))
-	}
-	var n, m int
-	if _, err := fmt.Sscanf(lines[0], "count %d", &n); err != nil {
-		return 0, fmt.Errorf("torn counter header %q", lines[0])
-	}
-	if _, err := fmt.Sscanf(lines[2], "end %d", &m); err != nil || m != n {
-		return 0, fmt.Errorf("torn counter trailer %q for count %d", lines[2], n)
-	}
-	if want := string(counterContent(n)); want != string(b) {
-		return 0, fmt.Errorf("torn counter body for count %d", n)
-	}
-	return n, nil
-}
-
 func incrFile(path string, flags int) error {
 	fd, err := openRetry(path, flags|unix.O_CLOEXEC)
 	if err != nil {
@@ -385,11 +341,11 @@ func incrFile(path string, flags int) error {
 	}
 	n := 0
 	if k > 0 {
-		if n, err = parseCounter(buf[:k]); err != nil {
+		if n, err = checker.ParseCounter(buf[:k]); err != nil {
 			return err
 		}
 	}
-	next := counterContent(n + 1)
+	next := checker.CounterContent(n + 1)
 	if err := unix.Ftruncate(fd, 0); err != nil {
 		return err
 	}
@@ -421,7 +377,7 @@ func checkMount(path, stop string) error {
 			return err
 		}
 		if k > 0 {
-			if _, err := parseCounter(buf[:k]); err != nil {
+			if _, err := checker.ParseCounter(buf[:k]); err != nil {
 				return fmt.Errorf("reader saw a half-written file after %d reads: %w", reads, err)
 			}
 		}
