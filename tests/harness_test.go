@@ -74,7 +74,37 @@ func mountT(t testing.TB, src string, flags ...string) *daemon {
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	must(t, os.Mkdir(mnt, 0o755))
 	d := startDaemon(t, src, mnt, flags...)
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
+	d.waitReady(t)
+	return d
+}
+
+// startDaemon starts `scanlockfs mount flags... src mnt`.
+func startDaemon(t testing.TB, src, mnt string, flags ...string) *daemon {
+	t.Helper()
+	args := append([]string{"mount"}, flags...)
+	return startCmd(t, exec.Command(binScanlockfs, append(args, src, mnt)...), src, mnt)
+}
+
+// startCmd starts cmd, a command that runs `scanlockfs mount ... src mnt`
+// (under a shell that sets its umask or limits first, say).
+func startCmd(t testing.TB, cmd *exec.Cmd, src, mnt string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, src: src, mnt: mnt, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
+	must(t, d.cmd.Start())
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		close(d.exited)
+	}()
+	return d
+}
+
+// waitReady waits for the daemon's readiness line and registers the
+// cleanup of mountT: unmount (retrying while busy), wait for the daemon,
+// fail the test if it exited with an error or left the mount behind.
+func (d *daemon) waitReady(t testing.TB) {
+	t.Helper()
+	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", d.src, d.mnt)
 	deadline := time.Now().Add(waitLimit)
 	for d.stdout.String() != line {
 		select {
@@ -88,22 +118,6 @@ func mountT(t testing.TB, src string, flags ...string) *daemon {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Cleanup(d.cleanup)
-	return d
-}
-
-func startDaemon(t testing.TB, src, mnt string, flags ...string) *daemon {
-	t.Helper()
-	args := append([]string{"mount"}, flags...)
-	args = append(args, src, mnt)
-	d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command(binScanlockfs, args...)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	must(t, d.cmd.Start())
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	return d
 }
 
 // path returns the path of rel inside the mount.
