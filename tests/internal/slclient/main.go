@@ -144,6 +144,18 @@ func interactive() {
 		}
 		return m, err
 	}
+	// call answers "start ID T" before fn and "ok ID T" or
+	// "err ID ERRNO T" after it, T taken as fn returned.
+	call := func(id string, fn func() error) {
+		say("start %s %d", id, now())
+		err := fn()
+		t := now()
+		if err != nil {
+			say("err %s %s %d", id, errnoName(err), t)
+			return
+		}
+		say("ok %s %d", id, t)
+	}
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -159,15 +171,13 @@ func interactive() {
 				say("bad %s %v", id, err)
 				continue
 			}
-			say("start %s %d", id, now())
-			fd, err := openRetry(f[2], flags)
-			t := now()
-			if err != nil {
-				say("err %s %s %d", id, errnoName(err), t)
-				continue
-			}
-			fds[id] = fd
-			say("ok %s %d", id, t)
+			call(id, func() error {
+				fd, err := openRetry(f[2], flags)
+				if err == nil {
+					fds[id] = fd
+				}
+				return err
+			})
 		case cmd == "close":
 			fd, ok := fds[id]
 			if !ok {
@@ -175,13 +185,7 @@ func interactive() {
 				continue
 			}
 			delete(fds, id)
-			say("start %s %d", id, now())
-			err := unix.Close(fd)
-			if err != nil {
-				say("err %s %s %d", id, errnoName(err), now())
-				continue
-			}
-			say("ok %s %d", id, now())
+			call(id, func() error { return unix.Close(fd) })
 		case cmd == "read":
 			fd, ok := fds[id]
 			if !ok {
@@ -217,20 +221,18 @@ func interactive() {
 			if f[4] == "exclusive" {
 				mode = lockmgr.Exclusive
 			}
-			say("start %s %d", id, now())
-			var l *lockmgr.Lease
-			if cmd == "try" {
-				l, err = m.TryAcquire(f[3], mode, lockmgr.ProcessOwner())
-			} else {
-				l, err = m.Acquire(context.Background(), f[3], mode, lockmgr.ProcessOwner())
-			}
-			t := now()
-			if err != nil {
-				say("err %s %s %d", id, errnoName(err), t)
-				continue
-			}
-			leases[id] = l
-			say("ok %s %d", id, t)
+			call(id, func() error {
+				var l *lockmgr.Lease
+				if cmd == "try" {
+					l, err = m.TryAcquire(f[3], mode, lockmgr.ProcessOwner())
+				} else {
+					l, err = m.Acquire(context.Background(), f[3], mode, lockmgr.ProcessOwner())
+				}
+				if err == nil {
+					leases[id] = l
+				}
+				return err
+			})
 		case cmd == "unlock":
 			l, ok := leases[id]
 			if !ok {
@@ -238,12 +240,7 @@ func interactive() {
 				continue
 			}
 			delete(leases, id)
-			say("start %s %d", id, now())
-			if err := l.Release(); err != nil {
-				say("err %s %s %d", id, errnoName(err), now())
-				continue
-			}
-			say("ok %s %d", id, now())
+			call(id, l.Release)
 		case cmd == "put" && (len(f) == 5 || len(f) == 6):
 			size, err1 := strconv.Atoi(f[3])
 			seed, err2 := strconv.Atoi(f[4])
