@@ -36,7 +36,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"scanlockfs/internal/testutil"
 )
 
 const (
@@ -53,13 +53,7 @@ func TestMain(m *testing.M) {
 }
 
 // mono returns CLOCK_MONOTONIC in nanoseconds.
-func mono() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic(err)
-	}
-	return ts.Nano()
-}
+var mono = testutil.Now
 
 // parseOpts turns "info=0,purge=0,timeout=5s,lockdir=D,infodelay=0,readonly=1" into
 // options, plus the user name helpers record in their owners.

@@ -44,7 +44,7 @@ func startHelper(t testing.TB, root, opts string) *proc {
 	return p
 }
 
-const peerScript = "testdata/plantdb_peer.py"
+const peerScript = "../internal/testpeer/plantdb_peer.py"
 
 // startPeer starts the Python plantdb peer with args.
 func startPeer(t testing.TB, args ...string) *proc {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/internal/testutil"
 )
 
 // TestMain makes this test binary double as the real programs: run as
@@ -76,13 +77,13 @@ func scriptCondition(cond string) (bool, error) {
 	return false, fmt.Errorf("unknown condition %q", cond)
 }
 
+// fuseAvailable is testutil's check, and these tests need fusermount3
+// even as root (they unmount with it).
 func fuseAvailable() error {
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		return err
+	if why := testutil.FUSEMissing(); why != "" {
+		return errors.New(why)
 	}
-	f.Close()
-	_, err = exec.LookPath("fusermount3")
+	_, err := exec.LookPath("fusermount3")
 	return err
 }
 

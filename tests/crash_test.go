@@ -46,27 +46,41 @@ func TestCrashClientKilledHolding(t *testing.T) {
 					t.Fatalf("write: %s", r.errno)
 				}
 			}
-			next := startClient(t, "next")
-			m := d.mark()
-			next.open("q", f, c.queued)
-			d.waitQueued(t, next.pid(), m)
-			killed := kill(t, holder.cmd.Process)
-			r := next.result("q")
-			if r.kind != "ok" || r.at < killed {
-				t.Fatalf("queued open: %+v, killed at %d: want it granted after the kill", r, killed)
-			}
+			want := ""
 			if c.holds == "w" {
-				next.send("read q")
-				if r := next.result("q"); r.data != "written before the crash" {
-					t.Fatalf("read after the writer's crash: %q", r.data)
-				}
+				want = "written before the crash"
 			}
-			next.close("q")
-			waitFree(t, d.src, "scanA")
+			d.queueThenKill(t, f, c.queued, holder.cmd.Process, want)
 			d.checkNoLeaks(t, base)
 			d.stopNoLeaks(t)
 		})
 	}
+}
+
+// queueThenKill has a new client open f with flags while victim holds
+// its scan, kills victim once the open waits in the lock manager, and
+// checks that the open was granted only after the kill and, unless want
+// is "", that the file then reads want. It closes the file again and
+// waits until scanA (the scan of f in these tests) is free.
+func (d *daemon) queueThenKill(t *testing.T, f, flags string, victim *os.Process, want string) {
+	t.Helper()
+	next := startClient(t, "next")
+	m := d.mark()
+	next.open("q", f, flags)
+	d.waitQueued(t, next.pid(), m)
+	killed := kill(t, victim)
+	r := next.result("q")
+	if r.kind != "ok" || r.at < killed {
+		t.Fatalf("queued open: %+v, holder killed at %d: want it granted after the kill", r, killed)
+	}
+	if want != "" {
+		next.send("read q")
+		if r := next.result("q"); r.data != want {
+			t.Fatalf("after the holder's crash the file holds %q, want %q", r.data, want)
+		}
+	}
+	next.close("q")
+	waitFree(t, d.src, "scanA")
 }
 
 // A client killed while it waits for a scan does not stay in the kernel
@@ -153,23 +167,11 @@ func TestCrashClientKilledWhileMmapped(t *testing.T) {
 			if st := lockState(t, d.src, "scanA"); st.State != c.state {
 				t.Fatalf("scan %s while a %s is mapped and its descriptor closed, want %s", st.State, c.name, c.state)
 			}
-			next := startClient(t, "next")
-			m := d.mark()
-			next.open("q", f, c.queued)
-			d.waitQueued(t, next.pid(), m)
-			killed := kill(t, p.cmd.Process)
-			r := next.result("q")
-			if r.kind != "ok" || r.at < killed {
-				t.Fatalf("queued open: %+v, mapper killed at %d", r, killed)
-			}
+			want := ""
 			if c.mode == "w" {
-				next.send("read q")
-				if r := next.result("q"); r.data != "MAPPEDof scanA\n" {
-					t.Fatalf("after the mapper's crash the file holds %q", r.data)
-				}
+				want = "MAPPEDof scanA\n"
 			}
-			next.close("q")
-			waitFree(t, d.src, "scanA")
+			d.queueThenKill(t, f, c.queued, p.cmd.Process, want)
 			d.checkNoLeaks(t, base)
 			d.stopNoLeaks(t)
 		})

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"scanlockfs/tests/internal/checker"
 )
 
 // The mount and a program that uses lockmgr directly on SOURCE (another
@@ -31,7 +33,7 @@ func TestMountAndDirectLockmgrExclude(t *testing.T) {
 	direct.send("unlock L")
 	releasing := direct.await("L", false).at
 	direct.result("L")
-	if got := cat.wait(t); got != string(content(5, 1)) {
+	if got := cat.wait(t); got != string(checker.Content(5, 1)) {
 		t.Fatalf("cat after the direct writer: %q", got)
 	}
 	if cat.end < releasing {
@@ -74,7 +76,7 @@ func TestNoLostUpdate(t *testing.T) {
 	src := scanDB(t, "scanA")
 	counter := filepath.Join(src, "scanA", "counter")
 	// slclient's counter format: "count N", a body, "end N".
-	must(t, os.WriteFile(counter, counterContent(0), 0o644))
+	must(t, os.WriteFile(counter, checker.CounterContent(0), 0o644))
 	d := mountT(t, src, "--timeout", "2m")
 	stop := filepath.Join(t.TempDir(), "stop")
 
@@ -99,7 +101,7 @@ func TestNoLostUpdate(t *testing.T) {
 	}
 	b, err := os.ReadFile(counter)
 	must(t, err)
-	want := counterContent(len(writers) * perProc)
+	want := checker.CounterContent(len(writers) * perProc)
 	if !bytes.Equal(b, want) {
 		t.Fatalf("final counter: %q..., want %q...", firstLine(b), firstLine(want))
 	}
@@ -141,7 +143,7 @@ func TestCoherenceAfterDirectWriter(t *testing.T) {
 				w.result(fmt.Sprintf("L%d", i))
 
 				got := run(t, "cat", d.path("scanA/files.json"))
-				if want := content(size, i); got != string(want) {
+				if want := checker.Content(size, i); got != string(want) {
 					t.Fatalf("iteration %d (%s): cat read %d bytes, want %d (the writer's)", i, how, len(got), len(want))
 				}
 				if got := strings.TrimSpace(run(t, "stat", "-c", "%s", d.path("scanA/files.json"))); got != strconv.Itoa(size) {
@@ -150,25 +152,6 @@ func TestCoherenceAfterDirectWriter(t *testing.T) {
 			}
 		})
 	}
-}
-
-// content is slclient's put content (tests/internal/slclient.Content).
-func content(size, seed int) []byte {
-	b := make([]byte, size)
-	x := uint32(seed)*2654435761 + 1
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = 'a' + byte(x%26)
-	}
-	return b
-}
-
-// counterContent is slclient's counter file for value n.
-func counterContent(n int) []byte {
-	body := strings.Repeat(strconv.Itoa(n%10), 1000+(n%7)*500)
-	return []byte(fmt.Sprintf("count %d\n%s\nend %d\n", n, body, n))
 }
 
 func firstLine(b []byte) string {

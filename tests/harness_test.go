@@ -2,19 +2,20 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 )
 
@@ -23,29 +24,10 @@ import (
 const waitLimit = 20 * time.Second
 
 // now is the system-wide monotonic clock, the one slclient reports.
-func now() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
+var now = testutil.Now
 
 // syncBuffer collects a process's output for the test to read.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testutil.Buffer
 
 // scanDB makes a scan database: scans with a file each, and root files.
 func scanDB(t testing.TB, scans ...string) string {
@@ -92,7 +74,37 @@ func mountT(t testing.TB, src string, flags ...string) *daemon {
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	must(t, os.Mkdir(mnt, 0o755))
 	d := startDaemon(t, src, mnt, flags...)
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
+	d.waitReady(t)
+	return d
+}
+
+// startDaemon starts `scanlockfs mount flags... src mnt`.
+func startDaemon(t testing.TB, src, mnt string, flags ...string) *daemon {
+	t.Helper()
+	args := append([]string{"mount"}, flags...)
+	return startCmd(t, exec.Command(binScanlockfs, append(args, src, mnt)...), src, mnt)
+}
+
+// startCmd starts cmd, a command that runs `scanlockfs mount ... src mnt`
+// (under a shell that sets its umask or limits first, say).
+func startCmd(t testing.TB, cmd *exec.Cmd, src, mnt string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, src: src, mnt: mnt, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
+	must(t, d.cmd.Start())
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		close(d.exited)
+	}()
+	return d
+}
+
+// waitReady waits for the daemon's readiness line and registers the
+// cleanup of mountT: unmount (retrying while busy), wait for the daemon,
+// fail the test if it exited with an error or left the mount behind.
+func (d *daemon) waitReady(t testing.TB) {
+	t.Helper()
+	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", d.src, d.mnt)
 	deadline := time.Now().Add(waitLimit)
 	for d.stdout.String() != line {
 		select {
@@ -106,22 +118,6 @@ func mountT(t testing.TB, src string, flags ...string) *daemon {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Cleanup(d.cleanup)
-	return d
-}
-
-func startDaemon(t testing.TB, src, mnt string, flags ...string) *daemon {
-	t.Helper()
-	args := append([]string{"mount"}, flags...)
-	args = append(args, src, mnt)
-	d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command(binScanlockfs, args...)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	must(t, d.cmd.Start())
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	return d
 }
 
 // path returns the path of rel inside the mount.
@@ -260,36 +256,74 @@ func waitFree(t *testing.T, src, scan string) {
 // of its threads, from /proc/PID/task/*/syscall.
 func blockedIn(pid int, nr int) bool { return procfs.BlockedIn(pid, nr) }
 
-// mark returns the current end of the daemon's log, for waitQueued.
+// mark returns the current end of the daemon's log. waitQueued no longer
+// reads the log; the argument stays so that callers need not change.
 func (d *daemon) mark() int { return len(d.stderr.String()) }
 
-// waitQueued waits until process pid has a lock request in the daemon
-// logged after mark (a "scan lock wanted" line in its debug log: the
-// mount must run with --log-level debug) and sleeps in openat(2). Then
-// its OPEN is in the lock manager: if the manager granted it, it would
-// return at once. A test that then releases the scan and sees the open
-// return only after the release has proven that the open waited.
+// waitQueued waits until process pid waits for a scan lock in the
+// daemon's lock manager (a waiter of the mount in .locks/status.json)
+// and sleeps in openat(2). Then its OPEN is queued in the lock manager:
+// if the manager granted it, it would return at once. A test that then
+// releases the scan and sees the open return only after the release has
+// proven that the open waited. mark is not used (see mark).
+//
+// The status view lists a waiter only once its request is in the lock
+// manager's queue; the debug line "scan lock wanted" that this helper
+// read before is logged earlier, before the request is queued, and a
+// test that released the scan in between saw the open granted at once.
 func (d *daemon) waitQueued(t *testing.T, pid int, mark int) {
 	t.Helper()
-	needle := fmt.Sprintf(" pid=%d ", pid)
+	_ = mark
+	d.waitWaiter(t, pid)
+	waitBlockedInOpen(t, pid)
+}
+
+// waitWaiter polls .locks/status.json until process pid is a waiter of
+// the mount on some scan, and returns that scan.
+func (d *daemon) waitWaiter(t *testing.T, pid int) string {
+	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		found := false
-		for _, l := range strings.Split(d.stderr.String()[mark:], "\n") {
-			if strings.Contains(l, `msg="scan lock wanted"`) && strings.Contains(l+" ", needle) {
-				found = true
-				break
-			}
-		}
-		if found {
-			break
+		scan, err := d.waiterScan(pid)
+		if scan != "" {
+			return scan
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the daemon never got a lock request from process %d (does the mount run with --log-level debug?)", pid)
+			t.Fatalf("process %d never waited for a scan lock of the mount %s (status.json: %v)", pid, d.mnt, err)
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
-	waitBlockedInOpen(t, pid)
+}
+
+// waiterScan returns the scan that process pid waits for through the
+// mount, from .locks/status.json, or "" (with the reason the document
+// could not be read, if that is why). It decodes only the keys it needs,
+// so that keys added to the document do not break it.
+func (d *daemon) waiterScan(pid int) (string, error) {
+	b, err := os.ReadFile(filepath.Join(d.mnt, ".locks", "status.json"))
+	if err != nil {
+		return "", err
+	}
+	var doc struct {
+		Scans []struct {
+			ScanID  string `json:"scan_id"`
+			Waiters []struct {
+				PID   int    `json:"pid"`
+				Where string `json:"where"`
+			} `json:"waiters"`
+		} `json:"scans"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return "", fmt.Errorf("%w: %s", err, b)
+	}
+	for _, s := range doc.Scans {
+		for _, w := range s.Waiters {
+			if w.PID == pid && w.Where == "mount" {
+				return s.ScanID, nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // waitBlockedInOpen waits until pid sleeps in openat(2): it has sent its

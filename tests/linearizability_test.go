@@ -40,11 +40,11 @@ func soakWorker(t *testing.T) string {
 	return soakWorkerPath
 }
 
-// plantdbPeer is the plantdb-protocol peer of lockmgr's tests.
+// plantdbPeer is the plantdb-protocol peer of the tests and the benchmark.
 func plantdbPeer(t *testing.T) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(filepath.Dir(file)), "lockmgr", "testdata", "plantdb_peer.py")
+	p := filepath.Join(filepath.Dir(filepath.Dir(file)), "internal", "testpeer", "plantdb_peer.py")
 	if _, err := os.Stat(p); err != nil {
 		t.Fatal(err)
 	}

@@ -14,14 +14,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"scanlockfs/internal/testutil"
 )
 
 var (
 	// binScanlockfs and binClient are built once by TestMain.
 	binScanlockfs string
 	binClient     string
-	// fuseMissing says why FUSE cannot be used here ("" if it can).
-	fuseMissing string
 )
 
 func TestMain(m *testing.M) {
@@ -55,33 +55,11 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 	}
-	fuseMissing = checkFUSE()
 	return m.Run()
-}
-
-// checkFUSE says why FUSE mounts cannot work here, or "".
-func checkFUSE() string {
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Sprintf("cannot open /dev/fuse: %v", err)
-	}
-	f.Close()
-	if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("fusermount3"); err != nil {
-			return "not root and no fusermount3 (apt-get install fuse3)"
-		}
-	}
-	return ""
 }
 
 // requireFUSE skips t where FUSE is unavailable, or fails it under CI.
 func requireFUSE(t testing.TB) {
 	t.Helper()
-	if fuseMissing == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("FUSE unavailable under CI=true: %s", fuseMissing)
-	}
-	t.Skipf("FUSE unavailable: %s", fuseMissing)
+	testutil.RequireFUSE(t)
 }

@@ -2,14 +2,12 @@ package tests
 
 import (
 	"encoding/binary"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,26 +28,8 @@ func mountUmask(t *testing.T, src, mask string, flags ...string) *daemon {
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	must(t, os.Mkdir(mnt, 0o755))
 	args := append([]string{"-c", "umask " + mask + `; exec "$@"`, "sh", binScanlockfs, "mount"}, flags...)
-	d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command("sh", append(args, src, mnt)...)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	must(t, d.cmd.Start())
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
-	for deadline := time.Now().Add(waitLimit); d.stdout.String() != line; time.Sleep(5 * time.Millisecond) {
-		select {
-		case <-d.exited:
-			t.Fatalf("scanlockfs mount exited before it was ready: %v\nstderr: %s", d.waitErr, d.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no readiness line; stdout %q\nstderr: %s", d.stdout, d.stderr)
-		}
-	}
-	t.Cleanup(d.cleanup)
+	d := startCmd(t, exec.Command("sh", append(args, src, mnt)...), src, mnt)
+	d.waitReady(t)
 	return d
 }
 

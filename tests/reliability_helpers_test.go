@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os/exec"
 	"strconv"
@@ -21,18 +20,7 @@ func mountOn(t *testing.T, src, mnt string, flags ...string) *daemon {
 	t.Helper()
 	requireFUSE(t)
 	d := startDaemon(t, src, mnt, flags...)
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
-	for deadline := time.Now().Add(waitLimit); d.stdout.String() != line; time.Sleep(5 * time.Millisecond) {
-		select {
-		case <-d.exited:
-			t.Fatalf("scanlockfs mount exited before it was ready: %v\nstderr: %s", d.waitErr, d.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no readiness line %q; stdout %q\nstderr: %s", line, d.stdout, d.stderr)
-		}
-	}
-	t.Cleanup(d.cleanup)
+	d.waitReady(t)
 	return d
 }
 

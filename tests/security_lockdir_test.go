@@ -363,21 +363,8 @@ func TestSecurityDescriptorLimit(t *testing.T) {
 	}
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	must(t, os.Mkdir(mnt, 0o755))
-	d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command("sh", "-c", `ulimit -n 64; exec "$@"`, "sh", binScanlockfs, "mount", src, mnt)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	must(t, d.cmd.Start())
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
-	for deadline := time.Now().Add(waitLimit); d.stdout.String() != line; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no readiness line; stderr: %s", d.stderr)
-		}
-	}
-	t.Cleanup(d.cleanup)
+	d := startCmd(t, exec.Command("sh", "-c", `ulimit -n 64; exec "$@"`, "sh", binScanlockfs, "mount", src, mnt), src, mnt)
+	d.waitReady(t)
 	// Open files of scanA until the daemon has no descriptor left, then
 	// open a file of scanB, scanC and scanD (their lock files must be
 	// opened: a descriptor freed meanwhile goes to the first, whose lock

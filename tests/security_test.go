@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // Security of a mount shared with other users (--allow-other, which
@@ -59,7 +58,12 @@ func openToAll(t *testing.T, path string) {
 }
 
 // wantedBy reports whether the daemon's debug log has a lock request
-// from process pid: an OPEN that reached the lock manager.
+// from process pid: an OPEN that reached the lock manager. It proves an
+// absence after the fact, which neither the status view (a refused
+// request leaves no waiter) nor the metrics (not per process) can; the
+// line is logged before the request goes to the lock manager. Where no
+// other process of the mount takes locks meanwhile, lockRequests proves
+// the same from the metrics.
 func (d *daemon) wantedBy(pid int) bool {
 	for _, l := range strings.Split(d.stderr.String(), "\n") {
 		if strings.Contains(l, `msg="scan lock wanted"`) && strings.Contains(l+" ", fmt.Sprintf(" pid=%d ", pid)) {
@@ -67,6 +71,22 @@ func (d *daemon) wantedBy(pid int) bool {
 		}
 	}
 	return false
+}
+
+// lockRequests counts the lock requests of the mount that reached its
+// lock manager so far, from .locks/metrics: those granted, those refused
+// and those waiting now.
+func (d *daemon) lockRequests(t *testing.T) float64 {
+	t.Helper()
+	fams := d.metrics(t)
+	n := metricValue(t, fams, "scanlockfs_lock_waiters")
+	for _, mode := range []string{"shared", "exclusive"} {
+		n += metricValue(t, fams, "scanlockfs_lock_grants_total", "mode", mode)
+	}
+	for _, m := range fams["scanlockfs_lock_refusals_total"].GetMetric() {
+		n += m.GetCounter().GetValue()
+	}
+	return n
 }
 
 func TestSecurityOtherUser(t *testing.T) {
@@ -97,6 +117,7 @@ func TestSecurityOtherUser(t *testing.T) {
 		must(t, os.WriteFile(d.srcPath("scanA/secret"), []byte("root only\n"), 0o600))
 		w := startClient(t, "root writer")
 		w.mustOpen("w", d.path("scanA/files.json"), "w")
+		requests := d.lockRequests(t)
 		p := startPy(t, "other", cred, pyOpener)
 		p.send("open s " + d.path("scanA/secret") + " r")
 		r, at := p.result("s")
@@ -106,6 +127,9 @@ func TestSecurityOtherUser(t *testing.T) {
 		}
 		if d.wantedBy(p.pid()) {
 			t.Fatal("the refused open reached the lock manager")
+		}
+		if n := d.lockRequests(t); n != requests {
+			t.Fatalf("the mount's lock manager had %v requests before the refused open, %v after", requests, n)
 		}
 		waitFree(t, d.src, "scanA")
 		p.send("open r " + d.path("scanA/files.json") + " r")
@@ -135,6 +159,7 @@ func TestSecurityOtherUser(t *testing.T) {
 		must(t, os.Chown(d.srcPath("scanB"), int(cred.Uid), int(cred.Gid)))
 		reader := startClient(t, "root reader")
 		reader.mustOpen("r", d.path("scanA/files.json"), "r")
+		requests := d.lockRequests(t)
 		p := startPy(t, "other", cred, pyOpener)
 		for i, c := range []struct{ path, flags string }{
 			{"scanA/files.json", "w"},
@@ -152,6 +177,9 @@ func TestSecurityOtherUser(t *testing.T) {
 		reader.close("r")
 		if d.wantedBy(p.pid()) {
 			t.Fatal("a refused open reached the lock manager")
+		}
+		if n := d.lockRequests(t); n != requests {
+			t.Fatalf("the mount's lock manager had %v requests before the refused opens, %v after", requests, n)
 		}
 		if _, err := os.Stat(d.srcPath("scanA/new")); !os.IsNotExist(err) {
 			t.Fatalf("a refused create made a file: %v", err)
@@ -263,21 +291,8 @@ func TestSecurityLockFileModes(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	must(t, os.Mkdir(mnt, 0o755))
 	// The daemon runs under umask 077 (sh replaces itself with it).
-	d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command("sh", "-c", `umask 077; exec "$@"`, "sh", binScanlockfs, "mount", "--log-level", "debug", src, mnt)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	must(t, d.cmd.Start())
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
-	for deadline := time.Now().Add(waitLimit); d.stdout.String() != line; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no readiness line; stderr: %s", d.stderr)
-		}
-	}
-	t.Cleanup(d.cleanup)
+	d := startCmd(t, exec.Command("sh", "-c", `umask 077; exec "$@"`, "sh", binScanlockfs, "mount", "--log-level", "debug", src, mnt), src, mnt)
+	d.waitReady(t)
 	// The lock directory was created under umask 077; the mount itself
 	// then clears the umask (fusefs.Mount), and the lock files must not
 	// depend on that either: lockmgr gives every mode explicitly.

@@ -153,7 +153,7 @@ func TestStatusShowsSourceHolders(t *testing.T) {
 	d.waitInfo(t, "scanA", "a free scan", func(doc fusefs.InfoDoc) bool { return doc.State == "free" })
 
 	// The plantdb protocol peer, shared.
-	peer := exec.Command("python3", "../lockmgr/testdata/plantdb_peer.py", "hold", d.src, "scanB", "--mode", "shared", "--user", "plantdb-peer")
+	peer := exec.Command("python3", plantdbPeer(t), "hold", d.src, "scanB", "--mode", "shared", "--user", "plantdb-peer")
 	stdin, err := peer.StdinPipe()
 	must(t, err)
 	stdout, err := peer.StdoutPipe()

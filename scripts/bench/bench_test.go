@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"scanlockfs/internal/testutil"
 )
 
 // TestMain lets the test binary serve as the bench's helper processes,
@@ -28,22 +28,7 @@ func TestMain(m *testing.M) {
 // silently stopped running would rot.
 func requireFUSE(t *testing.T) {
 	t.Helper()
-	why := ""
-	if fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
-		why = "cannot open /dev/fuse: " + err.Error()
-	} else {
-		unix.Close(fd)
-		if _, err := exec.LookPath("fusermount3"); err != nil && os.Geteuid() != 0 {
-			why = "fusermount3 is missing and this is not root"
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("FUSE is unavailable in CI: %s", why)
-	}
-	t.Skipf("FUSE is unavailable: %s", why)
+	testutil.RequireFUSE(t)
 }
 
 // TestSmoke runs the whole benchmark with tiny sizes: build, data, mounts,

@@ -2,20 +2,16 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
-	"scanlockfs/lockmgr"
+	"scanlockfs/internal/testpeer"
 )
 
 // Helper modes: this binary re-executed as a client or lock peer, driven
@@ -24,7 +20,7 @@ import (
 const (
 	helperReader   = "reader"   // 6: "read DIR N" -> "done START END BYTES"
 	helperHolder   = "holder"   // 8, 9: "open r|w PATH", "openlist r|w FILE", "close"
-	helperLockPeer = "lockpeer" // 7: the lock peer protocol, see plantdb_peer.py
+	helperLockPeer = "lockpeer" // 7: the lock peer protocol of internal/testpeer (ServeLockPeer, plantdb_peer.py serve)
 )
 
 // startHelper runs this binary in a helper mode.
@@ -44,7 +40,11 @@ func helperMain(mode string, args []string) int {
 	case helperHolder:
 		err = holderHelper()
 	case helperLockPeer:
-		err = lockPeerHelper(args)
+		if len(args) != 2 {
+			err = errors.New("usage: lockpeer ROOT SCAN")
+			break
+		}
+		err = testpeer.ServeLockPeer(args[0], args[1], os.Stdin, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -150,169 +150,4 @@ func holderHelper() error {
 		}
 		return nil
 	})
-}
-
-// lockPeerHelper is the Go side of workload 7: ROOT SCAN, then the
-// command protocol that plantdb_peer.py speaks too.
-func lockPeerHelper(args []string) error {
-	if len(args) != 2 {
-		return errors.New("usage: lockpeer ROOT SCAN")
-	}
-	root, scan := args[0], args[1]
-	m, err := lockmgr.New(root)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	owner := lockmgr.ProcessOwner()
-	var held *lockmgr.Lease
-	var readers struct {
-		stop      atomic.Bool
-		done      chan struct{}
-		intervals []int64
-		err       error
-	}
-	var out sync.Mutex
-	say := func(a ...any) {
-		out.Lock()
-		fmt.Println(a...)
-		out.Unlock()
-	}
-	say("ready")
-	err = lines(func(f []string) error {
-		switch f[0] {
-		case "acquire":
-			mode, timeout, err := parseAcquire(f)
-			if err != nil {
-				return err
-			}
-			t0 := monoNow()
-			say("waiting", t0)
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			l, err := m.Acquire(ctx, scan, mode, owner)
-			t1 := monoNow()
-			cancel()
-			switch {
-			case err == nil:
-				held = l
-				say("ok", t0, t1)
-			case errors.Is(err, lockmgr.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
-				say("timeout", t0, t1)
-			default:
-				return err
-			}
-		case "release":
-			if held == nil {
-				return errors.New("release without a lock")
-			}
-			t0 := monoNow()
-			err := held.Release()
-			t1 := monoNow()
-			held = nil
-			if err != nil {
-				return err
-			}
-			say("released", t0, t1)
-		case "loop":
-			if len(f) != 3 {
-				return fmt.Errorf("bad command %q", f)
-			}
-			mode, err := parseMode(f[1])
-			if err != nil {
-				return err
-			}
-			n, err := strconv.Atoi(f[2])
-			if err != nil {
-				return err
-			}
-			start := monoNow()
-			for i := 0; i < n; i++ {
-				l, err := m.Acquire(context.Background(), scan, mode, owner)
-				if err != nil {
-					return err
-				}
-				if err := l.Release(); err != nil {
-					return err
-				}
-			}
-			say("loop", monoNow()-start)
-		case "readers":
-			if len(f) != 2 {
-				return fmt.Errorf("bad command %q", f)
-			}
-			us, err := strconv.Atoi(f[1])
-			if err != nil {
-				return err
-			}
-			hold := time.Duration(us) * time.Microsecond
-			readers.done = make(chan struct{})
-			go func() {
-				defer close(readers.done)
-				for !readers.stop.Load() {
-					l, err := m.Acquire(context.Background(), scan, lockmgr.Shared, owner)
-					if err != nil {
-						readers.err = err
-						return
-					}
-					t0 := monoNow()
-					time.Sleep(hold)
-					t1 := monoNow()
-					if err := l.Release(); err != nil {
-						readers.err = err
-						return
-					}
-					readers.intervals = append(readers.intervals, t0, t1)
-				}
-			}()
-			say("reading")
-		case "stop":
-			if readers.done == nil {
-				return errors.New("stop without readers")
-			}
-			readers.stop.Store(true)
-			<-readers.done
-			if readers.err != nil {
-				return readers.err
-			}
-			var sb strings.Builder
-			sb.WriteString("intervals")
-			for _, t := range readers.intervals {
-				sb.WriteString(" ")
-				sb.WriteString(strconv.FormatInt(t, 10))
-			}
-			say(sb.String())
-		default:
-			return fmt.Errorf("bad command %q", f)
-		}
-		return nil
-	})
-	if held != nil {
-		_ = held.Release()
-	}
-	return err
-}
-
-func parseMode(s string) (lockmgr.Mode, error) {
-	switch s {
-	case "shared":
-		return lockmgr.Shared, nil
-	case "exclusive":
-		return lockmgr.Exclusive, nil
-	}
-	return 0, fmt.Errorf("bad mode %q", s)
-}
-
-func parseAcquire(f []string) (lockmgr.Mode, time.Duration, error) {
-	if len(f) != 3 {
-		return 0, 0, fmt.Errorf("bad command %q", f)
-	}
-	mode, err := parseMode(f[1])
-	if err != nil {
-		return 0, 0, err
-	}
-	ms, err := strconv.Atoi(f[2])
-	if err != nil {
-		return 0, 0, err
-	}
-	return mode, time.Duration(ms) * time.Millisecond, nil
 }

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"scanlockfs/internal/testutil"
 )
 
 // helperEnv selects a helper mode when this binary is re-executed as a
@@ -208,8 +208,4 @@ func (t *tailBuffer) suffix() string {
 // monoNow is CLOCK_MONOTONIC in nanoseconds: comparable across processes
 // (Go's time.Now carries a per-process monotonic offset), and what
 // Python's time.monotonic_ns returns on Linux.
-func monoNow() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
+var monoNow = testutil.Now

@@ -2,17 +2,15 @@ package main
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
-)
 
-//go:embed plantdb_peer.py
-var plantdbPeer []byte
+	"scanlockfs/internal/testpeer"
+)
 
 const lockScan = "bench_scan"
 
@@ -33,11 +31,11 @@ func (b *bench) peerKinds() ([]*peerKind, error) {
 	if b.python != "" {
 		pyRoot := filepath.Join(b.dir, "locks-py")
 		script := filepath.Join(b.dir, "plantdb_peer.py")
-		if err := os.WriteFile(script, plantdbPeer, 0o644); err != nil {
+		if err := os.WriteFile(script, testpeer.PlantdbPeer, 0o644); err != nil {
 			return nil, err
 		}
 		kinds = append(kinds, &peerKind{variant: vPython, root: pyRoot, start: func(name string) (*proc, error) {
-			return b.procs.start(name, []string{b.python, script, pyRoot, lockScan}, nil, nil, false)
+			return b.procs.start(name, []string{b.python, script, "serve", pyRoot, lockScan}, nil, nil, false)
 		}})
 	}
 	for _, k := range kinds {

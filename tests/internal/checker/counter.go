@@ -38,3 +38,17 @@ func ParseCounter(b []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// Content is the deterministic content that slclient's put writes: size
+// letters from a generator seeded with seed.
+func Content(size, seed int) []byte {
+	b := make([]byte, size)
+	x := uint32(seed)*2654435761 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = 'a' + byte(x%26)
+	}
+	return b
+}

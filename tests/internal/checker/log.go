@@ -36,7 +36,7 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"scanlockfs/internal/testutil"
 )
 
 // Event kinds.
@@ -75,11 +75,7 @@ type Event struct {
 }
 
 // Now is CLOCK_MONOTONIC in nanoseconds, comparable across processes.
-func Now() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
+func Now() int64 { return testutil.Now() }
 
 // Log appends one process's events to its own file.
 type Log struct {

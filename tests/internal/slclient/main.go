@@ -14,7 +14,7 @@
 //	lock ID SOURCE SCAN shared|exclusive   (lockmgr.Acquire, this process)
 //	try ID SOURCE SCAN shared|exclusive    (lockmgr.TryAcquire)
 //	unlock ID
-//	put ID PATH SIZE SEED [rename]   write Content(SIZE, SEED) to PATH (O_TRUNC, or a temporary file renamed over PATH)
+//	put ID PATH SIZE SEED [rename]   write checker.Content(SIZE, SEED) to PATH (O_TRUNC, or a temporary file renamed over PATH)
 //
 // FLAGS letters: r (O_RDONLY), w (O_WRONLY), b (O_RDWR), t (O_TRUNC),
 // a (O_APPEND), c (O_CREAT), n (O_NONBLOCK). End of input closes
@@ -41,7 +41,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
+	"scanlockfs/tests/internal/checker"
 )
 
 func main() {
@@ -56,11 +58,7 @@ func main() {
 }
 
 // now is the system-wide monotonic clock, comparable across processes.
-func now() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
+var now = testutil.Now
 
 func errnoName(err error) string {
 	if errors.Is(err, lockmgr.ErrLockFile) {
@@ -146,6 +144,18 @@ func interactive() {
 		}
 		return m, err
 	}
+	// call answers "start ID T" before fn and "ok ID T" or
+	// "err ID ERRNO T" after it, T taken as fn returned.
+	call := func(id string, fn func() error) {
+		say("start %s %d", id, now())
+		err := fn()
+		t := now()
+		if err != nil {
+			say("err %s %s %d", id, errnoName(err), t)
+			return
+		}
+		say("ok %s %d", id, t)
+	}
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -161,15 +171,13 @@ func interactive() {
 				say("bad %s %v", id, err)
 				continue
 			}
-			say("start %s %d", id, now())
-			fd, err := openRetry(f[2], flags)
-			t := now()
-			if err != nil {
-				say("err %s %s %d", id, errnoName(err), t)
-				continue
-			}
-			fds[id] = fd
-			say("ok %s %d", id, t)
+			call(id, func() error {
+				fd, err := openRetry(f[2], flags)
+				if err == nil {
+					fds[id] = fd
+				}
+				return err
+			})
 		case cmd == "close":
 			fd, ok := fds[id]
 			if !ok {
@@ -177,13 +185,7 @@ func interactive() {
 				continue
 			}
 			delete(fds, id)
-			say("start %s %d", id, now())
-			err := unix.Close(fd)
-			if err != nil {
-				say("err %s %s %d", id, errnoName(err), now())
-				continue
-			}
-			say("ok %s %d", id, now())
+			call(id, func() error { return unix.Close(fd) })
 		case cmd == "read":
 			fd, ok := fds[id]
 			if !ok {
@@ -219,20 +221,18 @@ func interactive() {
 			if f[4] == "exclusive" {
 				mode = lockmgr.Exclusive
 			}
-			say("start %s %d", id, now())
-			var l *lockmgr.Lease
-			if cmd == "try" {
-				l, err = m.TryAcquire(f[3], mode, lockmgr.ProcessOwner())
-			} else {
-				l, err = m.Acquire(context.Background(), f[3], mode, lockmgr.ProcessOwner())
-			}
-			t := now()
-			if err != nil {
-				say("err %s %s %d", id, errnoName(err), t)
-				continue
-			}
-			leases[id] = l
-			say("ok %s %d", id, t)
+			call(id, func() error {
+				var l *lockmgr.Lease
+				if cmd == "try" {
+					l, err = m.TryAcquire(f[3], mode, lockmgr.ProcessOwner())
+				} else {
+					l, err = m.Acquire(context.Background(), f[3], mode, lockmgr.ProcessOwner())
+				}
+				if err == nil {
+					leases[id] = l
+				}
+				return err
+			})
 		case cmd == "unlock":
 			l, ok := leases[id]
 			if !ok {
@@ -240,12 +240,7 @@ func interactive() {
 				continue
 			}
 			delete(leases, id)
-			say("start %s %d", id, now())
-			if err := l.Release(); err != nil {
-				say("err %s %s %d", id, errnoName(err), now())
-				continue
-			}
-			say("ok %s %d", id, now())
+			call(id, l.Release)
 		case cmd == "put" && (len(f) == 5 || len(f) == 6):
 			size, err1 := strconv.Atoi(f[3])
 			seed, err2 := strconv.Atoi(f[4])
@@ -270,26 +265,12 @@ func interactive() {
 	}
 }
 
-// Content is the deterministic content of put; the tests compute the
-// same (tests/exclusion_test.go).
-func Content(size, seed int) []byte {
-	b := make([]byte, size)
-	x := uint32(seed)*2654435761 + 1
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = 'a' + byte(x%26)
-	}
-	return b
-}
-
 func put(path string, size, seed int, rename bool) error {
 	target := path
 	if rename {
 		target = path + ".tmp"
 	}
-	if err := os.WriteFile(target, Content(size, seed), 0o644); err != nil {
+	if err := os.WriteFile(target, checker.Content(size, seed), 0o644); err != nil {
 		return err
 	}
 	if rename {
@@ -344,34 +325,6 @@ func oneShot(mode string, args []string) error {
 
 func incrMount(path string) error { return incrFile(path, unix.O_RDWR) }
 
-// counterContent is the counter file for value n: a header line, a body
-// whose length depends on n, and a trailer line. It is written in two
-// writes with a pause between them, so that a reader without a lock would
-// see a half-written file.
-func counterContent(n int) []byte {
-	body := strings.Repeat(strconv.Itoa(n%10), 1000+(n%7)*500)
-	return []byte(fmt.Sprintf("count %d\n%s\nend %d\n", n, body, n))
-}
-
-// parseCounter checks a counter file and returns its value.
-func parseCounter(b []byte) (int, error) {
-	lines := strings.Split(string(b), "\n")
-	if len(lines) != 4 || lines[3] != "" {
-		return 0, fmt.Errorf("torn counter file (%d lines, %d bytes)", len(lines), len(b))
-	}
-	var n, m int
-	if _, err := fmt.Sscanf(lines[0], "count %d", &n); err != nil {
-		return 0, fmt.Errorf("torn counter header %q", lines[0])
-	}
-	if _, err := fmt.Sscanf(lines[2], "end %d", &m); err != nil || m != n {
-		return 0, fmt.Errorf("torn counter trailer %q for count %d", lines[2], n)
-	}
-	if want := string(counterContent(n)); want != string(b) {
-		return 0, fmt.Errorf("torn counter body for count %d", n)
-	}
-	return n, nil
-}
-
 func incrFile(path string, flags int) error {
 	fd, err := openRetry(path, flags|unix.O_CLOEXEC)
 	if err != nil {
@@ -385,11 +338,11 @@ func incrFile(path string, flags int) error {
 	}
 	n := 0
 	if k > 0 {
-		if n, err = parseCounter(buf[:k]); err != nil {
+		if n, err = checker.ParseCounter(buf[:k]); err != nil {
 			return err
 		}
 	}
-	next := counterContent(n + 1)
+	next := checker.CounterContent(n + 1)
 	if err := unix.Ftruncate(fd, 0); err != nil {
 		return err
 	}
@@ -421,7 +374,7 @@ func checkMount(path, stop string) error {
 			return err
 		}
 		if k > 0 {
-			if _, err := parseCounter(buf[:k]); err != nil {
+			if _, err := checker.ParseCounter(buf[:k]); err != nil {
 				return fmt.Errorf("reader saw a half-written file after %d reads: %w", reads, err)
 			}
 		}

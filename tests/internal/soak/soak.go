@@ -44,7 +44,7 @@ type Config struct {
 	Seed       uint64
 
 	WorkerBin   string // the soakworker binary
-	PlantdbPeer string // lockmgr/testdata/plantdb_peer.py, for PlantdbPeers
+	PlantdbPeer string // internal/testpeer/plantdb_peer.py, for PlantdbPeers
 	LogDir      string // an existing directory for the logs
 	Stderr      io.Writer
 }

@@ -15,9 +15,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/tests/internal/leakcheck"
 	"scanlockfs/tests/internal/soak"
 )
@@ -25,7 +25,7 @@ import (
 func main() {
 	bin := flag.String("scanlockfs", "", "the scanlockfs binary")
 	worker := flag.String("worker", "", "the soakworker binary")
-	peer := flag.String("plantdb-peer", "", "lockmgr/testdata/plantdb_peer.py (for -plantdb)")
+	peer := flag.String("plantdb-peer", "", "internal/testpeer/plantdb_peer.py (for -plantdb)")
 	duration := flag.Duration("duration", 10*time.Minute, "how long the workers run")
 	mountWorkers := flag.Int("mount-workers", 8, "processes using the mount")
 	directWorkers := flag.Int("direct-workers", 4, "processes using lockmgr directly")
@@ -234,19 +234,5 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer collects the daemon's output while it runs.
+type lockedBuffer = testutil.Buffer

@@ -2,7 +2,7 @@
 """A peer that locks scans the way plantdb's ScanLockManager does.
 
 Tests run it next to Go processes to check that both sides exclude each
-other. It follows plantdb's protocol step by step, standard library only:
+other, and the benchmark (workload 7) measures it against Go's lockmgr. It follows plantdb's protocol step by step, standard library only:
 
   acquire: open ROOT/.locks/SCAN.lock with O_CREAT|O_WRONLY|O_TRUNC,
            flock(LOCK_SH or LOCK_EX | LOCK_NB); on failure close the file,
@@ -29,7 +29,21 @@ unix.ClockGettime(unix.CLOCK_MONOTONIC)):
                        by its own pwrite so a torn update is visible);
                        print "done N".
 
-A timeout prints "timeout" and exits with status 3.
+  serve ROOT SCAN      print "ready", then answer commands read from stdin,
+                       one a line, until "quit" or end of input:
+    acquire shared|exclusive TIMEOUT_MS -> "waiting T0", then "ok T0 T1" or
+                                           "timeout T0 T1"
+    release                             -> "released T0 T1"
+    loop shared|exclusive N             -> "loop TOTAL_NS" (N uncontended
+                                           acquire+release cycles)
+    readers HOLD_US                     -> "reading"; a thread takes the shared
+                                           lock, holds it HOLD_US, releases and
+                                           takes it again until "stop"
+    stop                                -> "intervals T0 T1 T0 T1 ..." (the
+                                           reader thread's holds)
+
+A timeout prints "timeout" and exits with status 3 (serve answers
+"timeout T0 T1" and goes on).
 """
 
 import argparse
@@ -155,6 +169,72 @@ def cmd_increment(locks, a):
     out("done", a.n)
 
 
+def cmd_serve(locks, a):
+    """The benchmark's interactive protocol (see the module doc)."""
+    say_lock = threading.Lock()
+
+    def say(*words):
+        with say_lock:
+            out(*words)
+
+    held = None
+    reader = {"thread": None, "stop": threading.Event(), "intervals": [], "error": None}
+
+    def reader_loop(hold):
+        try:
+            while not reader["stop"].is_set():
+                fd = locks.acquire(a.scan, "shared", a.user, a.timeout)
+                t0 = time.monotonic_ns()
+                time.sleep(hold)
+                t1 = time.monotonic_ns()
+                locks.release(a.scan, fd)
+                reader["intervals"] += [t0, t1]
+        except Exception as e:  # reported on "stop"
+            reader["error"] = e
+
+    say("ready")
+    for line in sys.stdin:
+        f = line.split()
+        if not f:
+            continue
+        cmd = f[0]
+        if cmd == "quit":
+            break
+        if cmd == "acquire":
+            t0 = time.monotonic_ns()
+            say("waiting", t0)
+            try:
+                held = locks.acquire(a.scan, f[1], a.user, int(f[2]) / 1000.0)
+                say("ok", t0, time.monotonic_ns())
+            except LockTimeout:
+                say("timeout", t0, time.monotonic_ns())
+        elif cmd == "release":
+            t0 = time.monotonic_ns()
+            locks.release(a.scan, held)
+            held = None
+            say("released", t0, time.monotonic_ns())
+        elif cmd == "loop":
+            start = time.monotonic_ns()
+            for _ in range(int(f[2])):
+                locks.release(a.scan, locks.acquire(a.scan, f[1], a.user, a.timeout))
+            say("loop", time.monotonic_ns() - start)
+        elif cmd == "readers":
+            hold = int(f[1]) / 1e6
+            reader["thread"] = threading.Thread(target=reader_loop, args=(hold,), daemon=True)
+            reader["thread"].start()
+            say("reading")
+        elif cmd == "stop":
+            reader["stop"].set()
+            reader["thread"].join()
+            if reader["error"] is not None:
+                raise SystemExit("reader failed: %r" % reader["error"])
+            say("intervals", *reader["intervals"])
+        else:
+            raise SystemExit("bad command %r" % line)
+    if held is not None:
+        locks.release(a.scan, held)
+
+
 def increment(path):
     fd = os.open(path, os.O_RDWR)
     try:
@@ -171,7 +251,7 @@ def increment(path):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["hold", "bench", "intervals", "increment"])
+    p.add_argument("command", choices=["hold", "bench", "intervals", "increment", "serve"])
     p.add_argument("root")
     p.add_argument("scan")
     p.add_argument("--mode", choices=["shared", "exclusive"], default="exclusive")
@@ -186,7 +266,7 @@ def main():
     a = p.parse_args()
     locks = PlantdbLocks(a.root, a.retry_sleep, a.release_pause)
     try:
-        {"hold": cmd_hold, "bench": cmd_bench, "intervals": cmd_intervals, "increment": cmd_increment}[a.command](locks, a)
+        {"hold": cmd_hold, "bench": cmd_bench, "intervals": cmd_intervals, "increment": cmd_increment, "serve": cmd_serve}[a.command](locks, a)
     except LockTimeout:
         out("timeout")
         sys.exit(EXIT_TIMEOUT)
