@@ -50,14 +50,10 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 	// Scans this manager is using are not stale, even if nobody holds them
 	// at this instant. (Idle ones are: their descriptor holds no lock, and
 	// the next acquisition notices that the file is gone.)
-	m.mu.Lock()
-	inUse := make(map[string]bool, len(m.scans))
-	for id, s := range m.scans {
-		if s.refs > 0 {
-			inUse[id] = true
-		}
+	inUse := map[string]bool{}
+	for _, s := range m.sched.inUse() {
+		inUse[s.id] = true
 	}
-	m.mu.Unlock()
 
 	var removed []string
 	var errs []error
@@ -136,7 +132,7 @@ func (m *Manager) purgeLock(id string, remove func(name string), skip func(name,
 		return nil
 	}
 	if err != nil {
-		return m.lockFileError(p, err)
+		return lockFileError(p, err)
 	}
 	defer unix.Close(fd)
 	if st.Size != 0 {
@@ -149,7 +145,7 @@ func (m *Manager) purgeLock(id string, remove func(name string), skip func(name,
 	ok, err := fl.TryLock()
 	if err != nil || !ok {
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return m.lockFileError(p, err)
+			return lockFileError(p, err)
 		}
 		return nil // held by somebody: not stale
 	}
