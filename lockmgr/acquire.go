@@ -64,6 +64,9 @@ func (m *Manager) Acquire(ctx context.Context, scanID string, mode Mode, owner O
 		} else if now.After(deadline) {
 			return nil, err
 		}
+		if testHookDeadlockRetry != nil {
+			testHookDeadlockRetry()
+		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -73,6 +76,10 @@ func (m *Manager) Acquire(ctx context.Context, scanID string, mode Mode, owner O
 		delay = min(2*delay, 20*time.Millisecond)
 	}
 }
+
+// testHookDeadlockRetry, when set by a test, runs before each retry of a
+// request refused with ErrDeadlock.
+var testHookDeadlockRetry func()
 
 // TryAcquire is Acquire without waiting: when the lock cannot be granted
 // at once it returns ErrWouldBlock.
