@@ -47,12 +47,12 @@ func New(root string, opts ...Option) (*Manager, error) {
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %v", ErrRoot, root, err)
+		return nil, fmt.Errorf("%w %s: %w", ErrRoot, root, err)
 	}
 	st, err := os.Stat(abs)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%w %s: %v (give an existing scan database directory)", ErrRoot, abs, err)
+		return nil, fmt.Errorf("%w %s: %w (give an existing scan database directory)", ErrRoot, abs, err)
 	case !st.IsDir():
 		return nil, fmt.Errorf("%w %s: not a directory (give the scan database directory)", ErrRoot, abs)
 	}
@@ -60,17 +60,17 @@ func New(root string, opts ...Option) (*Manager, error) {
 		// Status only: nothing on disk may change, whatever else was asked.
 		cfg.infoFiles, cfg.purgeStale = false, false
 		if err := unix.Access(abs, unix.R_OK|unix.X_OK); err != nil {
-			return nil, fmt.Errorf("%w %s: not readable by this user: %v", ErrRoot, abs, err)
+			return nil, fmt.Errorf("%w %s: not readable by this user: %w", ErrRoot, abs, err)
 		}
 	} else if err := unix.Access(abs, unix.W_OK|unix.X_OK); err != nil {
-		return nil, fmt.Errorf("%w %s: not writable by this user: %v (run as a user with write access)", ErrRoot, abs, err)
+		return nil, fmt.Errorf("%w %s: not writable by this user: %w (run as a user with write access)", ErrRoot, abs, err)
 	}
 	lockDir := cfg.lockDir
 	if lockDir == "" {
 		lockDir = filepath.Join(abs, LockDirName)
 	}
 	if lockDir, err = filepath.Abs(lockDir); err != nil {
-		return nil, fmt.Errorf("%w %s: %v", ErrLockFile, cfg.lockDir, err)
+		return nil, fmt.Errorf("%w %s: %w", ErrLockFile, cfg.lockDir, err)
 	}
 	// A missing lock directory just means, for a read-only manager, that
 	// nothing is locked; openLockDir refuses a symbolic link.

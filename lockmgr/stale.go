@@ -89,6 +89,13 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 			errs = append(errs, err)
 		}
 	}
+	m.purgeOrphans(names, lockIDs, inUse, remove, skip)
+	return removed, errors.Join(errs...)
+}
+
+// purgeOrphans removes the temporary files of dead writers and the .info
+// files without a lock file whose writer is dead (see PurgeStale).
+func (m *Manager) purgeOrphans(names []string, lockIDs, inUse map[string]bool, remove func(name string), skip func(name, why string)) {
 	for _, name := range names {
 		if rest, ok := strings.CutPrefix(name, ".info-tmp-"); ok {
 			// .info-tmp-PID-SEQ: a crash between write and rename.
@@ -117,7 +124,6 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 			}
 		}
 	}
-	return removed, errors.Join(errs...)
 }
 
 // purgeLock removes the lock file of scan id, with its .info and .gate
