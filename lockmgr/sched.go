@@ -45,6 +45,7 @@ type scan struct {
 	changed  chan struct{} // closed and replaced on every state change...
 	sleepers int           // ...if goroutines sleep on it
 	busy     bool          // a goroutine is talking to the backend (without mu)
+	dropping bool          // ...to drop the hold (which does not wait)
 	held     Mode          // what the backend holds for this process; 0 while it is being dropped
 }
 
@@ -219,7 +220,9 @@ func (sc *scheduler) wait(ctx *lazyCtx, s *scan, w *waiter, try bool, start time
 				return sc.takeHold(ctx, s, w, try, start)
 			}
 		}
-		if try {
+		if try && !s.dropping {
+			// A hold being dropped is gone in a moment (non-blocking
+			// calls): a non-blocking request waits for that.
 			s.dequeueHeld(w)
 			s.mu.Unlock()
 			return nil, fmt.Errorf("%w: scan %s is held or wanted by another owner", ErrWouldBlock, s.id)
@@ -414,11 +417,11 @@ func (l *Lease) Release() error {
 // goroutine: nobody joins or takes the hold meanwhile).
 func (s *scan) dropIdleHold() {
 	for len(s.owners) == 0 && !s.busy && s.held != 0 {
-		s.busy, s.held = true, 0
+		s.busy, s.dropping, s.held = true, true, 0
 		s.mu.Unlock()
 		s.hold.unlock()
 		s.mu.Lock()
-		s.busy = false
+		s.busy, s.dropping = false, false
 		s.broadcastHeld()
 	}
 }

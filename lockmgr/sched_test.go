@@ -29,6 +29,7 @@ type fakeScan struct {
 	elsewhere chan struct{} // non-nil: another process holds the scan until it is closed
 	writer    bool          // a writer elsewhere waits
 	calls     []string      // "lock shared->exclusive", "unlock"
+	unlocking chan struct{} // non-nil: unlock waits until it is closed
 	users     int
 }
 
@@ -101,6 +102,11 @@ func (f *fakeScan) unlock() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, "unlock")
+	if ch := f.unlocking; ch != nil {
+		f.mu.Unlock()
+		<-ch
+		f.mu.Lock()
+	}
 	f.held = 0
 }
 
@@ -166,23 +172,34 @@ func waiters(sc *scheduler) int {
 }
 
 // waitInOrder starts one request per owner, each queued before the next
-// starts, and returns the channel on which they report their grants (in
-// grant order); each releases at once.
-func waitInOrder(t *testing.T, sc *scheduler, id string, reqs []Owner, modes []Mode) <-chan string {
-	order := make(chan string, len(reqs))
+// starts; each releases at once. The returned function waits until all
+// are done and returns the owners in grant order (errors as "error ...").
+func waitInOrder(t *testing.T, sc *scheduler, id string, reqs []Owner, modes []Mode) func() []string {
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
 	for i, o := range reqs {
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			l, err := schedAcquire(context.Background(), sc, id, modes[i], o, false)
+			mu.Lock()
 			if err != nil {
-				order <- "error " + err.Error()
-				return
+				order = append(order, "error "+err.Error())
+			} else {
+				order = append(order, o.Key)
 			}
-			order <- o.Key
-			l.Release()
+			mu.Unlock()
+			if err == nil {
+				l.Release()
+			}
 		}()
 		waitFor(t, o.Key+" queued", func() bool { return waiters(sc) == i+1 })
 	}
-	return order
+	return func() []string {
+		wg.Wait()
+		return order
+	}
 }
 
 func TestSchedFIFO(t *testing.T) {
@@ -192,10 +209,7 @@ func TestSchedFIFO(t *testing.T) {
 		[]Owner{testOwner("w1"), testOwner("r"), testOwner("w2")},
 		[]Mode{Exclusive, Shared, Exclusive})
 	a.Release()
-	var got []string
-	for range 3 {
-		got = append(got, <-order)
-	}
+	got := order()
 	if want := []string{"w1", "r", "w2"}; !slices.Equal(got, want) {
 		t.Fatalf("grant order %v, want %v", got, want)
 	}
@@ -217,7 +231,7 @@ func TestSchedWriterPriority(t *testing.T) {
 	again := mustSched(t, sc, "s", Shared, testOwner("r1"))
 	again.Release()
 	r1.Release()
-	if got := <-order; got != "w" {
+	if got := order(); !slices.Equal(got, []string{"w"}) {
 		t.Fatal(got)
 	}
 	// One hold for the two leases of r1: a reentrant grant needs no backend.
@@ -239,7 +253,7 @@ func TestSchedUpgradeAndDeadlock(t *testing.T) {
 		t.Fatalf("second upgrader: %v, want ErrDeadlock", err)
 	}
 	bl.Release()
-	if got := <-order; got != "a" {
+	if got := order(); !slices.Equal(got, []string{"a"}) {
 		t.Fatal(got)
 	}
 	a.Release()
@@ -360,5 +374,43 @@ func TestSchedOrphanedUpgrade(t *testing.T) {
 	want := []string{"lock none->shared", "lock shared->exclusive", "orphan dropped", "unlock"}
 	if !slices.Equal(calls, want) {
 		t.Fatalf("backend calls %v, want %v", calls, want)
+	}
+}
+
+// A non-blocking request that arrives while the last holder's release is
+// dropping the hold waits for that instead of failing: the scan is free
+// a moment later.
+func TestSchedTryDuringRelease(t *testing.T) {
+	sc, b := newTestScheduler(0)
+	f := b.scan("s")
+	a := mustSched(t, sc, "s", Exclusive, testOwner("a"))
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.unlocking = gate
+	f.mu.Unlock()
+	released := make(chan error, 1)
+	go func() { released <- a.Release() }()
+	waitFor(t, "the release is in the backend", func() bool {
+		_, calls, _ := f.snapshot()
+		return calls[len(calls)-1] == "unlock"
+	})
+	got := make(chan error, 1)
+	go func() {
+		l, err := schedAcquire(context.Background(), sc, "s", Exclusive, testOwner("b"), true)
+		if err == nil {
+			f.mu.Lock()
+			f.unlocking = nil
+			f.mu.Unlock()
+			err = l.Release()
+		}
+		got <- err
+	}()
+	waitFor(t, "the try request waits for the release", func() bool { return waiters(sc) == 1 })
+	close(gate)
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("try during a release: %v", err)
 	}
 }
