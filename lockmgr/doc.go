@@ -55,15 +55,41 @@
 //     release.
 //   - No mutex is held while waiting: waiters sleep on a channel that is
 //     closed on every change of the scan's state, and only one goroutine
-//     per scan talks to the kernel at a time (the one that set busy).
+//     per scan talks to the backend (the kernel) at a time: the one that
+//     set busy, to take, convert or drop the process's hold.
 //   - A scan id is validated (ValidateScanID) before any path is built
 //     from it, so every path stays inside the lock directory.
 //
+// # Structure
+//
+// Each piece of state has one owner and one mutex:
+//
+//   - Manager (manager.go) ties the parts together: configuration, the
+//     lock directory's descriptor (lockdir.go), counters (stats.go),
+//     Status and List (status.go), PurgeStale (stale.go). Its own fields
+//     do not change after New.
+//   - scheduler (sched.go) is the in-process half and knows nothing
+//     about files: scheduler.mu guards the map of scans in use and their
+//     reference counts; each scan's mu guards its owners, leases, queue
+//     and the mode the backend holds for the process. Admission, FIFO
+//     order, upgrades and ErrDeadlock are decided here.
+//   - a backend (backend.go) holds a scan across processes for the whole
+//     process and may report a hold it lost. The scheduler calls it only
+//     from the scan's busy goroutine and never with its mutex held.
+//   - flockBackend (flock.go) is the default backend: flockBackend.mu
+//     guards its lock files and the idle list; each lockFile's mu guards
+//     the flock mode held and the .info state (info.go, written by one
+//     sweeper, infoSweeper.mu); gateMu guards the gate's descriptor. The
+//     plantdb-compatibility rules are in plantdb.go.
+//
+// Acquire options (CancelGrace, RetryDeadlock) carry per-request policy;
+// Options (WithTimeout...) configure the manager.
+//
 // # Descriptors
 //
-// A scan's lock file stays open from its first use until the scan has
-// been idle while 64 other scans were used, or until Close; releasing
-// only unlocks it. This saves an open and a close per acquisition and is
+// A scan's lock file stays open from its first use until Close, or until
+// more than 64 scans are idle (nobody holds or waits for them) and it is
+// the one that became idle least recently; releasing only unlocks it. This saves an open and a close per acquisition and is
 // safe because of the check after every flock: if another process's
 // clean-up (or plantdb's release) unlinked the file meanwhile, the flock
 // on the old descriptor succeeds, the check fails, and the file the path
@@ -104,7 +130,9 @@
 // any mode, a shared holder in shared mode. A shared holder asking for
 // exclusive is an upgrade, granted once it is the only holder in this
 // process; two shared holders that both ask for exclusive would wait for
-// each other forever, so the second gets ErrDeadlock at once.
+// each other forever, so the second gets ErrDeadlock at once (with the
+// RetryDeadlock option, once the deadlock has lasted that long: a holder
+// about to release its shared lock then causes none).
 //
 // flock(2) conversion is not atomic: the kernel removes the shared lock
 // before it tries the exclusive one, even with LOCK_NB, so a failed

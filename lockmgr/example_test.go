@@ -84,7 +84,7 @@ func Example_readme() {
 
 	// A FUSE-style caller whose context may be cancelled spuriously:
 	// keep waiting 20 ms after a cancellation before giving up.
-	lease, err := m.Acquire(lockmgr.WithCancelGrace(ctx, 20*time.Millisecond), "myscan_002", lockmgr.Shared, owner)
+	lease, err := m.Acquire(ctx, "myscan_002", lockmgr.Shared, owner, lockmgr.CancelGrace(20*time.Millisecond))
 	if err != nil {
 		log.Fatal(err)
 	}

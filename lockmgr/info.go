@@ -45,11 +45,11 @@ func (i *Info) Time() time.Time {
 }
 
 // infoState is the .info file of one scan, as far as this process is
-// concerned. Guarded by scanState.mu.
+// concerned. Guarded by lockFile.mu.
 type infoState struct {
-	busy  bool   // a write is in flight (without scanState.mu)
+	busy  bool   // a write is in flight (without lockFile.mu)
 	id    fileID // the file we wrote and have not removed yet
-	epoch uint64 // the osEpoch that file describes
+	epoch uint64 // the lockFile.epoch that file describes
 }
 
 // infoSweeper writes the delayed .info files of all scans with one timer.
@@ -60,29 +60,29 @@ type infoState struct {
 // armed when a scan becomes due while it is not armed, so a stream of
 // short holds costs at most one timer operation per delay.
 type infoSweeper struct {
-	mu      sync.Mutex // taken after scanState.mu, never before it
-	pending map[*scanState]time.Time
+	mu      sync.Mutex // taken after lockFile.mu, never before it
+	pending map[*lockFile]time.Time
 	timer   *time.Timer
 	armed   bool
 }
 
-// scheduleInfoLocked arranges for the .info file of s to be written
+// scheduleInfo arranges for the .info file of f to be written
 // cfg.infoDelay from now, if this process still holds the flock then.
-// Short holds thus never touch the disk for metadata.
-func (m *Manager) scheduleInfoLocked(s *scanState) {
-	sw := &m.infoSweep
-	due := time.Now().Add(m.cfg.infoDelay)
+// Short holds thus never touch the disk for metadata. f.mu is held.
+func (b *flockBackend) scheduleInfo(f *lockFile) {
+	sw := &b.infoSweep
+	due := time.Now().Add(b.cfg.infoDelay)
 	sw.mu.Lock()
 	if sw.pending == nil {
-		sw.pending = make(map[*scanState]time.Time)
+		sw.pending = make(map[*lockFile]time.Time)
 	}
-	sw.pending[s] = due
+	sw.pending[f] = due
 	if !sw.armed {
 		sw.armed = true
 		if sw.timer == nil {
-			sw.timer = time.AfterFunc(m.cfg.infoDelay, m.sweepInfo)
+			sw.timer = time.AfterFunc(b.cfg.infoDelay, b.sweepInfo)
 		} else {
-			sw.timer.Reset(m.cfg.infoDelay)
+			sw.timer.Reset(b.cfg.infoDelay)
 		}
 	}
 	sw.mu.Unlock()
@@ -101,10 +101,10 @@ func (sw *infoSweeper) stop() {
 
 // sweepInfo runs on the sweeper's timer: it writes the .info files that
 // are due and arms the timer again for the earliest of the others.
-func (m *Manager) sweepInfo() {
-	sw := &m.infoSweep
+func (b *flockBackend) sweepInfo() {
+	sw := &b.infoSweep
 	now := time.Now()
-	var due []*scanState
+	var due []*lockFile
 	var next time.Time
 	sw.mu.Lock()
 	for s, at := range sw.pending {
@@ -116,57 +116,57 @@ func (m *Manager) sweepInfo() {
 			next = at
 		}
 	}
-	if next.IsZero() || m.closed.Load() {
+	if next.IsZero() || b.closed.Load() {
 		sw.armed = false
 	} else {
 		sw.timer.Reset(next.Sub(now))
 	}
 	sw.mu.Unlock()
-	for _, s := range due {
-		m.infoDue(s)
+	for _, f := range due {
+		b.infoDue(f)
 	}
 }
 
-// infoDue writes the .info file of s for the flock this process holds
+// infoDue writes the .info file of f for the flock this process holds
 // now, unless it is already written or a write is in flight (that writer
 // looks again when it is done). A flock taken again since the sweep
-// picked s (released and retaken, or upgraded) is scheduled anew instead.
-func (m *Manager) infoDue(s *scanState) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.osMode != 0 && s.info.epoch != s.osEpoch && time.Since(s.osSince) < m.cfg.infoDelay {
-		m.scheduleInfoLocked(s)
+// picked f (released and retaken, or upgraded) is scheduled anew instead.
+func (b *flockBackend) infoDue(f *lockFile) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.held != 0 && f.info.epoch != f.epoch && time.Since(f.since) < b.cfg.infoDelay {
+		b.scheduleInfo(f)
 		return
 	}
-	for !s.info.busy && s.osMode != 0 && s.info.epoch != s.osEpoch && !m.closed.Load() {
-		s.info.busy = true
-		epoch, mode, owner, since, tid := s.osEpoch, s.osMode, s.osOwner, s.osSince, s.osTID
-		s.mu.Unlock()
-		id := m.writeInfo(s.id, mode, owner, since, tid)
-		s.mu.Lock()
-		s.info.busy = false
+	for !f.info.busy && f.held != 0 && f.info.epoch != f.epoch && !b.closed.Load() {
+		f.info.busy = true
+		epoch, mode, owner, since, tid := f.epoch, f.held, f.owner, f.since, f.tid
+		f.mu.Unlock()
+		id := b.writeInfo(f.id, mode, owner, since, tid)
+		f.mu.Lock()
+		f.info.busy = false
 		if !id.zero() {
-			s.info.id = id
+			f.info.id = id
 		}
-		s.info.epoch = epoch
-		s.broadcastLocked() // a release may be waiting for the write
+		f.info.epoch = epoch
+		f.infoDone.Broadcast() // an unlock may be waiting for the write
 	}
 }
 
-// cancelInfoLocked, on the way to dropping the flock, cancels a pending
-// write and removes the .info file we wrote if it is still ours. No write
-// is in flight (see releaseIdleLocked).
-func (m *Manager) cancelInfoLocked(s *scanState) {
-	if m.cfg.infoFiles && m.cfg.infoDelay > 0 {
+// cancelInfo, on the way to dropping the flock, cancels a pending write
+// and removes the .info file we wrote if it is still ours. f.mu is held
+// and no write is in flight (see lockFile.unlock).
+func (b *flockBackend) cancelInfo(f *lockFile) {
+	if b.cfg.infoFiles && b.cfg.infoDelay > 0 {
 		// The sweeper's timer is left alone: it disarms itself when it
 		// finds nothing pending.
-		m.infoSweep.mu.Lock()
-		delete(m.infoSweep.pending, s)
-		m.infoSweep.mu.Unlock()
+		b.infoSweep.mu.Lock()
+		delete(b.infoSweep.pending, f)
+		b.infoSweep.mu.Unlock()
 	}
-	if !s.info.id.zero() {
-		m.removeInfoIfOurs(s.id, s.info.id)
-		s.info.id = fileID{}
+	if !f.info.id.zero() {
+		b.removeInfoIfOurs(f.id, f.info.id)
+		f.info.id = fileID{}
 	}
 }
 
@@ -176,17 +176,17 @@ var tmpSeq atomic.Uint64
 // + rename) so that readers never see half a file, and returns the
 // identity of the new file. A failure (a full disk, say) is logged and
 // leaves no temporary file behind: the lock itself does not depend on it.
-func (m *Manager) writeInfo(id string, mode Mode, owner Owner, since time.Time, tid int) fileID {
+func (b *flockBackend) writeInfo(id string, mode Mode, owner Owner, since time.Time, tid int) fileID {
 	inf := Info{
 		ScanID:    id,
 		LockType:  mode.String(),
 		User:      owner.User,
 		Timestamp: float64(since.UnixNano()) / 1e9,
-		PID:       m.pid,
+		PID:       b.pid,
 		ThreadID:  tid,
 		Owner:     owner.Key,
 		OwnerPID:  owner.PID,
-		Hostname:  m.hostname,
+		Hostname:  b.hostname,
 		Tool:      infoTool,
 	}
 	data, err := json.Marshal(&inf)
@@ -195,11 +195,11 @@ func (m *Manager) writeInfo(id string, mode Mode, owner Owner, since time.Time, 
 	}
 	// The temporary name does not contain the scan id: a 250-byte id plus
 	// a suffix would pass NAME_MAX.
-	tmp := ".info-tmp-" + strconv.Itoa(m.pid) + "-" + strconv.FormatUint(tmpSeq.Add(1), 10)
+	tmp := ".info-tmp-" + strconv.Itoa(b.pid) + "-" + strconv.FormatUint(tmpSeq.Add(1), 10)
 	var fid fileID
-	err = m.dir.use(func(dfd int) error {
+	err = b.dir.use(func(dfd int) error {
 		var err error
-		fid, err = writeFileID(dfd, tmp, data, m.cfg.fileMode)
+		fid, err = writeFileID(dfd, tmp, data, b.cfg.fileMode)
 		if err == nil {
 			err = unix.Renameat(dfd, tmp, dfd, id+".info")
 		}
@@ -209,10 +209,10 @@ func (m *Manager) writeInfo(id string, mode Mode, owner Owner, since time.Time, 
 		return err
 	})
 	if err != nil {
-		m.log.WithField("scan", id).WithError(err).Warn("could not write lock info file; the lock is held without it")
+		b.log.WithField("scan", id).WithError(err).Warn("could not write lock info file; the lock is held without it")
 		return fileID{}
 	}
-	m.stats.infoWrites.Add(1)
+	b.stats.infoWrites.Add(1)
 	return fid
 }
 
@@ -249,14 +249,14 @@ func writeFileID(dfd int, name string, data []byte, mode os.FileMode) (fileID, e
 
 // removeInfoIfOurs removes the .info file of scan id if it is still the
 // file we wrote (another process may have replaced it since).
-func (m *Manager) removeInfoIfOurs(id string, ours fileID) {
+func (b *flockBackend) removeInfoIfOurs(id string, ours fileID) {
 	name := id + ".info"
 	var st unix.Stat_t
-	if m.dir.lstat(name, &st) != nil {
+	if b.dir.lstat(name, &st) != nil {
 		return
 	}
 	if (fileID{dev: st.Dev, ino: st.Ino}) == ours {
-		_ = m.dir.unlink(name)
+		_ = b.dir.unlink(name)
 	}
 }
 

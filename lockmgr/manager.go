@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,65 +12,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxIdleScans bounds the scans kept in memory, with their lock file
-// open, after their last lease is released (see "Descriptors" in the
-// package documentation).
+// maxIdleScans bounds the lock files the flock backend keeps open after
+// their scan's last lease is released (see "Descriptors" in the package
+// documentation).
 const maxIdleScans = 64
 
 // Manager hands out shared and exclusive scan locks. It is safe for
 // concurrent use by many goroutines; see the package documentation for
-// the protocol and its invariants.
+// the protocol, its invariants and which type owns which state.
 type Manager struct {
-	root     string
-	lockDir  string
-	dir      *lockDir // lockDir, opened without following a symbolic link
-	cfg      config
-	log      logrus.FieldLogger
-	debug    bool
-	pid      int
-	hostname string
+	root    string
+	lockDir string
+	dir     *lockDir // lockDir, opened without following a symbolic link
+	cfg     config
+	log     logrus.FieldLogger
+	debug   bool
+	pid     int
 
-	mu      sync.Mutex // guards scans, idle and scanState.refs
-	scans   map[string]*scanState
-	idle    map[*scanState]struct{} // scans with refs == 0, lock file still open
-	closed  atomic.Bool
-	closeCh chan struct{}
+	sched *scheduler    // owners, leases and waiters in this process
+	back  *flockBackend // holds across processes: lock, gate and .info files
 
-	stats     counters
-	infoSweep infoSweeper
-}
-
-// scanState is everything this process knows about one scan. Its fields
-// are guarded by mu, except refs (guarded by Manager.mu) and fd and fid,
-// which only the goroutine that set busy touches, or anybody while busy
-// is false and mu is held, or Manager.mu holders while refs is 0.
-type scanState struct {
-	id       string
-	lockPath string
-	infoPath string
-	gatePath string
-	refs     int // acquire calls in flight + live leases
-
-	mu       sync.Mutex
-	owners   map[ownerID]*ownerHold
-	leases   map[*Lease]struct{}
-	queue    []*waiter
-	changed  chan struct{} // closed and replaced on every state change...
-	sleepers int           // ...if goroutines sleep on it
-	busy     bool          // a goroutine is changing the OS-level lock
-	osMode   Mode          // what this process holds with flock(2) right now
-	osSince  time.Time
-	osEpoch  uint64 // incremented whenever osMode becomes non-zero or stronger
-	osOwner  Owner  // the owner whose request took the flock, for .info
-	osTID    int    // the thread that took it, for .info
-
-	fd  int    // the lock file, open from first use until eviction; -1 if not
-	fid fileID // identity of fd's file
-
-	gateMu sync.Mutex // guards gateFD; a leaf: nothing is locked while it is held
-	gateFD int        // S.gate, read-only, once seen while in use; -1 if not
-
-	info infoState
+	stats   counters
+	closing atomic.Bool // Close was called
 }
 
 // New opens the scan root at root: it checks that root is a writable
@@ -85,12 +47,12 @@ func New(root string, opts ...Option) (*Manager, error) {
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %v", ErrRoot, root, err)
+		return nil, fmt.Errorf("%w %s: %w", ErrRoot, root, err)
 	}
 	st, err := os.Stat(abs)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%w %s: %v (give an existing scan database directory)", ErrRoot, abs, err)
+		return nil, fmt.Errorf("%w %s: %w (give an existing scan database directory)", ErrRoot, abs, err)
 	case !st.IsDir():
 		return nil, fmt.Errorf("%w %s: not a directory (give the scan database directory)", ErrRoot, abs)
 	}
@@ -98,17 +60,17 @@ func New(root string, opts ...Option) (*Manager, error) {
 		// Status only: nothing on disk may change, whatever else was asked.
 		cfg.infoFiles, cfg.purgeStale = false, false
 		if err := unix.Access(abs, unix.R_OK|unix.X_OK); err != nil {
-			return nil, fmt.Errorf("%w %s: not readable by this user: %v", ErrRoot, abs, err)
+			return nil, fmt.Errorf("%w %s: not readable by this user: %w", ErrRoot, abs, err)
 		}
 	} else if err := unix.Access(abs, unix.W_OK|unix.X_OK); err != nil {
-		return nil, fmt.Errorf("%w %s: not writable by this user: %v (run as a user with write access)", ErrRoot, abs, err)
+		return nil, fmt.Errorf("%w %s: not writable by this user: %w (run as a user with write access)", ErrRoot, abs, err)
 	}
 	lockDir := cfg.lockDir
 	if lockDir == "" {
 		lockDir = filepath.Join(abs, LockDirName)
 	}
 	if lockDir, err = filepath.Abs(lockDir); err != nil {
-		return nil, fmt.Errorf("%w %s: %v", ErrLockFile, cfg.lockDir, err)
+		return nil, fmt.Errorf("%w %s: %w", ErrLockFile, cfg.lockDir, err)
 	}
 	// A missing lock directory just means, for a read-only manager, that
 	// nothing is locked; openLockDir refuses a symbolic link.
@@ -123,18 +85,16 @@ func New(root string, opts ...Option) (*Manager, error) {
 	}
 	host, _ := os.Hostname()
 	m := &Manager{
-		root:     abs,
-		lockDir:  lockDir,
-		dir:      dir,
-		cfg:      cfg,
-		log:      cfg.log,
-		debug:    debugEnabled(cfg.log),
-		pid:      os.Getpid(),
-		hostname: host,
-		scans:    make(map[string]*scanState),
-		idle:     make(map[*scanState]struct{}),
-		closeCh:  make(chan struct{}),
+		root:    abs,
+		lockDir: lockDir,
+		dir:     dir,
+		cfg:     cfg,
+		log:     cfg.log,
+		debug:   debugEnabled(cfg.log),
+		pid:     os.Getpid(),
 	}
+	m.back = newFlockBackend(dir, lockDir, cfg, cfg.log, m.pid, host, &m.stats, m.holdLost)
+	m.sched = newScheduler(m.back, cfg.timeout, cfg.log, m.debug)
 	if cfg.purgeStale {
 		removed, err := m.PurgeStale(false)
 		for _, p := range removed {
@@ -227,101 +187,24 @@ func (m *Manager) lockPath(id string) string { return m.lockDir + "/" + id + ".l
 func (m *Manager) infoPath(id string) string { return m.lockDir + "/" + id + ".info" }
 func (m *Manager) gatePath(id string) string { return m.lockDir + "/" + id + ".gate" }
 
-// ref returns the state of scan id, creating it if needed, and counts one
-// more user of it.
-func (m *Manager) ref(id string) *scanState {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := m.scans[id]
-	if s == nil {
-		s = &scanState{
-			id:       id,
-			lockPath: m.lockPath(id),
-			infoPath: m.infoPath(id),
-			gatePath: m.gatePath(id),
-			owners:   make(map[ownerID]*ownerHold),
-			leases:   make(map[*Lease]struct{}),
-			changed:  make(chan struct{}),
-			fd:       -1,
-			gateFD:   -1,
-		}
-		m.scans[id] = s
-	}
-	if s.refs == 0 {
-		delete(m.idle, s)
-	}
-	s.refs++
-	return s
-}
-
-// unref drops one user of s. A scan nobody uses stays in memory with its
-// lock file open (a later acquisition then skips open(2)), up to
-// maxIdleScans of them.
-func (m *Manager) unref(s *scanState) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s.refs--
-	if s.refs > 0 || m.scans[s.id] != s {
-		return
-	}
-	if s.fd < 0 || m.closed.Load() {
-		m.dropLocked(s)
-		return
-	}
-	closeGate(s)
-	m.idle[s] = struct{}{}
-	for len(m.idle) > maxIdleScans {
-		for v := range m.idle {
-			m.dropLocked(v)
-			break
-		}
-	}
-}
-
-// dropLocked forgets an unused scan and closes its lock file. Nobody else
-// can reach s: its refs are 0 and m.mu is held.
-func (m *Manager) dropLocked(s *scanState) {
-	delete(m.idle, s)
-	delete(m.scans, s.id)
-	closeLockFile(s)
+// holdLost is the backend's report of a hold that was (or may have
+// been) lost while this process held it: counted in
+// Stats.LostLockFiles and logged as a warning.
+func (m *Manager) holdLost(id string, mode Mode, why string) {
+	m.stats.lost.Add(1)
+	m.log.WithFields(logrus.Fields{"scan": id, "mode": mode}).Warn(why)
 }
 
 // Close releases every lock this manager holds and wakes every waiter
 // with ErrClosed (plantdb's cleanup_all_locks). Leases released later
 // return ErrNotHeld.
 func (m *Manager) Close() error {
-	if !m.closed.CompareAndSwap(false, true) {
+	if !m.closing.CompareAndSwap(false, true) {
 		return nil
 	}
-	close(m.closeCh)
-	m.infoSweep.stop()
-	m.mu.Lock()
-	scans := make([]*scanState, 0, len(m.scans))
-	for _, s := range m.scans {
-		scans = append(scans, s)
-	}
-	m.mu.Unlock()
-	for _, s := range scans {
-		s.mu.Lock()
-		n := 0
-		for l := range s.leases {
-			l.released = true
-			n++
-		}
-		s.leases = make(map[*Lease]struct{})
-		s.owners = make(map[ownerID]*ownerHold)
-		m.releaseIdleLocked(s)
-		s.broadcastLocked()
-		s.mu.Unlock()
-		for range n {
-			m.unref(s)
-		}
-	}
-	m.mu.Lock()
-	for s := range m.idle {
-		m.dropLocked(s)
-	}
-	m.mu.Unlock()
+	m.back.shutdown()
+	m.sched.close()
+	m.back.close()
 	m.dir.close()
 	return nil
 }

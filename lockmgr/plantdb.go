@@ -1,6 +1,7 @@
 package lockmgr
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
@@ -27,32 +28,31 @@ const plantdbReleaseWait = time.Second
 // scanlockfs process and holds no flock on our file, wait (bounded) until
 // S.info goes away or changes, which plantdb does right after the unlink.
 // It reports whether it waited.
-func (m *Manager) awaitPlantdbRelease(wc *lazyCtx, s *scanState, mode Mode) bool {
-	name := s.id + ".info"
+func (b *flockBackend) awaitPlantdbRelease(ctx context.Context, f *lockFile, mode Mode) bool {
+	name := f.id + ".info"
 	var st unix.Stat_t
-	if m.dir.lstat(name, &st) != nil {
+	if b.dir.lstat(name, &st) != nil {
 		return false // the common case: no .info
 	}
 	first := fileID{dev: st.Dev, ino: st.Ino}
-	if !m.plantdbReleasing(name, s.fid, mode) {
+	if !b.plantdbReleasing(name, f.fid, mode) {
 		return false
 	}
-	m.log.WithField("scan", s.id).Debug("a plantdb process is releasing the scan; waiting for it to unlink the lock file")
-	ctx := wc.get()
+	b.log.WithField("scan", f.id).Debug("a plantdb process is releasing the scan; waiting for it to unlink the lock file")
 	deadline := time.Now().Add(plantdbReleaseWait)
 	delay := backoffMin
-	for time.Now().Before(deadline) && ctx.Err() == nil && !m.closed.Load() {
+	for time.Now().Before(deadline) && ctx.Err() == nil && !b.closed.Load() {
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
-		case <-m.closeCh:
+		case <-b.closeCh:
 		case <-t.C:
 		}
 		t.Stop()
-		if m.dir.lstat(name, &st) != nil || (fileID{dev: st.Dev, ino: st.Ino}) != first {
+		if b.dir.lstat(name, &st) != nil || (fileID{dev: st.Dev, ino: st.Ino}) != first {
 			break
 		}
-		if !m.plantdbReleasing(name, s.fid, mode) {
+		if !b.plantdbReleasing(name, f.fid, mode) {
 			break
 		}
 		delay = min(delay*2, backoffMax)
@@ -64,8 +64,8 @@ func (m *Manager) awaitPlantdbRelease(wc *lazyCtx, s *scanState, mode Mode) bool
 // writer looks like a plantdb process between its unlock and its unlink.
 // Anything but a small regular file is not plantdb's (and is not opened:
 // see lockdir.go).
-func (m *Manager) plantdbReleasing(name string, locked fileID, mode Mode) bool {
-	data, st, err := m.dir.readFile(name)
+func (b *flockBackend) plantdbReleasing(name string, locked fileID, mode Mode) bool {
+	data, st, err := b.dir.readFile(name)
 	if err != nil {
 		return false
 	}
@@ -84,7 +84,7 @@ func (m *Manager) plantdbReleasing(name string, locked fileID, mode Mode) bool {
 		}
 		return true
 	}
-	if inf.Tool == infoTool || inf.PID == m.pid || !processAlive(inf.PID) {
+	if inf.Tool == infoTool || inf.PID == b.pid || !processAlive(inf.PID) {
 		return false // ours, another scanlockfs process's, or a dead writer's
 	}
 	if mode == Exclusive {

@@ -50,14 +50,10 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 	// Scans this manager is using are not stale, even if nobody holds them
 	// at this instant. (Idle ones are: their descriptor holds no lock, and
 	// the next acquisition notices that the file is gone.)
-	m.mu.Lock()
-	inUse := make(map[string]bool, len(m.scans))
-	for id, s := range m.scans {
-		if s.refs > 0 {
-			inUse[id] = true
-		}
+	inUse := map[string]bool{}
+	for _, s := range m.sched.inUse() {
+		inUse[s.id] = true
 	}
-	m.mu.Unlock()
 
 	var removed []string
 	var errs []error
@@ -93,6 +89,13 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 			errs = append(errs, err)
 		}
 	}
+	m.purgeOrphans(names, lockIDs, inUse, remove, skip)
+	return removed, errors.Join(errs...)
+}
+
+// purgeOrphans removes the temporary files of dead writers and the .info
+// files without a lock file whose writer is dead (see PurgeStale).
+func (m *Manager) purgeOrphans(names []string, lockIDs, inUse map[string]bool, remove func(name string), skip func(name, why string)) {
 	for _, name := range names {
 		if rest, ok := strings.CutPrefix(name, ".info-tmp-"); ok {
 			// .info-tmp-PID-SEQ: a crash between write and rename.
@@ -121,7 +124,6 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 			}
 		}
 	}
-	return removed, errors.Join(errs...)
 }
 
 // purgeLock removes the lock file of scan id, with its .info and .gate
@@ -136,7 +138,7 @@ func (m *Manager) purgeLock(id string, remove func(name string), skip func(name,
 		return nil
 	}
 	if err != nil {
-		return m.lockFileError(p, err)
+		return lockFileError(p, err)
 	}
 	defer unix.Close(fd)
 	if st.Size != 0 {
@@ -149,7 +151,7 @@ func (m *Manager) purgeLock(id string, remove func(name string), skip func(name,
 	ok, err := fl.TryLock()
 	if err != nil || !ok {
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return m.lockFileError(p, err)
+			return lockFileError(p, err)
 		}
 		return nil // held by somebody: not stale
 	}

@@ -100,20 +100,6 @@ func (m *Manager) Stats() Stats {
 	for i := range st.WaitCounts {
 		st.WaitCounts[i] = m.stats.waitBuckets[i].Load()
 	}
-	m.mu.Lock()
-	scans := make([]*scanState, 0, len(m.scans))
-	for _, s := range m.scans {
-		scans = append(scans, s)
-	}
-	m.mu.Unlock()
-	for _, s := range scans {
-		s.mu.Lock()
-		if len(s.leases)+len(s.queue) > 0 {
-			st.Scans++
-		}
-		st.Holders += len(s.leases)
-		st.Waiters += len(s.queue)
-		s.mu.Unlock()
-	}
+	st.Scans, st.Holders, st.Waiters = m.sched.counts()
 	return st
 }

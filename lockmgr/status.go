@@ -108,11 +108,9 @@ func (m *Manager) List() ([]*ScanStatus, error) {
 		return nil, err
 	}
 	ids := map[string]bool{}
-	m.mu.Lock()
-	for id := range m.scans {
-		ids[id] = true
+	for _, s := range m.sched.inUse() {
+		ids[s.id] = true
 	}
-	m.mu.Unlock()
 	held := map[fileID]bool{}
 	for _, pl := range locks {
 		if pl.kind == "FLOCK" {
@@ -166,19 +164,11 @@ func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 	st.Info = inf
 
 	// This process: leases and waiters, with their owners.
-	m.mu.Lock()
-	s := m.scans[id]
-	m.mu.Unlock()
-	if s != nil {
-		s.mu.Lock()
-		for l := range s.leases {
-			st.Holders = append(st.Holders, m.localEntry(l.owner, l.mode, l.since))
-		}
-		for _, w := range s.queue {
-			st.Waiters = append(st.Waiters, m.localEntry(w.owner, w.mode, w.since))
-		}
-		s.mu.Unlock()
-	}
+	m.sched.snapshot(id, func(o Owner, mode Mode, since time.Time) {
+		st.Holders = append(st.Holders, m.localEntry(o, mode, since))
+	}, func(o Owner, mode Mode, since time.Time) {
+		st.Waiters = append(st.Waiters, m.localEntry(o, mode, since))
+	})
 
 	// Other processes, from /proc/locks.
 	var lst unix.Stat_t

@@ -1,0 +1,157 @@
+package lockmgr
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// CancelGrace is WithCancelGrace as an explicit option: a request
+// cancelled while it waits is still granted within the grace, and gives
+// up with the cancellation after it.
+func TestCancelGraceOption(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	a, b := testOwner("a"), testOwner("b")
+	held := mustAcquire(t, m, "s", Exclusive, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan error, 1)
+	go func() {
+		l, err := m.Acquire(ctx, "s", Shared, b, CancelGrace(10*time.Second))
+		if err == nil {
+			l.Release()
+		}
+		got <- err
+	}()
+	waitFor(t, "the request queued", func() bool { return m.Stats().Waiters == 1 })
+	cancel()
+	mustRelease(t, held) // after the cancellation: only the grace can grant it
+	if err := <-got; err != nil {
+		t.Fatalf("granted within the grace: %v", err)
+	}
+
+	held = mustAcquire(t, m, "s", Exclusive, a)
+	defer held.Release()
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		for m.Stats().Waiters != 1 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	start := time.Now()
+	_, err := m.Acquire(ctx, "s", Shared, b, CancelGrace(30*time.Millisecond))
+	if !errors.Is(err, context.Canceled) || time.Since(start) < 30*time.Millisecond {
+		t.Fatalf("cancelled for good: %v after %v, want context.Canceled after the grace", err, time.Since(start))
+	}
+}
+
+// RetryDeadlock: an apparent upgrade deadlock that resolves itself (the
+// other upgrader's shared hold is released, as FUSE RELEASE arrives late)
+// is granted; a real one is refused with ErrDeadlock after the retry
+// time, and without the option at once.
+func TestRetryDeadlock(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	a, b := testOwner("a"), testOwner("b")
+	aShared := mustAcquire(t, m, "s", Shared, a)
+	bShared := mustAcquire(t, m, "s", Shared, b)
+	aUp := make(chan error, 1)
+	go func() {
+		l, err := m.Acquire(context.Background(), "s", Exclusive, a)
+		if err == nil {
+			err = l.Release()
+		}
+		aUp <- err
+	}()
+	waitFor(t, "a's upgrade queued", func() bool { return m.Stats().Waiters == 1 })
+	if _, err := m.Acquire(context.Background(), "s", Exclusive, b); !errors.Is(err, ErrDeadlock) {
+		t.Fatalf("without RetryDeadlock: %v, want ErrDeadlock", err)
+	}
+
+	retried := make(chan struct{}, 100)
+	testHookDeadlockRetry = func() { retried <- struct{}{} }
+	t.Cleanup(func() { testHookDeadlockRetry = nil })
+	bUp := make(chan error, 1)
+	go func() {
+		l, err := m.Acquire(context.Background(), "s", Exclusive, b, RetryDeadlock(time.Minute))
+		if err == nil {
+			err = l.Release()
+		}
+		bUp <- err
+	}()
+	<-retried // b was refused once and waits to try again
+	mustRelease(t, bShared)
+	if err := <-aUp; err != nil {
+		t.Fatalf("a's upgrade: %v", err)
+	}
+	mustRelease(t, aShared)
+	if err := <-bUp; err != nil {
+		t.Fatalf("b's request, retried once the deadlock went away: %v", err)
+	}
+
+	// A real deadlock stays one.
+	aShared = mustAcquire(t, m, "s", Shared, a)
+	bShared = mustAcquire(t, m, "s", Shared, b)
+	go func() {
+		l, err := m.Acquire(context.Background(), "s", Exclusive, a)
+		if err == nil {
+			err = l.Release()
+		}
+		aUp <- err
+	}()
+	waitFor(t, "a's upgrade queued", func() bool { return m.Stats().Waiters == 1 })
+	start := time.Now()
+	_, err := m.Acquire(context.Background(), "s", Exclusive, b, RetryDeadlock(50*time.Millisecond))
+	if !errors.Is(err, ErrDeadlock) || time.Since(start) < 50*time.Millisecond {
+		t.Fatalf("real deadlock: %v after %v, want ErrDeadlock after the retry time", err, time.Since(start))
+	}
+	mustRelease(t, bShared)
+	if err := <-aUp; err != nil {
+		t.Fatal(err)
+	}
+	mustRelease(t, aShared)
+}
+
+// Holders and HeldBy answer who holds a scan in this manager, so that a
+// caller needs no map of its own.
+func TestHoldersAndHeldBy(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	a := Owner{User: "u", Key: "a", PID: 10, Note: "first"}
+	b := Owner{User: "u", Key: "b", PID: 11}
+	if hs := m.Holders("s"); len(hs) != 0 {
+		t.Fatalf("holders of a free scan: %v", hs)
+	}
+	if others, self := m.HeldBy("s", "a"); others || self {
+		t.Fatalf("free scan: others %v self %v", others, self)
+	}
+	l1 := mustAcquire(t, m, "s", Shared, a)
+	again := a
+	again.Note = "second"
+	l2 := mustAcquire(t, m, "s", Shared, again)
+	if others, self := m.HeldBy("s", "a"); others || !self {
+		t.Fatalf("held by a only: others %v self %v", others, self)
+	}
+	if others, self := m.HeldBy("s", "b"); !others || self {
+		t.Fatalf("asked as b: others %v self %v", others, self)
+	}
+	l3 := mustAcquire(t, m, "s", Shared, b)
+	hs := m.Holders("s")
+	slices.SortFunc(hs, func(x, y Owner) int { return strings.Compare(x.Key, y.Key) })
+	if len(hs) != 2 || hs[0] != a || hs[1] != b {
+		t.Fatalf("holders %v, want a (as first granted) and b", hs)
+	}
+	if others, self := m.HeldBy("s", "a"); !others || !self {
+		t.Fatalf("held by a and b: others %v self %v", others, self)
+	}
+	mustRelease(t, l1)
+	mustRelease(t, l3)
+	if others, self := m.HeldBy("s", "a"); others || !self {
+		t.Fatalf("a still holds its second lease: others %v self %v", others, self)
+	}
+	mustRelease(t, l2)
+	if hs := m.Holders("s"); len(hs) != 0 {
+		t.Fatalf("holders after the last release: %v", hs)
+	}
+}
