@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"fmt"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 
@@ -53,6 +54,10 @@ func versionCommand() *cli.Command {
 	}
 }
 
+// pseudoVersion matches the end of a Go pseudo-version: a UTC time and
+// a 12-digit commit, possibly marked +dirty.
+var pseudoVersion = regexp.MustCompile(`[.-]\d{14}-[0-9a-f]{12}(\+dirty)?$`)
+
 // version is Version, or what the build information says: the module
 // version of `go install scanlockfs@vX.Y.Z`, else the commit the binary
 // was built from, else "unknown".
@@ -64,7 +69,11 @@ func version() string {
 	if !ok {
 		return "unknown"
 	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
+	// Since Go 1.24 a build in a git checkout stamps a module version too:
+	// the tag when the commit has one, else a pseudo-version
+	// (v0.0.0-20261202092314-0c2ab93ed58b), for which the commit form below
+	// says the same as git describe.
+	if v := bi.Main.Version; v != "" && v != "(devel)" && !pseudoVersion.MatchString(v) {
 		return v
 	}
 	rev, dirty := "", false
