@@ -37,6 +37,9 @@ type pyProc struct {
 	err   syncBuffer
 	// waitErr is the exit status, valid once done is closed.
 	waitErr error
+	// early holds results of pyOpener requests that arrived while the
+	// test waited for another request's (requests run concurrently).
+	early []string
 }
 
 // startPy runs python3 -c script args... as the test user (cred nil) or
@@ -209,22 +212,66 @@ for line in sys.stdin:
 // the errno name, and its time.
 func (p *pyProc) result(id string) (string, int64) {
 	p.t.Helper()
+	for i, l := range p.early {
+		if r, at, ok := p.parseResult(l, id); ok {
+			p.early = append(p.early[:i], p.early[i+1:]...)
+			return r, at
+		}
+	}
 	deadline := time.After(waitLimit)
 	for {
 		select {
 		case l := <-p.lines:
-			f := strings.Fields(l)
-			switch {
-			case len(f) >= 3 && f[1] == id && (f[0] == "opened" || f[0] == "closed" || f[0] == "wrote" || f[0] == "read"):
-				return f[0], stamp(p.t, f[2])
-			case len(f) == 4 && f[0] == "failed" && f[1] == id:
-				return f[2], stamp(p.t, f[3])
+			if r, at, ok := p.parseResult(l, id); ok {
+				return r, at
+			}
+			if f := strings.Fields(l); len(f) >= 3 && (f[0] == "failed" || resultWords[f[0]]) {
+				p.early = append(p.early, l) // another request's: keep it for its result call
 			}
 			p.t.Logf("%s: %s", p.name, l)
 		case <-p.done:
 			p.t.Fatalf("%s exited (%v) while the test waited for %s; stderr: %s", p.name, p.waitErr, id, p.err.String())
 		case <-deadline:
 			p.t.Fatalf("%s: no result for %s within %v; stderr: %s", p.name, id, waitLimit, p.err.String())
+		}
+	}
+}
+
+var resultWords = map[string]bool{"opened": true, "closed": true, "wrote": true, "read": true}
+
+// parseResult reads l as the outcome of request id of a pyOpener.
+func (p *pyProc) parseResult(l, id string) (string, int64, bool) {
+	f := strings.Fields(l)
+	switch {
+	case len(f) >= 3 && f[1] == id && resultWords[f[0]]:
+		return f[0], stamp(p.t, f[2]), true
+	case len(f) == 4 && f[0] == "failed" && f[1] == id:
+		return f[2], stamp(p.t, f[3]), true
+	}
+	return "", 0, false
+}
+
+// firstWithResult waits until a or b has the outcome of request id and
+// returns that one, leaving the outcome for its result call.
+func firstWithResult(t *testing.T, id string, a, b *pyProc) *pyProc {
+	t.Helper()
+	ps := [2]*pyProc{a, b}
+	deadline := time.After(waitLimit)
+	for {
+		for _, p := range ps {
+			for _, l := range p.early {
+				if _, _, ok := p.parseResult(l, id); ok {
+					return p
+				}
+			}
+		}
+		select {
+		case l := <-ps[0].lines:
+			ps[0].early = append(ps[0].early, l)
+		case l := <-ps[1].lines:
+			ps[1].early = append(ps[1].early, l)
+		case <-deadline:
+			t.Fatalf("no result for %s within %v", id, waitLimit)
 		}
 	}
 }
