@@ -97,7 +97,7 @@ func (fsys *fileSystem) holderByKey(scan, key string) (lockmgr.Owner, bool) {
 // whose opener exited while a child keeps the descriptor stays held (the
 // kernel keeps the open file) but nobody can act as its owner any more.
 func (fsys *fileSystem) inheritedOwner(caller lockmgr.Owner, scan string) (lockmgr.Owner, bool) {
-	if caller.PID <= 0 || fsys.mountpoint == "" || !procfs.HasFDUnder(caller.PID, fsys.mountpoint+"/"+scan) {
+	if caller.PID <= 0 || fsys.mountpoint == "" || !fsys.hasScanFD(caller.PID, scan) {
 		return caller, false
 	}
 	// The descriptors were the caller's if its pid still names it after

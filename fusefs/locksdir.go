@@ -131,7 +131,11 @@ func (v *statusView) dirAttr(a *fuse.Attr) {
 }
 
 func (v *statusView) fileAttr(a *fuse.Attr, ino uint64) {
-	v.attr(a, syscall.S_IFREG|statusFileMode, ino)
+	mode := uint32(statusFileMode)
+	if writableIno(ino) {
+		mode = lockFileMode // locksdir_lock_plantdb.go
+	}
+	v.attr(a, syscall.S_IFREG|mode, ino)
 	a.Nlink = 1
 }
 
@@ -163,6 +167,9 @@ func (d *statusDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	case metricsName:
 		f.kind, ino = kindMetrics, metricsIno
 	default:
+		if ch, ok := d.lookupWritable(ctx, name, out); ok {
+			return ch, 0
+		}
 		scan, ok := strings.CutSuffix(name, infoSuffix)
 		if !ok || lockmgr.ValidateScanID(scan) != nil || !d.fsys.scanKnown(scan) {
 			return nil, syscall.ENOENT
@@ -170,10 +177,7 @@ func (d *statusDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		f.kind, f.scan, ino = kindInfo, scan, v.infoIno(scan)
 	}
 	v.fileAttr(&out.Attr, ino)
-	if ch := d.GetChild(name); ch != nil && ch.StableAttr().Ino == ino {
-		return ch, 0
-	}
-	return d.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino, Gen: statusGen}), 0
+	return d.child(ctx, name, f, ino), 0
 }
 
 // scanKnown reports whether scan is a scan directory of SOURCE, or is
@@ -255,6 +259,9 @@ func (d *statusDir) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAt
 }
 
 func (d *statusDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if ch, fh, fl, errno, ok := d.createWritable(ctx, name, flags, out); ok {
+		return ch, fh, fl, errno
+	}
 	return nil, nil, 0, syscall.EROFS
 }
 
@@ -274,7 +281,12 @@ func (d *statusDir) Link(ctx context.Context, target fs.InodeEmbedder, name stri
 	return nil, syscall.EROFS
 }
 
-func (d *statusDir) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (d *statusDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	if plantdbUnlinks(name) {
+		return 0
+	}
+	return syscall.EROFS
+}
 
 func (d *statusDir) Rmdir(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
 

@@ -31,10 +31,10 @@ type statusFile struct {
 var _ = (fs.NodeOpener)((*statusFile)(nil))
 
 // Open renders the document now and hands it to the handle, which serves
-// only that snapshot. Opens for writing fail with EROFS.
+// only that snapshot. Opens for writing: see openForWrite.
 func (f *statusFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if isWriteOpen(flags) {
-		return nil, 0, syscall.EROFS
+		return f.openForWrite()
 	}
 	return &snapshot{data: f.fsys.render(f.kind, f.scan, time.Now(), viewerOf(ctx))}, fuse.FOPEN_DIRECT_IO, 0
 }

@@ -119,6 +119,9 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 			// O_TRUNC arrives with OPEN, under the lock the open takes,
 			// instead of as a separate SETATTR.
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// flock(2) reaches the daemon, for .locks/<scan>.lock
+			// (locksdir_lock.go); fcntl locks stay the kernel's.
+			EnableLocks: true, DisabledCapabilities: fuse.CAP_POSIX_LOCKS,
 		},
 	}
 	if opts.AllowOther {
