@@ -11,6 +11,15 @@ other, and the benchmark (workload 7) measures it against Go's lockmgr. It follo
            with scan_id, lock_type, user, timestamp, pid, thread_id.
   release: flock(LOCK_UN), close, unlink SCAN.lock, unlink SCAN.info.
 
+With --constructor it also does what plantdb's ScanLockManager constructor
+does, in its order: the write probe (ROOT/.write_test.tmp written 'w',
+removed), os.makedirs(ROOT/.locks, exist_ok=True), its log file
+ROOT/.locks/lock_manager.log opened 'w' (logging.FileHandler's default
+here), and the stale clean-up: for each *.lock listed in ROOT/.locks,
+open it 'w', flock(LOCK_EX | LOCK_NB), flock(LOCK_UN), close, unlink (a
+failure keeps the file). It then logs to that file as plantdb does: the
+clean-up's lines, a warning on a failed attempt, and errors of release.
+
 Commands (every result is one line of space-separated words on stdout;
 times are CLOCK_MONOTONIC nanoseconds, comparable with Go's
 unix.ClockGettime(unix.CLOCK_MONOTONIC)):
@@ -64,14 +73,46 @@ class LockTimeout(Exception):
 class PlantdbLocks:
     """plantdb's acquire/release protocol for one process."""
 
-    def __init__(self, root, retry_sleep=0.1, release_pause=0.0):
+    def __init__(self, root, retry_sleep=0.1, release_pause=0.0, constructor=False):
         self.locks_dir = os.path.join(root, ".locks")
         self.retry_sleep = retry_sleep
         # Extra sleep between close() and unlink() on release: it widens
         # the window in which plantdb unlinks a file another process may
         # have just locked (a descheduled plantdb process does the same).
         self.release_pause = release_pause
+        self.log_file = None
+        self.warned = {}
+        if constructor:
+            probe = os.path.join(root, ".write_test.tmp")
+            with open(probe, "w") as f:
+                f.write("test")
+            os.remove(probe)
         os.makedirs(self.locks_dir, exist_ok=True)
+        if constructor:
+            self.log_file = open(os.path.join(self.locks_dir, "lock_manager.log"), "w")
+            self.cleanup_stale_locks()
+
+    def log(self, level, msg):
+        if self.log_file is not None:
+            self.log_file.write("%s - %s\n" % (level, msg))
+            self.log_file.flush()
+
+    def cleanup_stale_locks(self):
+        self.log("INFO", "Starting cleanup of stale locks...")
+        cleaned = 0
+        for name in os.listdir(self.locks_dir):
+            if not name.endswith(".lock"):
+                continue
+            path = os.path.join(self.locks_dir, name)
+            try:
+                with open(path, "w") as f:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                os.unlink(path)
+                cleaned += 1
+            except OSError:
+                self.log("WARNING", "Lock still active: %s" % name)
+        self.log("INFO", "Cleaned up %d stale lock files" % cleaned)
 
     def lock_path(self, scan):
         return os.path.join(self.locks_dir, scan + ".lock")
@@ -91,6 +132,10 @@ class PlantdbLocks:
             except OSError:
                 if fd is not None:
                     os.close(fd)
+                # plantdb warns at most every 5 s per scan.
+                if time.time() - self.warned.get(scan, 0.0) >= 5.0:
+                    self.log("WARNING", "Lock acquisition attempt failed for %s - retrying..." % scan)
+                    self.warned[scan] = time.time()
                 time.sleep(self.retry_sleep)
                 continue
             self.write_info(scan, mode, user)
@@ -117,8 +162,9 @@ class PlantdbLocks:
         for p in (self.lock_path(scan), self.info_path(scan)):
             try:
                 os.unlink(p)
-            except OSError:
-                pass
+            except OSError as e:
+                if p == self.lock_path(scan):
+                    self.log("ERROR", "Error removing lock file for %s: %s" % (scan, e))
 
 
 def out(*words):
@@ -263,8 +309,10 @@ def main():
     p.add_argument("--retry-sleep", type=float, default=0.1, help="sleep between attempts (plantdb: 0.1 s)")
     p.add_argument("--release-pause", type=float, default=0.0, help="sleep between close and unlink on release")
     p.add_argument("--counter", help="counter file for increment")
+    p.add_argument("--constructor", action="store_true",
+                   help="do the constructor's steps: write probe, log file, stale clean-up")
     a = p.parse_args()
-    locks = PlantdbLocks(a.root, a.retry_sleep, a.release_pause)
+    locks = PlantdbLocks(a.root, a.retry_sleep, a.release_pause, a.constructor)
     try:
         {"hold": cmd_hold, "bench": cmd_bench, "intervals": cmd_intervals, "increment": cmd_increment, "serve": cmd_serve}[a.command](locks, a)
     except LockTimeout:

@@ -36,6 +36,9 @@ type Config struct {
 	DirectWorkers    int // processes using lockmgr on Source
 	DirectGoroutines int // independent owners per direct process (default 1)
 	PlantdbPeers     int // plantdb-protocol peers (exclusive), run one after another on random scans
+	// PlantdbMountPeers are the same through the mount (Mount/.locks, with
+	// plantdb's constructor steps), numbered after PlantdbPeers.
+	PlantdbMountPeers int
 
 	Duration   time.Duration
 	WriteRatio float64       // fraction of exclusive increments (default 0.4)
@@ -141,7 +144,7 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 		start(fmt.Sprintf("direct%d", i), append(common(i, "direct", cfg.Source), "-goroutines", strconv.Itoa(cfg.DirectGoroutines))...)
 	}
 	deadline := time.Now().Add(cfg.Duration)
-	for i := range cfg.PlantdbPeers {
+	for i := range cfg.PlantdbPeers + cfg.PlantdbMountPeers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -185,7 +188,10 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 // may still hold it, which lockmgr documents as outside what it can
 // guarantee.
 func runPlantdb(ctx context.Context, cfg Config, i int, deadline time.Time) error {
-	name := fmt.Sprintf("plantdb%d", i)
+	name, root, extra := fmt.Sprintf("plantdb%d", i), cfg.Source, []string(nil)
+	if i >= cfg.PlantdbPeers {
+		name, root, extra = fmt.Sprintf("plantdbmnt%d", i), cfg.Mount, []string{"--constructor"}
+	}
 	log, err := checker.Create(filepath.Join(cfg.LogDir, name+".log"), name)
 	if err != nil {
 		return err
@@ -195,9 +201,10 @@ func runPlantdb(ctx context.Context, cfg Config, i int, deadline time.Time) erro
 	seq := uint64(0)
 	for time.Now().Before(deadline) {
 		scan := cfg.Scans[rng.IntN(len(cfg.Scans))]
-		cmd := exec.CommandContext(ctx, "python3", cfg.PlantdbPeer, "intervals", cfg.Source, scan,
+		args := append([]string{cfg.PlantdbPeer, "intervals", root, scan,
 			"--mode", "exclusive", "-n", "10", "--hold-ms", "0.2", "--gap-ms", "1", "--retry-sleep", "0.002",
-			"--timeout", strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64), "--user", name)
+			"--timeout", strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64), "--user", name}, extra...)
+		cmd := exec.CommandContext(ctx, "python3", args...)
 		var stderr tail
 		cmd.Stderr = &stderr
 		out, err := cmd.StdoutPipe()
