@@ -205,6 +205,7 @@ func TestFlockInterruptedWaitLeavesNothingQueued(t *testing.T) {
 	select {
 	case <-w.done:
 	case <-time.After(waitLimit):
+		h.release(t)
 		t.Fatal("waiting flock did not end on SIGINT")
 	}
 	if !h.running() {
@@ -324,6 +325,9 @@ func TestFlockDataFileWaitIsInterruptible(t *testing.T) {
 	select {
 	case <-w.done:
 	case <-time.After(waitLimit):
+		// The waiter cannot be killed while it waits: end the holder
+		// first, so that the test fails instead of hanging.
+		h.release(t)
 		t.Fatal("flock waiting on a data file did not end on SIGINT")
 	}
 	var ee *exec.ExitError
