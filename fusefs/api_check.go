@@ -40,6 +40,14 @@ var (
 	_ = (fs.FileAllocater)((*handle)(nil))       // promoted: fallocate needs a write fd, whose exclusive lease covers it
 	_ = (fs.FileFlusher)((*handle)(nil))         // file_flush.go: releases nothing; never EMFILE
 	_ = (fs.FileIoctler)((*handle)(nil))         // ENOTTY (node.Ioctl answers first anyway)
+	_ = (fs.FileSetlker)((*handle)(nil))         // promoted: flock(2) LOCK_NB/LOCK_UN on the backing descriptor
+	_ = (fs.FileSetlkwer)((*handle)(nil))        // flock(2) on the backing descriptor, polled so that it can be interrupted
+
+	// The lock files of .locks (locksdir_lock.go): flock(2) takes the scan lock.
+	_ = (fs.NodeOpener)((*lockFile)(nil))     // no lock; checks the caller may lock shared
+	_ = (fs.NodeSetlker)((*lockFile)(nil))    // flock LOCK_NB / LOCK_UN: shared or exclusive, held by the handle
+	_ = (fs.NodeSetlkwer)((*lockFile)(nil))   // flock that waits: shared or exclusive, held by the handle
+	_ = (fs.FileReleaser)((*lockHandle)(nil)) // the last close gives the lease back
 )
 
 // node must not implement fs.NodeReleaser: go-fuse would call it instead
@@ -55,9 +63,9 @@ var _ noRelease = node{}.Release
 //   - NodeAccesser: with allow_other the kernel checks access itself
 //     (default_permissions); without it only the daemon's user can use
 //     the mount.
-//   - NodeGetlker, NodeSetlker, NodeSetlkwer: client flock/fcntl locks
-//     are handled by the kernel among the mount's clients
-//     (MountOptions.EnableLocks stays off).
+//   - NodeGetlker, NodeSetlker, NodeSetlkwer on node: flock(2) on a file
+//     of a scan goes to the handle (its backing descriptor); fcntl locks
+//     are not forwarded (CAP_POSIX_LOCKS is off), the kernel keeps them.
 //   - NodeFsyncer, NodeLseeker, NodeAllocater, NodeReader, NodeWriter:
 //     go-fuse falls back to the handle's methods, which work on the
 //     descriptor of the open file.

@@ -105,23 +105,28 @@
 //
 // # Status view
 //
-// MOUNTPOINT/.locks is a virtual read-only directory (locksdir.go):
+// MOUNTPOINT/.locks is a virtual directory (locksdir.go):
 // <scan_id>.info (who holds and waits for a scan, JSON), status.json
 // (every scan with activity) and metrics (Prometheus text). Each open
 // renders one snapshot, served with direct I/O; the files report size 0
 // like /proc files. Reading it takes no scan lock and never waits for
 // one; every change inside it fails with EROFS, and removing, replacing
-// or renaming .locks itself with EPERM. FindMounts and ReadMountStatus
+// or renaming .locks itself with EPERM, except what flock(1) and plantdb
+// do with its lock files <scan_id>.lock (locksdir_lock.go: flock(2) on
+// one takes the scan's lock) and plantdb's log and .info records
+// (locksdir_lock_plantdb.go), none of which touches SOURCE. FindMounts and ReadMountStatus
 // let `scanlockfs status` read a running mount's view.
 //
 // # Client locks
 //
-// flock(2) and fcntl(2) locks that clients take on files of the mount are
-// handled by the kernel among the mount's clients (go-fuse's EnableLocks
-// is off): they work between programs using the mount, with POSIX
-// semantics, but are not forwarded to the backing files, so programs
-// using SOURCE directly do not see them. The scan locks are what protects
-// data between the mount and direct users.
+// The mount asks the kernel to forward flock(2) (EnableLocks, without
+// POSIX locks): on a lock file of .locks it takes the scan lock; on a
+// file of a scan it is taken on the handle's backing descriptor, so that
+// programs on SOURCE see it too, and a waiting one can be interrupted
+// (locksdir_lock_flock.go). fcntl(2) locks are handled by the kernel
+// among the mount's clients, with POSIX semantics, and are not forwarded
+// to the backing files. The scan locks are what protects data between
+// the mount and direct users.
 //
 // # Caching and data path
 //

@@ -15,7 +15,7 @@ import (
 	"scanlockfs/lockmgr"
 )
 
-// The status view: MOUNTPOINT/.locks is a virtual, read-only directory
+// The status view: MOUNTPOINT/.locks is a virtual directory
 // that takes the place of the real lock directory at the root.
 //
 //	.locks/<scan_id>.info  the scan's holders and waiters (JSON, InfoDoc)
@@ -40,7 +40,9 @@ import (
 // Nothing here takes a scan lock or waits for one: rendering reads
 // lockmgr's state under its short internal mutexes, /proc/locks and
 // SOURCE's .info files. Every change (create, write, truncate, chmod,
-// unlink, rename, mkdir, symlink, link, setxattr) fails with EROFS.
+// unlink, rename, mkdir, symlink, link, setxattr) fails with EROFS, but
+// those flock(1) and plantdb make with the lock files and plantdb's files
+// (locksdir_lock.go, locksdir_lock_plantdb.go), which change nothing.
 
 const (
 	statusDirName   = ".locks"
@@ -236,9 +238,11 @@ func (fsys *fileSystem) statfs(ctx context.Context, out *fuse.StatfsOut) syscall
 	return 0
 }
 
-// The status view is read-only: every change fails with EROFS. go-fuse
-// would answer some of these itself, but not all in the same way (an
-// Unlink or Rmdir without a handler even succeeds), so each is explicit.
+// The status view is read-only: every change fails with EROFS, but a
+// create of a lock file or plantdb's log and plantdb's unlinks
+// (locksdir_lock_plantdb.go). go-fuse would answer some of these itself,
+// but not all in the same way (an Unlink or Rmdir without a handler even
+// succeeds), so each is explicit.
 var (
 	_ = (fs.NodeSetattrer)((*statusDir)(nil))
 	_ = (fs.NodeCreater)((*statusDir)(nil))

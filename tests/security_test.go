@@ -253,13 +253,23 @@ print("refused", n, flush=True)
 			d.srcPath(".locks/scanA.lock"),
 			d.srcPath(".locks/scanA.info"),
 			d.path(".locks/evil"),
-			d.path(".locks/scanA.info"),
+			d.path(".locks/status.json"),
 			d.path(".locks/metrics"),
 		} {
 			id := "l" + strconv.Itoa(i)
 			p.send("open " + id + " " + path + " wc")
 			if r, _ := p.result(id); r != "EACCES" && r != "EROFS" && r != "EPERM" {
 				t.Errorf("other user writing %s: %s, want a refusal", path, r)
+			}
+		}
+		// The mount's .info and .lock files take plantdb's writes and
+		// drop them: the lock directory stays as it was (checked below).
+		for i, path := range []string{d.path(".locks/scanA.info"), d.path(".locks/scanA.lock")} {
+			id := "p" + strconv.Itoa(i)
+			p.send("open " + id + " " + path + " wc")
+			if r, _ := p.result(id); r == "opened" {
+				p.send("close " + id)
+				p.result(id)
 			}
 		}
 		if out, err := runAs(cred, "rm", "-f", d.srcPath(".locks/scanA.lock")); err == nil {
