@@ -343,3 +343,50 @@ func TestFlockDataFileWaitIsInterruptible(t *testing.T) {
 	}
 	waitFree(t, d.src, "scanA")
 }
+
+// flock(1) on a lock file of the mount against plantdb's protocol on
+// SOURCE (the plantdb peer, and util-linux flock on SOURCE's lock file):
+// a shared plantdb reader lets flock -s in and keeps flock -n out, a
+// waiting flock gets the scan only once plantdb released it, and while
+// flock holds the scan neither flock on SOURCE nor plantdb gets it.
+func TestFlockAgainstSourcePeers(t *testing.T) {
+	t.Parallel()
+	d := mountT(t, scanDB(t, "scanA"))
+	lf := d.path(".locks/scanA.lock")
+	peer := startPython(t, "plantdb", nil, plantdbPeer(t), "serve", d.src, "scanA")
+	peer.expect("ready")
+	peer.send("acquire shared 20000")
+	peer.expect("ok")
+	if code, _ := flockCode(t, "-s", "-n", lf, "true"); code != 0 {
+		t.Fatalf("flock -s -n beside a plantdb reader: exit %d", code)
+	}
+	if code, _ := flockCode(t, "-n", lf, "true"); code != 1 {
+		t.Fatalf("flock -n under a plantdb reader: exit %d, want 1", code)
+	}
+	w := startProgram(t, "flock", lf, "true")
+	d.waitWaiter(t, w.cmd.Process.Pid)
+	if !w.running() {
+		t.Fatal("flock ended while plantdb held the scan")
+	}
+	peer.send("release")
+	released := stamp(t, peer.expect("released")[1])
+	w.wait(t)
+	if w.end < released {
+		t.Fatalf("flock ended at %d, before plantdb released at %d", w.end, released)
+	}
+
+	h := startFlock(t, lf)
+	if code, _ := flockCode(t, "-n", d.srcPath(".locks/scanA.lock"), "true"); code != 1 {
+		t.Fatalf("flock -n on SOURCE's lock file under the mount's flock: exit %d, want 1", code)
+	}
+	peer.send("acquire shared 300")
+	peer.expect("timeout")
+	h.release(t)
+	peer.send("acquire exclusive 20000")
+	peer.expect("ok")
+	peer.send("release")
+	peer.expect("released")
+	peer.send("quit")
+	must(t, peer.wait())
+	waitFree(t, d.src, "scanA")
+}

@@ -13,7 +13,7 @@ import (
 var posixSkip = map[string]string{
 	// It expects two descriptors of one process to conflict, which only
 	// go-fuse's forwarding to OFD locks on the backing files gives. The
-	// mount leaves client locks to the kernel (EnableLocks off), which
+	// mount leaves fcntl locks to the kernel (CAP_POSIX_LOCKS off), which
 	// applies POSIX semantics: a process never conflicts with itself.
 	"FcntlFlockLocksFile": "POSIX locks of one process do not conflict; the check expects OFD semantics",
 }
