@@ -92,12 +92,6 @@ func (v *statusView) setWritableAttr(in *fuse.SetAttrIn, out *fuse.AttrOut, ino 
 	return 0
 }
 
-var _ = (fs.NodeStatfser)((*lockFile)(nil))
-
-func (f *lockFile) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	return f.fsys.statfs(ctx, out)
-}
-
 var (
 	_ = (fs.NodeSetlker)((*lockFile)(nil))
 	_ = (fs.NodeSetlkwer)((*lockFile)(nil))

@@ -187,11 +187,24 @@ type program struct {
 
 func startProgram(t *testing.T, name string, args ...string) *program {
 	t.Helper()
+	p := newProgram(name, args...)
+	p.start(t)
+	return p
+}
+
+// newProgram prepares a program for start, which runs it.
+func newProgram(name string, args ...string) *program {
 	p := &program{done: make(chan struct{})}
 	p.cmd = exec.Command(name, args...)
 	// For slclient: Go's preemption signals would interrupt its FUSE calls.
 	p.cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.err
+	return p
+}
+
+// start starts the program; the test's cleanup kills it if it still runs.
+func (p *program) start(t *testing.T) {
+	t.Helper()
 	must(t, p.cmd.Start())
 	go func() {
 		p.waitErr = p.cmd.Wait()
@@ -206,7 +219,6 @@ func startProgram(t *testing.T, name string, args ...string) *program {
 			<-p.done
 		}
 	})
-	return p
 }
 
 // wait waits for the program and fails the test if it failed.

@@ -29,25 +29,16 @@ type flockHolder struct {
 // until it prints "held" (it holds the lock).
 func startFlock(t *testing.T, args ...string) *flockHolder {
 	t.Helper()
-	h := &flockHolder{program: &program{done: make(chan struct{})}}
-	h.cmd = exec.Command("flock", append(args, "sh", "-c", "echo held; read x || true")...)
-	h.cmd.Stdout, h.cmd.Stderr = &h.out, &h.err
+	h := &flockHolder{program: newProgram("flock", append(args, "sh", "-c", "echo held; read x || true")...)}
 	var err error
 	h.stdin, err = h.cmd.StdinPipe()
 	must(t, err)
-	must(t, h.cmd.Start())
-	go func() {
-		h.waitErr = h.cmd.Wait()
-		h.end = now()
-		close(h.done)
-	}()
+	h.start(t)
 	t.Cleanup(func() {
 		h.stdin.Close()
 		select {
 		case <-h.done:
 		case <-time.After(waitLimit):
-			_ = h.cmd.Process.Kill()
-			<-h.done
 		}
 	})
 	deadline := time.Now().Add(waitLimit)
@@ -68,6 +59,34 @@ func (h *flockHolder) release(t *testing.T) int64 {
 	must(t, h.stdin.Close())
 	h.wait(t)
 	return at
+}
+
+// interruptWaiter sends SIGINT to w, a program waiting for a lock that
+// h holds, and waits for it to end while h still holds.
+func interruptWaiter(t *testing.T, w *program, h *flockHolder) {
+	t.Helper()
+	must(t, w.cmd.Process.Signal(os.Interrupt))
+	select {
+	case <-w.done:
+	case <-time.After(waitLimit):
+		// A waiter that cannot be interrupted cannot be killed either
+		// until the lock comes: end the holder, so that the test fails
+		// instead of hanging.
+		h.release(t)
+		t.Fatalf("%v did not end on SIGINT", w.cmd.Args)
+	}
+	if !h.running() {
+		t.Fatal("the holder ended before the waiter did")
+	}
+}
+
+// wantFlockExit runs flock(1) with args and fails the test (saying what
+// the run was: what) unless it exits with want.
+func wantFlockExit(t *testing.T, want int, what string, args ...string) {
+	t.Helper()
+	if code, _ := flockCode(t, args...); code != want {
+		t.Fatalf("%s: flock %q exited %d, want %d", what, args, code, want)
+	}
 }
 
 // flockCode runs flock(1) with args and returns its exit code and how
@@ -162,15 +181,9 @@ func TestFlockModes(t *testing.T) {
 	if pids := d.holderPIDs(t, "scanA", ".locks/scanA.lock"); len(pids) != 2 {
 		t.Fatalf("two flock -s: holders %v", pids)
 	}
-	if code, _ := flockCode(t, "-n", lf, "true"); code != 1 {
-		t.Fatalf("flock -n (exclusive) under shared holders: exit %d, want 1", code)
-	}
-	if code, _ := flockCode(t, "-n", "-E", "7", lf, "true"); code != 7 {
-		t.Fatalf("flock -n -E 7 under shared holders: exit %d, want 7", code)
-	}
-	if code, _ := flockCode(t, "-s", "-n", lf, "true"); code != 0 {
-		t.Fatalf("flock -s -n under shared holders: exit %d, want 0", code)
-	}
+	wantFlockExit(t, 1, "flock -n (exclusive) under shared holders", "-n", lf, "true")
+	wantFlockExit(t, 7, "flock -n -E 7 under shared holders", "-n", "-E", "7", lf, "true")
+	wantFlockExit(t, 0, "flock -s -n under shared holders", "-s", "-n", lf, "true")
 	const wait = 300 * time.Millisecond
 	code, took := flockCode(t, "-w", "0.3", lf, "true")
 	if code != 1 || took < wait {
@@ -183,9 +196,7 @@ func TestFlockModes(t *testing.T) {
 	h1.release(t)
 	h2.release(t)
 	waitFree(t, d.src, "scanA")
-	if code, _ := flockCode(t, "-n", lf, "true"); code != 0 {
-		t.Fatalf("flock -n on a free scan: exit %d", code)
-	}
+	wantFlockExit(t, 0, "flock -n on a free scan", "-n", lf, "true")
 }
 
 // Ctrl-C of a flock that waits for a lock file ends it, and nothing stays
@@ -201,24 +212,13 @@ func TestFlockInterruptedWaitLeavesNothingQueued(t *testing.T) {
 	if scan := d.waitWaiter(t, w.cmd.Process.Pid); scan != "scanA" {
 		t.Fatalf("flock waits for %s", scan)
 	}
-	must(t, w.cmd.Process.Signal(os.Interrupt))
-	select {
-	case <-w.done:
-	case <-time.After(waitLimit):
-		h.release(t)
-		t.Fatal("waiting flock did not end on SIGINT")
-	}
-	if !h.running() {
-		t.Fatal("the holder ended before the waiter did")
-	}
+	interruptWaiter(t, w, h)
 	if ws := d.info(t, "scanA").Waiters; len(ws) != 0 {
 		t.Fatalf("waiters after the interrupted flock: %+v", ws)
 	}
 	h.release(t)
 	waitFree(t, d.src, "scanA")
-	if code, _ := flockCode(t, "-n", lf, "true"); code != 0 {
-		t.Fatalf("flock -n after the interrupted waiter: exit %d (a waiter left behind?)", code)
-	}
+	wantFlockExit(t, 0, "flock -n after the interrupted waiter; a waiter left behind?", "-n", lf, "true")
 }
 
 // pyFlockHold opens a lock file read-only, flocks it exclusively, says
@@ -310,9 +310,7 @@ func TestFlockDataFileWaitIsInterruptible(t *testing.T) {
 	d := mountT(t, scanDB(t, "scanA"))
 	f := d.path("scanA/files.json")
 	h := startFlock(t, f)
-	if code, _ := flockCode(t, "-n", d.srcPath("scanA/files.json"), "true"); code != 1 {
-		t.Fatalf("flock -n on SOURCE's file under the mount's flock: exit %d, want 1", code)
-	}
+	wantFlockExit(t, 1, "flock -n on SOURCE's file under the mount's flock", "-n", d.srcPath("scanA/files.json"), "true")
 	w := startProgram(t, "flock", f, "true")
 	deadline := time.Now().Add(waitLimit)
 	for !blockedIn(w.cmd.Process.Pid, unix.SYS_FLOCK) {
@@ -321,26 +319,13 @@ func TestFlockDataFileWaitIsInterruptible(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	must(t, w.cmd.Process.Signal(os.Interrupt))
-	select {
-	case <-w.done:
-	case <-time.After(waitLimit):
-		// The waiter cannot be killed while it waits: end the holder
-		// first, so that the test fails instead of hanging.
-		h.release(t)
-		t.Fatal("flock waiting on a data file did not end on SIGINT")
-	}
+	interruptWaiter(t, w, h)
 	var ee *exec.ExitError
 	if !errors.As(w.waitErr, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGINT {
 		t.Fatalf("waiting flock ended with %v, want killed by SIGINT", w.waitErr)
 	}
-	if !h.running() {
-		t.Fatal("the holder ended before the waiter did")
-	}
 	h.release(t)
-	if code, _ := flockCode(t, "-n", f, "true"); code != 0 {
-		t.Fatalf("flock -n on the data file once free: exit %d", code)
-	}
+	wantFlockExit(t, 0, "flock -n on the data file once free", "-n", f, "true")
 	waitFree(t, d.src, "scanA")
 }
 
@@ -357,12 +342,8 @@ func TestFlockAgainstSourcePeers(t *testing.T) {
 	peer.expect("ready")
 	peer.send("acquire shared 20000")
 	peer.expect("ok")
-	if code, _ := flockCode(t, "-s", "-n", lf, "true"); code != 0 {
-		t.Fatalf("flock -s -n beside a plantdb reader: exit %d", code)
-	}
-	if code, _ := flockCode(t, "-n", lf, "true"); code != 1 {
-		t.Fatalf("flock -n under a plantdb reader: exit %d, want 1", code)
-	}
+	wantFlockExit(t, 0, "flock -s -n beside a plantdb reader", "-s", "-n", lf, "true")
+	wantFlockExit(t, 1, "flock -n under a plantdb reader", "-n", lf, "true")
 	w := startProgram(t, "flock", lf, "true")
 	d.waitWaiter(t, w.cmd.Process.Pid)
 	if !w.running() {
@@ -376,9 +357,7 @@ func TestFlockAgainstSourcePeers(t *testing.T) {
 	}
 
 	h := startFlock(t, lf)
-	if code, _ := flockCode(t, "-n", d.srcPath(".locks/scanA.lock"), "true"); code != 1 {
-		t.Fatalf("flock -n on SOURCE's lock file under the mount's flock: exit %d, want 1", code)
-	}
+	wantFlockExit(t, 1, "flock -n on SOURCE's lock file under the mount's flock", "-n", d.srcPath(".locks/scanA.lock"), "true")
 	peer.send("acquire shared 300")
 	peer.expect("timeout")
 	h.release(t)

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -135,22 +134,7 @@ func TestPlantdbThroughMountLinearizable(t *testing.T) {
 				Duration: 5 * time.Second, Timeout: timeout, Seed: uint64(time.Now().UnixNano()),
 				WorkerBin: soakWorker(t), PlantdbPeer: plantdbPeer(t), LogDir: t.TempDir(), Stderr: testWriter{t},
 			}
-			r, err := soak.Run(context.Background(), cfg)
-			if r != nil {
-				t.Logf("seed %d\n%s", cfg.Seed, r.Summary())
-			}
-			if err != nil {
-				t.Fatalf("workers: %v", err)
-			}
-			if n := r.ViolationCount(); n > 0 {
-				t.Fatalf("%d violations of the lock rules (seed %d):\n%s", n, cfg.Seed, r.Summary())
-			}
-			if n := r.FailureCount(); n > 0 {
-				t.Fatalf("%d lock requests failed (seed %d):\n%s", n, cfg.Seed, r.Summary())
-			}
-			if want := cfg.MountWorkers + cfg.DirectWorkers + cfg.PlantdbPeers + cfg.PlantdbMountPeers; r.Processes != want {
-				t.Fatalf("%d processes logged grants, want %d", r.Processes, want)
-			}
+			runSoak(t, cfg)
 			if tc.sourcePeers == 0 {
 				checkSameInodes(t, src, before)
 			}
