@@ -48,7 +48,8 @@ func writableIno(ino uint64) bool { return ino >= firstInfoIno || ino == plantdb
 
 // lookupWritable finds the names of .locks that exist for writing:
 // <scan>.lock for every valid scan id, and lock_manager.log. ok is false
-// for any other name.
+// for any other name. A lock file's inode number stays allocated for the
+// life of the mount, as .info files' do: one entry per name looked up.
 func (d *statusDir) lookupWritable(ctx context.Context, name string, out *fuse.EntryOut) (ch *fs.Inode, ok bool) {
 	v := d.fsys.status
 	var ops fs.InodeEmbedder
