@@ -111,8 +111,10 @@
 // renders one snapshot, served with direct I/O; the files report size 0
 // like /proc files. Reading it takes no scan lock and never waits for
 // one; every change inside it fails with EROFS, and removing, replacing
-// or renaming .locks itself with EPERM. FindMounts and ReadMountStatus
-// let `scanlockfs status` read a running mount's view.
+// or renaming .locks itself with EPERM. The documents are package
+// scanstatus's model (status_json.go converts lockmgr's status into it,
+// status_viewer.go decides what each reader may see); scanstatus also
+// holds the client that reads a running mount's view.
 //
 // # Client locks
 //
