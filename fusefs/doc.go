@@ -114,8 +114,10 @@
 // or renaming .locks itself with EPERM, except what flock(1) and plantdb
 // do with its lock files <scan_id>.lock (locksdir_lock.go: flock(2) on
 // one takes the scan's lock) and plantdb's log and .info records
-// (locksdir_lock_plantdb.go), none of which touches SOURCE. FindMounts and ReadMountStatus
-// let `scanlockfs status` read a running mount's view.
+// (locksdir_lock_plantdb.go), none of which touches SOURCE. The documents
+// are package scanstatus's model (status_json.go converts lockmgr's
+// status into it, status_viewer.go decides what each reader may see);
+// scanstatus also holds the client that reads a running mount's view.
 //
 // # Client locks
 //

@@ -13,13 +13,14 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"scanlockfs/lockmgr"
+	"scanlockfs/scanstatus"
 )
 
 // The status view: MOUNTPOINT/.locks is a virtual directory
 // that takes the place of the real lock directory at the root.
 //
-//	.locks/<scan_id>.info  the scan's holders and waiters (JSON, InfoDoc)
-//	.locks/status.json     every scan with a holder or waiter (MountStatus)
+//	.locks/<scan_id>.info  the scan's holders and waiters (JSON, scanstatus.InfoDoc)
+//	.locks/status.json     every scan with a holder or waiter (scanstatus.MountDoc)
 //	.locks/metrics         counters in Prometheus text format (status_metrics.go)
 //
 // Listing .locks shows the .info file of every scan with a holder or a
@@ -45,8 +46,8 @@ import (
 // (locksdir_lock.go, locksdir_lock_plantdb.go), which change nothing.
 
 const (
-	statusDirName   = ".locks"
-	statusJSONName  = "status.json"
+	statusDirName   = scanstatus.ViewDir
+	statusJSONName  = scanstatus.MountDocName
 	metricsName     = "metrics"
 	infoSuffix      = ".info"
 	statusDirMode   = 0o555

@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"os"
 	"syscall"
 	"time"
 
@@ -45,24 +44,12 @@ func (fsys *fileSystem) render(kind fileKind, scan string, now time.Time, v *vie
 	switch kind {
 	case kindStatus:
 		list, err := fsys.mgr.List()
-		return renderMountStatusFor(fsys.mountStatusHeader(), list, err, now, fsys.redactorFor(v))
+		return fsys.renderMountStatus(list, err, now, fsys.redactorFor(v))
 	case kindMetrics:
 		return renderMetrics(fsys.gatherMetrics())
 	}
 	st, err := fsys.mgr.Status(scan)
-	return renderInfoFor(st, err, now, fsys.redactorFor(v))
-}
-
-// mountStatusHeader is status.json without its scans.
-func (fsys *fileSystem) mountStatusHeader() MountStatus {
-	timeout := fsys.timeout
-	if timeout == 0 {
-		timeout = fsys.mgr.Timeout()
-	}
-	return MountStatus{
-		Source: fsys.status.source, Mountpoint: fsys.status.mountpoint, LockDir: fsys.mgr.LockDir(),
-		PID: os.Getpid(), TimeoutSeconds: timeout.Seconds(), ReadOnly: fsys.readOnly,
-	}
+	return renderInfo(st, err, now, fsys.redactorFor(v))
 }
 
 var _ = (fs.NodeGetattrer)((*statusFile)(nil))

@@ -224,8 +224,7 @@ func tgidOf(tid int) int {
 		// Still valid if the thread is still in that process: a reused
 		// thread id in another process is not in its task directory.
 		tgid, _ := v.(int)
-		var st unix.Stat_t
-		if tgid > 0 && unix.Stat("/proc/"+strconv.Itoa(tgid)+"/task/"+strconv.Itoa(tid), &st) == nil {
+		if procfs.HasThread(tgid, tid) {
 			return tgid
 		}
 		threadCache.Delete(tid)

@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"bytes"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
 )
 
@@ -124,16 +124,11 @@ func (fsys *fileSystem) gatherMetrics() metricsInput {
 // countOpenFDs counts the daemon's descriptors, without the one used to
 // list them.
 func countOpenFDs() int {
-	f, err := os.Open("/proc/self/fd")
+	fds, err := procfs.SelfFDs()
 	if err != nil {
 		return -1
 	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return -1
-	}
-	return len(names) - 1
+	return len(fds)
 }
 
 func sortedErrnos(m map[syscall.Errno]uint64) []syscall.Errno {

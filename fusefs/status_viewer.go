@@ -2,17 +2,17 @@ package fusefs
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
+	"scanlockfs/scanstatus"
 )
 
 // What the status view shows to whom. The daemon runs as root and sees
@@ -55,25 +55,17 @@ func viewerOf(ctx context.Context) *viewer {
 	return v
 }
 
-// procGroups returns the supplementary groups of process (or thread) pid.
+// procGroups returns the supplementary groups of process (or thread)
+// pid, none if it cannot be read.
 func procGroups(pid int) []uint32 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	st, err := procfs.ReadStatus(pid)
 	if err != nil {
 		return nil
 	}
-	var gs []uint32
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Groups:"); ok {
-			for _, f := range strings.Fields(rest) {
-				if g, err := strconv.ParseUint(f, 10, 32); err == nil {
-					gs = append(gs, uint32(g))
-				}
-			}
-			break
-		}
-	}
-	return gs
+	return st.Groups
 }
+
+var _ scanstatus.Redactor = (*redactor)(nil)
 
 // redactor decides, for one rendering, which paths and notes a viewer
 // may see. It remembers the directories it checked.
@@ -83,7 +75,8 @@ type redactor struct {
 	dirs   map[string]bool
 }
 
-func (fsys *fileSystem) redactorFor(v *viewer) *redactor {
+// redactorFor returns what v may not see, nil if v may see everything.
+func (fsys *fileSystem) redactorFor(v *viewer) scanstatus.Redactor {
 	if v == nil || v.all {
 		return nil
 	}
@@ -94,14 +87,14 @@ func (fsys *fileSystem) redactorFor(v *viewer) *redactor {
 // made through an inherited descriptor.
 var inheritedSuffix = regexp.MustCompile(` \(inherited from pid [0-9]+, in pid [0-9]+\)$`)
 
-// showPath reports whether the viewer may see the path (the note of a
-// lease of the mount: "scan/f", "a -> b" for a rename, with the suffix
-// of an inherited descriptor) of a hold of user.
-func (r *redactor) showPath(note, user string) bool {
-	if r == nil || note == "" || user == r.v.user {
+// ShowPath reports whether the viewer may see the path of a hold of
+// user through the mount ("scan/f", "a -> b" for a rename, with the
+// suffix of an inherited descriptor).
+func (r *redactor) ShowPath(path, user string) bool {
+	if path == "" || user == r.v.user {
 		return true
 	}
-	for _, p := range strings.Split(inheritedSuffix.ReplaceAllString(note, ""), " -> ") {
+	for _, p := range strings.Split(inheritedSuffix.ReplaceAllString(path, ""), " -> ") {
 		if !r.mayList(filepath.Dir(filepath.Clean("/" + p))) {
 			return false
 		}
@@ -109,11 +102,11 @@ func (r *redactor) showPath(note, user string) bool {
 	return true
 }
 
-// showNote reports whether the viewer may see the note of a process on
+// ShowNote reports whether the viewer may see the note of a process on
 // SOURCE (written by it, or by anybody in the lock directory's group,
 // into its .info file) whose real user is user.
-func (r *redactor) showNote(note, user string) bool {
-	return r == nil || note == "" || (user != "" && user == r.v.user)
+func (r *redactor) ShowNote(note, user string) bool {
+	return note == "" || (user != "" && user == r.v.user)
 }
 
 // mayList reports whether the viewer may list dir ("/" is SOURCE;

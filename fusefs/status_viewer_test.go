@@ -1,11 +1,14 @@
 package fusefs
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"scanlockfs/lockmgr"
+	"scanlockfs/scanstatus"
 )
 
 // Paths of other users' holds are shown only to those who may list the
@@ -52,7 +55,7 @@ func TestRedactorHidesWhatTheViewerCannotList(t *testing.T) {
 		{stranger, "rootfile", "alice", true}, // SOURCE itself is listable
 	} {
 		r := fsys.redactorFor(c.v)
-		if got := r.showPath(c.path, c.user); got != c.want {
+		if got := r.ShowPath(c.path, c.user); got != c.want {
 			t.Errorf("%s sees %q of %s: %v, want %v", c.v.user, c.path, c.user, got, c.want)
 		}
 	}
@@ -66,20 +69,32 @@ func TestRedactorHidesWhatTheViewerCannotList(t *testing.T) {
 		{Mode: lockmgr.Shared, PID: 5, User: "alice", Where: lockmgr.WhereLocal, Note: "private/patient_4711.txt"},
 		{Mode: lockmgr.Shared, PID: 6, User: "bob", ClaimedUser: "carol", Where: lockmgr.WhereProcess, Note: "run: cat private/x"},
 	}}
-	doc := decodeInfo(t, renderInfoFor(st, nil, testNow, fsys.redactorFor(stranger)))
+	doc := decodeInfo(t, renderInfo(st, nil, testNow, fsys.redactorFor(stranger)))
 	h, p := doc.Holders[0], doc.Holders[1]
 	if h.Path != "" || !h.PathHidden || p.Note != "" || !p.NoteHidden || p.ClaimedUser != "carol" || p.User != "bob" {
 		t.Errorf("stranger's view: %+v / %+v", h, p)
 	}
-	doc = decodeInfo(t, renderInfo(st, nil, testNow))
+	doc = decodeInfo(t, renderInfo(st, nil, testNow, fsys.redactorFor(&viewer{all: true})))
 	if h := doc.Holders[0]; h.Path != "private/patient_4711.txt" || h.PathHidden {
 		t.Errorf("root's view: %+v", h)
 	}
-	if got := doc.Holders[0].Holder().Note; got != "private/patient_4711.txt" {
-		t.Errorf("Holder() of a shown path: %q", got)
+}
+
+// testNow is the time of rendered test documents.
+var testNow = time.Date(2025, 11, 28, 9, 1, 2, 500_000_000, time.UTC)
+
+func noErr(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
-	hidden := decodeInfo(t, renderInfoFor(st, nil, testNow, fsys.redactorFor(stranger)))
-	if got := hidden.Holders[0].Holder().Note; got != HiddenNote {
-		t.Errorf("Holder() of a hidden path: %q, want %q", got, HiddenNote)
+}
+
+func decodeInfo(t *testing.T, b []byte) scanstatus.InfoDoc {
+	t.Helper()
+	var doc scanstatus.InfoDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("not an InfoDoc: %v\n%s", err, b)
 	}
+	return doc
 }

@@ -5,18 +5,20 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"scanlockfs/internal/procfs"
 )
 
 // openLockFileNames returns the lock files of dir this process has open.
 func openLockFileNames(t *testing.T, dir string) map[string]bool {
 	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
+	fds, err := procfs.ReadFDs(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	open := map[string]bool{}
-	for _, e := range entries {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && filepath.Dir(target) == dir {
+	for _, fd := range fds {
+		if target := fd.Link(); filepath.Dir(target) == dir {
 			open[filepath.Base(target)] = true
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"scanlockfs/internal/procfs"
 )
 
 // setOpenedHook runs f (once) between the open and the flock of a lock
@@ -158,13 +160,13 @@ func TestLostLockFileIsReported(t *testing.T) {
 // openLockFiles counts this process's descriptors open on files in dir.
 func openLockFiles(t *testing.T, dir string) int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
+	fds, err := procfs.ReadFDs(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, e := range entries {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(target, dir+"/") {
+	for _, fd := range fds {
+		if strings.HasPrefix(fd.Link(), dir+"/") {
 			n++
 		}
 	}

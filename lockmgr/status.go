@@ -33,7 +33,10 @@ func (m *Mode) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Where a holder or waiter was seen.
+// Where a holder or waiter was seen, from this Manager's point of view.
+// The documents users read (a mount's .locks, scanlockfs status) say it
+// in one vocabulary of their own: package scanstatus converts this view
+// (WhereLocal: "mount", WhereProcess: "source").
 const (
 	// WhereLocal: a lease of this Manager (this process), with owner details.
 	WhereLocal = "local"

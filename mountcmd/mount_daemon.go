@@ -8,7 +8,6 @@ import (
 	"log/syslog"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +16,8 @@ import (
 	lsyslog "github.com/sirupsen/logrus/hooks/syslog"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/procfs"
 )
 
 // --daemon, and the mount(8) helper form (mount.fuse3 runs `scanlockfs
@@ -186,12 +187,12 @@ func daemonFailure(err error) error {
 // the caller's pipe open, for as long as the mount lives. Go opens its own
 // descriptors close-on-exec already.
 func markInheritedCloseOnExec() {
-	entries, err := os.ReadDir("/proc/self/fd")
+	fds, err := procfs.SelfFDs()
 	if err != nil {
 		return
 	}
-	for _, e := range entries {
-		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+	for _, fd := range fds {
+		if fd > 2 {
 			unix.CloseOnExec(fd)
 		}
 	}

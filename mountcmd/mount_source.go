@@ -5,6 +5,8 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+
+	"scanlockfs/scanstatus"
 )
 
 // A scanlockfs mount point is not a scan database: its .locks is the
@@ -14,7 +16,7 @@ import (
 // to stack a mount on another one.
 
 // scanlockfsFSType is the type of our mounts in /proc/self/mountinfo.
-const scanlockfsFSType = "fuse.scanlockfs"
+const scanlockfsFSType = scanstatus.FSType
 
 // scanlockfsMountOf returns the scanlockfs mount that dir (absolute) is
 // or lies inside, from /proc/self/mountinfo, or nil. The innermost mount

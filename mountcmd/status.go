@@ -2,7 +2,6 @@ package mountcmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +19,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
-	"scanlockfs/fusefs"
 	"scanlockfs/lockmgr"
+	"scanlockfs/scanstatus"
 )
 
 // statusCommand is `scanlockfs status`.
@@ -34,7 +33,7 @@ func statusCommand() *cli.Command {
 		Description: "Reads /proc/locks and the .info files in SOURCE/.locks; changes nothing on disk, needs only\n" +
 			"read access to SOURCE, and works with or without a running mount (the programs using a\n" +
 			"running mount of SOURCE are shown in place of its daemon, from MOUNTPOINT/.locks/status.json,\n" +
-			"waiters included, with where \"mount\" and their path as note). Without SCAN, lists every scan that is locked or awaited right now; with\n" +
+			"waiters included, with where \"mount\" and their path). Without SCAN, lists every scan that is locked or awaited right now; with\n" +
 			"SCAN, shows those scans, free or not.\n" +
 			"SINCE is known when the holder wrote the scan's .info file (scanlockfs and plantdb do).\n" +
 			"USER is the real user of the holding process (from /proc). The user an .info file names is only\n" +
@@ -43,14 +42,16 @@ func statusCommand() *cli.Command {
 			"256 bytes in the table.\n" +
 			"Waiters show when they block in flock(2) (flock(1), plantdb's blocking mode); programs that\n" +
 			"poll for the lock, such as 'scanlockfs run', are not visible while they wait.\n\n" +
-			"--json prints one document (all keys always present; unknown times are null):\n" +
+			"--json prints one document (all keys always present; unknown times are null; times are\n" +
+			"RFC 3339 with milliseconds), with the scans and entries of MOUNTPOINT/.locks/status.json:\n" +
 			"  {\"source\": DIR, \"lock_dir\": DIR, \"time\": RFC3339,\n" +
 			"   \"scans\": [{\"scan_id\": ID, \"state\": \"free\"|\"shared\"|\"exclusive\",\n" +
-			"              \"holders\": [ENTRY...], \"waiters\": [ENTRY...]}]}\n" +
+			"              \"holders\": [ENTRY...], \"waiters\": [ENTRY...], \"info_error\": TEXT, \"lock_error\": TEXT}]}\n" +
 			"  ENTRY = {\"mode\": \"shared\"|\"exclusive\", \"pid\": N, \"command\": NAME, \"user\": NAME,\n" +
-			"           \"claimed_user\": NAME,\n" +
-			"           \"since\": RFC3339|null, \"since_unix\": SECONDS|null, \"for_seconds\": SECONDS|null,\n" +
-			"           \"where\": \"process\"|\"local\"|\"mount\", \"note\": TEXT}\n\n" +
+			"           \"claimed_user\": NAME, \"path\": PATH, \"path_hidden\": BOOL, \"where\": \"source\"|\"mount\",\n" +
+			"           \"host\": \"\", \"since\": RFC3339|null, \"since_unix\": SECONDS|null, \"for_seconds\": SECONDS|null,\n" +
+			"           \"owner\": KEY, \"note\": TEXT, \"note_hidden\": BOOL,\n" +
+			"           \"held_for_seconds\" (holders) or \"waited_seconds\" (waiters): SECONDS|null}\n\n" +
 			"Exit codes: 0 the query worked (also when everything is free); 2 bad arguments or scan id;\n" +
 			"6 SOURCE missing; 1 internal error.\n\n" +
 			"Examples:\n" +
@@ -98,7 +99,8 @@ func statusAction(c *cli.Context) error {
 			return exitf(ExitInternal, "status: --lock-dir %s: %w", d, err)
 		}
 	}
-	list, err := queryStatus(source, lockDir, scans, log)
+	now := time.Now()
+	list, err := queryStatus(source, lockDir, scans, now, log)
 	if err != nil {
 		return err
 	}
@@ -116,23 +118,23 @@ func statusAction(c *cli.Context) error {
 			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: warning: scan %s: %s\n", printable(s.ScanID), printable(s.LockError))
 		}
 	}
-	now := time.Now()
 	if c.Bool("json") {
 		return writeStatusJSON(c.App.Writer, source, lockDir, list, now)
 	}
 	return writeStatusTable(c.App.Writer, source, list, now)
 }
 
-// queryStatus asks lockmgr, without changing anything on disk: a missing
-// lock directory means nothing is locked (and is not created), and the
-// manager neither purges nor writes .info files.
-func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger) ([]*lockmgr.ScanStatus, error) {
+// queryStatus asks lockmgr, without changing anything on disk, and
+// converts its answer as of now: a missing lock directory means nothing
+// is locked (and is not created), and the manager neither purges nor
+// writes .info files.
+func queryStatus(source, lockDir string, scans []string, now time.Time, log logrus.FieldLogger) ([]scanstatus.Scan, error) {
 	st, err := os.Stat(lockDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		var list []*lockmgr.ScanStatus
+		var list []scanstatus.Scan
 		for _, id := range scans {
-			list = append(list, &lockmgr.ScanStatus{ScanID: id, State: "free", Holders: []lockmgr.Holder{}, Waiters: []lockmgr.Waiter{}})
+			list = append(list, scanstatus.Free(id))
 		}
 		return list, nil
 	case err != nil:
@@ -151,7 +153,7 @@ func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger)
 		if err != nil {
 			return nil, exitf(ExitInternal, "status: %w", err)
 		}
-		return list, nil
+		return scanstatus.ScansOf(list, now), nil
 	}
 	list := make([]*lockmgr.ScanStatus, 0, len(scans))
 	for _, id := range scans {
@@ -161,104 +163,72 @@ func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger)
 		}
 		list = append(list, s)
 	}
-	return list, nil
+	return scanstatus.ScansOf(list, now), nil
 }
 
-// statusDoc is the --json document. Its keys are a documented interface
-// (see the command's description): add keys, never rename or drop them.
-type statusDoc struct {
-	Source  string    `json:"source"`
-	LockDir string    `json:"lock_dir"`
-	Time    string    `json:"time"`
-	Scans   []scanDoc `json:"scans"`
-}
-
-type scanDoc struct {
-	ScanID  string     `json:"scan_id"`
-	State   string     `json:"state"`
-	Holders []entryDoc `json:"holders"`
-	Waiters []entryDoc `json:"waiters"`
-}
-
-type entryDoc struct {
-	Mode    string `json:"mode"`
-	PID     int    `json:"pid"`
-	Command string `json:"command"`
-	// User is the real user of the process (or of the mount's caller);
-	// ClaimedUser what the scan's .info file says, which anybody in the
-	// lock directory's group can write.
-	User        string   `json:"user"`
-	ClaimedUser string   `json:"claimed_user"`
-	Since       *string  `json:"since"`
-	SinceUnix   *float64 `json:"since_unix"`
-	ForSeconds  *float64 `json:"for_seconds"`
-	Where       string   `json:"where"`
-	Note        string   `json:"note"`
-}
-
-func entryDocs(hs []lockmgr.Holder, now time.Time) []entryDoc {
-	out := make([]entryDoc, 0, len(hs))
-	for _, h := range hs {
-		e := entryDoc{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser, Where: h.Where, Note: h.Note}
-		if !h.Since.IsZero() {
-			s := h.Since.Format(time.RFC3339)
-			u := float64(h.Since.UnixMilli()) / 1e3
-			d := now.Sub(h.Since).Round(time.Millisecond).Seconds()
-			e.Since, e.SinceUnix, e.ForSeconds = &s, &u, &d
-		}
-		out = append(out, e)
+// writeStatusJSON prints the --json document: a scanstatus.SourceDoc.
+func writeStatusJSON(w io.Writer, source, lockDir string, list []scanstatus.Scan, now time.Time) error {
+	doc := scanstatus.SourceDoc{Source: source, LockDir: lockDir, Time: scanstatus.Time{Time: now}, Scans: list}
+	if doc.Scans == nil {
+		doc.Scans = []scanstatus.Scan{}
 	}
-	return out
+	_, err := w.Write(scanstatus.Encode(&doc))
+	return err
 }
 
-func writeStatusJSON(w io.Writer, source, lockDir string, list []*lockmgr.ScanStatus, now time.Time) error {
-	doc := statusDoc{Source: source, LockDir: lockDir, Time: now.Format(time.RFC3339), Scans: []scanDoc{}}
-	for _, s := range list {
-		doc.Scans = append(doc.Scans, scanDoc{ScanID: s.ScanID, State: s.State,
-			Holders: entryDocs(s.Holders, now), Waiters: entryDocs(s.Waiters, now)})
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(&doc)
-}
-
-func writeStatusTable(w io.Writer, source string, list []*lockmgr.ScanStatus, now time.Time) error {
+func writeStatusTable(w io.Writer, source string, list []scanstatus.Scan, now time.Time) error {
 	if len(list) == 0 {
 		_, err := fmt.Fprintf(w, "no scan of %s is locked or awaited right now\n", source)
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "SCAN\tSTATE\tMODE\tPID\tCOMMAND\tUSER\tSINCE\tWHERE\tNOTE")
-	row := func(s *lockmgr.ScanStatus, h lockmgr.Holder, waiting bool) {
-		mode := h.Mode.String()
+	row := func(s *scanstatus.Scan, e *scanstatus.Entry, waiting bool) {
+		mode := e.Mode
 		if waiting {
 			mode += " (waiting)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", printable(s.ScanID), s.State, mode, h.PID,
-			dash(printable(h.Command)), dash(userText(h)), sinceText(h.Since, now), dash(h.Where), dash(oneLine(h.Note)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", printable(s.ScanID), s.State, mode, e.PID,
+			dash(printable(e.Command)), dash(userText(e)), sinceText(e.Since, now), dash(string(e.Where)), dash(oneLine(noteText(e))))
 	}
-	for _, s := range list {
+	for i := range list {
+		s := &list[i]
 		if !s.Active() {
 			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\n", printable(s.ScanID), s.State)
 			continue
 		}
-		for _, h := range s.Holders {
-			row(s, h, false)
+		for j := range s.Holders {
+			row(s, &s.Holders[j].Entry, false)
 		}
-		for _, h := range s.Waiters {
-			row(s, h, true)
+		for j := range s.Waiters {
+			row(s, &s.Waiters[j].Entry, true)
 		}
 	}
 	return tw.Flush()
 }
 
-// sinceText is "2025-11-28T09:01:02+01:00 (for 12s)", or "-" if unknown.
-func sinceText(t, now time.Time) string {
-	if t.IsZero() {
+// sinceText is "2025-11-28T09:01:02.250+01:00 (for 12s)", or "-" if
+// unknown.
+func sinceText(t *scanstatus.Time, now time.Time) string {
+	if t == nil {
 		return "-"
 	}
-	return t.Format(time.RFC3339) + " (for " + shortDuration(now.Sub(t)) + ")"
+	return t.Format(scanstatus.Layout) + " (for " + shortDuration(now.Sub(t.Time)) + ")"
+}
+
+// hiddenText stands for what the mount hides from the user asking.
+const hiddenText = "(hidden from you)"
+
+// noteText is the NOTE column: the path of a program of a mount, the
+// note of a process on SOURCE, or hiddenText.
+func noteText(e *scanstatus.Entry) string {
+	switch {
+	case e.PathHidden || e.NoteHidden:
+		return hiddenText
+	case e.Path != "":
+		return e.Path
+	}
+	return e.Note
 }
 
 func shortDuration(d time.Duration) string {
@@ -275,13 +245,15 @@ func shortDuration(d time.Duration) string {
 
 // holderSummary says in one line who holds a scan, for error messages:
 // "held exclusive by pid 1234 (scanlockfs, user alice, for 12s, run: make)".
-func holderSummary(st *lockmgr.ScanStatus) string {
+func holderSummary(ls *lockmgr.ScanStatus) string {
+	now := time.Now()
+	st := scanstatus.FromLockmgr(ls, now)
 	if len(st.Holders) == 0 {
 		return "no holder is visible now (it was released a moment ago, or is held on another machine)"
 	}
-	now := time.Now()
 	parts := make([]string, 0, len(st.Holders))
-	for _, h := range st.Holders {
+	for i := range st.Holders {
+		h := &st.Holders[i].Entry
 		var d []string
 		if h.Command != "" {
 			d = append(d, h.Command)
@@ -289,11 +261,11 @@ func holderSummary(st *lockmgr.ScanStatus) string {
 		if u := userText(h); u != "" {
 			d = append(d, "user "+u)
 		}
-		if !h.Since.IsZero() {
-			d = append(d, "for "+shortDuration(now.Sub(h.Since)))
+		if h.Since != nil {
+			d = append(d, "for "+shortDuration(now.Sub(h.Since.Time)))
 		}
-		if h.Note != "" {
-			d = append(d, oneLine(h.Note))
+		if n := noteText(h); n != "" {
+			d = append(d, oneLine(n))
 		}
 		p := "pid " + strconv.Itoa(h.PID)
 		if len(d) > 0 {
@@ -318,7 +290,7 @@ func dash(s string) string {
 // userText is the holder's user for the table: the real user, and the
 // user its .info file claims where that differs (any member of the lock
 // directory's group can write the file, so it is never shown as fact).
-func userText(h lockmgr.Holder) string {
+func userText(h *scanstatus.Entry) string {
 	user, claimed := printable(h.User), printable(h.ClaimedUser)
 	switch {
 	case claimed == "" || claimed == user:
@@ -391,38 +363,41 @@ func completeScanArgs(c *cli.Context) {
 // one flock holder: its daemon) by the programs behind it, from the
 // mount's .locks/status.json. A mount that does not answer within two
 // seconds is noted and left as it is.
-func addMountHolders(errw io.Writer, source string, list []*lockmgr.ScanStatus) {
-	mounts, _ := fusefs.FindMounts(source)
+func addMountHolders(errw io.Writer, source string, list []scanstatus.Scan) {
+	mounts, _ := scanstatus.FindMounts(source)
 	for _, mnt := range mounts {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		ms, err := fusefs.ReadMountStatus(ctx, mnt)
+		doc, err := scanstatus.ReadMount(ctx, mnt)
 		cancel()
 		if err != nil {
 			fmt.Fprintf(errw, "scanlockfs: note: cannot read the status of the mount %s: %v\n", mnt, err)
 			continue
 		}
-		daemon := func(h lockmgr.Holder) bool { return h.PID == ms.PID }
-		for _, st := range list {
-			for _, si := range ms.Scans {
-				if si.ScanID != st.ScanID {
-					continue
-				}
-				st.Holders = slices.DeleteFunc(st.Holders, daemon)
-				st.Waiters = slices.DeleteFunc(st.Waiters, daemon)
-				// Entries "source" are processes on SOURCE that the mount
-				// found in /proc/locks, as this command did: they are
-				// already listed, with where "process".
-				for _, h := range si.Holders {
-					if h.Where != fusefs.WhereSource {
-						st.Holders = append(st.Holders, h.Holder())
-					}
-				}
-				for _, w := range si.Waiters {
-					if w.Where != fusefs.WhereSource {
-						st.Waiters = append(st.Waiters, w.Holder())
-					}
+		for i := range list {
+			for _, ms := range doc.Scans {
+				if ms.ScanID == list[i].ScanID {
+					mergeMount(&list[i], &ms, doc.PID)
 				}
 			}
+		}
+	}
+}
+
+// mergeMount puts the programs of a mount (its view ms of scan st) in
+// place of its daemon (pid daemon). Entries WhereSource of the mount are
+// processes on SOURCE that the mount found in /proc/locks, as status did:
+// they are listed already.
+func mergeMount(st, ms *scanstatus.Scan, daemon int) {
+	st.Holders = slices.DeleteFunc(st.Holders, func(h scanstatus.Holder) bool { return h.PID == daemon })
+	st.Waiters = slices.DeleteFunc(st.Waiters, func(w scanstatus.Waiter) bool { return w.PID == daemon })
+	for _, h := range ms.Holders {
+		if h.Where != scanstatus.WhereSource {
+			st.Holders = append(st.Holders, h)
+		}
+	}
+	for _, w := range ms.Waiters {
+		if w.Where != scanstatus.WhereSource {
+			st.Waiters = append(st.Waiters, w)
 		}
 	}
 }

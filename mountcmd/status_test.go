@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"scanlockfs/lockmgr"
+	"scanlockfs/scanstatus"
 )
 
 // TestStatusAsReadOnlyUser: status needs only read access to SOURCE. User
@@ -63,7 +64,7 @@ func TestStatusAsReadOnlyUser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("status as nobody: %v\n%s%s", err, out, stderr)
 	}
-	var doc statusDoc
+	var doc scanstatus.SourceDoc
 	must(t, json.Unmarshal(out, &doc))
 	if len(doc.Scans) != 1 || doc.Scans[0].State != "exclusive" || len(doc.Scans[0].Holders) != 1 {
 		t.Fatalf("status as nobody does not show the holder:\n%s", out)
@@ -100,11 +101,11 @@ func snapshotTree(t *testing.T, root string) string {
 func TestStatusTableClaimsAndLongNotes(t *testing.T) {
 	now := time.Now()
 	note := "x\x1b[2J" + strings.Repeat("n", 10<<20)
-	list := []*lockmgr.ScanStatus{{ScanID: "s", State: "exclusive", Holders: []lockmgr.Holder{
+	list := scanstatus.ScansOf([]*lockmgr.ScanStatus{{ScanID: "s", State: "exclusive", Holders: []lockmgr.Holder{
 		{Mode: lockmgr.Exclusive, PID: 7, User: "mallory", ClaimedUser: "alice", Note: note, Where: lockmgr.WhereProcess},
 		{Mode: lockmgr.Exclusive, PID: 8, ClaimedUser: "bob", Where: lockmgr.WhereProcess},
 		{Mode: lockmgr.Exclusive, PID: 9, User: "carol", ClaimedUser: "carol", Where: lockmgr.WhereProcess},
-	}}}
+	}}}, now)
 	var b strings.Builder
 	must(t, writeStatusTable(&b, "/db", list, now))
 	out := b.String()
@@ -121,9 +122,54 @@ func TestStatusTableClaimsAndLongNotes(t *testing.T) {
 	}
 	var j strings.Builder
 	must(t, writeStatusJSON(&j, "/db", "/db/.locks", list, now))
-	var doc statusDoc
+	var doc scanstatus.SourceDoc
 	must(t, json.Unmarshal([]byte(j.String()), &doc))
-	if e := doc.Scans[0].Holders[0]; e.User != "mallory" || e.ClaimedUser != "alice" {
+	if e := doc.Scans[0].Holders[0]; e.User != "mallory" || e.ClaimedUser != "alice" || e.Where != scanstatus.WhereSource {
 		t.Errorf("JSON entry %+v", e)
 	}
 }
+
+// A running mount's programs replace its daemon in status: the mount's
+// entries on SOURCE (which status found itself) are not added twice, and
+// the table shows a program's path as its note, or that it is hidden.
+func TestStatusMergesMountPrograms(t *testing.T) {
+	now := time.Now()
+	const daemon = 100
+	list := scanstatus.ScansOf([]*lockmgr.ScanStatus{{ScanID: "s", State: "exclusive",
+		Holders: []lockmgr.Holder{{Mode: lockmgr.Exclusive, PID: daemon, Where: lockmgr.WhereProcess}},
+		Waiters: []lockmgr.Holder{
+			{Mode: lockmgr.Shared, PID: daemon, Where: lockmgr.WhereProcess},
+			{Mode: lockmgr.Shared, PID: 7, Command: "flock", Where: lockmgr.WhereProcess},
+		}}}, now)
+	mount := scanstatus.NewMountDoc(scanstatus.MountDoc{PID: daemon}, []*lockmgr.ScanStatus{{ScanID: "s", State: "exclusive",
+		Holders: []lockmgr.Holder{{Mode: lockmgr.Exclusive, PID: 11, Command: "cp", User: "alice", Where: lockmgr.WhereLocal,
+			Note: "s/files.json", Since: now}},
+		Waiters: []lockmgr.Holder{
+			{Mode: lockmgr.Shared, PID: 12, Command: "cat", User: "bob", Where: lockmgr.WhereLocal, Note: "s/secret"},
+			{Mode: lockmgr.Shared, PID: 7, Command: "flock", Where: lockmgr.WhereProcess},
+		}}}, nil, now, hideFrom{"bob"})
+	mergeMount(&list[0], &mount.Scans[0], mount.PID)
+	s := list[0]
+	if len(s.Holders) != 1 || s.Holders[0].PID != 11 || s.Holders[0].Where != scanstatus.WhereMount || s.Holders[0].Path != "s/files.json" {
+		t.Errorf("holders after the merge: %+v", s.Holders)
+	}
+	if len(s.Waiters) != 2 || s.Waiters[0].PID != 7 || s.Waiters[1].PID != 12 || !s.Waiters[1].PathHidden {
+		t.Errorf("waiters after the merge: %+v", s.Waiters)
+	}
+	var b strings.Builder
+	must(t, writeStatusTable(&b, "/db", list, now))
+	for _, want := range []string{"s/files.json", "(hidden from you)", "mount", "source"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "s/secret") {
+		t.Errorf("table shows a hidden path:\n%s", b.String())
+	}
+}
+
+// hideFrom hides the paths of user's holds.
+type hideFrom struct{ user string }
+
+func (h hideFrom) ShowPath(path, user string) bool { return user != h.user }
+func (h hideFrom) ShowNote(note, user string) bool { return user != h.user }

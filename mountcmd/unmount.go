@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -216,51 +215,17 @@ type mountUser struct {
 // or, even for root, those of another user namespace or kept out by a
 // security module).
 func findMountUsers(mp string) ([]mountUser, []mountUser) {
-	entries, err := os.ReadDir("/proc")
+	pids, err := procfs.PIDs()
 	if err != nil {
 		return nil, nil
 	}
-	under := func(p string) bool {
-		p = strings.TrimSuffix(p, " (deleted)")
-		return p == mp || strings.HasPrefix(p, mp+"/")
-	}
 	self := os.Getpid()
 	var users, hidden []mountUser
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
+	for _, pid := range pids {
+		if pid == self {
 			continue
 		}
-		dir := "/proc/" + e.Name()
-		var what []string
-		denied := false
-		link := func(name, label string) {
-			t, err := os.Readlink(dir + "/" + name)
-			if errors.Is(err, fs.ErrPermission) {
-				denied = true
-			}
-			if err == nil && under(t) {
-				what = append(what, label+" "+strings.TrimSuffix(t, " (deleted)"))
-			}
-		}
-		link("cwd", "working directory")
-		link("root", "root directory")
-		if fds, err := procfs.ReadFDs(pid); err == nil {
-			for _, fd := range fds {
-				if under(fd.Target) {
-					what = append(what, "open file "+fd.Target)
-				}
-			}
-		} else if errors.Is(err, fs.ErrPermission) {
-			denied = true
-		}
-		if maps, err := procfs.ReadMappedFiles(pid); err == nil {
-			for _, m := range maps {
-				if under(m.Target) {
-					what = append(what, "mapped file "+m.Target)
-				}
-			}
-		}
+		what, denied := mountUses(pid, mp)
 		if len(what) == 0 {
 			if denied {
 				hidden = append(hidden, mountUser{pid: pid, command: readComm(pid)})
@@ -268,14 +233,39 @@ func findMountUsers(mp string) ([]mountUser, []mountUser) {
 			continue
 		}
 		u := mountUser{pid: pid, command: readComm(pid), what: what}
-		var st unix.Stat_t
-		if unix.Stat(dir, &st) == nil {
-			u.user = lockmgr.UserNameOf(st.Uid)
+		if uid, err := procfs.OwnerUID(pid); err == nil {
+			u.user = lockmgr.UserNameOf(uid)
 		}
 		users = append(users, u)
 	}
 	sort.Slice(users, func(i, j int) bool { return users[i].pid < users[j].pid })
 	return users, hidden
+}
+
+// mountUses lists what of process pid is under mp (its working or root
+// directory, open and mapped files), and whether /proc refused to show
+// its directories or descriptors.
+func mountUses(pid int, mp string) (what []string, denied bool) {
+	add := func(label string, fds []procfs.FD, err error) {
+		if errors.Is(err, fs.ErrPermission) {
+			denied = true
+		}
+		for _, fd := range fds {
+			if fd.Target == mp || strings.HasPrefix(fd.Target, mp+"/") {
+				what = append(what, label+" "+fd.Target)
+			}
+		}
+	}
+	cwd, err := procfs.ReadCwd(pid)
+	add("working directory", []procfs.FD{cwd}, err)
+	root, err := procfs.ReadRoot(pid)
+	add("root directory", []procfs.FD{root}, err)
+	fds, err := procfs.ReadFDs(pid)
+	add("open file", fds, err)
+	if maps, err := procfs.ReadMappedFiles(pid); err == nil {
+		add("mapped file", maps, nil)
+	}
+	return what, denied
 }
 
 // hiddenNote says which processes could not be inspected and why, since

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -13,6 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/procfs"
 )
 
 // demoLimit bounds a run of scripts/demo; it takes a second or two.
@@ -32,18 +35,22 @@ func startDemo(t *testing.T, ctx context.Context, tmp string, out *syncBuffer) *
 // process behind under tmp.
 func checkDemoLeftNothing(t *testing.T, tmp string) {
 	t.Helper()
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(b), " "+tmp+"/") {
-		t.Errorf("the demo left a mount behind:\n%s", b)
-		_ = exec.Command("sh", "-c", "grep -o ' "+tmp+"/[^ ]*' /proc/self/mountinfo | xargs -r -n1 umount -l").Run()
+	mounts, err := procfs.ReadMountinfo()
+	must(t, err)
+	for _, m := range mounts {
+		if strings.HasPrefix(m.MountPoint, tmp+"/") {
+			t.Errorf("the demo left a mount behind: %+v", m)
+			_ = unix.Unmount(m.MountPoint, unix.MNT_DETACH)
+		}
 	}
 	if entries, err := os.ReadDir(tmp); err != nil || len(entries) != 0 {
 		t.Errorf("the demo left files behind in %s: %v %v", tmp, entries, err)
 	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		if c, err := os.ReadFile(p); err == nil && bytes.Contains(c, []byte(tmp)) {
-			t.Errorf("the demo left a process behind: %s %q", p, bytes.ReplaceAll(c, []byte{0}, []byte{' '}))
+	pids, err := procfs.PIDs()
+	must(t, err)
+	for _, pid := range pids {
+		if args, err := procfs.ReadCmdline(pid); err == nil && strings.Contains(strings.Join(args, " "), tmp) {
+			t.Errorf("the demo left a process behind: pid %d %q", pid, args)
 		}
 	}
 }

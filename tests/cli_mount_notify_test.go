@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/mountcmd"
 )
 
@@ -153,8 +154,8 @@ func TestNotifyWithDaemonNamesTheServer(t *testing.T) {
 	}
 	// The server holds none of the caller's pipes or terminal.
 	for fd, want := range map[int]string{0: "/dev/null", 1: "/dev/null", 2: logFile} {
-		if got, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", server, fd)); err != nil || got != want {
-			t.Errorf("the server's descriptor %d is %q (%v), want %s", fd, got, err, want)
+		if got, err := procfs.ReadFD(server, fd); err != nil || got.Link() != want {
+			t.Errorf("the server's descriptor %d is %q (%v), want %s", fd, got.Link(), err, want)
 		}
 	}
 	if sid, err := unix.Getsid(server); err != nil || sid != server {

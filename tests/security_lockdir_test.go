@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"scanlockfs/fusefs"
 	"scanlockfs/mountcmd"
+	"scanlockfs/scanstatus"
 )
 
 // Security of the shared lock directory (issue 17, items 3, 4, 7, 8).
@@ -105,7 +105,7 @@ func TestSecurityLockDir(t *testing.T) {
 		t.Cleanup(func() { unblockFIFO(info) })
 		d := mountT(t, src, "--timeout", "2s")
 		code, out, stderr := runCode(t, "cat", d.statusPath("scanA.info"))
-		var doc fusefs.InfoDoc
+		var doc scanstatus.InfoDoc
 		if code == 0 {
 			decodeStrict(t, "scanA.info", []byte(out), &doc)
 		}
@@ -140,7 +140,7 @@ func TestSecurityLockDir(t *testing.T) {
 		d := mountT(t, src)
 		for scan, why := range map[string]string{"scanU": "symbolic link", "scanH": "larger than any lock info"} {
 			code, out, stderr := runCode(t, "cat", d.statusPath(scan+".info"))
-			var doc fusefs.InfoDoc
+			var doc scanstatus.InfoDoc
 			if code == 0 {
 				decodeStrict(t, scan+".info", []byte(out), &doc)
 			}

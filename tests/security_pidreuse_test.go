@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"scanlockfs/internal/procfs"
 )
 
 // pidReuser is a python3 program run as root that makes the next process
@@ -108,7 +110,7 @@ func TestSecurityPidReuse(t *testing.T) {
 	if st := lockState(t, d.src, "scanA"); st.State != "exclusive" {
 		t.Fatalf("scanA is %s while root's background child holds it", st.State)
 	}
-	if _, err := os.Stat("/proc/" + strconv.Itoa(opener)); err == nil {
+	if _, err := procfs.ReadStat(opener); err == nil {
 		t.Fatalf("the opener %d still exists", opener)
 	}
 

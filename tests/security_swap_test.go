@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"scanlockfs/fusefs"
+	"scanlockfs/scanstatus"
 )
 
 // The symlink-swap race of a shared mount, made deterministic: a user
@@ -105,7 +105,7 @@ func (e *swapEnv) raceOp(t *testing.T, op, rel string, swap func()) (result, dat
 	p := startPy(t, "user "+op, e.cred, pyOp, op, e.d.path(filepath.Join("scanU", rel)))
 	p.expect("ready")
 	p.send("go")
-	e.d.waitInfo(t, "scanU", "the user's request waiting", func(doc fusefs.InfoDoc) bool {
+	e.d.waitInfo(t, "scanU", "the user's request waiting", func(doc scanstatus.InfoDoc) bool {
 		for _, w := range doc.Waiters {
 			if w.PID == p.pid() {
 				return true

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,9 +15,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"scanlockfs/fusefs"
 	"scanlockfs/internal/procfs"
 	"scanlockfs/lockmgr"
+	"scanlockfs/scanstatus"
 )
 
 // Helpers for the tests of the status view MOUNTPOINT/.locks. The files
@@ -28,7 +29,7 @@ import (
 func (d *daemon) statusPath(name string) string { return filepath.Join(d.mnt, ".locks", name) }
 
 // decodeStrict decodes a status document, refusing keys the schema in
-// package fusefs does not know.
+// package scanstatus does not know.
 func decodeStrict(t *testing.T, what string, b []byte, v any) {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -39,29 +40,29 @@ func decodeStrict(t *testing.T, what string, b []byte, v any) {
 }
 
 // catInfo reads .locks/SCAN.info with cat.
-func (d *daemon) catInfo(t *testing.T, scan string) fusefs.InfoDoc {
+func (d *daemon) catInfo(t *testing.T, scan string) scanstatus.InfoDoc {
 	t.Helper()
-	var doc fusefs.InfoDoc
+	var doc scanstatus.InfoDoc
 	decodeStrict(t, scan+".info", []byte(run(t, "cat", d.statusPath(scan+".info"))), &doc)
 	return doc
 }
 
 // info reads .locks/SCAN.info in this process.
-func (d *daemon) info(t *testing.T, scan string) fusefs.InfoDoc {
+func (d *daemon) info(t *testing.T, scan string) scanstatus.InfoDoc {
 	t.Helper()
 	b, err := os.ReadFile(d.statusPath(scan + ".info"))
 	must(t, err)
-	var doc fusefs.InfoDoc
+	var doc scanstatus.InfoDoc
 	decodeStrict(t, scan+".info", b, &doc)
 	return doc
 }
 
 // mountStatus reads .locks/status.json in this process.
-func (d *daemon) mountStatus(t *testing.T) fusefs.MountStatus {
+func (d *daemon) mountStatus(t *testing.T) scanstatus.MountDoc {
 	t.Helper()
 	b, err := os.ReadFile(d.statusPath("status.json"))
 	must(t, err)
-	var st fusefs.MountStatus
+	var st scanstatus.MountDoc
 	decodeStrict(t, "status.json", b, &st)
 	return st
 }
@@ -111,7 +112,7 @@ func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, l
 // waitInfo polls SCAN.info until ok accepts it (release is asynchronous,
 // and processes on SOURCE write their .info file a moment after their
 // flock).
-func (d *daemon) waitInfo(t *testing.T, scan, what string, ok func(fusefs.InfoDoc) bool) fusefs.InfoDoc {
+func (d *daemon) waitInfo(t *testing.T, scan, what string, ok func(scanstatus.InfoDoc) bool) scanstatus.InfoDoc {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
@@ -160,27 +161,26 @@ func comm(t *testing.T, pid int) string {
 }
 
 // checkEntry checks the fields of a holder or waiter that the test knows.
-func checkEntry(t *testing.T, what string, e fusefs.LockEntry, pid int, mode, where, path string) {
+func checkEntry(t *testing.T, what string, e scanstatus.Entry, pid int, mode string, where scanstatus.Where, path string) {
 	t.Helper()
-	if e.PID != pid || e.Mode != mode || e.Where != where || e.Path != path {
-		t.Errorf("%s: pid %d mode %s where %s path %q; want pid %d mode %s where %s path %q",
-			what, e.PID, e.Mode, e.Where, e.Path, pid, mode, where, path)
+	if e.PID != pid || e.Mode != mode || e.Where != where || e.Path != path || e.Host != "" {
+		t.Errorf("%s: pid %d mode %s where %s path %q host %q; want pid %d mode %s where %s path %q, this host",
+			what, e.PID, e.Mode, e.Where, e.Path, e.Host, pid, mode, where, path)
 	}
 	if want := comm(t, pid); e.Command != want {
 		t.Errorf("%s: command %q, want %q", what, e.Command, want)
 	}
-	if e.Since == nil || e.SinceUnix == nil {
+	if e.Since == nil || e.SinceUnix == nil || e.ForSeconds == nil {
 		t.Errorf("%s: since unknown", what)
 		return
 	}
-	since, err := time.Parse(time.RFC3339, *e.Since)
-	if err != nil {
-		t.Errorf("%s: since %q is not RFC 3339: %v", what, *e.Since, err)
-	} else if d := time.Since(since); d < -time.Second || d > waitLimit+time.Minute {
+	// The document's time decoded as RFC 3339 (scanstatus.Time).
+	since := e.Since.Time
+	if d := time.Since(since); d < -time.Second || d > waitLimit+time.Minute {
 		t.Errorf("%s: since %s is not around now", what, since)
 	}
-	if u := time.UnixMilli(int64(*e.SinceUnix * 1000)); !u.Equal(since) {
-		t.Errorf("%s: since_unix %v and since %s differ", what, *e.SinceUnix, *e.Since)
+	if u := time.UnixMilli(int64(math.Round(*e.SinceUnix * 1000))); !u.Equal(since) {
+		t.Errorf("%s: since_unix %v and since %s differ", what, *e.SinceUnix, since)
 	}
 }
 

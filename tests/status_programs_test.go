@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"scanlockfs/fusefs"
+	"scanlockfs/scanstatus"
 )
 
 // The brief's worst case: a scan locked exclusively and 50 opens queued
@@ -33,7 +33,7 @@ func TestStatusReadWhileFiftyWait(t *testing.T) {
 	for i := range cats {
 		cats[i] = startProgram(t, "cat", f)
 	}
-	info := d.waitInfo(t, "scanA", strconv.Itoa(waiting)+" waiters", func(doc fusefs.InfoDoc) bool {
+	info := d.waitInfo(t, "scanA", strconv.Itoa(waiting)+" waiters", func(doc scanstatus.InfoDoc) bool {
 		return len(doc.Waiters) == waiting
 	})
 
@@ -46,7 +46,7 @@ func TestStatusReadWhileFiftyWait(t *testing.T) {
 		t.Fatalf("cat scanA.info while %d opens wait: %v after %v", waiting, err, time.Since(start))
 	}
 	t.Logf("cat of a %d-byte .info with %d waiters took %v", len(out), waiting, time.Since(start))
-	var doc fusefs.InfoDoc
+	var doc scanstatus.InfoDoc
 	decodeStrict(t, "scanA.info", out, &doc)
 	if doc.State != "exclusive" || len(doc.Holders) != 1 || doc.Holders[0].PID != w.pid() || len(doc.Waiters) != waiting {
 		t.Fatalf("scanA.info: state %s, %d holders, %d waiters", doc.State, len(doc.Holders), len(doc.Waiters))
@@ -56,8 +56,8 @@ func TestStatusReadWhileFiftyWait(t *testing.T) {
 		pids[c.cmd.Process.Pid] = true
 	}
 	for _, wt := range doc.Waiters {
-		if !pids[wt.PID] || wt.Command != "cat" || wt.Mode != "shared" || wt.Where != fusefs.WhereMount || wt.Path != "scanA/files.json" {
-			t.Errorf("waiter %+v is not one of the cats", wt.LockEntry)
+		if !pids[wt.PID] || wt.Command != "cat" || wt.Mode != "shared" || wt.Where != scanstatus.WhereMount || wt.Path != "scanA/files.json" {
+			t.Errorf("waiter %+v is not one of the cats", wt.Entry)
 		}
 		delete(pids, wt.PID)
 	}
@@ -102,7 +102,7 @@ print(d["state"], len(d["waiters"]))`, d.statusPath("scanA.info"))
 			t.Fatalf("cat %d read %q", i, got)
 		}
 	}
-	d.waitInfo(t, "scanA", "a free scan", func(doc fusefs.InfoDoc) bool { return doc.State == "free" })
+	d.waitInfo(t, "scanA", "a free scan", func(doc scanstatus.InfoDoc) bool { return doc.State == "free" })
 	if _, err := io.WriteString(pyIn, "go\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func readWithPrograms(t *testing.T, d *daemon, n, waiting int) {
 		"cp":        {"sh", "-c", `cp "$1" "$2" && cat "$2"`, "sh", info, filepath.Join(t.TempDir(), "copy.json")},
 		"head -c":   {"head", "-c", "1000000", info},
 	} {
-		var doc fusefs.InfoDoc
+		var doc scanstatus.InfoDoc
 		decodeStrict(t, name, []byte(run(t, args[0], args[1:]...)), &doc)
 		if len(doc.Waiters) != waiting {
 			t.Errorf("%s: %d waiters", name, len(doc.Waiters))

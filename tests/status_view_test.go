@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"scanlockfs/fusefs"
+	"scanlockfs/scanstatus"
 )
 
 // A writer holding a scan through the mount and a reader waiting behind
@@ -35,8 +35,8 @@ func TestStatusShowsMountHoldersAndWaiters(t *testing.T) {
 	if info.ScanID != "scanA" || info.State != "exclusive" || info.Error != "" || len(info.Holders) != 1 || len(info.Waiters) != 1 {
 		t.Fatalf("scanA.info with a writer and a waiting reader: %+v", info)
 	}
-	checkEntry(t, "writer", info.Holders[0].LockEntry, w.pid(), "exclusive", fusefs.WhereMount, "scanA/files.json")
-	checkEntry(t, "reader", info.Waiters[0].LockEntry, r.pid(), "shared", fusefs.WhereMount, "scanA/files.json")
+	checkEntry(t, "writer", info.Holders[0].Entry, w.pid(), "exclusive", scanstatus.WhereMount, "scanA/files.json")
+	checkEntry(t, "reader", info.Waiters[0].Entry, r.pid(), "shared", scanstatus.WhereMount, "scanA/files.json")
 	if u := info.Holders[0].User; u != userName() {
 		t.Errorf("writer's user %q, want %q", u, userName())
 	}
@@ -76,27 +76,29 @@ func TestStatusShowsMountHoldersAndWaiters(t *testing.T) {
 	}
 
 	// What scanlockfs status uses to find the mount and its programs.
-	mounts, err := fusefs.FindMounts(d.src)
+	mounts, err := scanstatus.FindMounts(d.src)
 	if err != nil || !slices.Contains(mounts, d.mnt) {
 		t.Errorf("FindMounts(%s) = %q, %v", d.src, mounts, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	if ms, err := fusefs.ReadMountStatus(ctx, d.mnt); err != nil || len(ms.Scans) != 1 || ms.Scans[0].ScanID != "scanA" {
+	if ms, err := scanstatus.ReadMount(ctx, d.mnt); err != nil || len(ms.Scans) != 1 || ms.Scans[0].ScanID != "scanA" {
 		t.Errorf("ReadMountStatus: %+v, %v", ms, err)
 	}
+
+	checkStatusCommand(t, d, w.pid(), r.pid())
 
 	w.close("w")
 	if res := r.result("r"); res.kind != "ok" {
 		t.Fatalf("reader after the writer closed: %s", res.errno)
 	}
-	info = d.waitInfo(t, "scanA", "the reader as the only holder", func(doc fusefs.InfoDoc) bool {
+	info = d.waitInfo(t, "scanA", "the reader as the only holder", func(doc scanstatus.InfoDoc) bool {
 		return doc.State == "shared" && len(doc.Holders) == 1 && len(doc.Waiters) == 0
 	})
-	checkEntry(t, "reader", info.Holders[0].LockEntry, r.pid(), "shared", fusefs.WhereMount, "scanA/files.json")
+	checkEntry(t, "reader", info.Holders[0].Entry, r.pid(), "shared", scanstatus.WhereMount, "scanA/files.json")
 
 	r.close("r")
-	d.waitInfo(t, "scanA", "a free scan", func(doc fusefs.InfoDoc) bool {
+	d.waitInfo(t, "scanA", "a free scan", func(doc scanstatus.InfoDoc) bool {
 		return doc.State == "free" && len(doc.Holders)+len(doc.Waiters) == 0
 	})
 	if ls := d.lsLocks(t); slices.Contains(ls, "scanA.info") {
@@ -122,10 +124,10 @@ func TestStatusShowsSourceHolders(t *testing.T) {
 		t.Fatalf("lockmgr lock: %s", res.errno)
 	}
 	// Since comes from the .info file, written a moment after the flock.
-	info := d.waitInfo(t, "scanA", "the lockmgr user with its time", func(doc fusefs.InfoDoc) bool {
+	info := d.waitInfo(t, "scanA", "the lockmgr user with its time", func(doc scanstatus.InfoDoc) bool {
 		return len(doc.Holders) == 1 && doc.Holders[0].Since != nil
 	})
-	checkEntry(t, "lockmgr user", info.Holders[0].LockEntry, direct.pid(), "exclusive", fusefs.WhereSource, "")
+	checkEntry(t, "lockmgr user", info.Holders[0].Entry, direct.pid(), "exclusive", scanstatus.WhereSource, "")
 	if info.State != "exclusive" || info.Holders[0].Owner != "" {
 		t.Errorf("scanA.info: %+v", info)
 	}
@@ -141,7 +143,7 @@ func TestStatusShowsSourceHolders(t *testing.T) {
 	if len(info.Waiters) != 1 {
 		t.Fatalf("scanA.info with a mount reader waiting: %+v", info)
 	}
-	checkEntry(t, "mount reader", info.Waiters[0].LockEntry, reader.pid(), "shared", fusefs.WhereMount, "scanA/files.json")
+	checkEntry(t, "mount reader", info.Waiters[0].Entry, reader.pid(), "shared", scanstatus.WhereMount, "scanA/files.json")
 
 	direct.send("unlock l")
 	if res := direct.result("l"); res.kind != "ok" {
@@ -151,7 +153,7 @@ func TestStatusShowsSourceHolders(t *testing.T) {
 		t.Fatalf("mount reader after the release: %s", res.errno)
 	}
 	reader.close("r")
-	d.waitInfo(t, "scanA", "a free scan", func(doc fusefs.InfoDoc) bool { return doc.State == "free" })
+	d.waitInfo(t, "scanA", "a free scan", func(doc scanstatus.InfoDoc) bool { return doc.State == "free" })
 
 	// The plantdb protocol peer, shared.
 	peer := exec.Command("python3", plantdbPeer(t), "hold", d.src, "scanB", "--mode", "shared", "--user", "plantdb-peer")
@@ -168,10 +170,10 @@ func TestStatusShowsSourceHolders(t *testing.T) {
 	if line, err := out.ReadString('\n'); err != nil || !strings.HasPrefix(line, "granted ") {
 		t.Fatalf("plantdb peer: %q, %v", line, err)
 	}
-	info = d.waitInfo(t, "scanB", "the plantdb peer with its time", func(doc fusefs.InfoDoc) bool {
+	info = d.waitInfo(t, "scanB", "the plantdb peer with its time", func(doc scanstatus.InfoDoc) bool {
 		return len(doc.Holders) == 1 && doc.Holders[0].Since != nil
 	})
-	checkEntry(t, "plantdb peer", info.Holders[0].LockEntry, peer.Process.Pid, "shared", fusefs.WhereSource, "")
+	checkEntry(t, "plantdb peer", info.Holders[0].Entry, peer.Process.Pid, "shared", scanstatus.WhereSource, "")
 	// The peer's .info names its user; any member of the lock directory's
 	// group could write that, so it is a claim beside the real user.
 	if info.State != "shared" || info.Holders[0].ClaimedUser != "plantdb-peer" || info.Holders[0].User != userName() {
@@ -186,12 +188,32 @@ func TestStatusShowsSourceHolders(t *testing.T) {
 	if line, err := out.ReadString('\n'); err != nil || !strings.HasPrefix(line, "released ") {
 		t.Fatalf("plantdb peer: %q, %v", line, err)
 	}
-	d.waitInfo(t, "scanB", "a free scan", func(doc fusefs.InfoDoc) bool { return doc.State == "free" })
+	d.waitInfo(t, "scanB", "a free scan", func(doc scanstatus.InfoDoc) bool { return doc.State == "free" })
 	deadline := time.Now().Add(waitLimit)
 	for slices.Contains(d.lsLocks(t), "scanB.info") {
 		if time.Now().After(deadline) {
 			t.Fatal("ls .locks still lists scanB after the peer released it")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// checkStatusCommand: `scanlockfs status SOURCE` shows the programs of
+// the running mount in place of its daemon, in the model of the status
+// view (where "mount", with the path), as JSON and as a table.
+func checkStatusCommand(t *testing.T, d *daemon, writer, reader int) {
+	t.Helper()
+	code, out, stderr := runCode(t, binScanlockfs, "status", "--json", d.src)
+	var doc scanstatus.SourceDoc
+	decodeStrict(t, "status --json", []byte(out), &doc)
+	if code != 0 || doc.Source != d.src || len(doc.Scans) != 1 || doc.Scans[0].ScanID != "scanA" || doc.Scans[0].State != "exclusive" ||
+		len(doc.Scans[0].Holders) != 1 || len(doc.Scans[0].Waiters) != 1 {
+		t.Fatalf("status --json with a writer and a waiting reader: exit %d\n%s%s", code, out, stderr)
+	}
+	checkEntry(t, "status writer", doc.Scans[0].Holders[0].Entry, writer, "exclusive", scanstatus.WhereMount, "scanA/files.json")
+	checkEntry(t, "status reader", doc.Scans[0].Waiters[0].Entry, reader, "shared", scanstatus.WhereMount, "scanA/files.json")
+	code, out, stderr = runCode(t, binScanlockfs, "status", d.src)
+	if code != 0 || strings.Count(out, "scanA/files.json") != 2 || strings.Count(out, " mount ") != 2 {
+		t.Errorf("status table with a writer and a waiting reader: exit %d\n%s%s", code, out, stderr)
 	}
 }

@@ -2,7 +2,10 @@
 // parser for each format scanlockfs reads, so that the quirks of each
 // (a command name with spaces and parentheses, octal escapes in mount
 // paths, a table produced a page at a time) are handled in one place and
-// tested with hostile input.
+// tested with hostile input. Nothing else in the module reads /proc: the
+// processes' stat, status, comm, cmdline, fd, fdinfo (pidfds), maps,
+// syscall, cwd and root; /proc/locks; mountinfo; and, for the
+// benchmark's report, cpuinfo, meminfo and loadavg.
 //
 // Parse functions take the file's bytes and never panic on unexpected
 // input: in a table (locks, mountinfo, maps) a malformed line is
@@ -13,6 +16,7 @@
 package procfs
 
 import (
+	"os"
 	"strconv"
 )
 
@@ -21,3 +25,35 @@ const procRoot = "/proc"
 
 // pidDir returns /proc/PID.
 func pidDir(pid int) string { return procRoot + "/" + strconv.Itoa(pid) }
+
+// readAs reads the file path and parses it.
+func readAs[T any](path string, parse func([]byte) (T, error)) (T, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return parse(b)
+}
+
+// numbers returns the entries of directory dir that are numbers (pids,
+// descriptors), but skip.
+func numbers(dir string, skip func(*os.File) int) ([]int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	not := skip(f)
+	out := make([]int, 0, len(names))
+	for _, name := range names {
+		if n, err := strconv.Atoi(name); err == nil && n >= 0 && n != not {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}

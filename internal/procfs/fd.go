@@ -1,16 +1,31 @@
 package procfs
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 )
 
-// FD is one open descriptor of a process, from /proc/PID/fd.
+// FD is one open descriptor of a process, from /proc/PID/fd (or another
+// link of /proc/PID that names a file: cwd, root, a mapped file).
 type FD struct {
 	Target string // the path the descriptor names, or "pipe:[N]", "socket:[N]"...
 	// Deleted is set when the file was unlinked while open: the kernel
 	// then appends " (deleted)" to the path, which Target lacks.
 	Deleted bool
+	// Num is the descriptor's number (ReadFDs); 0 for other links.
+	Num int
+}
+
+// Link is the link as the kernel wrote it: Target, with " (deleted)"
+// for a file unlinked while open.
+func (fd FD) Link() string {
+	if fd.Deleted {
+		return fd.Target + " (deleted)"
+	}
+	return fd.Target
 }
 
 // ReadFDs returns the open descriptors of a process. Reading another
@@ -24,13 +39,70 @@ func ReadFDs(pid int) ([]FD, error) {
 	}
 	out := make([]FD, 0, len(entries))
 	for _, e := range entries {
+		num, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
 		target, err := os.Readlink(dir + e.Name())
 		if err != nil {
 			continue
 		}
-		out = append(out, ParseFDTarget(target))
+		fd := ParseFDTarget(target)
+		fd.Num = num
+		out = append(out, fd)
 	}
 	return out, nil
+}
+
+// ReadFD reads descriptor num of a process.
+func ReadFD(pid, num int) (FD, error) {
+	fd, err := readLink(pid, "fd/"+strconv.Itoa(num))
+	fd.Num = num
+	return fd, err
+}
+
+// ReadCwd reads the working directory of a process.
+func ReadCwd(pid int) (FD, error) { return readLink(pid, "cwd") }
+
+// ReadRoot reads the root directory of a process (chroot).
+func ReadRoot(pid int) (FD, error) { return readLink(pid, "root") }
+
+// readLink reads the link /proc/PID/name. These links are read without
+// entering the file they name, so a hung FUSE server cannot hang them.
+func readLink(pid int, name string) (FD, error) {
+	target, err := os.Readlink(pidDir(pid) + "/" + name)
+	if err != nil {
+		return FD{}, err
+	}
+	return ParseFDTarget(target), nil
+}
+
+// SelfFDs returns the numbers of the calling process's open descriptors,
+// without the one this call opens to list them.
+func SelfFDs() ([]int, error) {
+	return numbers(procRoot+"/self/fd", func(f *os.File) int { return int(f.Fd()) })
+}
+
+// ReadPidfdPid returns the process that pidfd num of process pid refers
+// to, from /proc/PID/fdinfo/NUM: -1 once that process is gone.
+func ReadPidfdPid(pid, num int) (int, error) {
+	return readAs(pidDir(pid)+"/fdinfo/"+strconv.Itoa(num), ParsePidfdPid)
+}
+
+// ParsePidfdPid reads the "Pid:" line of a pidfd's fdinfo ("Pid:\t1234",
+// -1 once the process is gone). fdinfo of other descriptors has none:
+// ErrFormat.
+func ParsePidfdPid(b []byte) (int, error) {
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("Pid:")); ok {
+			n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
+			if err != nil || n < -1 {
+				return 0, fmt.Errorf("fdinfo Pid %q: %w", v, ErrFormat)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no Pid line in fdinfo: %w", ErrFormat)
 }
 
 // ParseFDTarget reads the target of a /proc/PID/fd link.

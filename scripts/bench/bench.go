@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/procfs"
 )
 
 // target is where a workload runs: a directory the client uses, and the
@@ -48,7 +49,7 @@ type bench struct {
 	cleaned sync.Once
 
 	rep       *report
-	loadStart string // /proc/loadavg when the run started
+	loadStart string // the load averages when the run started
 }
 
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) {
@@ -364,16 +365,10 @@ func (b *bench) interleave(ctx context.Context, targets []*target, reps, warmup 
 // machineInfo describes where the figures were measured.
 func (b *bench) machineInfo() []string {
 	var out []string
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				out = append(out, fmt.Sprintf("CPU: %s, %d cores", strings.TrimSpace(v), runtime.NumCPU()))
-				break
-			}
-		}
+	if model, err := procfs.ReadCPUModel(); err == nil {
+		out = append(out, fmt.Sprintf("CPU: %s, %d cores", model, runtime.NumCPU()))
 	}
-	if kib, err := procStatusKiBFile("/proc/meminfo", "MemTotal"); err == nil {
+	if kib, err := procfs.ReadMemTotal(); err == nil {
 		out = append(out, fmt.Sprintf("memory: %.1f GiB", float64(kib)/(1<<20)))
 	}
 	var u unix.Utsname
@@ -397,30 +392,11 @@ func (b *bench) machineInfo() []string {
 }
 
 func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
+	l, err := procfs.ReadLoadavg()
 	if err != nil {
 		return "?"
 	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func procStatusKiBFile(path, field string) (int64, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			var n int64
-			_, err := fmt.Sscan(rest, &n)
-			return n, err
-		}
-	}
-	return 0, fmt.Errorf("no %s in %s", field, path)
+	return fmt.Sprintf("%.2f %.2f %.2f", l[0], l[1], l[2])
 }
 
 func fsTypeName(t int64) string {

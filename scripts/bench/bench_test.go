@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"scanlockfs/internal/procfs"
 	"scanlockfs/internal/testutil"
 )
 
@@ -60,9 +61,14 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("temporary directory %s left behind", e.Name())
 		}
 	}
-	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(mounts), dir) {
-		t.Errorf("mount left behind under %s:\n%s", dir, mounts)
+	mounts, err := procfs.ReadMountinfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mounts {
+		if m.MountPoint == dir || strings.HasPrefix(m.MountPoint, dir+"/") {
+			t.Errorf("mount left behind under %s: %+v", dir, m)
+		}
 	}
 
 	python := true

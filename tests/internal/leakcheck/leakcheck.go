@@ -51,44 +51,27 @@ const MaxIdleLockFiles = 64
 // MaxPidfds is fusefs's bound on the pidfds it keeps for callers.
 const MaxPidfds = 256
 
-// pidfdTarget returns the process a pidfd refers to, from its fdinfo
-// ("Pid: -1" once the process is gone), or -1.
-func pidfdTarget(pid int, fd string) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "Pid:"); ok {
-			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-				return n
-			}
-		}
-	}
-	return -1
-}
-
 // Take records what process pid holds now. lockDir is SOURCE/.locks;
 // metrics is the path of the mount's Prometheus metrics file ("" or a
 // missing file: no metrics).
 func Take(pid int, lockDir, metrics string) (*Snapshot, error) {
 	s := &Snapshot{PID: pid, FDs: map[string]int{}, LockFDs: map[string]int{}}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	fds, err := procfs.ReadFDs(pid)
 	if err != nil {
 		return nil, err
 	}
 	prefix := filepath.Clean(lockDir) + "/"
-	for _, e := range ents {
-		target, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue // closed meanwhile
-		}
-		switch {
+	for _, fd := range fds {
+		switch target := fd.Link(); {
 		case strings.HasPrefix(target, prefix):
 			s.LockFDs[target]++
 		case target == "anon_inode:[pidfd]":
-			s.Pidfds = append(s.Pidfds, pidfdTarget(pid, e.Name()))
+			// The process the pidfd refers to; -1 once it is gone.
+			p, err := procfs.ReadPidfdPid(pid, fd.Num)
+			if err != nil {
+				p = -1
+			}
+			s.Pidfds = append(s.Pidfds, p)
 		default:
 			s.FDs[target]++
 		}
