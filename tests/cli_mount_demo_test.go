@@ -13,29 +13,47 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"scanlockfs/internal/procfs"
 )
 
 // demoLimit bounds a run of scripts/demo; it takes a second or two.
 const demoLimit = 15 * time.Second
 
-// startDemo runs scripts/demo with its temporary directory under tmp.
-func startDemo(t *testing.T, ctx context.Context, tmp string, out *syncBuffer) *exec.Cmd {
+// demo is a run of scripts/demo, with its temporary directory under tmp
+// and its output in out.
+type demo struct {
+	cmd      *exec.Cmd
+	tmp      string
+	out      syncBuffer
+	deadline time.Time
+}
+
+// startDemo runs scripts/demo for at most limit, with env added to its
+// environment (by default, SCANLOCKFS is the binary under test).
+func startDemo(t *testing.T, limit time.Duration, env ...string) *demo {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "demo"))
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "SCANLOCKFS="+binScanlockfs)
-	cmd.Stdout, cmd.Stderr = out, out
-	must(t, cmd.Start())
-	return cmd
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	t.Cleanup(cancel)
+	d := &demo{tmp: t.TempDir(), deadline: time.Now().Add(limit)}
+	d.cmd = exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "demo"))
+	d.cmd.Env = append(append(os.Environ(), "TMPDIR="+d.tmp, "SCANLOCKFS="+binScanlockfs), env...)
+	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
+	must(t, d.cmd.Start())
+	return d
 }
 
 // checkDemoLeftNothing fails t if the demo left a mount, a file or a
 // process behind under tmp.
 func checkDemoLeftNothing(t *testing.T, tmp string) {
 	t.Helper()
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(b), " "+tmp+"/") {
-		t.Errorf("the demo left a mount behind:\n%s", b)
-		_ = exec.Command("sh", "-c", "grep -o ' "+tmp+"/[^ ]*' /proc/self/mountinfo | xargs -r -n1 umount -l").Run()
+	ms, err := procfs.ReadMountinfo()
+	must(t, err)
+	for _, m := range ms {
+		if strings.HasPrefix(m.MountPoint, tmp+"/") {
+			t.Errorf("the demo left a mount behind: %s", m.MountPoint)
+			_ = exec.Command("umount", "-l", m.MountPoint).Run()
+		}
 	}
 	if entries, err := os.ReadDir(tmp); err != nil || len(entries) != 0 {
 		t.Errorf("the demo left files behind in %s: %v %v", tmp, entries, err)
@@ -55,16 +73,13 @@ func checkDemoLeftNothing(t *testing.T, tmp string) {
 func TestDemoScript(t *testing.T) {
 	t.Parallel()
 	requireFUSE(t)
-	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), demoLimit)
-	defer cancel()
-	var out syncBuffer
-	err := startDemo(t, ctx, tmp, &out).Wait()
-	got := out.String()
+	d := startDemo(t, demoLimit)
+	err := d.cmd.Wait()
+	got := d.out.String()
 	if err != nil {
 		t.Fatalf("scripts/demo: %v\n%s", err, got)
 	}
-	checkDemoLeftNothing(t, tmp)
+	checkDemoLeftNothing(t, d.tmp)
 
 	order := []string{
 		"scanlockfs: mounted $DEMO/db on $DEMO/mnt",
@@ -104,24 +119,20 @@ func TestDemoScript(t *testing.T) {
 func TestDemoScriptCleansUpWhenInterrupted(t *testing.T) {
 	t.Parallel()
 	requireFUSE(t)
-	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), demoLimit)
-	defer cancel()
-	var out syncBuffer
-	cmd := startDemo(t, ctx, tmp, &out)
-	for !strings.Contains(out.String(), "is waiting in open(2)") {
-		if ctx.Err() != nil {
-			t.Fatalf("the demo never got to the waiting reader:\n%s", out.String())
+	d := startDemo(t, demoLimit)
+	for !strings.Contains(d.out.String(), "is waiting in open(2)") {
+		if time.Now().After(d.deadline) {
+			t.Fatalf("the demo never got to the waiting reader:\n%s", d.out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	must(t, cmd.Process.Signal(syscall.SIGINT))
-	err := cmd.Wait()
+	must(t, d.cmd.Process.Signal(syscall.SIGINT))
+	err := d.cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Errorf("interrupted demo: %v, want exit code 130\n%s", err, out.String())
+		t.Errorf("interrupted demo: %v, want exit code 130\n%s", err, d.out.String())
 	}
-	checkDemoLeftNothing(t, tmp)
+	checkDemoLeftNothing(t, d.tmp)
 }
 
 // Run from a checkout, the demo shows that checkout's scanlockfs, not an
@@ -130,17 +141,13 @@ func TestDemoScriptUsesTheCheckoutsBinary(t *testing.T) {
 	// Not parallel: its build and compression would slow the timed tests
 	// that run in parallel (the demo's own limit).
 	requireFUSE(t)
-	tmp := t.TempDir()
 	fake := t.TempDir()
 	marker := filepath.Join(fake, "ran")
 	must(t, os.WriteFile(filepath.Join(fake, "scanlockfs"), []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755))
-	ctx, cancel := context.WithTimeout(context.Background(), demoLimit+60*time.Second) // and a build
-	defer cancel()
-	var out syncBuffer
-	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "demo"))
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "PATH="+fake+":"+os.Getenv("PATH")+":/usr/local/go/bin", "SCANLOCKFS=")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	d := startDemo(t, demoLimit+60*time.Second, // and a build
+		"PATH="+fake+":"+os.Getenv("PATH")+":/usr/local/go/bin", "SCANLOCKFS=")
+	out := &d.out
+	if err := d.cmd.Wait(); err != nil {
 		t.Fatalf("scripts/demo with an old scanlockfs in PATH: %v\n%s", err, out.String())
 	}
 	if _, err := os.Stat(marker); err == nil {
@@ -149,5 +156,5 @@ func TestDemoScriptUsesTheCheckoutsBinary(t *testing.T) {
 	if !strings.Contains(out.String(), "building scanlockfs from "+repoRoot(t)) {
 		t.Errorf("the demo does not say it built the checkout's scanlockfs:\n%s", out.String())
 	}
-	checkDemoLeftNothing(t, tmp)
+	checkDemoLeftNothing(t, d.tmp)
 }

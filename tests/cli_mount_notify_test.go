@@ -80,17 +80,10 @@ func TestNotifyReadyAndStopping(t *testing.T) {
 	requireFUSE(t)
 	sock, msgs := listenNotify(t)
 	src := scanDB(t, "scanA")
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
-	d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command(binScanlockfs, "mount", src, mnt)
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	must(t, d.cmd.Start())
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
+	mnt := mountPoint(t)
+	cmd := exec.Command(binScanlockfs, "mount", src, mnt)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	d := startCmd(t, cmd, src, mnt)
 	t.Cleanup(d.cleanup)
 
 	m := nextNotify(t, msgs)
@@ -126,8 +119,7 @@ func TestNotifyWithDaemonNamesTheServer(t *testing.T) {
 	requireFUSE(t)
 	sock, msgs := listenNotify(t)
 	src := scanDB(t, "scanA")
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	logFile := filepath.Join(t.TempDir(), "mount.log")
 	cmd := exec.Command(binScanlockfs, "mount", "--daemon", "--log-file", logFile, src, mnt)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)

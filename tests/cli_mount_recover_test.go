@@ -64,10 +64,7 @@ func TestMountRecoverAfterSIGKILL(t *testing.T) {
 	src := scanDB(t, "scanA")
 	d := mountT(t, src)
 	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
-	if st := lockState(t, src, "scanA"); st.State != "exclusive" {
-		t.Fatalf("scanA is %s under a writer", st.State)
-	}
+	w.openHolding("w", d.path("scanA/files.json"), "w", src, "scanA", "exclusive")
 	w.close("w")
 	waitFree(t, src, "scanA")
 	killServer(t, d)
@@ -96,10 +93,7 @@ func TestMountRecoverAfterSIGKILL(t *testing.T) {
 		t.Fatalf("cat through the recovered mount: %q", got)
 	}
 	r := startClient(t, "reader")
-	r.mustOpen("r", d2.path("scanA/files.json"), "r")
-	if st := lockState(t, src, "scanA"); st.State != "shared" {
-		t.Fatalf("scanA is %s under a reader of the recovered mount", st.State)
-	}
+	r.openHolding("r", d2.path("scanA/files.json"), "r", src, "scanA", "shared")
 	r.close("r")
 	if n := strings.Count(mountinfoLines(d2.mnt), "\n"); n != 1 {
 		t.Fatalf("%d mounts on %s after recovery, want 1:\n%s", n, d2.mnt, mountinfoLines(d2.mnt))

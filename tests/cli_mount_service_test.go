@@ -66,15 +66,9 @@ func TestServiceUnitLifecycle(t *testing.T) {
 	sock, msgs := listenNotify(t)
 	startService := func() *daemon {
 		t.Helper()
-		d := &daemon{t: t, src: src, mnt: mnt, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-		d.cmd = exec.Command(start[0], start[1:]...)
-		d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-		d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-		must(t, d.cmd.Start())
-		go func() {
-			d.waitErr = d.cmd.Wait()
-			close(d.exited)
-		}()
+		cmd := exec.Command(start[0], start[1:]...)
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+		d := startCmd(t, cmd, src, mnt)
 		t.Cleanup(d.cleanup)
 		if m := nextNotify(t, msgs); m.text != "READY=1" || m.pid != d.cmd.Process.Pid {
 			t.Fatalf("%q from pid %d, want READY=1 from %d\nstderr: %s", m.text, m.pid, d.cmd.Process.Pid, d.stderr)

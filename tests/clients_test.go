@@ -233,39 +233,78 @@ func (p *program) running() bool {
 	}
 }
 
+// execute runs a program to completion with a deadline.
+func execute(name string, args ...string) (stdout, stderr string, elapsed time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	start := time.Now()
+	err = cmd.Run()
+	return o.String(), e.String(), time.Since(start), err
+}
+
 // run runs a program to completion with a deadline and returns its
 // output; it fails the test if the program fails.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, stderr, _, err := execute(name, args...)
 	if err != nil {
-		t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr.String())
+		t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr)
 	}
-	return string(out)
+	return out
 }
 
 // runErr runs a program that is expected to fail and returns its exit
 // code, standard error and how long it ran.
 func runErr(t *testing.T, name string, args ...string) (int, string, time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	start := time.Now()
-	err := cmd.Run()
-	elapsed := time.Since(start)
+	_, stderr, elapsed, err := execute(name, args...)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		t.Fatalf("%s %q: want a failure, got %v", name, args, err)
 	}
-	return ee.ExitCode(), stderr.String(), elapsed
+	return ee.ExitCode(), stderr, elapsed
+}
+
+// runCode runs a program to completion and returns its exit code, stdout
+// and stderr; it fails the test only if the program could not run.
+func runCode(t *testing.T, name string, args ...string) (int, string, string) {
+	t.Helper()
+	stdout, stderr, _, err := execute(name, args...)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stdout, stderr
+	case errors.As(err, &ee) && ee.ExitCode() >= 0:
+		return ee.ExitCode(), stdout, stderr
+	}
+	t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr)
+	return 0, "", ""
+}
+
+// checkNoWaiterLeft checks that a non-blocking writer of path gets it at
+// once: a queued waiter left behind would be ahead of it (FIFO). after
+// says after what, for the failure.
+func checkNoWaiterLeft(t *testing.T, path, after string) {
+	t.Helper()
+	c := startClient(t, "next writer")
+	c.open("w", path, "wn")
+	if r := c.result("w"); r.kind != "ok" {
+		t.Fatalf("non-blocking writer %s: %s (a waiter was left behind?)", after, r.errno)
+	}
+	c.close("w")
+}
+
+// openHolding opens path as id (mustOpen) and checks that scan of src is
+// then held in state: "shared" or "exclusive".
+func (c *client) openHolding(id, path, flags, src, scan, state string) {
+	c.t.Helper()
+	c.mustOpen(id, path, flags)
+	if st := lockState(c.t, src, scan); st.State != state {
+		c.t.Fatalf("%s: %s is %s while %s is open with %s, want %s", c.name, scan, st.State, path, flags, state)
+	}
 }
 
 // errnoText is the message C programs print for errno e.

@@ -65,9 +65,8 @@ func TestCrashClientKilledHolding(t *testing.T) {
 func (d *daemon) queueThenKill(t *testing.T, f, flags string, victim *os.Process, want string) {
 	t.Helper()
 	next := startClient(t, "next")
-	m := d.mark()
 	next.open("q", f, flags)
-	d.waitQueued(t, next.pid(), m)
+	d.waitQueued(t, next.pid())
 	killed := kill(t, victim)
 	r := next.result("q")
 	if r.kind != "ok" || r.at < killed {
@@ -97,9 +96,8 @@ func TestCrashClientKilledWhileWaiting(t *testing.T) {
 	holder.mustOpen("h", f, "w")
 	for _, flags := range []string{"r", "w"} {
 		waiter := startClient(t, "waiter "+flags)
-		m := d.mark()
 		waiter.open("q", f, flags)
-		d.waitQueued(t, waiter.pid(), m)
+		d.waitQueued(t, waiter.pid())
 		kill(t, waiter.cmd.Process)
 		select {
 		case <-waiter.done:
@@ -114,12 +112,7 @@ func TestCrashClientKilledWhileWaiting(t *testing.T) {
 	}
 	holder.close("h")
 	waitFree(t, d.src, "scanA")
-	next := startClient(t, "next")
-	next.open("n", f, "wn")
-	if r := next.result("n"); r.kind != "ok" {
-		t.Fatalf("non-blocking writer after the killed waiters: %s (a waiter was left behind?)", r.errno)
-	}
-	next.close("n")
+	checkNoWaiterLeft(t, f, "after the killed waiters")
 	d.checkNoLeaks(t, base)
 	d.stopNoLeaks(t)
 	if !strings.Contains(d.stderr.String(), "cancelled=2") {

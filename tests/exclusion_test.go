@@ -27,9 +27,8 @@ func TestMountAndDirectLockmgrExclude(t *testing.T) {
 	}
 	direct.send("put P %s 5 1", d.srcPath("scanA/files.json"))
 	direct.result("P")
-	m := d.mark()
 	cat := startProgram(t, "cat", f)
-	d.waitQueued(t, cat.cmd.Process.Pid, m)
+	d.waitQueued(t, cat.cmd.Process.Pid)
 	direct.send("unlock L")
 	releasing := direct.await("L", false).at
 	direct.result("L")

@@ -127,10 +127,7 @@ func TestFaultLockDirDeleted(t *testing.T) {
 	}
 	must(t, os.Mkdir(d.lockDir(), 0o2775))
 	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
-	if st := lockState(t, d.src, "scanA"); st.State != "exclusive" {
-		t.Fatalf("scan %s after the lock directory was recreated", st.State)
-	}
+	w.openHolding("w", d.path("scanA/files.json"), "w", d.src, "scanA", "exclusive")
 	w.close("w")
 	waitFree(t, d.src, "scanA")
 	d.checkNoLeaks(t, base)

@@ -71,11 +71,18 @@ type daemon struct {
 func mountT(t testing.TB, src string, flags ...string) *daemon {
 	t.Helper()
 	requireFUSE(t)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	d := startDaemon(t, src, mnt, flags...)
 	d.waitReady(t)
 	return d
+}
+
+// mountPoint makes an empty directory to mount on.
+func mountPoint(t testing.TB) string {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	must(t, os.Mkdir(mnt, 0o755))
+	return mnt
 }
 
 // startDaemon starts `scanlockfs mount flags... src mnt`.
@@ -210,6 +217,19 @@ func (d *daemon) stopAndCheck(t *testing.T, wants ...string) {
 }
 
 // isMounted reports whether mnt is a mount point, from /proc/self/mountinfo.
+// waitUnmounted waits until mnt is no mount point any more; why says
+// after what, for the failure.
+func waitUnmounted(t *testing.T, mnt, why string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for isMounted(mnt) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not detached %s", mnt, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func isMounted(mnt string) bool {
 	ms, err := procfs.ReadMountinfo()
 	if err != nil {
@@ -256,24 +276,19 @@ func waitFree(t *testing.T, src, scan string) {
 // of its threads, from /proc/PID/task/*/syscall.
 func blockedIn(pid int, nr int) bool { return procfs.BlockedIn(pid, nr) }
 
-// mark returns the current end of the daemon's log. waitQueued no longer
-// reads the log; the argument stays so that callers need not change.
-func (d *daemon) mark() int { return len(d.stderr.String()) }
-
 // waitQueued waits until process pid waits for a scan lock in the
 // daemon's lock manager (a waiter of the mount in .locks/status.json)
 // and sleeps in openat(2). Then its OPEN is queued in the lock manager:
 // if the manager granted it, it would return at once. A test that then
 // releases the scan and sees the open return only after the release has
-// proven that the open waited. mark is not used (see mark).
+// proven that the open waited.
 //
 // The status view lists a waiter only once its request is in the lock
 // manager's queue; the debug line "scan lock wanted" that this helper
 // read before is logged earlier, before the request is queued, and a
 // test that released the scan in between saw the open granted at once.
-func (d *daemon) waitQueued(t *testing.T, pid int, mark int) {
+func (d *daemon) waitQueued(t *testing.T, pid int) {
 	t.Helper()
-	_ = mark
 	d.waitWaiter(t, pid)
 	waitBlockedInOpen(t, pid)
 }

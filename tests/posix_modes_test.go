@@ -25,8 +25,7 @@ import (
 func mountUmask(t *testing.T, src, mask string, flags ...string) *daemon {
 	t.Helper()
 	requireFUSE(t)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	args := append([]string{"-c", "umask " + mask + `; exec "$@"`, "sh", binScanlockfs, "mount"}, flags...)
 	d := startCmd(t, exec.Command("sh", append(args, src, mnt)...), src, mnt)
 	d.waitReady(t)

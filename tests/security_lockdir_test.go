@@ -66,8 +66,7 @@ func unblockFIFO(path string) {
 func mountFails(t *testing.T, src string, flags ...string) (int, string) {
 	t.Helper()
 	requireFUSE(t)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	d := startDaemon(t, src, mnt, flags...)
 	ready := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
 	for deadline := time.Now().Add(waitLimit); ; time.Sleep(5 * time.Millisecond) {
@@ -361,8 +360,7 @@ func TestSecurityDescriptorLimit(t *testing.T) {
 	for i := range 100 {
 		must(t, os.WriteFile(filepath.Join(src, "scanA", fmt.Sprintf("f%03d", i)), nil, 0o644))
 	}
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	d := startCmd(t, exec.Command("sh", "-c", `ulimit -n 64; exec "$@"`, "sh", binScanlockfs, "mount", src, mnt), src, mnt)
 	d.waitReady(t)
 	// Open files of scanA until the daemon has no descriptor left, then

@@ -78,9 +78,8 @@ func TestStatusMetricsCountRefusals(t *testing.T) {
 		t.Fatalf("O_NONBLOCK writer under readers: %+v", res)
 	}
 
-	m := d.mark()
 	cat := startProgram(t, "sh", "-c", "exec cat >> "+f)
-	d.waitQueued(t, cat.cmd.Process.Pid, m)
+	d.waitQueued(t, cat.cmd.Process.Pid)
 	if got := metricValue(t, d.metrics(t), "scanlockfs_lock_waiters"); got != 1 {
 		t.Errorf("waiters gauge %v with one queued writer", got)
 	}
@@ -93,9 +92,8 @@ func TestStatusMetricsCountRefusals(t *testing.T) {
 	d.waitMetric(t, 1, "scanlockfs_lock_errno_total", "errno", "EINTR")
 	d.waitMetric(t, 0, "scanlockfs_lock_waiters")
 
-	m = d.mark()
 	a.open("w", f, "w")
-	d.waitQueued(t, a.pid(), m)
+	d.waitQueued(t, a.pid())
 	b.open("w", f, "w")
 	if res := b.result("w"); res.kind != "err" || res.errno != "EDEADLK" {
 		t.Fatalf("second upgrade: %+v, want EDEADLK", res)

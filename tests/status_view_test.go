@@ -27,9 +27,8 @@ func TestStatusShowsMountHoldersAndWaiters(t *testing.T) {
 	f := d.path("scanA/files.json")
 	w, r := startClient(t, "writer"), startClient(t, "reader")
 	w.mustOpen("w", f, "w")
-	m := d.mark()
 	r.open("r", f, "r")
-	d.waitQueued(t, r.pid(), m)
+	d.waitQueued(t, r.pid())
 
 	info := d.catInfo(t, "scanA")
 	if info.ScanID != "scanA" || info.State != "exclusive" || info.Error != "" || len(info.Holders) != 1 || len(info.Waiters) != 1 {
@@ -133,9 +132,8 @@ func TestStatusShowsSourceHolders(t *testing.T) {
 	}
 
 	reader := startClient(t, "mount reader")
-	m := d.mark()
 	reader.open("r", d.path("scanA/files.json"), "r")
-	d.waitQueued(t, reader.pid(), m)
+	d.waitQueued(t, reader.pid())
 	info = d.catInfo(t, "scanA")
 	if len(info.Waiters) != 1 {
 		t.Fatalf("scanA.info with a mount reader waiting: %+v", info)

@@ -36,9 +36,8 @@ func TestWriterWaitsForReaderAndReaderForWriter(t *testing.T) {
 	reader, writer := startClient(t, "reader"), startClient(t, "writer")
 
 	reader.mustOpen("r", f, "r")
-	m := d.mark()
 	started := writer.open("w", f, "wt")
-	d.waitQueued(t, writer.pid(), m)
+	d.waitQueued(t, writer.pid())
 	closing := reader.close("r")
 	w := writer.result("w")
 	if w.kind != "ok" {
@@ -53,9 +52,8 @@ func TestWriterWaitsForReaderAndReaderForWriter(t *testing.T) {
 	if r := writer.result("w"); r.kind != "ok" {
 		t.Fatalf("write: %s", r.errno)
 	}
-	m = d.mark()
 	cat := startProgram(t, "cat", f)
-	d.waitQueued(t, cat.cmd.Process.Pid, m)
+	d.waitQueued(t, cat.cmd.Process.Pid)
 	closing = writer.close("w")
 	if got := cat.wait(t); got != "new content" {
 		t.Fatalf("cat read %q after the writer released the scan", got)
@@ -142,9 +140,8 @@ func TestInterruptedWaitLeavesNothingBehind(t *testing.T) {
 	f := d.path("scanA/files.json")
 	w := startClient(t, "writer")
 	w.mustOpen("w", f, "w")
-	m := d.mark()
 	cat := startProgram(t, "cat", f)
-	d.waitQueued(t, cat.cmd.Process.Pid, m)
+	d.waitQueued(t, cat.cmd.Process.Pid)
 	must(t, cat.cmd.Process.Signal(os.Interrupt))
 	select {
 	case <-cat.done:
@@ -153,13 +150,7 @@ func TestInterruptedWaitLeavesNothingBehind(t *testing.T) {
 	}
 	w.close("w")
 	waitFree(t, d.src, "scanA")
-	// A queued waiter left behind would be ahead of this writer (FIFO).
-	c := startClient(t, "next writer")
-	c.open("w", f, "wn")
-	if r := c.result("w"); r.kind != "ok" {
-		t.Fatalf("writer after the interrupted cat: %s (a waiter was left behind?)", r.errno)
-	}
-	c.close("w")
+	checkNoWaiterLeft(t, f, "after the interrupted cat")
 	waitFree(t, d.src, "scanA")
 	d.stopAndCheck(t, "cancelled=1")
 }
@@ -171,13 +162,9 @@ func TestKilledWriterFreesScan(t *testing.T) {
 	d := mountT(t, scanDB(t, "scanA"), "--log-level", "debug")
 	f := d.path("scanA/files.json")
 	w := startClient(t, "writer")
-	w.mustOpen("w", f, "w")
-	if st := lockState(t, d.src, "scanA"); st.State != "exclusive" {
-		t.Fatalf("scan state with a writer: %s", st.State)
-	}
-	m := d.mark()
+	w.openHolding("w", f, "w", d.src, "scanA", "exclusive")
 	cat := startProgram(t, "cat", f)
-	d.waitQueued(t, cat.cmd.Process.Pid, m)
+	d.waitQueued(t, cat.cmd.Process.Pid)
 	must(t, w.cmd.Process.Kill())
 	if got := cat.wait(t); got != "files of scanA\n" {
 		t.Fatalf("cat after the writer was killed: %q", got)
@@ -195,9 +182,8 @@ func TestUpgradeDeadlockGivesEDEADLK(t *testing.T) {
 	a, b := startClient(t, "A"), startClient(t, "B")
 	a.mustOpen("r", f, "r")
 	b.mustOpen("r", f, "r")
-	m := d.mark()
 	a.open("w", f, "w")
-	d.waitQueued(t, a.pid(), m)
+	d.waitQueued(t, a.pid())
 	start := now()
 	b.open("w", f, "w")
 	if r := b.result("w"); r.kind != "err" || r.errno != "EDEADLK" {
