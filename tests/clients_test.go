@@ -284,6 +284,16 @@ func runCode(t *testing.T, name string, args ...string) (int, string, string) {
 	return 0, "", ""
 }
 
+// twoReaders starts clients named a and b, each with path open for
+// reading as "r": two shared holders, as an upgrade deadlock needs.
+func twoReaders(t *testing.T, path, a, b string) (*client, *client) {
+	t.Helper()
+	ca, cb := startClient(t, a), startClient(t, b)
+	ca.mustOpen("r", path, "r")
+	cb.mustOpen("r", path, "r")
+	return ca, cb
+}
+
 // checkNoWaiterLeft checks that a non-blocking writer of path gets it at
 // once: a queued waiter left behind would be ahead of it (FIFO). after
 // says after what, for the failure.

@@ -29,9 +29,10 @@ func TestCrashClientKilledHolding(t *testing.T) {
 	for _, c := range []struct {
 		name          string
 		holds, queued string // slclient open flags
+		left          string // what the queued opener reads ("" for the original)
 	}{
-		{"read handle", "r", "w"},
-		{"write handle", "w", "r"},
+		{"read handle", "r", "w", ""},
+		{"write handle", "w", "r", "written before the crash"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -40,17 +41,13 @@ func TestCrashClientKilledHolding(t *testing.T) {
 			f := d.path("scanA/files.json")
 			holder := startClient(t, "holder")
 			holder.mustOpen("h", f, c.holds)
-			if c.holds == "w" {
-				holder.send("write h written before the crash")
+			if c.left != "" {
+				holder.send("write h " + c.left)
 				if r := holder.result("h"); r.kind != "ok" {
 					t.Fatalf("write: %s", r.errno)
 				}
 			}
-			want := ""
-			if c.holds == "w" {
-				want = "written before the crash"
-			}
-			d.queueThenKill(t, f, c.queued, holder.cmd.Process, want)
+			d.queueThenKill(t, f, c.queued, holder.cmd.Process, c.left)
 			d.checkNoLeaks(t, base)
 			d.stopNoLeaks(t)
 		})
@@ -146,9 +143,10 @@ func TestCrashClientKilledWhileMmapped(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name, mode, state, queued string
+		left                      string // what the queued opener reads ("" for the original)
 	}{
-		{"read map", "r", "shared", "w"},
-		{"write map", "w", "exclusive", "r"},
+		{"read map", "r", "shared", "w", ""},
+		{"write map", "w", "exclusive", "r", "MAPPEDof scanA\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -160,11 +158,7 @@ func TestCrashClientKilledWhileMmapped(t *testing.T) {
 			if st := lockState(t, d.src, "scanA"); st.State != c.state {
 				t.Fatalf("scan %s while a %s is mapped and its descriptor closed, want %s", st.State, c.name, c.state)
 			}
-			want := ""
-			if c.mode == "w" {
-				want = "MAPPEDof scanA\n"
-			}
-			d.queueThenKill(t, f, c.queued, p.cmd.Process, want)
+			d.queueThenKill(t, f, c.queued, p.cmd.Process, c.left)
 			d.checkNoLeaks(t, base)
 			d.stopNoLeaks(t)
 		})

@@ -60,6 +60,14 @@ func unblockFIFO(path string) {
 	}
 }
 
+// plantFIFO makes a FIFO at path as the user of cred, as an attacker
+// would, and unblocks it at the end of the test (see unblockFIFO).
+func plantFIFO(t *testing.T, cred *syscall.Credential, path string) {
+	t.Helper()
+	mustRunAs(t, cred, "mkfifo", "-m", "0664", path)
+	t.Cleanup(func() { unblockFIFO(path) })
+}
+
 // mountFails starts `scanlockfs mount flags... src MNT` and returns its
 // exit code and standard error once it exits; if it mounts instead, the
 // test fails (and the mount is taken down).
@@ -100,8 +108,7 @@ func TestSecurityLockDir(t *testing.T) {
 		t.Parallel()
 		src := sharedTree(t, cred, "scanA")
 		info := filepath.Join(src, ".locks", "scanA.info")
-		mustRunAs(t, cred, "mkfifo", "-m", "0664", info)
-		t.Cleanup(func() { unblockFIFO(info) })
+		plantFIFO(t, cred, info)
 		d := mountT(t, src, "--timeout", "2s")
 		code, out, stderr := runCode(t, "cat", d.statusPath("scanA.info"))
 		var doc fusefs.InfoDoc
@@ -241,8 +248,7 @@ func TestSecurityLockDir(t *testing.T) {
 		t.Parallel()
 		src := sharedTree(t, cred, "scanF")
 		lock := filepath.Join(src, ".locks", "scanF.lock")
-		mustRunAs(t, cred, "mkfifo", "-m", "0664", lock)
-		t.Cleanup(func() { unblockFIFO(lock) })
+		plantFIFO(t, cred, lock)
 		d := mountT(t, src)
 		if e := openErrno(t, d.path("scanF/files.json"), "r"); e != "EIO" {
 			t.Fatalf("open in a scan whose lock file is a FIFO: %s, want EIO", e)

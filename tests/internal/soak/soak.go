@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/tests/internal/checker"
 )
 
@@ -146,7 +147,7 @@ func (w *workers) start(name string, args ...string) {
 	// Go's preemption signals would interrupt the FUSE requests the
 	// worker waits in; C programs would see EINTR, the worker retries.
 	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
-	var stderr tail
+	var stderr testutil.Tail
 	cmd.Stderr = io.MultiWriter(&stderr, prefixWriter(w.cfg.Stderr, name))
 	if err := cmd.Start(); err != nil {
 		w.fail(fmt.Errorf("%s: %w", name, err))
@@ -220,7 +221,7 @@ func runPlantdb(ctx context.Context, cfg Config, i int, deadline time.Time) erro
 		cmd := exec.CommandContext(ctx, "python3", cfg.PlantdbPeer, "intervals", cfg.Source, scan,
 			"--mode", "exclusive", "-n", "10", "--hold-ms", "0.2", "--gap-ms", "1", "--retry-sleep", "0.002",
 			"--timeout", strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64), "--user", name)
-		var stderr tail
+		var stderr testutil.Tail
 		cmd.Stderr = &stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -249,28 +250,6 @@ func runPlantdb(ctx context.Context, cfg Config, i int, deadline time.Time) erro
 		}
 	}
 	return nil
-}
-
-// tail keeps the last few KiB written to it.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > 4096 {
-		t.buf = t.buf[len(t.buf)-4096:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }
 
 // prefixWriter prefixes every line written to w with name.
