@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 )
 
@@ -223,9 +224,5 @@ func FuzzRenderInfo(f *testing.F) {
 	})
 }
 
-func noErr(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+// noErr fails t with err, if err is not nil.
+var noErr = testutil.Must

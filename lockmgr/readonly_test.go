@@ -78,9 +78,7 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 // manager is refused (ErrRoot), the read-only one opens, shows the holder
 // and refuses to lock, and nothing on disk changes.
 func TestReadOnlyAsUserWithoutWriteAccess(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to start a process as another user")
-	}
+	testutil.RequireRoot(t, "to start a process as another user")
 	// t.TempDir's parents are 0700: nobody could not reach the tree.
 	base, err := os.MkdirTemp("", "lockmgr-ro-")
 	if err != nil {

@@ -19,9 +19,7 @@ import (
 // scan (exit 0), and the tree does not change.
 func TestStatusAsReadOnlyUser(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to an unprivileged user")
-	}
+	testutil.RequireRoot(t, "to switch to an unprivileged user")
 	const nobody = 65534
 	// The test binary's own directories are private to root: copy it
 	// where the unprivileged user can run it.

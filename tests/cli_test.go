@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/internal/testutil"
 	"scanlockfs/mountcmd"
 )
 
@@ -236,9 +237,7 @@ func TestAllowOtherSetsDefaultPermissions(t *testing.T) {
 // without it they do. Only root can register backing files.
 func TestPassthroughKeepsDataOutOfTheDaemon(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("passthrough needs root (CAP_SYS_ADMIN)")
-	}
+	testutil.RequireRoot(t, "passthrough (CAP_SYS_ADMIN)")
 	for _, c := range []struct {
 		flags   []string
 		through bool

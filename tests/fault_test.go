@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/mountcmd"
 	"scanlockfs/tests/internal/leakcheck"
 )
@@ -24,9 +25,7 @@ import (
 // requireRoot skips tests that mount a tmpfs or set file attributes.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (tmpfs mounts, chattr)")
-	}
+	testutil.RequireRoot(t, "tmpfs mounts, chattr")
 }
 
 // tmpfsAt mounts a tmpfs with options on a new directory and returns it;

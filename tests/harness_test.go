@@ -44,12 +44,8 @@ func scanDB(t testing.TB, scans ...string) string {
 	return src
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+// must fails t with err, if err is not nil.
+var must = testutil.Must
 
 // daemon is a running `scanlockfs mount`.
 type daemon struct {

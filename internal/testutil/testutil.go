@@ -54,6 +54,22 @@ func RequireFUSE(tb testing.TB) {
 	tb.Skipf("FUSE unavailable: %s", why)
 }
 
+// Must fails tb with err, if err is not nil.
+func Must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// RequireRoot skips tb unless it runs as root; why says what needs root.
+func RequireRoot(tb testing.TB, why string) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root: " + why)
+	}
+}
+
 // Now is CLOCK_MONOTONIC in nanoseconds: the system-wide clock, so that
 // time stamps of different processes (Go helpers, Python's
 // time.monotonic_ns) compare.
