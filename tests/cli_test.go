@@ -150,8 +150,7 @@ func TestLockDirIsHidden(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"))
 	// Make sure there is a lock file to hide.
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	w := startWriter(t, d.path("scanA/files.json"))
 	if _, err := os.Stat(d.srcPath(".locks/scanA.lock")); err != nil {
 		t.Fatalf("no lock file on SOURCE: %v", err)
 	}

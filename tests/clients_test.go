@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"scanlockfs/internal/testutil"
 )
 
 // client is a running slclient.
@@ -44,16 +45,15 @@ func startClient(t *testing.T, name string) *client {
 	c.cmd.Stderr = os.Stderr
 	must(t, c.cmd.Start())
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
+		_ = testutil.ReadLines(stdout, func(l string) {
 			c.mu.Lock()
-			c.lines = append(c.lines, sc.Text())
+			c.lines = append(c.lines, l)
 			c.mu.Unlock()
 			select {
 			case c.more <- struct{}{}:
 			default:
 			}
-		}
+		})
 		close(c.done)
 	}()
 	t.Cleanup(c.stop)
@@ -282,6 +282,15 @@ func runCode(t *testing.T, name string, args ...string) (int, string, string) {
 	}
 	t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr)
 	return 0, "", ""
+}
+
+// startWriter starts a client named "writer" that holds path open for
+// writing as "w".
+func startWriter(t *testing.T, path string) *client {
+	t.Helper()
+	w := startClient(t, "writer")
+	w.mustOpen("w", path, "w")
+	return w
 }
 
 // twoReaders starts clients named a and b, each with path open for

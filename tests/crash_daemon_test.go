@@ -47,8 +47,7 @@ func TestCrashDaemonKilled(t *testing.T) {
 			}
 			d := mountT(t, src, flags...)
 			d.allowExit = true
-			writer := startClient(t, "writer")
-			writer.mustOpen("w", d.path("scanA/files.json"), "w")
+			writer := startWriter(t, d.path("scanA/files.json"))
 			reader := startClient(t, "reader")
 			reader.mustOpen("r", d.path("scanB/files.json"), "r")
 			waiter := startClient(t, "waiter")
@@ -240,8 +239,7 @@ func TestMountRecoverDetachesABusyDeadMount(t *testing.T) {
 	t.Parallel()
 	src := scanDB(t, "scanA")
 	d := mountT(t, src)
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	startWriter(t, d.path("scanA/files.json")) // holds scanA when the server dies
 	sitter := exec.Command("sleep", "600")
 	sitter.Dir = d.mnt
 	must(t, sitter.Start())

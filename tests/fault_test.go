@@ -169,8 +169,7 @@ func TestFaultLockDirNotWritable(t *testing.T) {
 		direct.send("unlock T0")
 		direct.result("T0")
 		immutable(t, d.lockDir())
-		w := startClient(t, "writer")
-		w.mustOpen("w", d.path("scanA/files.json"), "w")
+		w := startWriter(t, d.path("scanA/files.json"))
 		d.waitLog(t, "could not write lock info file", "scan=scanA")
 		// The lock is real although its .info could not be written.
 		direct.send("try T %s scanA shared", d.src)
@@ -251,8 +250,7 @@ func TestFaultNoSpace(t *testing.T) {
 	run(t, "cat", d.path("scanA/files.json"))
 
 	made := fill(t, src, false)
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	w := startWriter(t, d.path("scanA/files.json"))
 	d.waitLog(t, "could not write lock info file", "scan=scanA", "no space left")
 	if st := lockState(t, src, "scanA"); st.State != "exclusive" {
 		t.Fatalf("scan %s with a full disk", st.State)
@@ -321,8 +319,7 @@ func TestFaultCorruptInfo(t *testing.T) {
 		t.Fatalf("the mount's stale clean-up left the corrupt .info: %v", err)
 	}
 
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	w := startWriter(t, d.path("scanA/files.json"))
 	waitInfo(t, info, d.cmd.Process.Pid)
 	writeCorruptInfo(t, src, 0)
 	code, out, stderr = runCode(t, binScanlockfs, "status", src, "scanA")

@@ -227,8 +227,7 @@ func TestStatusMetricsCountGrantsAndTimeouts(t *testing.T) {
 		}
 	}
 
-	w := startClient(t, "writer")
-	w.mustOpen("w", f, "w")
+	w := startWriter(t, f)
 	code, stderr, _ := runErr(t, "cat", f)
 	if code == 0 || !strings.Contains(strings.ToLower(stderr), syscall.EBUSY.Error()) {
 		t.Fatalf("cat under a writer: exit %d, %q; want EBUSY", code, stderr)

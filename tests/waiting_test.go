@@ -97,8 +97,7 @@ func TestDifferentScansDoNotBlock(t *testing.T) {
 func TestTimeoutGivesEBUSY(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"), "--timeout", "1s")
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	w := startWriter(t, d.path("scanA/files.json"))
 	code, stderr, elapsed := runErr(t, "cat", d.path("scanA/files.json"))
 	if code == 0 || !strings.Contains(strings.ToLower(stderr), syscall.EBUSY.Error()) {
 		t.Fatalf("cat: exit %d, stderr %q; want EBUSY", code, stderr)
@@ -114,8 +113,7 @@ func TestNonblockGivesEAGAIN(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"), "--log-level", "debug")
 	f := d.path("scanA/files.json")
-	w := startClient(t, "writer")
-	w.mustOpen("w", f, "w")
+	w := startWriter(t, f)
 	code, stderr, elapsed := runErr(t, "python3", "-c",
 		"import os,sys\ntry:\n os.open(sys.argv[1], os.O_RDONLY|os.O_NONBLOCK)\nexcept BlockingIOError as e:\n print(e, file=sys.stderr); sys.exit(11)", f)
 	if code != 11 {
@@ -144,8 +142,7 @@ func TestInterruptedWaitLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"), "--log-level", "debug")
 	f := d.path("scanA/files.json")
-	w := startClient(t, "writer")
-	w.mustOpen("w", f, "w")
+	w := startWriter(t, f)
 	cat := startProgram(t, "cat", f)
 	d.waitQueued(t, cat.cmd.Process.Pid)
 	must(t, cat.cmd.Process.Signal(os.Interrupt))

@@ -11,7 +11,9 @@ package testutil
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -121,6 +123,29 @@ func (t *Tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return strings.TrimSpace(string(t.buf))
+}
+
+// OpenRetry is open(2) as C programs' callers and Python see it: it
+// retries EINTR, which the Go runtime's own signals cause.
+func OpenRetry(path string, flags int, perm uint32) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, perm)
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
+}
+
+// ReadLines calls each with every line read from r (a child's stdout),
+// up to 64 MiB a line, and returns the error that ended the reading, if
+// it was not the end of r.
+func ReadLines(r io.Reader, each func(line string)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	for sc.Scan() {
+		each(sc.Text())
+	}
+	return sc.Err()
 }
 
 // StartChild starts cmd, a child that prints the line ready once it is

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -79,11 +78,7 @@ func (ps *procs) start(name string, argv, env []string, stderr io.Writer, daemon
 	ps.live[p] = struct{}{}
 	ps.mu.Unlock()
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
+		_ = testutil.ReadLines(stdout, func(l string) { p.lines <- l })
 		close(p.lines)
 		p.err = cmd.Wait()
 		ps.mu.Lock()

@@ -117,14 +117,7 @@ func parseFlags(s string) (int, error) {
 // openRetry opens like C programs would, except that it retries EINTR
 // caused by the Go runtime's own signals (the tests disable preemption
 // signals, this is a second line).
-func openRetry(path string, flags int) (int, error) {
-	for {
-		fd, err := unix.Open(path, flags, 0o644)
-		if !errors.Is(err, unix.EINTR) {
-			return fd, err
-		}
-	}
-}
+func openRetry(path string, flags int) (int, error) { return testutil.OpenRetry(path, flags, 0o644) }
 
 // client is interactive mode's state: what each ID names.
 type client struct {
