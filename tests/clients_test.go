@@ -212,10 +212,17 @@ func startProgram(t *testing.T, name string, args ...string) *program {
 // wait waits for the program and fails the test if it failed.
 func (p *program) wait(t *testing.T) string {
 	t.Helper()
+	return p.waitWithin(t, waitLimit)
+}
+
+// waitWithin is wait for a program whose work takes long, allowing it
+// limit to finish.
+func (p *program) waitWithin(t *testing.T, limit time.Duration) string {
+	t.Helper()
 	select {
 	case <-p.done:
-	case <-time.After(waitLimit):
-		t.Fatalf("%v did not finish", p.cmd.Args)
+	case <-time.After(limit):
+		t.Fatalf("%v did not finish within %v", p.cmd.Args, limit)
 	}
 	if p.waitErr != nil {
 		t.Fatalf("%v: %v\nstderr: %s", p.cmd.Args, p.waitErr, p.err.String())

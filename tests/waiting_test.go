@@ -344,8 +344,10 @@ func TestNoLostUpdate(t *testing.T) {
 	for range 2 {
 		writers = append(writers, startProgram(t, binClient, "incr-direct", src, "scanA", "counter", strconv.Itoa(perProc)))
 	}
+	// 2000 increments in all: on a loaded machine that takes longer than
+	// waitLimit; the mount's own timeout (2m) bounds every wait.
 	for _, w := range writers {
-		w.wait(t)
+		w.waitWithin(t, 5*time.Minute)
 	}
 	must(t, os.WriteFile(stop, nil, 0o644))
 	for _, r := range readers {
