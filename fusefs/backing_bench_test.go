@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/testutil"
 )
 
 // The daemon-side cost of opening a backing file, without FUSE:
@@ -79,9 +81,7 @@ func BenchmarkOpenBacking(b *testing.B) {
 }
 
 func BenchmarkCallerCredentialSwitch(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testutil.RequireRoot(b, "switching to the caller's credentials")
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for b.Loop() {

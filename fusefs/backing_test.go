@@ -17,27 +17,17 @@ func TestBackingOpenFollowsNoSymlink(t *testing.T) {
 	src := filepath.Join(dir, "src")
 	outside := filepath.Join(dir, "outside")
 	for _, d := range []string{src + "/scan/a/b", outside + "/b"} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		noErr(t, os.MkdirAll(d, 0o755))
 	}
 	for _, f := range []string{src + "/scan/a/b/f", outside + "/b/f", outside + "/secret"} {
-		if err := os.WriteFile(f, []byte(f), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		noErr(t, os.WriteFile(f, []byte(f), 0o644))
 	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.Symlink(outside, src+"/scan/dirlink"))
-	must(os.Symlink(outside+"/secret", src+"/scan/a/b/filelink"))
+	noErr(t, os.Symlink(outside, src+"/scan/dirlink"))
+	noErr(t, os.Symlink(outside+"/secret", src+"/scan/a/b/filelink"))
 	// SOURCE itself through a symlink of the configuration is fine.
-	must(os.Symlink(src, dir+"/srclink"))
+	noErr(t, os.Symlink(src, dir+"/srclink"))
 	b, err := newBacking(dir + "/srclink")
-	must(err)
+	noErr(t, err)
 	if b.path != src {
 		t.Fatalf("SOURCE resolved to %s, want %s", b.path, src)
 	}
@@ -73,9 +63,9 @@ func TestBackingOpenFollowsNoSymlink(t *testing.T) {
 			}
 			st, _, err := statx(fd, "", unix.AT_EMPTY_PATH)
 			unix.Close(fd)
-			must(err)
+			noErr(t, err)
 			var want unix.Stat_t
-			must(unix.Lstat(filepath.Join(src, c.rel), &want))
+			noErr(t, unix.Lstat(filepath.Join(src, c.rel), &want))
 			if st.Ino != want.Ino {
 				t.Errorf("%s: open %q reached inode %d, want %d", mode.name, c.rel, st.Ino, want.Ino)
 			}

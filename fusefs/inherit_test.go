@@ -1,13 +1,13 @@
 package fusefs
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 )
 
@@ -16,21 +16,7 @@ import (
 func childWithFD(t *testing.T, dir string) lockmgr.Owner {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", `exec 3<"$1"; echo ready; read x`, "sh", dir)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close(); cmd.Wait() })
-	if l, err := bufio.NewReader(out).ReadString('\n'); err != nil || l != "ready\n" {
-		t.Fatalf("child: %q, %v", l, err)
-	}
+	testutil.StartChild(t, cmd, "ready")
 	return callerOwner(callerCtx(cmd.Process.Pid), "scan/b")
 }
 

@@ -138,9 +138,7 @@ func TestUpgradeDeadlockWaitsForLateRelease(t *testing.T) {
 		}
 		otherExcl <- l
 	}()
-	for fsys.mgr.Stats().Waiters != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitWaiter(fsys)
 	// Our late RELEASE of the shared handle arrives while our write open
 	// is being refused as a deadlock.
 	go func() {
@@ -148,20 +146,11 @@ func TestUpgradeDeadlockWaitsForLateRelease(t *testing.T) {
 		fsys.unlock(r, mine)
 	}()
 	w := lockReq{op: "open", mode: lockmgr.Exclusive}
-	done := make(chan syscall.Errno, 1)
-	var got []*lockmgr.Lease
-	go func() {
-		var errno syscall.Errno
-		got, errno = fsys.lock(ctx, w, "scan_a")
-		done <- errno
-	}()
+	pending := goLock(fsys, ctx, w, "scan_a")
 	l := <-otherExcl // the other upgrade goes through once our release is in
 	l.Release()
 	otherShared.Release()
-	if errno := <-done; errno != 0 {
-		t.Fatalf("write open after a late release: %v, want success", errno)
-	}
-	fsys.unlock(w, got)
+	pending.granted(t, "write open after a late release")
 }
 
 // A real upgrade deadlock still gets EDEADLK, after the grace period.
@@ -176,9 +165,7 @@ func TestUpgradeDeadlockIsRefused(t *testing.T) {
 		_, err := fsys.mgr.Acquire(waitCtx, "scan_a", lockmgr.Exclusive, other)
 		otherErr <- err
 	}()
-	for fsys.mgr.Stats().Waiters != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitWaiter(fsys)
 	start := time.Now()
 	_, errno := fsys.lock(ctx, lockReq{op: "open", mode: lockmgr.Exclusive}, "scan_a")
 	if errno != syscall.EDEADLK {
@@ -203,26 +190,15 @@ func TestInterruptedWaitGrantedWithinGraceSucceeds(t *testing.T) {
 	interruptGrace = 10 * time.Second
 	t.Cleanup(func() { interruptGrace = saved })
 	ctx, cancel, held := interruptible(t, fsys)
-	done := make(chan syscall.Errno, 1)
-	var got []*lockmgr.Lease
 	r := lockReq{op: "open", mode: lockmgr.Shared}
-	go func() {
-		var errno syscall.Errno
-		got, errno = fsys.lock(ctx, r, "scan_a")
-		done <- errno
-	}()
-	for fsys.mgr.Stats().Waiters != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	pending := goLock(fsys, ctx, r, "scan_a")
+	waitWaiter(fsys)
 	close(cancel) // the interrupt
 	// Without the grace the wait would give up within microseconds; this
 	// pause lets it, so that the test fails if the grace is missing.
 	time.Sleep(50 * time.Millisecond)
 	held.Release()
-	if errno := <-done; errno != 0 {
-		t.Fatalf("interrupted wait granted within the grace: %v, want success", errno)
-	}
-	fsys.unlock(r, got)
+	pending.granted(t, "interrupted wait granted within the grace")
 }
 
 // A wait interrupted for good (Ctrl-C) still ends with EINTR and leaves
@@ -231,20 +207,56 @@ func TestInterruptedWaitGivesEINTR(t *testing.T) {
 	fsys, _ := testFS(t)
 	ctx, cancel, held := interruptible(t, fsys)
 	defer held.Release()
-	done := make(chan syscall.Errno, 1)
-	go func() {
-		_, errno := fsys.lock(ctx, lockReq{op: "open", mode: lockmgr.Shared}, "scan_a")
-		done <- errno
-	}()
-	for fsys.mgr.Stats().Waiters != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	pending := goLock(fsys, ctx, lockReq{op: "open", mode: lockmgr.Shared}, "scan_a")
+	waitWaiter(fsys)
 	close(cancel)
-	if errno := <-done; errno != syscall.EINTR {
+	if errno := pending.result(); errno != syscall.EINTR {
 		t.Fatalf("interrupted wait: %v, want EINTR", errno)
 	}
 	if st := fsys.mgr.Stats(); st.Waiters != 0 || st.Holders != 1 {
 		t.Fatalf("after EINTR: %d waiters, %d holders; want 0 and 1", st.Waiters, st.Holders)
+	}
+}
+
+// goLock runs fsys.lock in a goroutine.
+func goLock(fsys *fileSystem, ctx context.Context, r lockReq, scan string) *pendingLock {
+	p := &pendingLock{fsys: fsys, r: r, done: make(chan struct{})}
+	go func() {
+		p.got, p.errno = fsys.lock(ctx, r, scan)
+		close(p.done)
+	}()
+	return p
+}
+
+// pendingLock is a call of fsys.lock running in a goroutine.
+type pendingLock struct {
+	fsys  *fileSystem
+	r     lockReq
+	done  chan struct{}
+	got   []*lockmgr.Lease
+	errno syscall.Errno
+}
+
+// result waits for the call and returns its errno.
+func (p *pendingLock) result() syscall.Errno {
+	<-p.done
+	return p.errno
+}
+
+// granted fails t unless the call succeeded, and releases what it got;
+// what names the call.
+func (p *pendingLock) granted(t *testing.T, what string) {
+	t.Helper()
+	if errno := p.result(); errno != 0 {
+		t.Fatalf("%s: %v, want success", what, errno)
+	}
+	p.fsys.unlock(p.r, p.got)
+}
+
+// waitWaiter waits until fsys's lock manager has a waiter.
+func waitWaiter(fsys *fileSystem) {
+	for fsys.mgr.Stats().Waiters != 1 {
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -1,12 +1,11 @@
 package fusefs
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 )
 
@@ -69,21 +68,6 @@ func TestHiddenName(t *testing.T) {
 }
 
 // bytesBuffer is a goroutine-safe buffer for log output.
-type bytesBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *bytesBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *bytesBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type bytesBuffer struct{ testutil.Buffer }
 
 func (b *bytesBuffer) contains(s string) bool { return strings.Contains(b.String(), s) }

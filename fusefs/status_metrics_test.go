@@ -1,59 +1,16 @@
 package fusefs
 
 import (
-	"bytes"
 	"math"
 	"syscall"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"scanlockfs/internal/testutil/promtext"
 	"scanlockfs/lockmgr"
 )
-
-func parseMetrics(t *testing.T, b []byte) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("metrics do not parse: %v\n%s", err, b)
-	}
-	return fams
-}
-
-// sampleValue returns the value of the sample of family name whose labels
-// include want (name=value pairs).
-func sampleValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
-	t.Helper()
-	f := fams[name]
-	if f == nil {
-		t.Fatalf("no metric family %s", name)
-	}
-next:
-	for _, m := range f.GetMetric() {
-		for i := 0; i+1 < len(want); i += 2 {
-			found := false
-			for _, l := range m.GetLabel() {
-				found = found || l.GetName() == want[i] && l.GetValue() == want[i+1]
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch f.GetType() {
-		case dto.MetricType_COUNTER:
-			return m.GetCounter().GetValue()
-		case dto.MetricType_GAUGE:
-			return m.GetGauge().GetValue()
-		}
-		t.Fatalf("%s is a %v", name, f.GetType())
-	}
-	t.Fatalf("no sample of %s with labels %q", name, want)
-	return 0
-}
 
 func TestRenderMetricsParsesWithValues(t *testing.T) {
 	in := metricsInput{
@@ -68,7 +25,7 @@ func TestRenderMetricsParsesWithValues(t *testing.T) {
 	}
 	// 1 grant within 100µs, 2 within 10ms, 3 over a minute.
 	in.lock.WaitCounts[0], in.lock.WaitCounts[2], in.lock.WaitCounts[len(lockmgr.WaitBuckets)] = 1, 2, 3
-	fams := parseMetrics(t, renderMetrics(in))
+	fams := promtext.Parse(t, renderMetrics(in))
 
 	for _, c := range []struct {
 		name   string
@@ -100,7 +57,7 @@ func TestRenderMetricsParsesWithValues(t *testing.T) {
 		{"go_goroutines", nil, 40},
 		{"process_start_time_seconds", nil, 1764320462.5},
 	} {
-		if got := sampleValue(t, fams, c.name, c.labels...); got != c.want {
+		if got := promtext.Value(t, fams, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%q = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
@@ -131,14 +88,14 @@ func TestRenderMetricsParsesWithValues(t *testing.T) {
 
 // Without /proc/self/fd the family is left out rather than reported as -1.
 func TestRenderMetricsWithoutFDCount(t *testing.T) {
-	fams := parseMetrics(t, renderMetrics(metricsInput{openFDs: -1}))
+	fams := promtext.Parse(t, renderMetrics(metricsInput{openFDs: -1}))
 	if _, ok := fams["process_open_fds"]; ok {
 		t.Error("process_open_fds reported without a count")
 	}
 	if _, ok := fams["process_start_time_seconds"]; ok {
 		t.Error("start time reported without one")
 	}
-	if got := sampleValue(t, fams, "scanlockfs_lock_errno_total", "errno", "EDEADLK"); got != 0 {
+	if got := promtext.Value(t, fams, "scanlockfs_lock_errno_total", "errno", "EDEADLK"); got != 0 {
 		t.Errorf("EDEADLK %v", got)
 	}
 }

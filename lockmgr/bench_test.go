@@ -54,6 +54,18 @@ func BenchmarkPlantdbPeer(b *testing.B) {
 // longer than DefaultInfoDelay, so never here); "info-sync" writes and
 // removes it on every acquisition (WithInfoDelay(0)).
 func BenchmarkUncontended(b *testing.B) {
+	infoVariants(b, func(b *testing.B, m *Manager, mode Mode) {
+		o := ProcessOwner()
+		for b.Loop() {
+			cycle(b, m, "s", mode, o)
+		}
+	})
+}
+
+// infoVariants runs fn as a sub-benchmark for each mode and each .info
+// setting ("noinfo", "info", "info-sync"; see BenchmarkUncontended),
+// with a Manager of its own.
+func infoVariants(b *testing.B, fn func(b *testing.B, m *Manager, mode Mode)) {
 	for _, mode := range []Mode{Shared, Exclusive} {
 		for _, info := range []string{"noinfo", "info", "info-sync"} {
 			b.Run(mode.String()+"/"+info, func(b *testing.B) {
@@ -61,19 +73,19 @@ func BenchmarkUncontended(b *testing.B) {
 				if info == "info-sync" {
 					opts = append(opts, WithInfoDelay(0))
 				}
-				m := newManager(b, b.TempDir(), opts...)
-				o := ProcessOwner()
-				ctx := context.Background()
-				for b.Loop() {
-					l, err := m.Acquire(ctx, "s", mode, o)
-					if err != nil {
-						b.Fatal(err)
-					}
-					l.Release()
-				}
+				fn(b, newManager(b, b.TempDir(), opts...), mode)
 			})
 		}
 	}
+}
+
+// cycle acquires scan in mode as o and releases it.
+func cycle(b *testing.B, m *Manager, scan string, mode Mode, o Owner) {
+	l, err := m.Acquire(context.Background(), scan, mode, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l.Release()
 }
 
 // BenchmarkColdOpen cycles through more scans than stay cached, so that
@@ -82,18 +94,13 @@ func BenchmarkUncontended(b *testing.B) {
 func BenchmarkColdOpen(b *testing.B) {
 	m := newManager(b, b.TempDir(), WithInfoFiles(false))
 	o := ProcessOwner()
-	ctx := context.Background()
 	ids := make([]string, 2*maxIdleScans+1)
 	for i := range ids {
 		ids[i] = "s" + strconv.Itoa(i)
 	}
 	i := 0
 	for b.Loop() {
-		l, err := m.Acquire(ctx, ids[i%len(ids)], Exclusive, o)
-		if err != nil {
-			b.Fatal(err)
-		}
-		l.Release()
+		cycle(b, m, ids[i%len(ids)], Exclusive, o)
 		i++
 	}
 }
@@ -103,37 +110,24 @@ func BenchmarkColdOpen(b *testing.B) {
 // of our uncontended acquire+release with 300 of the peer's, and reports
 // the medians of both costs and of the per-round ratio.
 func BenchmarkVsPlantdbPeer(b *testing.B) {
-	for _, mode := range []Mode{Shared, Exclusive} {
-		for _, info := range []string{"noinfo", "info", "info-sync"} {
-			b.Run(mode.String()+"/"+info, func(b *testing.B) {
-				opts := []Option{WithInfoFiles(info != "noinfo")}
-				if info == "info-sync" {
-					opts = append(opts, WithInfoDelay(0))
-				}
-				m := newManager(b, b.TempDir(), opts...)
-				o := ProcessOwner()
-				var ours, peer, ratio []float64
-				for range 7 {
-					n := 0
-					start := time.Now()
-					for time.Since(start) < 100*time.Millisecond {
-						l, err := m.Acquire(context.Background(), "s", mode, o)
-						if err != nil {
-							b.Fatal(err)
-						}
-						l.Release()
-						n++
-					}
-					g := float64(time.Since(start).Nanoseconds()) / float64(n)
-					p := peerNsPerOp(b, mode, 300)
-					ours, peer, ratio = append(ours, g), append(peer, p), append(ratio, p/g)
-				}
-				b.ReportMetric(median(ours), "ns/op-ours")
-				b.ReportMetric(median(peer), "ns/op-peer")
-				b.ReportMetric(median(ratio), "x-vs-peer")
-			})
+	infoVariants(b, func(b *testing.B, m *Manager, mode Mode) {
+		o := ProcessOwner()
+		var ours, peer, ratio []float64
+		for range 7 {
+			n := 0
+			start := time.Now()
+			for time.Since(start) < 100*time.Millisecond {
+				cycle(b, m, "s", mode, o)
+				n++
+			}
+			g := float64(time.Since(start).Nanoseconds()) / float64(n)
+			p := peerNsPerOp(b, mode, 300)
+			ours, peer, ratio = append(ours, g), append(peer, p), append(ratio, p/g)
 		}
-	}
+		b.ReportMetric(median(ours), "ns/op-ours")
+		b.ReportMetric(median(peer), "ns/op-peer")
+		b.ReportMetric(median(ratio), "x-vs-peer")
+	})
 }
 
 func median(v []float64) float64 {
@@ -150,13 +144,8 @@ func BenchmarkReentrant(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer outer.Release()
-	ctx := context.Background()
 	for b.Loop() {
-		l, err := m.Acquire(ctx, "s", Shared, o)
-		if err != nil {
-			b.Fatal(err)
-		}
-		l.Release()
+		cycle(b, m, "s", Shared, o)
 	}
 }
 

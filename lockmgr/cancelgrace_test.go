@@ -18,14 +18,7 @@ func TestCancelGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan error, 1)
-	go func() {
-		l, err := m.Acquire(WithCancelGrace(ctx, 10*time.Second), "s", Shared, b)
-		if err == nil {
-			l.Release()
-		}
-		got <- err
-	}()
+	got := acquireReleased(WithCancelGrace(ctx, 10*time.Second), m, "s", Shared, b)
 	waitFor(t, "the request queued", func() bool { return m.Stats().Waiters == 1 })
 	cancel()
 	time.Sleep(50 * time.Millisecond) // without the grace it gives up in microseconds

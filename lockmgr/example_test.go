@@ -179,19 +179,29 @@ func Example() {
 	// after release: free
 }
 
-// TryAcquire never waits: a writer finds the scan busy while a reader
-// holds it.
-func ExampleManager_TryAcquire() {
+// exampleManager opens a Manager with opts on a new temporary scan root,
+// as Example does; done closes it and removes the root.
+func exampleManager(opts ...lockmgr.Option) (m *lockmgr.Manager, done func()) {
 	root, err := os.MkdirTemp("", "scans")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.RemoveAll(root)
-	m, err := lockmgr.New(root)
+	m, err = lockmgr.New(root, opts...)
 	if err != nil {
+		os.RemoveAll(root)
 		log.Fatal(err)
 	}
-	defer m.Close()
+	return m, func() {
+		m.Close()
+		os.RemoveAll(root)
+	}
+}
+
+// TryAcquire never waits: a writer finds the scan busy while a reader
+// holds it.
+func ExampleManager_TryAcquire() {
+	m, done := exampleManager()
+	defer done()
 
 	reader := lockmgr.Owner{User: "alice", Key: "viewer"}
 	writer := lockmgr.Owner{User: "bob", Key: "pipeline"}
@@ -215,16 +225,8 @@ func ExampleManager_TryAcquire() {
 // exclusive; two readers that both try would wait for each other, so the
 // second gets ErrDeadlock at once.
 func ExampleManager_Acquire_upgrade() {
-	root, err := os.MkdirTemp("", "scans")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(root)
-	m, err := lockmgr.New(root, lockmgr.WithTimeout(time.Second))
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer m.Close()
+	m, done := exampleManager(lockmgr.WithTimeout(time.Second))
+	defer done()
 
 	a := lockmgr.Owner{User: "alice", Key: "a"}
 	b := lockmgr.Owner{User: "bob", Key: "b"}
@@ -242,7 +244,7 @@ func ExampleManager_Acquire_upgrade() {
 	for st, _ := m.Status("s"); len(st.Waiters) == 0; st, _ = m.Status("s") {
 		time.Sleep(time.Millisecond) // until a's upgrade is queued
 	}
-	_, err = m.Acquire(context.Background(), "s", lockmgr.Exclusive, b)
+	_, err := m.Acquire(context.Background(), "s", lockmgr.Exclusive, b)
 	fmt.Println("b's upgrade:", errors.Is(err, lockmgr.ErrDeadlock))
 
 	rb.Release() // b gives up its read; a's upgrade goes through

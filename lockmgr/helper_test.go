@@ -146,6 +146,15 @@ func (h *helper) acquire(f []string) string {
 	return fmt.Sprintf("ok %d %d", t, l.Waited().Nanoseconds())
 }
 
+// failed answers "err KIND MSG" if err is not nil, and reports whether
+// it did.
+func (h *helper) failed(err error) bool {
+	if err != nil {
+		h.say("err %s %v", errKind(err), err)
+	}
+	return err != nil
+}
+
 func (h *helper) say(format string, a ...any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -210,8 +219,7 @@ func (h *helper) run(f []string, in *bufio.Scanner) {
 		}
 		h.mu.Unlock()
 		t := mono()
-		if err := l.Release(); err != nil {
-			h.say("err %s %v", errKind(err), err)
+		if h.failed(l.Release()) {
 			return
 		}
 		h.say("ok %d", t)
@@ -228,8 +236,7 @@ func (h *helper) run(f []string, in *bufio.Scanner) {
 		case "stats":
 			v = h.m.Stats()
 		}
-		if err != nil {
-			h.say("err %s %v", errKind(err), err)
+		if h.failed(err) {
 			return
 		}
 		b, _ := json.Marshal(v)
@@ -240,8 +247,7 @@ func (h *helper) run(f []string, in *bufio.Scanner) {
 		gap := time.Duration(num(5)) * time.Microsecond
 		for range num(3) {
 			l, err := h.m.Acquire(context.Background(), f[1], mode, h.owner("iv"))
-			if err != nil {
-				h.say("err %s %v", errKind(err), err)
+			if h.failed(err) {
 				return
 			}
 			b := mono()
@@ -339,8 +345,7 @@ func (h *helper) run(f []string, in *bufio.Scanner) {
 		hold := time.Duration(num(3)) * time.Microsecond
 		for range num(2) {
 			l, err := h.m.Acquire(context.Background(), f[1], Exclusive, h.owner("handover"))
-			if err != nil {
-				h.say("err %s %v", errKind(err), err)
+			if h.failed(err) {
 				return
 			}
 			h.say("held")

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/testutil"
 )
 
 // The lock directory is writable by every user of the scan tree, and
@@ -121,9 +123,7 @@ func TestSymlinkSwappedInAfterNew(t *testing.T) {
 // with ErrLockFile naming the path and the kind, without opening them for
 // real (a FIFO would block, a device would act).
 func TestLockFileOfWrongKind(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mknod of a device needs root")
-	}
+	testutil.RequireRoot(t, "mknod of a device")
 	root := t.TempDir()
 	m := newManager(t, root)
 	dir := m.LockDir()

@@ -9,22 +9,18 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/testutil"
 )
 
 func TestNewRejectsUnusableRoots(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "file")
-	if err := os.WriteFile(file, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.WriteFile(file, nil, 0o644))
 	blocked := filepath.Join(dir, "blocked")
-	if err := os.Mkdir(blocked, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.Mkdir(blocked, 0o755))
 	// A file where the lock directory should be.
-	if err := os.WriteFile(filepath.Join(blocked, LockDirName), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.WriteFile(filepath.Join(blocked, LockDirName), nil, 0o644))
 	tests := []struct {
 		name string
 		root string
@@ -58,9 +54,7 @@ func readOnlyDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	if os.Geteuid() != 0 {
-		if err := os.Chmod(dir, 0o555); err != nil {
-			t.Fatal(err)
-		}
+		testutil.Must(t, os.Chmod(dir, 0o555))
 		t.Cleanup(func() { os.Chmod(dir, 0o755) })
 		return dir
 	}
@@ -108,9 +102,7 @@ func TestLockFileModesIgnoreUmask(t *testing.T) {
 	// A lock file that another process of ours created with a narrower
 	// mode is widened when we open it.
 	p := filepath.Join(root, ".locks", "s2.lock")
-	if err := os.WriteFile(p, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.WriteFile(p, nil, 0o600))
 	l, err := m.Acquire(context.Background(), "s2", Exclusive, testOwner("a"))
 	if err != nil {
 		t.Fatal(err)

@@ -17,14 +17,7 @@ func TestCancelGraceOption(t *testing.T) {
 	a, b := testOwner("a"), testOwner("b")
 	held := mustAcquire(t, m, "s", Exclusive, a)
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan error, 1)
-	go func() {
-		l, err := m.Acquire(ctx, "s", Shared, b, CancelGrace(10*time.Second))
-		if err == nil {
-			l.Release()
-		}
-		got <- err
-	}()
+	got := acquireReleased(ctx, m, "s", Shared, b, CancelGrace(10*time.Second))
 	waitFor(t, "the request queued", func() bool { return m.Stats().Waiters == 1 })
 	cancel()
 	mustRelease(t, held) // after the cancellation: only the grace can grant it
@@ -57,14 +50,7 @@ func TestRetryDeadlock(t *testing.T) {
 	a, b := testOwner("a"), testOwner("b")
 	aShared := mustAcquire(t, m, "s", Shared, a)
 	bShared := mustAcquire(t, m, "s", Shared, b)
-	aUp := make(chan error, 1)
-	go func() {
-		l, err := m.Acquire(context.Background(), "s", Exclusive, a)
-		if err == nil {
-			err = l.Release()
-		}
-		aUp <- err
-	}()
+	aUp := acquireReleased(context.Background(), m, "s", Exclusive, a)
 	waitFor(t, "a's upgrade queued", func() bool { return m.Stats().Waiters == 1 })
 	if _, err := m.Acquire(context.Background(), "s", Exclusive, b); !errors.Is(err, ErrDeadlock) {
 		t.Fatalf("without RetryDeadlock: %v, want ErrDeadlock", err)
@@ -73,14 +59,7 @@ func TestRetryDeadlock(t *testing.T) {
 	retried := make(chan struct{}, 100)
 	testHookDeadlockRetry = func() { retried <- struct{}{} }
 	t.Cleanup(func() { testHookDeadlockRetry = nil })
-	bUp := make(chan error, 1)
-	go func() {
-		l, err := m.Acquire(context.Background(), "s", Exclusive, b, RetryDeadlock(time.Minute))
-		if err == nil {
-			err = l.Release()
-		}
-		bUp <- err
-	}()
+	bUp := acquireReleased(context.Background(), m, "s", Exclusive, b, RetryDeadlock(time.Minute))
 	<-retried // b was refused once and waits to try again
 	mustRelease(t, bShared)
 	if err := <-aUp; err != nil {
@@ -94,13 +73,7 @@ func TestRetryDeadlock(t *testing.T) {
 	// A real deadlock stays one.
 	aShared = mustAcquire(t, m, "s", Shared, a)
 	bShared = mustAcquire(t, m, "s", Shared, b)
-	go func() {
-		l, err := m.Acquire(context.Background(), "s", Exclusive, a)
-		if err == nil {
-			err = l.Release()
-		}
-		aUp <- err
-	}()
+	aUp = acquireReleased(context.Background(), m, "s", Exclusive, a)
 	waitFor(t, "a's upgrade queued", func() bool { return m.Stats().Waiters == 1 })
 	start := time.Now()
 	_, err := m.Acquire(context.Background(), "s", Exclusive, b, RetryDeadlock(50*time.Millisecond))

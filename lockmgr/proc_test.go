@@ -4,7 +4,6 @@ package lockmgr
 // answers with a deadline.
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"scanlockfs/internal/testutil"
 )
 
 // proc is a helper process (the test binary or the Python peer) driven
@@ -78,11 +79,7 @@ func startProc(t testing.TB, name string, cmd *exec.Cmd) *proc {
 	stdin.Close()
 	p := &proc{t: t, name: name, cmd: cmd, in: w, lines: make(chan string, 1024), pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
+		_ = testutil.ReadLines(stdout, func(l string) { p.lines <- l })
 		close(p.lines)
 		p.err = cmd.Wait()
 		close(p.done)

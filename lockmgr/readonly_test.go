@@ -3,9 +3,7 @@ package lockmgr
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"scanlockfs/internal/testutil"
 )
 
 // TestReadOnlyChangesNothing: a read-only manager creates no lock
@@ -45,7 +45,7 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 	if err := os.WriteFile(stale, nil, 0o664); err != nil {
 		t.Fatal(err)
 	}
-	before := treeSnapshot(t, root)
+	before := testutil.TreeSnapshot(t, root)
 	r := newManager(t, root, WithReadOnly(true), WithStaleCleanup(true))
 	if _, err := r.PurgeStale(false); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("PurgeStale(false) = %v, want ErrReadOnly", err)
@@ -56,7 +56,7 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 	if st, err := r.Status("s2"); err != nil || st.State != "exclusive" {
 		t.Errorf("Status of a held scan = %+v, %v; want exclusive", st, err)
 	}
-	if after := treeSnapshot(t, root); after != before {
+	if after := testutil.TreeSnapshot(t, root); after != before {
 		t.Errorf("a read-only manager changed the tree:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 
@@ -78,9 +78,7 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 // manager is refused (ErrRoot), the read-only one opens, shows the holder
 // and refuses to lock, and nothing on disk changes.
 func TestReadOnlyAsUserWithoutWriteAccess(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to start a process as another user")
-	}
+	testutil.RequireRoot(t, "to start a process as another user")
 	// t.TempDir's parents are 0700: nobody could not reach the tree.
 	base, err := os.MkdirTemp("", "lockmgr-ro-")
 	if err != nil {
@@ -105,7 +103,7 @@ func TestReadOnlyAsUserWithoutWriteAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Release()
-	before := treeSnapshot(t, root)
+	before := testutil.TreeSnapshot(t, root)
 
 	p := startNobody(t, bin, root, "")
 	if line := p.recv(); !strings.HasPrefix(line, "err new ") || !strings.Contains(line, "not writable") {
@@ -124,7 +122,7 @@ func TestReadOnlyAsUserWithoutWriteAccess(t *testing.T) {
 		t.Errorf("try as nobody: %s, want readonly", k)
 	}
 	p.stop()
-	if after := treeSnapshot(t, root); after != before {
+	if after := testutil.TreeSnapshot(t, root); after != before {
 		t.Errorf("the tree changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
@@ -157,28 +155,6 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// treeSnapshot lists every file under root with its size, mode and
-// modification time.
-func treeSnapshot(t *testing.T, root string) string {
-	t.Helper()
-	var b strings.Builder
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(&b, "%s %d %v %d\n", p, fi.Size(), fi.Mode(), fi.ModTime().UnixNano())
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
 }
 
 func isS2(p string) bool { return strings.HasPrefix(filepath.Base(p), "s2.") }

@@ -35,6 +35,28 @@ type fakeScan struct {
 
 func newFakeBackend() *fakeBackend { return &fakeBackend{scans: map[string]*fakeScan{}} }
 
+// schedAcquireReleased runs a blocking schedAcquire in a goroutine; the
+// channel gets its error, or nil once granted (the lease released at once).
+func schedAcquireReleased(sc *scheduler, id string, mode Mode, o Owner) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		l, err := schedAcquire(context.Background(), sc, id, mode, o, false)
+		if err == nil {
+			l.Release()
+		}
+		got <- err
+	}()
+	return got
+}
+
+// wantCalls fails t unless the backend calls for scan id were want.
+func (b *fakeBackend) wantCalls(t *testing.T, id string, want ...string) {
+	t.Helper()
+	if _, calls, _ := b.scan(id).snapshot(); !slices.Equal(calls, want) {
+		t.Fatalf("backend calls %v, want %v", calls, want)
+	}
+}
+
 func (b *fakeBackend) scan(id string) *fakeScan {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -235,11 +257,7 @@ func TestSchedWriterPriority(t *testing.T) {
 		t.Fatal(got)
 	}
 	// One hold for the two leases of r1: a reentrant grant needs no backend.
-	_, calls, _ := b.scan("s").snapshot()
-	want := []string{"lock none->shared", "unlock", "lock none->exclusive", "unlock"}
-	if !slices.Equal(calls, want) {
-		t.Fatalf("backend calls %v, want %v", calls, want)
-	}
+	b.wantCalls(t, "s", "lock none->shared", "unlock", "lock none->exclusive", "unlock")
 }
 
 // An upgrade waits for the other reader, then converts the process's
@@ -257,11 +275,7 @@ func TestSchedUpgradeAndDeadlock(t *testing.T) {
 		t.Fatal(got)
 	}
 	a.Release()
-	_, calls, _ := b.scan("s").snapshot()
-	want := []string{"lock none->shared", "lock shared->exclusive", "unlock"}
-	if !slices.Equal(calls, want) {
-		t.Fatalf("backend calls %v, want %v", calls, want)
-	}
+	b.wantCalls(t, "s", "lock none->shared", "lock shared->exclusive", "unlock")
 }
 
 // Waits end with the context: its deadline, the scheduler's default
@@ -293,14 +307,7 @@ func TestSchedTimeoutAndCancel(t *testing.T) {
 	if _, err := schedAcquire(context.Background(), sc, "s", Shared, testOwner("b"), true); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("try while held elsewhere: %v", err)
 	}
-	got := make(chan error, 1)
-	go func() {
-		l, err := schedAcquire(context.Background(), sc, "s", Exclusive, testOwner("c"), false)
-		if err == nil {
-			l.Release()
-		}
-		got <- err
-	}()
+	got := schedAcquireReleased(sc, "s", Exclusive, testOwner("c"))
 	waitFor(t, "c waits in the backend", func() bool { return waiters(sc) == 1 })
 	release()
 	if err := <-got; err != nil {
@@ -326,14 +333,7 @@ func TestSchedWriterElsewhere(t *testing.T) {
 	if _, err := schedAcquire(context.Background(), sc, "s", Shared, testOwner("r2"), true); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("joining while a writer elsewhere waits: %v, want ErrWouldBlock", err)
 	}
-	got := make(chan error, 1)
-	go func() {
-		l, err := schedAcquire(context.Background(), sc, "s", Shared, testOwner("r2"), false)
-		if err == nil {
-			l.Release()
-		}
-		got <- err
-	}()
+	got := schedAcquireReleased(sc, "s", Shared, testOwner("r2"))
 	waitFor(t, "r2 waits", func() bool { return waiters(sc) == 1 })
 	f.mu.Lock()
 	f.writer = false
@@ -370,11 +370,7 @@ func TestSchedOrphanedUpgrade(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	_, calls, _ := b.scan("s").snapshot()
-	want := []string{"lock none->shared", "lock shared->exclusive", "orphan dropped", "unlock"}
-	if !slices.Equal(calls, want) {
-		t.Fatalf("backend calls %v, want %v", calls, want)
-	}
+	b.wantCalls(t, "s", "lock none->shared", "lock shared->exclusive", "orphan dropped", "unlock")
 }
 
 // A non-blocking request that arrives while the last holder's release is

@@ -1,6 +1,7 @@
 package lockmgr
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -98,4 +99,18 @@ func mustContain(t testing.TB, err error, parts ...string) {
 			t.Errorf("error %v should mention %q", err, p)
 		}
 	}
+}
+
+// acquireReleased runs Acquire in a goroutine; the channel gets its error or,
+// once granted, the error of releasing the lease at once.
+func acquireReleased(ctx context.Context, m *Manager, scan string, mode Mode, o Owner, opts ...AcquireOption) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		l, err := m.Acquire(ctx, scan, mode, o, opts...)
+		if err == nil {
+			err = l.Release()
+		}
+		ch <- err
+	}()
+	return ch
 }

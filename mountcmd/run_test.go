@@ -46,6 +46,17 @@ func holdScan(t *testing.T, db, mode string) (release func() int64) {
 	}
 }
 
+// heldDB is a new database whose scan_001 another run holds exclusively
+// until the test ends, and the path of a file that a COMMAND that must
+// not run would create.
+func heldDB(t *testing.T) (db, ran string) {
+	t.Helper()
+	db = newDB(t)
+	release := holdScan(t, db, "--exclusive")
+	t.Cleanup(func() { release() })
+	return db, filepath.Join(t.TempDir(), "ran")
+}
+
 func readNanos(t *testing.T, p string) int64 {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -130,10 +141,7 @@ func TestRunWaitsForHolder(t *testing.T) {
 // exit 3 without running COMMAND.
 func TestRunTimeoutWaits(t *testing.T) {
 	t.Parallel()
-	db := newDB(t)
-	release := holdScan(t, db, "--exclusive")
-	defer release()
-	ran := filepath.Join(t.TempDir(), "ran")
+	db, ran := heldDB(t)
 	const timeout = 300 * time.Millisecond
 	start := time.Now()
 	out, code := runOut(exec.Command("scanlockfs", "run", "--shared", "--timeout", timeout.String(), db, "scan_001", "--", "touch", ran))
@@ -204,10 +212,7 @@ func TestRunSignalKillsCommand(t *testing.T) {
 // run with 130, and COMMAND never starts.
 func TestRunInterruptedWhileWaiting(t *testing.T) {
 	t.Parallel()
-	db := newDB(t)
-	release := holdScan(t, db, "--exclusive")
-	defer release()
-	ran := filepath.Join(t.TempDir(), "ran")
+	db, ran := heldDB(t)
 	c := exec.Command("scanlockfs", "run", "--exclusive", "--timeout", "0", "--log-level", "info", db, "scan_001", "--", "touch", ran)
 	p, lines, all := startLogged(t, c)
 	awaitLine(t, lines, "waiting for the exclusive lock")

@@ -2,8 +2,6 @@ package mountcmd
 
 import (
 	"encoding/json"
-	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 	"scanlockfs/scanstatus"
 )
@@ -21,9 +20,7 @@ import (
 // scan (exit 0), and the tree does not change.
 func TestStatusAsReadOnlyUser(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to an unprivileged user")
-	}
+	testutil.RequireRoot(t, "to switch to an unprivileged user")
 	const nobody = 65534
 	// The test binary's own directories are private to root: copy it
 	// where the unprivileged user can run it.
@@ -50,7 +47,7 @@ func TestStatusAsReadOnlyUser(t *testing.T) {
 		must(t, os.WriteFile(rel, nil, 0o644))
 		waitExit(t, holder, "holder")
 	}()
-	before := snapshotTree(t, db)
+	before := testutil.TreeSnapshot(t, db)
 
 	c := exec.Command(bin, "status", "--json", db, "scan_001")
 	c.Dir = "/"
@@ -72,28 +69,9 @@ func TestStatusAsReadOnlyUser(t *testing.T) {
 	if pid := doc.Scans[0].Holders[0].PID; int64(pid) != holderPID {
 		t.Errorf("holder pid %d, want %d", pid, holderPID)
 	}
-	if after := snapshotTree(t, db); after != before {
+	if after := testutil.TreeSnapshot(t, db); after != before {
 		t.Errorf("status as nobody changed the tree:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-}
-
-// snapshotTree lists every file under root with its size, mode and
-// modification time.
-func snapshotTree(t *testing.T, root string) string {
-	t.Helper()
-	var b strings.Builder
-	must(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(&b, "%s %d %v %d\n", p, fi.Size(), fi.Mode(), fi.ModTime().UnixNano())
-		return nil
-	}))
-	return b.String()
 }
 
 // The .info user is a claim: the table shows it as such beside the real

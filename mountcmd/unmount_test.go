@@ -17,6 +17,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/testutil"
 )
 
 // loopbackMain is the "loopbackfs SOURCE MOUNTPOINT READYFILE" program: a
@@ -89,9 +91,7 @@ func loopbackMain() {
 func TestUnmountAsUser(t *testing.T) {
 	t.Parallel()
 	requireFUSE(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to an unprivileged user")
-	}
+	testutil.RequireRoot(t, "to switch to an unprivileged user")
 	const nobody = 65534
 	// The test binary's own directories are private to root: copy it
 	// where the unprivileged user can run it.
@@ -191,12 +191,8 @@ func TestUnmountAsUser(t *testing.T) {
 	}
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+// must fails t with err, if err is not nil.
+var must = testutil.Must
 
 func copyFile(from, to string, mode os.FileMode) error {
 	in, err := os.Open(from)

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -13,34 +14,45 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"scanlockfs/internal/procfs"
 )
 
 // demoLimit bounds a run of scripts/demo; it takes a second or two.
 const demoLimit = 15 * time.Second
 
-// startDemo runs scripts/demo with its temporary directory under tmp.
-func startDemo(t *testing.T, ctx context.Context, tmp string, out *syncBuffer) *exec.Cmd {
+// demo is a run of scripts/demo, with its temporary directory under tmp
+// and its output in out.
+type demo struct {
+	cmd      *exec.Cmd
+	tmp      string
+	out      syncBuffer
+	deadline time.Time
+}
+
+// startDemo runs scripts/demo for at most limit, with env added to its
+// environment (by default, SCANLOCKFS is the binary under test).
+func startDemo(t *testing.T, limit time.Duration, env ...string) *demo {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "demo"))
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "SCANLOCKFS="+binScanlockfs)
-	cmd.Stdout, cmd.Stderr = out, out
-	must(t, cmd.Start())
-	return cmd
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	t.Cleanup(cancel)
+	d := &demo{tmp: t.TempDir(), deadline: time.Now().Add(limit)}
+	d.cmd = exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "demo"))
+	d.cmd.Env = append(append(os.Environ(), "TMPDIR="+d.tmp, "SCANLOCKFS="+binScanlockfs), env...)
+	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
+	must(t, d.cmd.Start())
+	return d
 }
 
 // checkDemoLeftNothing fails t if the demo left a mount, a file or a
 // process behind under tmp.
 func checkDemoLeftNothing(t *testing.T, tmp string) {
 	t.Helper()
-	mounts, err := procfs.ReadMountinfo()
+	ms, err := procfs.ReadMountinfo()
 	must(t, err)
-	for _, m := range mounts {
+	for _, m := range ms {
 		if strings.HasPrefix(m.MountPoint, tmp+"/") {
-			t.Errorf("the demo left a mount behind: %+v", m)
-			_ = unix.Unmount(m.MountPoint, unix.MNT_DETACH)
+			t.Errorf("the demo left a mount behind: %s", m.MountPoint)
+			_ = exec.Command("umount", "-l", m.MountPoint).Run()
 		}
 	}
 	if entries, err := os.ReadDir(tmp); err != nil || len(entries) != 0 {
@@ -62,16 +74,13 @@ func checkDemoLeftNothing(t *testing.T, tmp string) {
 func TestDemoScript(t *testing.T) {
 	t.Parallel()
 	requireFUSE(t)
-	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), demoLimit)
-	defer cancel()
-	var out syncBuffer
-	err := startDemo(t, ctx, tmp, &out).Wait()
-	got := out.String()
+	d := startDemo(t, demoLimit)
+	err := d.cmd.Wait()
+	got := d.out.String()
 	if err != nil {
 		t.Fatalf("scripts/demo: %v\n%s", err, got)
 	}
-	checkDemoLeftNothing(t, tmp)
+	checkDemoLeftNothing(t, d.tmp)
 
 	order := []string{
 		"scanlockfs: mounted $DEMO/db on $DEMO/mnt",
@@ -111,24 +120,20 @@ func TestDemoScript(t *testing.T) {
 func TestDemoScriptCleansUpWhenInterrupted(t *testing.T) {
 	t.Parallel()
 	requireFUSE(t)
-	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), demoLimit)
-	defer cancel()
-	var out syncBuffer
-	cmd := startDemo(t, ctx, tmp, &out)
-	for !strings.Contains(out.String(), "is waiting in open(2)") {
-		if ctx.Err() != nil {
-			t.Fatalf("the demo never got to the waiting reader:\n%s", out.String())
+	d := startDemo(t, demoLimit)
+	for !strings.Contains(d.out.String(), "is waiting in open(2)") {
+		if time.Now().After(d.deadline) {
+			t.Fatalf("the demo never got to the waiting reader:\n%s", d.out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	must(t, cmd.Process.Signal(syscall.SIGINT))
-	err := cmd.Wait()
+	must(t, d.cmd.Process.Signal(syscall.SIGINT))
+	err := d.cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Errorf("interrupted demo: %v, want exit code 130\n%s", err, out.String())
+		t.Errorf("interrupted demo: %v, want exit code 130\n%s", err, d.out.String())
 	}
-	checkDemoLeftNothing(t, tmp)
+	checkDemoLeftNothing(t, d.tmp)
 }
 
 // Run from a checkout, the demo shows that checkout's scanlockfs, not an
@@ -137,17 +142,13 @@ func TestDemoScriptUsesTheCheckoutsBinary(t *testing.T) {
 	// Not parallel: its build and compression would slow the timed tests
 	// that run in parallel (the demo's own limit).
 	requireFUSE(t)
-	tmp := t.TempDir()
 	fake := t.TempDir()
 	marker := filepath.Join(fake, "ran")
 	must(t, os.WriteFile(filepath.Join(fake, "scanlockfs"), []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755))
-	ctx, cancel := context.WithTimeout(context.Background(), demoLimit+60*time.Second) // and a build
-	defer cancel()
-	var out syncBuffer
-	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "demo"))
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "PATH="+fake+":"+os.Getenv("PATH")+":/usr/local/go/bin", "SCANLOCKFS=")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	d := startDemo(t, demoLimit+60*time.Second, // and a build
+		"PATH="+fake+":"+os.Getenv("PATH")+":/usr/local/go/bin", "SCANLOCKFS=")
+	out := &d.out
+	if err := d.cmd.Wait(); err != nil {
 		t.Fatalf("scripts/demo with an old scanlockfs in PATH: %v\n%s", err, out.String())
 	}
 	if _, err := os.Stat(marker); err == nil {
@@ -155,6 +156,117 @@ func TestDemoScriptUsesTheCheckoutsBinary(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "building scanlockfs from "+repoRoot(t)) {
 		t.Errorf("the demo does not say it built the checkout's scanlockfs:\n%s", out.String())
+	}
+	checkDemoLeftNothing(t, d.tmp)
+}
+
+// scripts/quickstart without arguments: a sample scan database shaped like
+// plantdb's (romidb, users.json, scans with files.json, images/,
+// metadata/), mounted on a throw-away mount point; the three commands it
+// prints work as they say (the writer holds the scan, the reader waits for
+// it, status shows both); Ctrl-C unmounts and removes everything.
+func TestQuickstartSampleDatabase(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out syncBuffer
+	qs := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "quickstart"))
+	qs.Env = append(os.Environ(), "TMPDIR="+tmp, "SCANLOCKFS="+binScanlockfs)
+	qs.Stdout, qs.Stderr = &out, &out
+	must(t, qs.Start())
+	stopped := false
+	defer func() { // on failure: Ctrl-C, so that it still unmounts
+		if !stopped {
+			_ = qs.Process.Signal(syscall.SIGINT)
+			_ = qs.Wait()
+		}
+	}()
+
+	for !strings.Contains(out.String(), "3) ") || !strings.Contains(out.String(), " status ") {
+		if ctx.Err() != nil {
+			t.Fatalf("quickstart never printed its three commands:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	text := out.String()
+	var cmds []string
+	for _, m := range regexp.MustCompile(`(?m)^ +\$ (.*)$`).FindAllStringSubmatch(text, -1) {
+		cmds = append(cmds, strings.TrimSuffix(m[1], " &"))
+	}
+	if len(cmds) != 3 {
+		t.Fatalf("want three commands, got %q:\n%s", cmds, text)
+	}
+	db := regexp.MustCompile(`sample scan database (\S+):`).FindStringSubmatch(text)
+	if db == nil {
+		t.Fatalf("no sample database named:\n%s", text)
+	}
+	for _, p := range []string{"romidb", "users.json", "real_plant/files.json", "real_plant/images", "real_plant/metadata/metadata.json",
+		"virtual_plant/files.json", "real_plant_analyzed/files.json"} {
+		if _, err := os.Stat(filepath.Join(db[1], p)); err != nil {
+			t.Errorf("the sample database lacks %s: %v", p, err)
+		}
+	}
+	var files map[string]any
+	b, err := os.ReadFile(filepath.Join(db[1], "real_plant/files.json"))
+	must(t, err)
+	if err := json.Unmarshal(b, &files); err != nil {
+		t.Errorf("real_plant/files.json is not JSON: %v\n%s", err, b)
+	}
+
+	// 1) the writer
+	writer := exec.Command("sh", "-c", cmds[0])
+	writer.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // sh runs sh runs sleep: stop them all
+	must(t, writer.Start())
+	killWriter := func() { _ = syscall.Kill(-writer.Process.Pid, syscall.SIGKILL) }
+	defer func() { killWriter(); _ = writer.Wait() }()
+	deadline := time.Now().Add(waitLimit)
+	for lockState(t, db[1], "real_plant").State != "exclusive" {
+		if time.Now().After(deadline) {
+			t.Fatal("command 1 did not take real_plant exclusively")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// 2) the reader waits
+	var readerOut syncBuffer
+	reader := exec.Command("bash", "-c", cmds[1])
+	reader.Stdout, reader.Stderr = &readerOut, &readerOut
+	must(t, reader.Start())
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- reader.Wait() }()
+	// 3) status shows the writer and, once queued, the waiting reader.
+	for {
+		st := run(t, "sh", "-c", cmds[2])
+		if regexp.MustCompile(`(?m)^real_plant +exclusive +exclusive +\d+ +sleep .* mount `).MatchString(st) &&
+			regexp.MustCompile(`(?m)^real_plant +exclusive +shared \(waiting\) +\d+ +cat `).MatchString(st) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("command 3 never showed the writer and the waiting reader:\n%s", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-readerDone:
+		t.Fatalf("the reader did not wait for the writer: %v\n%s", err, readerOut.String())
+	default:
+	}
+	killWriter()
+	if err := <-readerDone; err != nil || !strings.Contains(readerOut.String(), `"filesets"`) {
+		t.Fatalf("the reader after the writer: %v\n%s", err, readerOut.String())
+	}
+
+	// Ctrl-C: unmounted, removed, exit 130.
+	must(t, qs.Process.Signal(syscall.SIGINT))
+	err = qs.Wait()
+	stopped = true
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Errorf("quickstart after Ctrl-C: %v, want exit code 130\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "unmounted and removed") {
+		t.Errorf("quickstart did not say it cleaned up:\n%s", out.String())
 	}
 	checkDemoLeftNothing(t, tmp)
 }

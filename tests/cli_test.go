@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/internal/testutil"
 	"scanlockfs/mountcmd"
 )
 
@@ -70,8 +71,6 @@ func TestSignalsUnmountCleanly(t *testing.T) {
 	requireFUSE(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		src := scanDB(t, "scanA")
-		mnt := filepath.Join(t.TempDir(), "mnt")
-		must(t, os.Mkdir(mnt, 0o755))
 		d := mountT(t, src)
 		d.allowExit = true
 		run(t, "cat", d.path("scanA/files.json"))
@@ -94,13 +93,7 @@ func TestSignalsUnmountCleanly(t *testing.T) {
 	w := startClient(t, "writer")
 	w.mustOpen("w", d.path("scanA/files.json"), "wt")
 	must(t, d.cmd.Process.Signal(syscall.SIGTERM))
-	deadline := time.Now().Add(waitLimit)
-	for isMounted(d.mnt) {
-		if time.Now().After(deadline) {
-			t.Fatal("mount not detached after SIGTERM")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUnmounted(t, d.mnt, "after SIGTERM")
 	select {
 	case <-d.exited:
 		t.Fatalf("daemon exited while a file was open: %v\n%s", d.waitErr, d.stderr)
@@ -135,13 +128,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	w := startClient(t, "writer")
 	w.mustOpen("w", d.path("scanA/files.json"), "wt")
 	must(t, d.cmd.Process.Signal(syscall.SIGTERM))
-	deadline := time.Now().Add(waitLimit)
-	for isMounted(d.mnt) {
-		if time.Now().After(deadline) {
-			t.Fatal("mount not detached after SIGTERM")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUnmounted(t, d.mnt, "after SIGTERM")
 	must(t, d.cmd.Process.Signal(syscall.SIGTERM))
 	if code := d.waitExit(t); code != mountcmd.ExitMount {
 		t.Fatalf("exit %d after a second signal, want %d (ExitMount)\n%s", code, mountcmd.ExitMount, d.stderr)
@@ -163,8 +150,7 @@ func TestLockDirIsHidden(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"))
 	// Make sure there is a lock file to hide.
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	w := startWriter(t, d.path("scanA/files.json"))
 	if _, err := os.Stat(d.srcPath(".locks/scanA.lock")); err != nil {
 		t.Fatalf("no lock file on SOURCE: %v", err)
 	}
@@ -223,10 +209,7 @@ func TestReadOnly(t *testing.T) {
 	}
 	// A reader still takes the shared lock.
 	r := startClient(t, "reader")
-	r.mustOpen("r", d.path("scanA/files.json"), "r")
-	if st := lockState(t, d.src, "scanA"); st.State != "shared" {
-		t.Fatalf("scan %s under a reader of a read-only mount", st.State)
-	}
+	r.openHolding("r", d.path("scanA/files.json"), "r", d.src, "scanA", "shared")
 	r.close("r")
 }
 
@@ -253,9 +236,7 @@ func TestAllowOtherSetsDefaultPermissions(t *testing.T) {
 // without it they do. Only root can register backing files.
 func TestPassthroughKeepsDataOutOfTheDaemon(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("passthrough needs root (CAP_SYS_ADMIN)")
-	}
+	testutil.RequireRoot(t, "passthrough (CAP_SYS_ADMIN)")
 	for _, c := range []struct {
 		flags   []string
 		through bool

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"scanlockfs/internal/testutil"
 )
 
 // client is a running slclient.
@@ -44,16 +45,15 @@ func startClient(t *testing.T, name string) *client {
 	c.cmd.Stderr = os.Stderr
 	must(t, c.cmd.Start())
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
+		_ = testutil.ReadLines(stdout, func(l string) {
 			c.mu.Lock()
-			c.lines = append(c.lines, sc.Text())
+			c.lines = append(c.lines, l)
 			c.mu.Unlock()
 			select {
 			case c.more <- struct{}{}:
 			default:
 			}
-		}
+		})
 		close(c.done)
 	}()
 	t.Cleanup(c.stop)
@@ -224,10 +224,17 @@ func (p *program) start(t *testing.T) {
 // wait waits for the program and fails the test if it failed.
 func (p *program) wait(t *testing.T) string {
 	t.Helper()
+	return p.waitWithin(t, waitLimit)
+}
+
+// waitWithin is wait for a program whose work takes long, allowing it
+// limit to finish.
+func (p *program) waitWithin(t *testing.T, limit time.Duration) string {
+	t.Helper()
 	select {
 	case <-p.done:
-	case <-time.After(waitLimit):
-		t.Fatalf("%v did not finish", p.cmd.Args)
+	case <-time.After(limit):
+		t.Fatalf("%v did not finish within %v", p.cmd.Args, limit)
 	}
 	if p.waitErr != nil {
 		t.Fatalf("%v: %v\nstderr: %s", p.cmd.Args, p.waitErr, p.err.String())
@@ -245,39 +252,97 @@ func (p *program) running() bool {
 	}
 }
 
+// execute runs a program to completion with a deadline.
+func execute(name string, args ...string) (stdout, stderr string, elapsed time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	start := time.Now()
+	err = cmd.Run()
+	return o.String(), e.String(), time.Since(start), err
+}
+
 // run runs a program to completion with a deadline and returns its
 // output; it fails the test if the program fails.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, stderr, _, err := execute(name, args...)
 	if err != nil {
-		t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr.String())
+		t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr)
 	}
-	return string(out)
+	return out
 }
 
 // runErr runs a program that is expected to fail and returns its exit
 // code, standard error and how long it ran.
 func runErr(t *testing.T, name string, args ...string) (int, string, time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	start := time.Now()
-	err := cmd.Run()
-	elapsed := time.Since(start)
+	_, stderr, elapsed, err := execute(name, args...)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		t.Fatalf("%s %q: want a failure, got %v", name, args, err)
 	}
-	return ee.ExitCode(), stderr.String(), elapsed
+	return ee.ExitCode(), stderr, elapsed
+}
+
+// runCode runs a program to completion and returns its exit code, stdout
+// and stderr; it fails the test only if the program could not run.
+func runCode(t *testing.T, name string, args ...string) (int, string, string) {
+	t.Helper()
+	stdout, stderr, _, err := execute(name, args...)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stdout, stderr
+	case errors.As(err, &ee) && ee.ExitCode() >= 0:
+		return ee.ExitCode(), stdout, stderr
+	}
+	t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr)
+	return 0, "", ""
+}
+
+// startWriter starts a client named "writer" that holds path open for
+// writing as "w".
+func startWriter(t *testing.T, path string) *client {
+	t.Helper()
+	w := startClient(t, "writer")
+	w.mustOpen("w", path, "w")
+	return w
+}
+
+// twoReaders starts clients named a and b, each with path open for
+// reading as "r": two shared holders, as an upgrade deadlock needs.
+func twoReaders(t *testing.T, path, a, b string) (*client, *client) {
+	t.Helper()
+	ca, cb := startClient(t, a), startClient(t, b)
+	ca.mustOpen("r", path, "r")
+	cb.mustOpen("r", path, "r")
+	return ca, cb
+}
+
+// checkNoWaiterLeft checks that a non-blocking writer of path gets it at
+// once: a queued waiter left behind would be ahead of it (FIFO). after
+// says after what, for the failure.
+func checkNoWaiterLeft(t *testing.T, path, after string) {
+	t.Helper()
+	c := startClient(t, "next writer")
+	c.open("w", path, "wn")
+	if r := c.result("w"); r.kind != "ok" {
+		t.Fatalf("non-blocking writer %s: %s (a waiter was left behind?)", after, r.errno)
+	}
+	c.close("w")
+}
+
+// openHolding opens path as id (mustOpen) and checks that scan of src is
+// then held in state: "shared" or "exclusive".
+func (c *client) openHolding(id, path, flags, src, scan, state string) {
+	c.t.Helper()
+	c.mustOpen(id, path, flags)
+	if st := lockState(c.t, src, scan); st.State != state {
+		c.t.Fatalf("%s: %s is %s while %s is open with %s, want %s", c.name, scan, st.State, path, flags, state)
+	}
 }
 
 // errnoText is the message C programs print for errno e.

@@ -136,7 +136,7 @@ func TestFlockLockFileHoldsScan(t *testing.T) {
 
 	c := startClient(t, "reader")
 	c.open("r", d.path("scanA/files.json"), "r")
-	d.waitQueued(t, c.pid(), d.mark())
+	d.waitQueued(t, c.pid())
 	released := h.release(t)
 	if r := c.result("r"); r.kind != "ok" || r.at < released {
 		t.Fatalf("reader: %+v, want ok after flock released at %d", r, released)
@@ -239,7 +239,7 @@ func TestFlockKilledHolderFreesScan(t *testing.T) {
 	p := startPy(t, "holder", nil, pyFlockHold, d.path(".locks/scanA.lock"))
 	p.expect("held")
 	cat := startProgram(t, "cat", d.path("scanA/files.json"))
-	d.waitQueued(t, cat.cmd.Process.Pid, d.mark())
+	d.waitQueued(t, cat.cmd.Process.Pid)
 	must(t, p.cmd.Process.Kill())
 	if got := cat.wait(t); got != "files of scanA\n" {
 		t.Fatalf("cat after the holder was killed: %q", got)

@@ -77,7 +77,7 @@ func TestPlantdbThroughMount(t *testing.T) {
 	}
 	c := startClient(t, "reader")
 	c.open("r", d.path("scanA/files.json"), "r")
-	d.waitQueued(t, c.pid(), d.mark())
+	d.waitQueued(t, c.pid())
 	p.send("release")
 	released := stamp(t, p.expect("released")[1])
 	if r := c.result("r"); r.kind != "ok" || r.at < released {

@@ -29,9 +29,10 @@ func TestCrashClientKilledHolding(t *testing.T) {
 	for _, c := range []struct {
 		name          string
 		holds, queued string // slclient open flags
+		left          string // what the queued opener reads ("" for the original)
 	}{
-		{"read handle", "r", "w"},
-		{"write handle", "w", "r"},
+		{"read handle", "r", "w", ""},
+		{"write handle", "w", "r", "written before the crash"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -40,17 +41,13 @@ func TestCrashClientKilledHolding(t *testing.T) {
 			f := d.path("scanA/files.json")
 			holder := startClient(t, "holder")
 			holder.mustOpen("h", f, c.holds)
-			if c.holds == "w" {
-				holder.send("write h written before the crash")
+			if c.left != "" {
+				holder.send("write h " + c.left)
 				if r := holder.result("h"); r.kind != "ok" {
 					t.Fatalf("write: %s", r.errno)
 				}
 			}
-			want := ""
-			if c.holds == "w" {
-				want = "written before the crash"
-			}
-			d.queueThenKill(t, f, c.queued, holder.cmd.Process, want)
+			d.queueThenKill(t, f, c.queued, holder.cmd.Process, c.left)
 			d.checkNoLeaks(t, base)
 			d.stopNoLeaks(t)
 		})
@@ -65,9 +62,8 @@ func TestCrashClientKilledHolding(t *testing.T) {
 func (d *daemon) queueThenKill(t *testing.T, f, flags string, victim *os.Process, want string) {
 	t.Helper()
 	next := startClient(t, "next")
-	m := d.mark()
 	next.open("q", f, flags)
-	d.waitQueued(t, next.pid(), m)
+	d.waitQueued(t, next.pid())
 	killed := kill(t, victim)
 	r := next.result("q")
 	if r.kind != "ok" || r.at < killed {
@@ -97,9 +93,8 @@ func TestCrashClientKilledWhileWaiting(t *testing.T) {
 	holder.mustOpen("h", f, "w")
 	for _, flags := range []string{"r", "w"} {
 		waiter := startClient(t, "waiter "+flags)
-		m := d.mark()
 		waiter.open("q", f, flags)
-		d.waitQueued(t, waiter.pid(), m)
+		d.waitQueued(t, waiter.pid())
 		kill(t, waiter.cmd.Process)
 		select {
 		case <-waiter.done:
@@ -114,12 +109,7 @@ func TestCrashClientKilledWhileWaiting(t *testing.T) {
 	}
 	holder.close("h")
 	waitFree(t, d.src, "scanA")
-	next := startClient(t, "next")
-	next.open("n", f, "wn")
-	if r := next.result("n"); r.kind != "ok" {
-		t.Fatalf("non-blocking writer after the killed waiters: %s (a waiter was left behind?)", r.errno)
-	}
-	next.close("n")
+	checkNoWaiterLeft(t, f, "after the killed waiters")
 	d.checkNoLeaks(t, base)
 	d.stopNoLeaks(t)
 	if !strings.Contains(d.stderr.String(), "cancelled=2") {
@@ -153,9 +143,10 @@ func TestCrashClientKilledWhileMmapped(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name, mode, state, queued string
+		left                      string // what the queued opener reads ("" for the original)
 	}{
-		{"read map", "r", "shared", "w"},
-		{"write map", "w", "exclusive", "r"},
+		{"read map", "r", "shared", "w", ""},
+		{"write map", "w", "exclusive", "r", "MAPPEDof scanA\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -167,11 +158,7 @@ func TestCrashClientKilledWhileMmapped(t *testing.T) {
 			if st := lockState(t, d.src, "scanA"); st.State != c.state {
 				t.Fatalf("scan %s while a %s is mapped and its descriptor closed, want %s", st.State, c.name, c.state)
 			}
-			want := ""
-			if c.mode == "w" {
-				want = "MAPPEDof scanA\n"
-			}
-			d.queueThenKill(t, f, c.queued, p.cmd.Process, want)
+			d.queueThenKill(t, f, c.queued, p.cmd.Process, c.left)
 			d.checkNoLeaks(t, base)
 			d.stopNoLeaks(t)
 		})

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/mountcmd"
 	"scanlockfs/tests/internal/leakcheck"
 )
@@ -24,9 +25,7 @@ import (
 // requireRoot skips tests that mount a tmpfs or set file attributes.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (tmpfs mounts, chattr)")
-	}
+	testutil.RequireRoot(t, "tmpfs mounts, chattr")
 }
 
 // tmpfsAt mounts a tmpfs with options on a new directory and returns it;
@@ -127,10 +126,7 @@ func TestFaultLockDirDeleted(t *testing.T) {
 	}
 	must(t, os.Mkdir(d.lockDir(), 0o2775))
 	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
-	if st := lockState(t, d.src, "scanA"); st.State != "exclusive" {
-		t.Fatalf("scan %s after the lock directory was recreated", st.State)
-	}
+	w.openHolding("w", d.path("scanA/files.json"), "w", d.src, "scanA", "exclusive")
 	w.close("w")
 	waitFree(t, d.src, "scanA")
 	d.checkNoLeaks(t, base)
@@ -173,8 +169,7 @@ func TestFaultLockDirNotWritable(t *testing.T) {
 		direct.send("unlock T0")
 		direct.result("T0")
 		immutable(t, d.lockDir())
-		w := startClient(t, "writer")
-		w.mustOpen("w", d.path("scanA/files.json"), "w")
+		w := startWriter(t, d.path("scanA/files.json"))
 		d.waitLog(t, "could not write lock info file", "scan=scanA")
 		// The lock is real although its .info could not be written.
 		direct.send("try T %s scanA shared", d.src)
@@ -255,8 +250,7 @@ func TestFaultNoSpace(t *testing.T) {
 	run(t, "cat", d.path("scanA/files.json"))
 
 	made := fill(t, src, false)
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	w := startWriter(t, d.path("scanA/files.json"))
 	d.waitLog(t, "could not write lock info file", "scan=scanA", "no space left")
 	if st := lockState(t, src, "scanA"); st.State != "exclusive" {
 		t.Fatalf("scan %s with a full disk", st.State)
@@ -325,8 +319,7 @@ func TestFaultCorruptInfo(t *testing.T) {
 		t.Fatalf("the mount's stale clean-up left the corrupt .info: %v", err)
 	}
 
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	w := startWriter(t, d.path("scanA/files.json"))
 	waitInfo(t, info, d.cmd.Process.Pid)
 	writeCorruptInfo(t, src, 0)
 	code, out, stderr = runCode(t, binScanlockfs, "status", src, "scanA")

@@ -17,6 +17,7 @@ import (
 	"scanlockfs/internal/procfs"
 	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
+	"scanlockfs/tests/internal/leakcheck"
 )
 
 // waitLimit bounds every wait of the harness. Nothing should come near
@@ -43,12 +44,8 @@ func scanDB(t testing.TB, scans ...string) string {
 	return src
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+// must fails t with err, if err is not nil.
+var must = testutil.Must
 
 // daemon is a running `scanlockfs mount`.
 type daemon struct {
@@ -71,11 +68,18 @@ type daemon struct {
 func mountT(t testing.TB, src string, flags ...string) *daemon {
 	t.Helper()
 	requireFUSE(t)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	d := startDaemon(t, src, mnt, flags...)
 	d.waitReady(t)
 	return d
+}
+
+// mountPoint makes an empty directory to mount on.
+func mountPoint(t testing.TB) string {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	must(t, os.Mkdir(mnt, 0o755))
+	return mnt
 }
 
 // startDaemon starts `scanlockfs mount flags... src mnt`.
@@ -210,6 +214,19 @@ func (d *daemon) stopAndCheck(t *testing.T, wants ...string) {
 }
 
 // isMounted reports whether mnt is a mount point, from /proc/self/mountinfo.
+// waitUnmounted waits until mnt is no mount point any more; why says
+// after what, for the failure.
+func waitUnmounted(t *testing.T, mnt, why string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for isMounted(mnt) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not detached %s", mnt, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func isMounted(mnt string) bool {
 	ms, err := procfs.ReadMountinfo()
 	if err != nil {
@@ -256,24 +273,19 @@ func waitFree(t *testing.T, src, scan string) {
 // of its threads, from /proc/PID/task/*/syscall.
 func blockedIn(pid int, nr int) bool { return procfs.BlockedIn(pid, nr) }
 
-// mark returns the current end of the daemon's log. waitQueued no longer
-// reads the log; the argument stays so that callers need not change.
-func (d *daemon) mark() int { return len(d.stderr.String()) }
-
 // waitQueued waits until process pid waits for a scan lock in the
 // daemon's lock manager (a waiter of the mount in .locks/status.json)
 // and sleeps in openat(2). Then its OPEN is queued in the lock manager:
 // if the manager granted it, it would return at once. A test that then
 // releases the scan and sees the open return only after the release has
-// proven that the open waited. mark is not used (see mark).
+// proven that the open waited.
 //
 // The status view lists a waiter only once its request is in the lock
 // manager's queue; the debug line "scan lock wanted" that this helper
 // read before is logged earlier, before the request is queued, and a
 // test that released the scan in between saw the open granted at once.
-func (d *daemon) waitQueued(t *testing.T, pid int, mark int) {
+func (d *daemon) waitQueued(t *testing.T, pid int) {
 	t.Helper()
-	_ = mark
 	d.waitWaiter(t, pid)
 	waitBlockedInOpen(t, pid)
 }
@@ -338,3 +350,64 @@ func waitBlockedInOpen(t *testing.T, pid int) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// leakBaseline records what the daemon holds once it has served a
+// request (the Go runtime opens its poller and go-fuse its readers on
+// first use). Take it before the test's clients start.
+func (d *daemon) leakBaseline(t *testing.T) *leakcheck.Snapshot {
+	t.Helper()
+	if _, err := os.ReadDir(d.mnt); err != nil {
+		t.Fatalf("warming up the mount: %v", err)
+	}
+	s, err := leakcheck.Take(d.cmd.Process.Pid, d.lockDir(), d.metricsPath())
+	must(t, err)
+	return s
+}
+
+// checkNoLeaks waits until the daemon holds no lease and no waiter (no
+// flock of its own on SOURCE, and the metrics' holders and waiters at 0
+// where the mount has metrics), and its descriptors and goroutines are
+// back to base; it fails the test with what is left otherwise. Release
+// is asynchronous (close(2) returns before the kernel's RELEASE), hence
+// the polling. Call it once the test's clients are gone.
+func (d *daemon) checkNoLeaks(t *testing.T, base *leakcheck.Snapshot) {
+	t.Helper()
+	var leaks []string
+	for deadline := time.Now().Add(waitLimit); ; time.Sleep(10 * time.Millisecond) {
+		cur, err := leakcheck.Take(d.cmd.Process.Pid, d.lockDir(), d.metricsPath())
+		must(t, err)
+		if leaks = leakcheck.Leaks(base, cur); len(leaks) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Fatalf("the daemon did not return to its baseline:\n  %s", strings.Join(leaks, "\n  "))
+}
+
+// stopNoLeaks unmounts and checks the daemon's last words: a clean exit,
+// no lease or waiter left in its lock manager, and no panic, error or
+// data race in its log.
+func (d *daemon) stopNoLeaks(t *testing.T) {
+	t.Helper()
+	d.stopAndCheck(t, "holders_left=0", "waiters_left=0")
+	checkDaemonLog(t, d.stderr.String())
+}
+
+// checkDaemonLog fails the test if a daemon log shows a panic, a data
+// race or a fatal error.
+func checkDaemonLog(t *testing.T, log string) {
+	t.Helper()
+	for _, bad := range []string{"panic", "DATA RACE", "level=fatal", "goroutine "} {
+		if strings.Contains(log, bad) {
+			t.Errorf("daemon log has %q:\n%s", bad, log)
+		}
+	}
+}
+
+func (d *daemon) lockDir() string { return filepath.Join(d.src, ".locks") }
+
+// metricsPath is the mount's Prometheus metrics file; Take ignores it
+// while the mount has none.
+func (d *daemon) metricsPath() string { return filepath.Join(d.mnt, ".locks", "metrics") }

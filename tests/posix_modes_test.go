@@ -5,10 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/hanwen/go-fuse/v2/posixtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,8 +27,7 @@ import (
 func mountUmask(t *testing.T, src, mask string, flags ...string) *daemon {
 	t.Helper()
 	requireFUSE(t)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	args := append([]string{"-c", "umask " + mask + `; exec "$@"`, "sh", binScanlockfs, "mount"}, flags...)
 	d := startCmd(t, exec.Command("sh", append(args, src, mnt)...), src, mnt)
 	d.waitReady(t)
@@ -260,5 +261,42 @@ func TestPosixDefaultACL(t *testing.T) {
 		if string(buf[:n]) != string(buf[n:n+nn]) {
 			t.Errorf("%s: access ACL %x through the mount, %x natively", name, buf[:n], buf[n:n+nn])
 		}
+	}
+}
+
+// posixSkip lists the go-fuse POSIX checks that cannot apply to this
+// mount, and why.
+var posixSkip = map[string]string{
+	// It expects two descriptors of one process to conflict, which only
+	// go-fuse's forwarding to OFD locks on the backing files gives. The
+	// mount leaves fcntl locks to the kernel (CAP_POSIX_LOCKS off), which
+	// applies POSIX semantics: a process never conflicts with itself.
+	"FcntlFlockLocksFile": "POSIX locks of one process do not conflict; the check expects OFD semantics",
+}
+
+// The plain file system behaviour is intact: go-fuse's own POSIX checks
+// pass on the mount. Each check runs in a scan directory of its own, so
+// that its opens take (and release) real scan locks; the test process is
+// the client (the server is the separate scanlockfs process), a single
+// owner, which the locks must never make wait on itself.
+func TestPosix(t *testing.T) {
+	// Not parallel: posixtest opens files without O_CLOEXEC, and a daemon
+	// that another test starts meanwhile would inherit them, keeping this
+	// mount busy and failing that test's descriptor-leak check.
+	d := mountT(t, scanDB(t), "--timeout", "5s")
+	names := make([]string, 0, len(posixtest.All))
+	for name := range posixtest.All {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := posixSkip[name]; ok {
+				t.Skip(why)
+			}
+			dir := d.path("posix_" + name)
+			must(t, os.Mkdir(dir, 0o755))
+			posixtest.All[name](t, dir)
+		})
 	}
 }

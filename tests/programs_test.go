@@ -106,8 +106,7 @@ func TestTarRoundTrip(t *testing.T) {
 func TestScanDirectoriesAndListing(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA", "scanB"), "--timeout", "3s")
-	w := startClient(t, "writer")
-	w.mustOpen("w", d.path("scanA/files.json"), "w")
+	w := startWriter(t, d.path("scanA/files.json"))
 	// Listing and stat take no lock.
 	if out := run(t, "ls", "-l", d.path("scanA")); !strings.Contains(out, "files.json") {
 		t.Fatalf("ls -l under a writer: %q", out)

@@ -2,9 +2,6 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
-	"context"
-	"errors"
 	"io"
 	"os/exec"
 	"strconv"
@@ -274,27 +271,6 @@ func firstWithResult(t *testing.T, id string, a, b *pyProc) *pyProc {
 			t.Fatalf("no result for %s within %v", id, waitLimit)
 		}
 	}
-}
-
-// runCode runs a program with a deadline and returns its exit code,
-// standard output and standard error, whatever the code.
-func runCode(t *testing.T, name string, args ...string) (int, string, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, stdout.String(), stderr.String()
-	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		return ee.ExitCode(), stdout.String(), stderr.String()
-	}
-	t.Fatalf("%s %q: %v\nstderr: %s", name, args, err, stderr.String())
-	return 0, "", ""
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

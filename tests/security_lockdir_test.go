@@ -60,14 +60,21 @@ func unblockFIFO(path string) {
 	}
 }
 
+// plantFIFO makes a FIFO at path as the user of cred, as an attacker
+// would, and unblocks it at the end of the test (see unblockFIFO).
+func plantFIFO(t *testing.T, cred *syscall.Credential, path string) {
+	t.Helper()
+	mustRunAs(t, cred, "mkfifo", "-m", "0664", path)
+	t.Cleanup(func() { unblockFIFO(path) })
+}
+
 // mountFails starts `scanlockfs mount flags... src MNT` and returns its
 // exit code and standard error once it exits; if it mounts instead, the
 // test fails (and the mount is taken down).
 func mountFails(t *testing.T, src string, flags ...string) (int, string) {
 	t.Helper()
 	requireFUSE(t)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	d := startDaemon(t, src, mnt, flags...)
 	ready := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
 	for deadline := time.Now().Add(waitLimit); ; time.Sleep(5 * time.Millisecond) {
@@ -101,8 +108,7 @@ func TestSecurityLockDir(t *testing.T) {
 		t.Parallel()
 		src := sharedTree(t, cred, "scanA")
 		info := filepath.Join(src, ".locks", "scanA.info")
-		mustRunAs(t, cred, "mkfifo", "-m", "0664", info)
-		t.Cleanup(func() { unblockFIFO(info) })
+		plantFIFO(t, cred, info)
 		d := mountT(t, src, "--timeout", "2s")
 		code, out, stderr := runCode(t, "cat", d.statusPath("scanA.info"))
 		var doc scanstatus.InfoDoc
@@ -242,8 +248,7 @@ func TestSecurityLockDir(t *testing.T) {
 		t.Parallel()
 		src := sharedTree(t, cred, "scanF")
 		lock := filepath.Join(src, ".locks", "scanF.lock")
-		mustRunAs(t, cred, "mkfifo", "-m", "0664", lock)
-		t.Cleanup(func() { unblockFIFO(lock) })
+		plantFIFO(t, cred, lock)
 		d := mountT(t, src)
 		if e := openErrno(t, d.path("scanF/files.json"), "r"); e != "EIO" {
 			t.Fatalf("open in a scan whose lock file is a FIFO: %s, want EIO", e)
@@ -361,8 +366,7 @@ func TestSecurityDescriptorLimit(t *testing.T) {
 	for i := range 100 {
 		must(t, os.WriteFile(filepath.Join(src, "scanA", fmt.Sprintf("f%03d", i)), nil, 0o644))
 	}
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	d := startCmd(t, exec.Command("sh", "-c", `ulimit -n 64; exec "$@"`, "sh", binScanlockfs, "mount", src, mnt), src, mnt)
 	d.waitReady(t)
 	// Open files of scanA until the daemon has no descriptor left, then

@@ -51,6 +51,14 @@ func (e *swapEnv) userFile(t *testing.T, rel, text string) {
 	must(t, os.Chown(p, int(e.cred.Uid), int(e.cred.Gid)))
 }
 
+// userDir makes directory rel of scanU, owned by the other user.
+func (e *swapEnv) userDir(t *testing.T, rel string) {
+	t.Helper()
+	p := e.d.srcPath(filepath.Join("scanU", rel))
+	must(t, os.Mkdir(p, 0o755))
+	must(t, os.Chown(p, int(e.cred.Uid), int(e.cred.Gid)))
+}
+
 // fileState describes what matters of a file: content, mode, owner and
 // link count (not following a symlink).
 func fileState(t *testing.T, p string) string {
@@ -196,8 +204,7 @@ func TestSecuritySymlinkSwapRace(t *testing.T) {
 	t.Run("chown through a swapped directory", func(t *testing.T) {
 		t.Parallel()
 		e := newSwapEnv(t, cred)
-		must(t, os.Mkdir(e.d.srcPath("scanU/d"), 0o755))
-		must(t, os.Chown(e.d.srcPath("scanU/d"), int(cred.Uid), int(cred.Gid)))
+		e.userDir(t, "d")
 		e.userFile(t, "d/f", "mine\n")
 		rootDir := filepath.Join(e.outside, "dir")
 		must(t, os.Mkdir(rootDir, 0o700))
@@ -237,8 +244,7 @@ func TestSecuritySymlinkSwapRace(t *testing.T) {
 	t.Run("list", func(t *testing.T) {
 		t.Parallel()
 		e := newSwapEnv(t, cred)
-		must(t, os.Mkdir(e.d.srcPath("scanU/d"), 0o755))
-		must(t, os.Chown(e.d.srcPath("scanU/d"), int(cred.Uid), int(cred.Gid)))
+		e.userDir(t, "d")
 		e.userFile(t, "d/mine", "mine\n")
 		p := startPy(t, "user list", cred, `
 import errno, os, sys

@@ -73,6 +73,37 @@ func (d *daemon) wantedBy(pid int) bool {
 	return false
 }
 
+// checkNeverLocked fails t if a refused open of process pid reached the
+// mount's lock manager: the log has no request of pid, and the manager
+// counts as many requests as before (requests, from lockRequests).
+func (d *daemon) checkNeverLocked(t *testing.T, pid int, requests float64) {
+	t.Helper()
+	if d.wantedBy(pid) {
+		t.Fatal("a refused open reached the lock manager")
+	}
+	if n := d.lockRequests(t); n != requests {
+		t.Fatalf("the mount's lock manager had %v requests before the refused opens, %v after", requests, n)
+	}
+}
+
+// pyHolds has p open rel through the mount with flags as id, checks that
+// rel's scan is held in state (shared or exclusive) meanwhile, closes it
+// and waits until the scan is free.
+func (d *daemon) pyHolds(t *testing.T, p *pyProc, id, rel, flags, state string) {
+	t.Helper()
+	scan := strings.Split(rel, "/")[0]
+	p.send("open " + id + " " + d.path(rel) + " " + flags)
+	if r, _ := p.result(id); r != "opened" {
+		t.Fatalf("other user opening %s with %s: %s", rel, flags, r)
+	}
+	if st := lockState(t, d.src, scan); st.State != state {
+		t.Fatalf("%s %s while the other user has %s open with %s, want %s", scan, st.State, rel, flags, state)
+	}
+	p.send("close " + id)
+	p.result(id)
+	waitFree(t, d.src, scan)
+}
+
 // lockRequests counts the lock requests of the mount that reached its
 // lock manager so far, from .locks/metrics: those granted, those refused
 // and those waiting now.
@@ -125,23 +156,9 @@ func TestSecurityOtherUser(t *testing.T) {
 		if r != "EACCES" || at > closing {
 			t.Fatalf("other user reading a 0600 file under a writer: %s at %d (writer closed at %d), want EACCES at once", r, at, closing)
 		}
-		if d.wantedBy(p.pid()) {
-			t.Fatal("the refused open reached the lock manager")
-		}
-		if n := d.lockRequests(t); n != requests {
-			t.Fatalf("the mount's lock manager had %v requests before the refused open, %v after", requests, n)
-		}
+		d.checkNeverLocked(t, p.pid(), requests)
 		waitFree(t, d.src, "scanA")
-		p.send("open r " + d.path("scanA/files.json") + " r")
-		if r, _ := p.result("r"); r != "opened" {
-			t.Fatalf("other user reading a 0644 file: %s", r)
-		}
-		if st := lockState(t, d.src, "scanA"); st.State != "shared" {
-			t.Fatalf("scan %s while the other user reads", st.State)
-		}
-		p.send("close r")
-		p.result("r")
-		waitFree(t, d.src, "scanA")
+		d.pyHolds(t, p, "r", "scanA/files.json", "r", "shared")
 		d.checkNoLeaks(t, base)
 	})
 
@@ -175,12 +192,7 @@ func TestSecurityOtherUser(t *testing.T) {
 			}
 		}
 		reader.close("r")
-		if d.wantedBy(p.pid()) {
-			t.Fatal("a refused open reached the lock manager")
-		}
-		if n := d.lockRequests(t); n != requests {
-			t.Fatalf("the mount's lock manager had %v requests before the refused opens, %v after", requests, n)
-		}
+		d.checkNeverLocked(t, p.pid(), requests)
 		if _, err := os.Stat(d.srcPath("scanA/new")); !os.IsNotExist(err) {
 			t.Fatalf("a refused create made a file: %v", err)
 		}
@@ -217,16 +229,7 @@ print("refused", n, flush=True)
 		}
 
 		// Where it may write (its own directory), it holds the scan.
-		p.send("open n " + d.path("scanB/mine") + " wc")
-		if r, _ := p.result("n"); r != "opened" {
-			t.Fatalf("other user creating a file in its own directory: %s", r)
-		}
-		if st := lockState(t, d.src, "scanB"); st.State != "exclusive" {
-			t.Fatalf("scanB %s while the other user writes in it", st.State)
-		}
-		p.send("close n")
-		p.result("n")
-		waitFree(t, d.src, "scanB")
+		d.pyHolds(t, p, "n", "scanB/mine", "wc", "exclusive")
 		d.checkNoLeaks(t, base)
 	})
 
@@ -298,8 +301,7 @@ func TestSecurityLockFileModes(t *testing.T) {
 	t.Parallel()
 	requireFUSE(t)
 	src := scanDB(t, "scanA")
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	mnt := mountPoint(t)
 	// The daemon runs under umask 077 (sh replaces itself with it).
 	d := startCmd(t, exec.Command("sh", "-c", `umask 077; exec "$@"`, "sh", binScanlockfs, "mount", "--log-level", "debug", src, mnt), src, mnt)
 	d.waitReady(t)
@@ -316,9 +318,8 @@ func TestSecurityLockFileModes(t *testing.T) {
 		t.Fatalf("direct lock: %s", r.errno)
 	}
 	w := startClient(t, "writer")
-	m := d.mark()
 	w.open("w", d.path("scanA/files.json"), "w")
-	d.waitQueued(t, w.pid(), m)
+	d.waitQueued(t, w.pid())
 	direct.send("unlock L")
 	direct.result("L")
 	if r := w.result("w"); r.kind != "ok" {

@@ -6,16 +6,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"scanlockfs/internal/procfs"
+	"scanlockfs/internal/testutil/promtext"
 	"scanlockfs/lockmgr"
 	"scanlockfs/scanstatus"
 )
@@ -72,42 +70,12 @@ func (d *daemon) metrics(t *testing.T) map[string]*dto.MetricFamily {
 	t.Helper()
 	b, err := os.ReadFile(d.statusPath("metrics"))
 	must(t, err)
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("metrics are not Prometheus text: %v\n%s", err, b)
-	}
-	return fams
+	return promtext.Parse(t, b)
 }
 
 // metricValue is the value of the counter or gauge name whose labels are
 // exactly labels (name, value pairs), or the sample count of a histogram.
-func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	t.Helper()
-	f := fams[name]
-	if f == nil {
-		t.Fatalf("no metric %s", name)
-	}
-	for _, m := range f.GetMetric() {
-		var got []string
-		for _, l := range m.GetLabel() {
-			got = append(got, l.GetName(), l.GetValue())
-		}
-		if !slices.Equal(got, labels) {
-			continue
-		}
-		switch f.GetType() {
-		case dto.MetricType_COUNTER:
-			return m.GetCounter().GetValue()
-		case dto.MetricType_GAUGE:
-			return m.GetGauge().GetValue()
-		case dto.MetricType_HISTOGRAM:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	t.Fatalf("no sample %s%q", name, labels)
-	return 0
-}
+var metricValue = promtext.Value
 
 // waitInfo polls SCAN.info until ok accepts it (release is asynchronous,
 // and processes on SOURCE write their .info file a moment after their

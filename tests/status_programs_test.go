@@ -27,8 +27,7 @@ func TestStatusReadWhileFiftyWait(t *testing.T) {
 	const waiting = 50
 	d := mountT(t, scanDB(t, "scanA"))
 	f := d.path("scanA/files.json")
-	w := startClient(t, "writer")
-	w.mustOpen("w", f, "w")
+	w := startWriter(t, f)
 	cats := make([]*program, waiting)
 	for i := range cats {
 		cats[i] = startProgram(t, "cat", f)

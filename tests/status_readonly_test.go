@@ -2,46 +2,17 @@ package tests
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// treeListing describes every entry under root: path, type, mode, size
-// and content of regular files.
-func treeListing(t *testing.T, root string) string {
-	t.Helper()
-	var lines []string
-	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := de.Info()
-		if err != nil {
-			return err
-		}
-		line := fmt.Sprintf("%s %v %d", strings.TrimPrefix(p, root), fi.Mode(), fi.Size())
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += fmt.Sprintf(" %q", b)
-		}
-		lines = append(lines, line)
-		return nil
-	})
-	must(t, err)
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
-}
+	"scanlockfs/internal/testutil"
+)
 
 // Nothing can be changed inside .locks: system calls fail with EROFS,
 // real programs fail, and SOURCE, lock directory included, is unchanged.
@@ -63,7 +34,7 @@ func TestStatusViewIsReadOnly(t *testing.T) {
 			t.Fatalf("no .info file on SOURCE: %v", err)
 		}
 	}
-	before := treeListing(t, d.src)
+	before := testutil.TreeSnapshot(t, d.src)
 	info := d.statusPath("scanA.info")
 	status := d.statusPath("status.json")
 	// A .info file takes plantdb's writes (and drops them): see
@@ -123,7 +94,7 @@ func TestStatusViewIsReadOnly(t *testing.T) {
 			t.Errorf("%q succeeded", args)
 		}
 	}
-	if after := treeListing(t, d.src); after != before {
+	if after := testutil.TreeSnapshot(t, d.src); after != before {
 		t.Errorf("SOURCE changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	if ls := d.lsLocks(t); strings.Join(ls, " ") != "metrics scanA.info status.json" {

@@ -1,7 +1,6 @@
 package testpeer
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -40,21 +39,7 @@ func ServeLockPeer(root, scan string, in io.Reader, out io.Writer) error {
 	defer m.Close()
 	p := &lockPeer{m: m, scan: scan, owner: lockmgr.ProcessOwner(), out: out}
 	p.say("ready")
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for err == nil && sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		if f[0] == "quit" {
-			break
-		}
-		err = p.run(f)
-	}
-	if err == nil {
-		err = sc.Err()
-	}
+	err = Serve(in, p.run)
 	if p.held != nil {
 		_ = p.held.Release()
 	}

@@ -5,7 +5,9 @@
 // as plantdb_peer.py's serve command on lockmgr. It is the one copy:
 // lockmgr's and the end-to-end tests run the script from this directory,
 // the benchmark (another Go module) writes PlantdbPeer to a file of its
-// own and runs ServeLockPeer in a helper process.
+// own and runs ServeLockPeer in a helper process. Serve is the command
+// loop of every Go helper process (ServeLockPeer, the end-to-end tests'
+// slclient, the benchmark's reader and holder).
 package testpeer
 
 import _ "embed"

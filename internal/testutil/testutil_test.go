@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -31,5 +32,28 @@ func TestNowIsMonotonic(t *testing.T) {
 	b := Now()
 	if a <= 0 || b < a {
 		t.Fatalf("Now went %d then %d", a, b)
+	}
+}
+
+// Tail keeps the end of what was written, trimmed.
+func TestTailKeepsTheEnd(t *testing.T) {
+	var tl Tail
+	_, _ = tl.Write([]byte(strings.Repeat("a", 5000)))
+	_, _ = tl.Write([]byte("the end\n"))
+	if got := tl.String(); len(got) != 4095 || !strings.HasSuffix(got, "athe end") {
+		t.Fatalf("tail holds %d bytes ending %q", len(got), got[len(got)-10:])
+	}
+}
+
+// StartChild returns once the child is ready, and stop ends it.
+func TestStartChild(t *testing.T) {
+	cmd := exec.Command("sh", "-c", `echo ready; read x; exit 0`)
+	stop := StartChild(t, cmd, "ready")
+	if cmd.ProcessState != nil {
+		t.Fatal("the child exited before stop")
+	}
+	stop()
+	if cmd.ProcessState == nil || !cmd.ProcessState.Success() {
+		t.Fatalf("after stop: %v", cmd.ProcessState)
 	}
 }

@@ -37,90 +37,120 @@ func filesPerScan(n, scans, scan int) int {
 // createData writes the data of the selected workloads under SOURCE,
 // natively.
 func (b *bench) createData() error {
-	c := b.cfg
 	block := make([]byte, 4096)
 	for i := range block {
 		block[i] = byte(i * 7)
 	}
-	if b.sel[1] {
-		for s := 0; s < c.Scans; s++ {
-			if err := os.MkdirAll(filepath.Join(b.src, openScan(s), "images"), 0o755); err != nil {
+	makers := []struct {
+		workload int
+		make     func() error
+	}{
+		{1, func() error { return b.createOpenData(block) }},
+		{2, b.createStatData},
+		{3, b.createCreateData},
+		{4, func() error {
+			if err := os.MkdirAll(filepath.Join(b.src, seqScan), 0o755); err != nil {
 				return err
 			}
-			for j := 0; j < filesPerScan(c.Files, c.Scans, s); j++ {
-				if err := os.WriteFile(filepath.Join(b.src, openFile(s, j)), block, 0o644); err != nil {
-					return err
-				}
-			}
-		}
+			return writeBigFile(filepath.Join(b.src, seqScan, "data.bin"), int64(b.cfg.SeqSize))
+		}},
+		{5, func() error {
+			return makeTree(filepath.Join(b.src, treeScan), b.cfg.TreeFiles, int(b.cfg.TreeFileSize))
+		}},
+		{6, b.createParData},
+		{8, func() error { return b.createWakeData(block) }},
 	}
-	if b.sel[2] {
-		// Fresh directories for every target and repetition, so that each
-		// first touch through a mount is a real first touch.
-		for _, t := range []string{vNative, vLoopback, vScanlockfs} {
-			for k := 0; k < c.Warmup+c.Reps; k++ {
-				if err := makeEmptyFiles(filepath.Join(b.src, statScan(t, k)), "f", c.StatFiles); err != nil {
-					return err
-				}
-			}
+	for _, m := range makers {
+		if !b.sel[m.workload] {
+			continue
 		}
-		if err := makeEmptyFiles(filepath.Join(b.src, readdirScan, "list"), "e", c.ReaddirEntries); err != nil {
+		if err := m.make(); err != nil {
 			return err
 		}
 	}
-	if b.sel[3] {
-		for _, t := range []string{vNative, vLoopback, vScanlockfs} {
-			for k := 0; k < c.Reps; k++ {
-				if err := os.MkdirAll(filepath.Join(b.src, createScan(t), fmt.Sprint("r", k)), 0o755); err != nil {
-					return err
-				}
-			}
-		}
+	return nil
+}
+
+// writeFiles writes data to n files in dir (made if missing), named by
+// name(j).
+func writeFiles(dir string, n int, name func(j int) string, data []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
-	if b.sel[4] {
-		if err := os.MkdirAll(filepath.Join(b.src, seqScan), 0o755); err != nil {
-			return err
-		}
-		if err := writeBigFile(filepath.Join(b.src, seqScan, "data.bin"), int64(c.SeqSize)); err != nil {
+	for j := 0; j < n; j++ {
+		if err := os.WriteFile(filepath.Join(dir, name(j)), data, 0o644); err != nil {
 			return err
 		}
 	}
-	if b.sel[5] {
-		if err := makeTree(filepath.Join(b.src, treeScan), c.TreeFiles, int(c.TreeFileSize)); err != nil {
+	return nil
+}
+
+// createOpenData is workload 1's: c.Files small files spread over
+// c.Scans scans.
+func (b *bench) createOpenData(block []byte) error {
+	c := b.cfg
+	for s := 0; s < c.Scans; s++ {
+		dir := filepath.Dir(filepath.Join(b.src, openFile(s, 0)))
+		name := func(j int) string { return filepath.Base(openFile(s, j)) }
+		if err := writeFiles(dir, filesPerScan(c.Files, c.Scans, s), name, block); err != nil {
 			return err
 		}
 	}
-	if b.sel[6] {
-		data := make([]byte, int(c.ParFileSize))
-		for i := range data {
-			data[i] = byte(i)
-		}
-		for s := 0; s < 4; s++ {
-			dir := filepath.Join(b.src, parScan(s), "images")
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+	return nil
+}
+
+// createStatData is workload 2's.
+func (b *bench) createStatData() error {
+	c := b.cfg
+	// Fresh directories for every target and repetition, so that each
+	// first touch through a mount is a real first touch.
+	for _, t := range []string{vNative, vLoopback, vScanlockfs} {
+		for k := 0; k < c.Warmup+c.Reps; k++ {
+			if err := makeEmptyFiles(filepath.Join(b.src, statScan(t, k)), "f", c.StatFiles); err != nil {
 				return err
 			}
-			for j := 0; j < c.ParFiles; j++ {
-				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", j)), data, 0o644); err != nil {
-					return err
-				}
-			}
 		}
 	}
-	if b.sel[8] {
-		if err := os.MkdirAll(filepath.Join(b.src, wakeScan), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(b.src, wakeScan, "w.bin"), block, 0o644); err != nil {
-			return err
-		}
-		for j := 0; j < c.WakeOpeners; j++ {
-			if err := os.WriteFile(filepath.Join(b.src, wakeScan, fmt.Sprintf("r_%03d", j)), block, 0o644); err != nil {
+	return makeEmptyFiles(filepath.Join(b.src, readdirScan, "list"), "e", c.ReaddirEntries)
+}
+
+// createCreateData is workload 3's: an empty directory per target and
+// repetition.
+func (b *bench) createCreateData() error {
+	for _, t := range []string{vNative, vLoopback, vScanlockfs} {
+		for k := 0; k < b.cfg.Reps; k++ {
+			if err := os.MkdirAll(filepath.Join(b.src, createScan(t), fmt.Sprint("r", k)), 0o755); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// createParData is workload 6's: four scans of c.ParFiles files.
+func (b *bench) createParData() error {
+	c := b.cfg
+	data := make([]byte, int(c.ParFileSize))
+	for i := range data {
+		data[i] = byte(i)
+	}
+	for s := 0; s < 4; s++ {
+		name := func(j int) string { return fmt.Sprintf("f%05d", j) }
+		if err := writeFiles(filepath.Join(b.src, parScan(s), "images"), c.ParFiles, name, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// createWakeData is workload 8's: the writer's file and one per opener.
+func (b *bench) createWakeData(block []byte) error {
+	dir := filepath.Join(b.src, wakeScan)
+	if err := writeFiles(dir, 1, func(int) string { return "w.bin" }, block); err != nil {
+		return err
+	}
+	name := func(j int) string { return fmt.Sprintf("r_%03d", j) }
+	return writeFiles(dir, b.cfg.WakeOpeners, name, block)
 }
 
 func makeEmptyFiles(dir, prefix string, n int) error {

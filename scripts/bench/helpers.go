@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -55,29 +54,11 @@ func helperMain(mode string, args []string) int {
 	return 0
 }
 
-func lines(fn func(f []string) error) error {
-	sc := bufio.NewScanner(os.Stdin)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		if f[0] == "quit" {
-			return nil
-		}
-		if err := fn(f); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
-}
-
 // readerHelper reads whole files for workload 6.
 func readerHelper() error {
 	buf := make([]byte, 64<<10)
 	fmt.Println("ready")
-	return lines(func(f []string) error {
+	return testpeer.Serve(os.Stdin, func(f []string) error {
 		if f[0] != "read" || len(f) != 3 {
 			return fmt.Errorf("bad command %q", f)
 		}
@@ -117,7 +98,7 @@ func holderHelper() error {
 	}
 	defer closeAll()
 	fmt.Println("ready")
-	return lines(func(f []string) error {
+	return testpeer.Serve(os.Stdin, func(f []string) error {
 		switch {
 		case (f[0] == "open" || f[0] == "openlist") && len(f) == 3:
 			flags := unix.O_RDONLY

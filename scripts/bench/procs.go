@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -79,11 +78,7 @@ func (ps *procs) start(name string, argv, env []string, stderr io.Writer, daemon
 	ps.live[p] = struct{}{}
 	ps.mu.Unlock()
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
+		_ = testutil.ReadLines(stdout, func(l string) { p.lines <- l })
 		close(p.lines)
 		p.err = cmd.Wait()
 		ps.mu.Lock()
@@ -180,29 +175,13 @@ func (p *proc) finish(timeout time.Duration) error {
 
 // tailBuffer keeps the last few KiB of a child's stderr for error
 // messages.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tailBuffer) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if len(t.buf) > 4096 {
-		t.buf = t.buf[len(t.buf)-4096:]
-	}
-	return len(b), nil
-}
+type tailBuffer struct{ testutil.Tail }
 
 func (t *tailBuffer) suffix() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s := strings.TrimSpace(string(t.buf))
-	if s == "" {
-		return ""
+	if s := t.String(); s != "" {
+		return "; stderr: " + s
 	}
-	return "; stderr: " + s
+	return ""
 }
 
 // monoNow is CLOCK_MONOTONIC in nanoseconds: comparable across processes

@@ -193,33 +193,38 @@ func (rp *report) writeMarkdown(w io.Writer) {
 			fsRows = append(fsRows, r)
 		}
 	}
-	if len(fsRows) > 0 {
-		fmt.Fprintln(w, "Median (interquartile range) over the repetitions; ratios are scanlockfs ÷ baseline in the row's unit.")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| # | workload | unit | native | loopback | scanlockfs | scanlockfs/loopback | scanlockfs/native | target | |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
-		for _, r := range fsRows {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				r.id, r.name, r.unit, cell(r.samples[vNative]), cell(r.samples[vLoopback]), cell(r.samples[vScanlockfs]),
-				ratioCell(r.ratio(vLoopback)), ratioCell(r.ratio(vNative)), r.goal, mark(r.status()))
-		}
-		fmt.Fprintln(w)
-	}
-	if len(lockRows) > 0 {
-		fmt.Fprintln(w, "Lock manager alone (workload 7): Go lockmgr processes against Python processes on plantdb's protocol, same run.")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| # | measure | unit | Go lockmgr | Python peer | Go/Python | target | |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
-		for _, r := range lockRows {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				r.id, r.name, r.unit, cell(r.samples[vGo]), cell(r.samples[vPython]),
-				ratioCell(r.ratio(vPython)), r.goal, mark(r.status()))
-		}
-		fmt.Fprintln(w)
-	}
+	writeTable(w, "Median (interquartile range) over the repetitions; ratios are scanlockfs ÷ baseline in the row's unit.",
+		"| # | workload | unit | native | loopback | scanlockfs | scanlockfs/loopback | scanlockfs/native | target | |",
+		fsRows, func(r *row) []string {
+			return []string{cell(r.samples[vNative]), cell(r.samples[vLoopback]), cell(r.samples[vScanlockfs]),
+				ratioCell(r.ratio(vLoopback)), ratioCell(r.ratio(vNative))}
+		})
+	writeTable(w, "Lock manager alone (workload 7): Go lockmgr processes against Python processes on plantdb's protocol, same run.",
+		"| # | measure | unit | Go lockmgr | Python peer | Go/Python | target | |",
+		lockRows, func(r *row) []string {
+			return []string{cell(r.samples[vGo]), cell(r.samples[vPython]), ratioCell(r.ratio(vPython))}
+		})
 	for _, n := range rp.notes {
 		fmt.Fprintln(w, "- "+n)
 	}
+}
+
+// writeTable prints rows (if any) as a Markdown table under title: each
+// row's id, name and unit, the cells of figures, then its goal and mark.
+func writeTable(w io.Writer, title, header string, rows []*row, figures func(*row) []string) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, title)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, header)
+	fmt.Fprintln(w, strings.Repeat("|---", strings.Count(header, "|")-1)+"|")
+	for _, r := range rows {
+		cells := append([]string{r.id, r.name, r.unit}, figures(r)...)
+		cells = append(cells, fmt.Sprint(r.goal), mark(r.status()))
+		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+	}
+	fmt.Fprintln(w)
 }
 
 // csvHeader is the CSV's first line: one line per row and variant; the

@@ -85,51 +85,51 @@ func (b *bench) workloadOpen(ctx context.Context, targets []*target) error {
 		}
 	}
 	buf := make([]byte, 4096)
+	ops := []struct {
+		id, what string
+		flags    int
+		io       func(fd int) (int, error) // nil: open and close only
+	}{
+		{"1a", "reading", unix.O_RDONLY, nil},
+		{"1b", "reading", unix.O_RDONLY, func(fd int) (int, error) { return unix.Read(fd, buf) }},
+		{"1c", "writing", unix.O_WRONLY, func(fd int) (int, error) { return unix.Pwrite(fd, buf, 0) }},
+	}
 	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, _ int) (map[string]float64, error) {
 		paths := make([]string, len(rel))
 		for i, r := range rel {
 			paths[i] = filepath.Join(t.root, r)
 		}
 		res := map[string]float64{}
-		start := time.Now()
-		for _, p := range paths {
-			fd, err := openRetry(p, unix.O_RDONLY, 0)
-			if err != nil {
-				return nil, fmt.Errorf("open %s: %w", p, err)
+		for _, op := range ops {
+			start := time.Now()
+			for _, p := range paths {
+				if err := openIOClose(p, op.flags, op.what, op.io, len(buf)); err != nil {
+					return nil, err
+				}
 			}
-			unix.Close(fd)
+			res[op.id] = perOp(time.Since(start), len(paths))
 		}
-		res["1a"] = perOp(time.Since(start), len(paths))
-
-		start = time.Now()
-		for _, p := range paths {
-			fd, err := openRetry(p, unix.O_RDONLY, 0)
-			if err != nil {
-				return nil, fmt.Errorf("open %s: %w", p, err)
-			}
-			n, err := unix.Read(fd, buf)
-			unix.Close(fd)
-			if err != nil || n != len(buf) {
-				return nil, fmt.Errorf("read %s: %d bytes, %v", p, n, err)
-			}
-		}
-		res["1b"] = perOp(time.Since(start), len(paths))
-
-		start = time.Now()
-		for _, p := range paths {
-			fd, err := openRetry(p, unix.O_WRONLY, 0)
-			if err != nil {
-				return nil, fmt.Errorf("open %s for writing: %w", p, err)
-			}
-			n, err := unix.Pwrite(fd, buf, 0)
-			unix.Close(fd)
-			if err != nil || n != len(buf) {
-				return nil, fmt.Errorf("write %s: %d bytes, %v", p, n, err)
-			}
-		}
-		res["1c"] = perOp(time.Since(start), len(paths))
 		return res, nil
 	})
+}
+
+// openIOClose opens path with flags, does io on it (if not nil), which
+// must transfer want bytes, and closes it.
+func openIOClose(path string, flags int, what string, io func(fd int) (int, error), want int) error {
+	fd, err := openRetry(path, flags, 0)
+	if err != nil {
+		return fmt.Errorf("open %s for %s: %w", path, what, err)
+	}
+	if io == nil {
+		unix.Close(fd)
+		return nil
+	}
+	n, err := io(fd)
+	unix.Close(fd)
+	if err != nil || n != want {
+		return fmt.Errorf("%s %s: %d bytes, %v", what, path, n, err)
+	}
+	return nil
 }
 
 // workloadStat is 2: stat of many files on first touch (a directory this

@@ -48,9 +48,17 @@ func (b *bench) peerKinds() ([]*peerKind, error) {
 
 // startPeers starts n peers and waits until each is ready.
 func (b *bench) startPeers(ctx context.Context, k *peerKind, name string, n int) ([]*proc, error) {
+	return startReady(ctx, n, func(i int) (*proc, error) {
+		return k.start(fmt.Sprintf("%s %s peer %d", k.variant, name, i))
+	})
+}
+
+// startReady starts n helpers with start and waits until each says
+// "ready"; the caller finishes those returned, also on error.
+func startReady(ctx context.Context, n int, start func(i int) (*proc, error)) ([]*proc, error) {
 	var ps []*proc
 	for i := 0; i < n; i++ {
-		p, err := k.start(fmt.Sprintf("%s %s peer %d", k.variant, name, i))
+		p, err := start(i)
 		if err != nil {
 			return ps, err
 		}
@@ -80,6 +88,16 @@ func nsField(f []string, i int) (int64, error) {
 		return 0, fmt.Errorf("answer %q has no field %d", f, i)
 	}
 	return strconv.ParseInt(f[i], 10, 64)
+}
+
+// expectNS waits for p's answer word and returns its field i, a time in
+// nanoseconds.
+func (p *proc) expectNS(ctx context.Context, timeout time.Duration, word string, i int) (int64, error) {
+	f, err := p.expect(ctx, timeout, word)
+	if err != nil {
+		return 0, err
+	}
+	return nsField(f, i)
 }
 
 // workloadLocks is 7: the lock manager alone against the Python peer.
@@ -149,13 +167,7 @@ func (b *bench) lockUncontended(ctx context.Context, kinds []*peerKind) error {
 // after a random delay of 1-100 ms, so that the waiter's polling phase is
 // random as in real use; rounds of both kinds alternate.
 func (b *bench) lockHandover(ctx context.Context, kinds []*peerKind) error {
-	type pair struct {
-		k              *peerKind
-		holder, waiter *proc
-		rounds         int
-		all            []*proc
-	}
-	var pairs []*pair
+	var pairs []*handoverPair
 	defer func() {
 		for _, p := range pairs {
 			_ = finishAll(p.all)
@@ -167,76 +179,113 @@ func (b *bench) lockHandover(ctx context.Context, kinds []*peerKind) error {
 		if err != nil {
 			return err
 		}
-		pr := &pair{k: k, holder: ps[0], waiter: ps[1], rounds: b.cfg.Handovers, all: ps}
+		pr := &handoverPair{k: k, holder: ps[0], waiter: ps[1], rounds: b.cfg.Handovers, all: ps}
 		if k.variant == vPython {
 			pr.rounds = b.cfg.PyHandovers
 		}
 		pairs = append(pairs, pr)
 		maxRounds = max(maxRounds, pr.rounds)
-		if err := pr.holder.send("acquire exclusive 10000"); err != nil {
+		_, _, granted, err := pr.holder.acquire(ctx, 10000, 15*time.Second)
+		if err != nil {
 			return err
 		}
-		if _, err := pr.holder.expect(ctx, 15*time.Second, "waiting"); err != nil {
-			return err
-		}
-		if _, err := pr.holder.expect(ctx, 15*time.Second, "ok"); err != nil {
-			return err
+		if !granted {
+			return fmt.Errorf("%s handover: the first holder timed out after 10 s", k.variant)
 		}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	lat := map[string][]float64{}
 	for round := 0; round < maxRounds; round++ {
 		for _, pr := range pairs {
 			if round >= pr.rounds {
 				continue
 			}
-			if err := pr.waiter.send("acquire exclusive 10000"); err != nil {
+			delay := time.Millisecond + time.Duration(rng.Int64N(int64(99*time.Millisecond)))
+			if err := pr.handover(ctx, delay); err != nil {
 				return err
 			}
-			if _, err := pr.waiter.expect(ctx, 15*time.Second, "waiting"); err != nil {
-				return err
-			}
-			time.Sleep(time.Millisecond + time.Duration(rng.Int64N(int64(99*time.Millisecond))))
-			if err := pr.holder.send("release"); err != nil {
-				return err
-			}
-			f, err := pr.holder.expect(ctx, 15*time.Second, "released")
-			if err != nil {
-				return err
-			}
-			t0, err := nsField(f, 1)
-			if err != nil {
-				return err
-			}
-			f, err = pr.waiter.expect(ctx, 15*time.Second, "ok", "timeout")
-			if err != nil {
-				return err
-			}
-			if f[0] != "ok" {
-				return fmt.Errorf("%s handover: the waiter timed out after 10 s", pr.k.variant)
-			}
-			t1, err := nsField(f, 2)
-			if err != nil {
-				return err
-			}
-			lat[pr.k.variant] = append(lat[pr.k.variant], float64(t1-t0)/1e6)
-			pr.holder, pr.waiter = pr.waiter, pr.holder
 		}
 	}
 	for _, pr := range pairs {
-		if err := pr.holder.send("release"); err != nil {
+		if _, err := pr.holder.release(ctx); err != nil {
 			return err
 		}
-		if _, err := pr.holder.expect(ctx, 15*time.Second, "released"); err != nil {
-			return err
-		}
-		xs := lat[pr.k.variant]
-		for _, x := range xs {
+		for _, x := range pr.lat {
 			b.rep.add("7c", pr.k.variant, x)
 		}
-		b.rep.add("7d", pr.k.variant, percentile(xs, 0.99))
+		b.rep.add("7d", pr.k.variant, percentile(pr.lat, 0.99))
 	}
 	return nil
+}
+
+// handoverPair is two lock peers of one kind that pass the exclusive
+// lock back and forth.
+type handoverPair struct {
+	k              *peerKind
+	holder, waiter *proc
+	rounds         int
+	all            []*proc
+	lat            []float64 // ms from the start of a release to the grant
+}
+
+// handover has the waiter ask for the lock and, delay later, the holder
+// release it; it records the latency and swaps the roles.
+func (pr *handoverPair) handover(ctx context.Context, delay time.Duration) error {
+	if err := pr.waiter.send("acquire exclusive 10000"); err != nil {
+		return err
+	}
+	if _, err := pr.waiter.expect(ctx, 15*time.Second, "waiting"); err != nil {
+		return err
+	}
+	time.Sleep(delay)
+	t0, err := pr.holder.release(ctx)
+	if err != nil {
+		return err
+	}
+	f, err := pr.waiter.expect(ctx, 15*time.Second, "ok", "timeout")
+	if err != nil {
+		return err
+	}
+	if f[0] != "ok" {
+		return fmt.Errorf("%s handover: the waiter timed out after 10 s", pr.k.variant)
+	}
+	t1, err := nsField(f, 2)
+	if err != nil {
+		return err
+	}
+	pr.lat = append(pr.lat, float64(t1-t0)/1e6)
+	pr.holder, pr.waiter = pr.waiter, pr.holder
+	return nil
+}
+
+// acquire asks lock peer p for the exclusive lock with the peer's
+// timeout timeoutMS, allowing wait for the answer, and returns the
+// request's start and end times and whether it was granted.
+func (p *proc) acquire(ctx context.Context, timeoutMS int64, wait time.Duration) (t0, t1 int64, granted bool, err error) {
+	if err := p.send("acquire exclusive %d", timeoutMS); err != nil {
+		return 0, 0, false, err
+	}
+	if _, err := p.expect(ctx, 15*time.Second, "waiting"); err != nil {
+		return 0, 0, false, err
+	}
+	f, err := p.expect(ctx, wait, "ok", "timeout")
+	if err != nil {
+		return 0, 0, false, err
+	}
+	t0, err1 := nsField(f, 1)
+	t1, err2 := nsField(f, 2)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false, fmt.Errorf("bad answer %q", f)
+	}
+	return t0, t1, f[0] == "ok", nil
+}
+
+// release has lock peer p release its lock and returns when the
+// release started.
+func (p *proc) release(ctx context.Context) (int64, error) {
+	if err := p.send("release"); err != nil {
+		return 0, err
+	}
+	return p.expectNS(ctx, 15*time.Second, "released", 1)
 }
 
 // lockWriterWait measures how long a writer waits for the exclusive lock
@@ -259,6 +308,7 @@ func (b *bench) lockWriterWait(ctx context.Context, kinds []*peerKind) error {
 	return nil
 }
 
+// writerWaitOne is workload 7e-7h for one kind of peer.
 func (b *bench) writerWaitOne(ctx context.Context, k *peerKind) error {
 	c := b.cfg
 	readers, err := b.startPeers(ctx, k, "reader", c.Readers)
@@ -285,38 +335,19 @@ func (b *bench) writerWaitOne(ctx context.Context, k *peerKind) error {
 	if k.variant == vPython {
 		n = c.PyWriterWaits
 	}
-	timeoutMS := c.WriterTimeout.Milliseconds()
 	var waits []float64
 	var holds [][2]int64
 	timeouts := 0
 	for i := 0; i < n; i++ {
-		if err := w.send("acquire exclusive %d", timeoutMS); err != nil {
-			return err
-		}
-		if _, err := w.expect(ctx, 10*time.Second, "waiting"); err != nil {
-			return err
-		}
-		f, err := w.expect(ctx, c.WriterTimeout+30*time.Second, "ok", "timeout")
+		t0, t1, granted, err := w.acquire(ctx, c.WriterTimeout.Milliseconds(), c.WriterTimeout+30*time.Second)
 		if err != nil {
 			return err
 		}
-		t0, err1 := nsField(f, 1)
-		t1, err2 := nsField(f, 2)
-		if err1 != nil || err2 != nil {
-			return fmt.Errorf("bad answer %q", f)
-		}
 		waits = append(waits, float64(t1-t0)/1e6)
-		if f[0] == "timeout" {
+		if !granted {
 			timeouts++
 		} else {
-			if err := w.send("release"); err != nil {
-				return err
-			}
-			f, err := w.expect(ctx, 10*time.Second, "released")
-			if err != nil {
-				return err
-			}
-			r0, err := nsField(f, 1)
+			r0, err := w.release(ctx)
 			if err != nil {
 				return err
 			}
@@ -326,36 +357,52 @@ func (b *bench) writerWaitOne(ctx context.Context, k *peerKind) error {
 	}
 	var intervals [][2]int64
 	for _, r := range readers {
-		if err := r.send("stop"); err != nil {
-			return err
-		}
-		f, err := r.expect(ctx, 60*time.Second, "intervals")
+		ivs, err := r.stopReaders(ctx)
 		if err != nil {
 			return err
 		}
-		for i := 1; i+1 < len(f); i += 2 {
-			a, err1 := strconv.ParseInt(f[i], 10, 64)
-			z, err2 := strconv.ParseInt(f[i+1], 10, 64)
-			if err1 != nil || err2 != nil {
-				return fmt.Errorf("bad intervals from %s", r.name)
-			}
-			intervals = append(intervals, [2]int64{a, z})
-		}
-	}
-	overlaps := 0
-	for _, h := range holds {
-		for _, iv := range intervals {
-			if iv[0] < h[1] && h[0] < iv[1] {
-				overlaps++
-				break
-			}
-		}
+		intervals = append(intervals, ivs...)
 	}
 	for _, x := range waits {
 		b.rep.add("7e", k.variant, x)
 	}
 	b.rep.add("7f", k.variant, percentile(waits, 0.99))
 	b.rep.add("7g", k.variant, 100*float64(timeouts)/float64(n))
-	b.rep.add("7h", k.variant, float64(overlaps))
+	b.rep.add("7h", k.variant, float64(overlapping(holds, intervals)))
 	return nil
+}
+
+// stopReaders stops lock peer p's readers and returns their holds.
+func (p *proc) stopReaders(ctx context.Context) ([][2]int64, error) {
+	if err := p.send("stop"); err != nil {
+		return nil, err
+	}
+	f, err := p.expect(ctx, 60*time.Second, "intervals")
+	if err != nil {
+		return nil, err
+	}
+	var intervals [][2]int64
+	for i := 1; i+1 < len(f); i += 2 {
+		a, err1 := strconv.ParseInt(f[i], 10, 64)
+		z, err2 := strconv.ParseInt(f[i+1], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("bad intervals from %s", p.name)
+		}
+		intervals = append(intervals, [2]int64{a, z})
+	}
+	return intervals, nil
+}
+
+// overlapping counts the holds that overlap one of intervals.
+func overlapping(holds, intervals [][2]int64) int {
+	n := 0
+	for _, h := range holds {
+		for _, iv := range intervals {
+			if iv[0] < h[1] && h[0] < iv[1] {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }

@@ -27,48 +27,15 @@ func (b *bench) workloadSeq(ctx context.Context, targets []*target) error {
 	rp.define(sectionFS, "4c", "sequential read, passthrough off", "MiB/s", true, goal{})
 	rp.define(sectionFS, "4d", "sequential write, passthrough off", "MiB/s", true, goal{})
 
-	type seqTarget struct {
-		*target
-		label   string
-		ids     []string // rows fed: read, write (native feeds both pairs)
-		cpu     time.Duration
-		readGiB float64
-	}
-	var all []*seqTarget
-	for _, t := range targets {
-		label := t.name
-		ids := []string{"4a", "4b"}
-		if t.name == vNative {
-			ids = []string{"4a", "4b", "4c", "4d"}
-		}
-		all = append(all, &seqTarget{target: t, label: label, ids: ids})
-	}
-	// Mounts with passthrough off, for this workload only.
-	lb, err := b.mount(ctx, vLoopback, "loopback-nopt", b.src, noPassthroughFlag)
+	all, unmount, err := b.seqTargets(ctx, targets)
+	defer unmount()
 	if err != nil {
 		return err
 	}
-	defer lb.unmount()
-	all = append(all, &seqTarget{target: &target{name: vLoopback, root: lb.mnt, daemon: lb}, label: "loopback-nopt", ids: []string{"4c", "4d"}})
-	if b.slfsMissing == "" {
-		sl, err := b.mount(ctx, vScanlockfs, "scanlockfs-nopt", b.src, noPassthroughFlag)
-		switch {
-		case err == nil:
-			defer sl.unmount()
-			all = append(all, &seqTarget{target: &target{name: vScanlockfs, root: sl.mnt, daemon: sl}, label: "scanlockfs-nopt", ids: []string{"4c", "4d"}})
-		case exitedWithUsage(sl):
-			rp.notef("4c/4d: scanlockfs mount has no %s flag, so passthrough cannot be forced off there", noPassthroughFlag)
-		default:
-			return err
-		}
-	}
-
-	size := int64(b.cfg.SeqSize)
 	buf := make([]byte, 1<<20)
 	for i := range buf {
 		buf[i] = byte(i)
 	}
-	mib := float64(size) / (1 << 20)
 	order := make([]*target, len(all))
 	byTarget := map[*target]*seqTarget{}
 	for i, s := range all {
@@ -79,73 +46,7 @@ func (b *bench) workloadSeq(ctx context.Context, targets []*target) error {
 	// passthrough the kernel drops a FUSE file's cache at each open, so
 	// every repetition is alike: no warm-up.
 	err = b.interleave(ctx, order, b.cfg.SeqReps, 0, func(t *target, rep int) (map[string]float64, error) {
-		s := byTarget[t]
-		in := filepath.Join(t.root, seqScan, "data.bin")
-		var cpu0 time.Duration
-		if t.daemon != nil {
-			cpu0, _ = procCPU(t.daemon.p.pid())
-		}
-		start := time.Now()
-		fd, err := openRetry(in, unix.O_RDONLY, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open %s: %w", in, err)
-		}
-		n, err := readFull(fd, buf)
-		unix.Close(fd)
-		if err != nil || n != size {
-			return nil, fmt.Errorf("read %s: %d of %d bytes, %v", in, n, size, err)
-		}
-		readT := time.Since(start)
-		if t.daemon != nil && rep >= 0 {
-			cpu1, _ := procCPU(t.daemon.p.pid())
-			s.cpu += cpu1 - cpu0
-			s.readGiB += float64(size) / (1 << 30)
-		}
-
-		out := filepath.Join(t.root, seqScan, "out_"+s.label+".bin")
-		start = time.Now()
-		fd, err = openRetry(out, unix.O_CREAT|unix.O_TRUNC|unix.O_WRONLY, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("create %s: %w", out, err)
-		}
-		for off := int64(0); off < size; off += int64(len(buf)) {
-			chunk := buf
-			if size-off < int64(len(chunk)) {
-				chunk = chunk[:size-off]
-			}
-			if err := writeAll(fd, chunk); err != nil {
-				unix.Close(fd)
-				return nil, fmt.Errorf("write %s: %w", out, err)
-			}
-		}
-		if err := unix.Close(fd); err != nil {
-			return nil, fmt.Errorf("close %s: %w", out, err)
-		}
-		writeT := time.Since(start)
-		var st unix.Stat_t
-		if err := statRetry(out, &st); err != nil || st.Size != size {
-			return nil, fmt.Errorf("%s has %d bytes after writing %d (%v)", out, st.Size, size, err)
-		}
-		if err := unlinkRetry(out); err != nil {
-			return nil, fmt.Errorf("unlink %s: %w", out, err)
-		}
-		// Let the daemon's asynchronous RELEASE free the unlinked file's
-		// pages and write back what is dirty now, so that neither lands in
-		// the next target's time.
-		time.Sleep(100 * time.Millisecond)
-		if fd, err := unix.Open(b.src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
-			_ = unix.Syncfs(fd)
-			unix.Close(fd)
-		}
-		res := map[string]float64{}
-		for i, id := range s.ids {
-			d := readT
-			if i%2 == 1 {
-				d = writeT
-			}
-			res[id] = mib / d.Seconds()
-		}
-		return res, nil
+		return b.seqOnce(byTarget[t], rep, buf)
 	})
 	if err != nil {
 		return err
@@ -160,6 +61,133 @@ func (b *bench) workloadSeq(ctx context.Context, targets []*target) error {
 	}
 	sort.Strings(parts)
 	rp.notef("4: daemon CPU per GiB read (near 0 = passthrough active): %s; native figures are shared by 4a-4d", strings.Join(parts, ", "))
+	return nil
+}
+
+// seqTarget is a target of workload 4 and what it measured.
+type seqTarget struct {
+	*target
+	label   string
+	ids     []string // rows fed: read, write (native feeds both pairs)
+	cpu     time.Duration
+	readGiB float64
+}
+
+// seqTargets is targets plus mounts with passthrough off, for workload
+// 4 only; unmount (never nil) takes those down again.
+func (b *bench) seqTargets(ctx context.Context, targets []*target) (all []*seqTarget, unmount func(), err error) {
+	var mounted []*daemon
+	unmount = func() {
+		for _, d := range mounted {
+			d.unmount()
+		}
+	}
+	for _, t := range targets {
+		ids := []string{"4a", "4b"}
+		if t.name == vNative {
+			ids = []string{"4a", "4b", "4c", "4d"}
+		}
+		all = append(all, &seqTarget{target: t, label: t.name, ids: ids})
+	}
+	lb, err := b.mount(ctx, vLoopback, "loopback-nopt", b.src, noPassthroughFlag)
+	if err != nil {
+		return nil, unmount, err
+	}
+	mounted = append(mounted, lb)
+	all = append(all, &seqTarget{target: &target{name: vLoopback, root: lb.mnt, daemon: lb}, label: "loopback-nopt", ids: []string{"4c", "4d"}})
+	if b.slfsMissing == "" {
+		sl, err := b.mount(ctx, vScanlockfs, "scanlockfs-nopt", b.src, noPassthroughFlag)
+		switch {
+		case err == nil:
+			mounted = append(mounted, sl)
+			all = append(all, &seqTarget{target: &target{name: vScanlockfs, root: sl.mnt, daemon: sl}, label: "scanlockfs-nopt", ids: []string{"4c", "4d"}})
+		case exitedWithUsage(sl):
+			b.rep.notef("4c/4d: scanlockfs mount has no %s flag, so passthrough cannot be forced off there", noPassthroughFlag)
+		default:
+			return nil, unmount, err
+		}
+	}
+	return all, unmount, nil
+}
+
+// seqOnce reads s's big file and writes one as big (from buf), and
+// returns the MiB/s of each for s's rows; rep < 0 is a warm-up.
+func (b *bench) seqOnce(s *seqTarget, rep int, buf []byte) (map[string]float64, error) {
+	size := int64(b.cfg.SeqSize)
+	in := filepath.Join(s.root, seqScan, "data.bin")
+	var cpu0 time.Duration
+	if s.daemon != nil {
+		cpu0, _ = procCPU(s.daemon.p.pid())
+	}
+	start := time.Now()
+	fd, err := openRetry(in, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", in, err)
+	}
+	n, err := readFull(fd, buf)
+	unix.Close(fd)
+	if err != nil || n != size {
+		return nil, fmt.Errorf("read %s: %d of %d bytes, %v", in, n, size, err)
+	}
+	readT := time.Since(start)
+	if s.daemon != nil && rep >= 0 {
+		cpu1, _ := procCPU(s.daemon.p.pid())
+		s.cpu += cpu1 - cpu0
+		s.readGiB += float64(size) / (1 << 30)
+	}
+
+	out := filepath.Join(s.root, seqScan, "out_"+s.label+".bin")
+	start = time.Now()
+	if err := writeFile(out, size, buf); err != nil {
+		return nil, err
+	}
+	writeT := time.Since(start)
+	var st unix.Stat_t
+	if err := statRetry(out, &st); err != nil || st.Size != size {
+		return nil, fmt.Errorf("%s has %d bytes after writing %d (%v)", out, st.Size, size, err)
+	}
+	if err := unlinkRetry(out); err != nil {
+		return nil, fmt.Errorf("unlink %s: %w", out, err)
+	}
+	// Let the daemon's asynchronous RELEASE free the unlinked file's
+	// pages and write back what is dirty now, so that neither lands in
+	// the next target's time.
+	time.Sleep(100 * time.Millisecond)
+	if fd, err := unix.Open(b.src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		_ = unix.Syncfs(fd)
+		unix.Close(fd)
+	}
+	mib := float64(size) / (1 << 20)
+	res := map[string]float64{}
+	for i, id := range s.ids {
+		d := readT
+		if i%2 == 1 {
+			d = writeT
+		}
+		res[id] = mib / d.Seconds()
+	}
+	return res, nil
+}
+
+// writeFile creates path with size bytes, buf repeated, and closes it.
+func writeFile(path string, size int64, buf []byte) error {
+	fd, err := openRetry(path, unix.O_CREAT|unix.O_TRUNC|unix.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		chunk := buf
+		if size-off < int64(len(chunk)) {
+			chunk = chunk[:size-off]
+		}
+		if err := writeAll(fd, chunk); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	if err := unix.Close(fd); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
 	return nil
 }
 

@@ -41,37 +41,23 @@ func (b *bench) workloadWake(ctx context.Context, targets []*target) error {
 	return nil
 }
 
+// wakeOnce measures one wake-up of n openers, in ms.
 func (b *bench) wakeOnce(ctx context.Context, t *target, n int) (float64, error) {
-	writer, err := b.startHelper("wake writer", helperHolder)
+	writers, err := b.startHolders(ctx, "wake writer", 1)
+	defer func() { _ = finishAll(writers) }()
 	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = finishAll([]*proc{writer}) }()
-	var openers []*proc
+	writer := writers[0]
+	if _, err := writer.hold(ctx, 30*time.Second, "open w "+filepath.Join(t.root, wakeScan, "w.bin")); err != nil {
+		return 0, err
+	}
+	openers, err := b.startHolders(ctx, "wake opener", n)
 	defer func() { _ = finishAll(openers) }()
-	if _, err := writer.expect(ctx, 30*time.Second, "ready"); err != nil {
+	if err != nil {
 		return 0, err
-	}
-	if err := writer.send("open w %s", filepath.Join(t.root, wakeScan, "w.bin")); err != nil {
-		return 0, err
-	}
-	if _, err := writer.expect(ctx, 30*time.Second, "opening"); err != nil {
-		return 0, err
-	}
-	if _, err := writer.expect(ctx, 30*time.Second, "opened"); err != nil {
-		return 0, err
-	}
-	for i := 0; i < n; i++ {
-		p, err := b.startHelper(fmt.Sprint("wake opener ", i), helperHolder)
-		if err != nil {
-			return 0, err
-		}
-		openers = append(openers, p)
 	}
 	for i, p := range openers {
-		if _, err := p.expect(ctx, 30*time.Second, "ready"); err != nil {
-			return 0, err
-		}
 		if err := p.send("open r %s", filepath.Join(t.root, wakeScan, fmt.Sprintf("r_%03d", i))); err != nil {
 			return 0, err
 		}
@@ -81,46 +67,72 @@ func (b *bench) wakeOnce(ctx context.Context, t *target, n int) (float64, error)
 			return 0, err
 		}
 	}
-	// Every opener must really be waiting in the kernel before the
-	// writer lets go.
-	deadline := time.Now().Add(30 * time.Second)
-	for _, p := range openers {
-		for !blockedInOpen(p.pid()) {
-			select {
-			case line := <-p.lines:
-				return 0, fmt.Errorf("%s opened before the writer closed (%q): the open did not wait", p.name, line)
-			default:
-			}
-			if time.Now().After(deadline) {
-				return 0, fmt.Errorf("%s is not blocked in open(2) after 30s", p.name)
-			}
-			time.Sleep(time.Millisecond)
-		}
+	if err := waitBlockedInOpen(openers); err != nil {
+		return 0, err
 	}
 	if err := writer.send("close"); err != nil {
 		return 0, err
 	}
-	f, err := writer.expect(ctx, 30*time.Second, "closing")
-	if err != nil {
-		return 0, err
-	}
-	t0, err := nsField(f, 1)
+	t0, err := writer.expectNS(ctx, 30*time.Second, "closing", 1)
 	if err != nil {
 		return 0, err
 	}
 	var last int64
 	for _, p := range openers {
-		f, err := p.expect(ctx, 2*time.Minute, "opened")
-		if err != nil {
-			return 0, err
-		}
-		t1, err := nsField(f, 1)
+		t1, err := p.expectNS(ctx, 2*time.Minute, "opened", 1)
 		if err != nil {
 			return 0, err
 		}
 		last = max(last, t1)
 	}
 	return float64(last-t0) / 1e6, nil
+}
+
+// waitBlockedInOpen waits until every opener is really waiting in the
+// kernel, before the writer lets go.
+func waitBlockedInOpen(openers []*proc) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range openers {
+		for !blockedInOpen(p.pid()) {
+			select {
+			case line := <-p.lines:
+				return fmt.Errorf("%s opened before the writer closed (%q): the open did not wait", p.name, line)
+			default:
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s is not blocked in open(2) after 30s", p.name)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// startHolders starts n holder helpers and waits until each is ready;
+// the caller finishes those returned, also on error.
+func (b *bench) startHolders(ctx context.Context, name string, n int) ([]*proc, error) {
+	return startReady(ctx, n, func(i int) (*proc, error) {
+		return b.startHelper(fmt.Sprint(name, " ", i), helperHolder)
+	})
+}
+
+// hold sends a holder helper command (open, openlist or close) and waits
+// for both its answers (opening then opened, or closing then closed); it
+// returns the first, which has the time the command started.
+func (p *proc) hold(ctx context.Context, timeout time.Duration, cmd string) ([]string, error) {
+	words := [2]string{"opening", "opened"}
+	if cmd == "close" {
+		words = [2]string{"closing", "closed"}
+	}
+	if err := p.send("%s", cmd); err != nil {
+		return nil, err
+	}
+	f, err := p.expect(ctx, timeout, words[0])
+	if err != nil {
+		return nil, err
+	}
+	_, err = p.expect(ctx, timeout, words[1])
+	return f, err
 }
 
 // blockedInOpen reports whether a thread of pid sits in openat(2), from
@@ -187,7 +199,6 @@ func (b *bench) workloadMemory(ctx context.Context) error {
 // in chunks of -mem-handles (one chunk after the other, or all chunks at
 // once in as many processes) and returns the daemon's idle and peak RSS.
 func (b *bench) memoryOnce(ctx context.Context, kind, src string, allAtOnce bool) (idle, peak float64, err error) {
-	c := b.cfg
 	d, err := b.mount(ctx, kind, "mem-"+kind, src)
 	if err != nil {
 		return 0, 0, err
@@ -202,67 +213,29 @@ func (b *bench) memoryOnce(ctx context.Context, kind, src string, allAtOnce bool
 	if err != nil {
 		return 0, 0, err
 	}
-	var lists []string
-	for i := 0; i*c.MemHandlesPerProcess < c.MemScans; i++ {
-		var paths []string
-		for j := i * c.MemHandlesPerProcess; j < min((i+1)*c.MemHandlesPerProcess, c.MemScans); j++ {
-			paths = append(paths, filepath.Join(d.mnt, fmt.Sprintf("mem_%05d", j), "files.json"))
-		}
-		list := filepath.Join(b.dir, fmt.Sprintf("mem-%s-%d.list", kind, i))
-		if err := os.WriteFile(list, []byte(strings.Join(paths, "\n")), 0o644); err != nil {
-			return 0, 0, err
-		}
-		lists = append(lists, list)
+	lists, err := b.memoryLists(d.mnt, kind)
+	if err != nil {
+		return 0, 0, err
 	}
-	var holders []*proc
-	defer func() { _ = finishAll(holders) }()
-	holder := func() (*proc, error) {
-		p, err := b.startHelper(fmt.Sprint("memory holder ", len(holders)), helperHolder)
-		if err != nil {
-			return nil, err
-		}
-		holders = append(holders, p)
-		_, err = p.expect(ctx, 30*time.Second, "ready")
-		return p, err
-	}
-	open := func(p *proc, list string) error {
-		if err := p.send("openlist r %s", list); err != nil {
-			return err
-		}
-		if _, err := p.expect(ctx, 5*time.Minute, "opening"); err != nil {
-			return err
-		}
-		_, err := p.expect(ctx, 5*time.Minute, "opened")
-		return err
-	}
+	nproc := 1
 	if allAtOnce {
-		for _, list := range lists {
-			p, err := holder()
-			if err != nil {
-				return 0, 0, err
-			}
-			if err := open(p, list); err != nil {
-				return 0, 0, err
-			}
-		}
-	} else {
-		p, err := holder()
-		if err != nil {
+		nproc = len(lists)
+	}
+	holders, err := b.startHolders(ctx, "memory holder", nproc)
+	defer func() { _ = finishAll(holders) }()
+	if err != nil {
+		return 0, 0, err
+	}
+	for i, list := range lists {
+		p := holders[min(i, nproc-1)]
+		if _, err := p.hold(ctx, 5*time.Minute, "openlist r "+list); err != nil {
 			return 0, 0, err
 		}
-		for _, list := range lists {
-			if err := open(p, list); err != nil {
-				return 0, 0, err
-			}
-			if err := p.send("close"); err != nil {
-				return 0, 0, err
-			}
-			if _, err := p.expect(ctx, time.Minute, "closing"); err != nil {
-				return 0, 0, err
-			}
-			if _, err := p.expect(ctx, time.Minute, "closed"); err != nil {
-				return 0, 0, err
-			}
+		if allAtOnce {
+			continue
+		}
+		if _, err := p.hold(ctx, time.Minute, "close"); err != nil {
+			return 0, 0, err
 		}
 	}
 	hwm, err := procStatusKiB(pid, "VmHWM")
@@ -270,4 +243,23 @@ func (b *bench) memoryOnce(ctx context.Context, kind, src string, allAtOnce bool
 		return 0, 0, err
 	}
 	return float64(rss) / 1024, float64(hwm) / 1024, nil
+}
+
+// memoryLists writes the files.json paths of workload 9's scans under
+// mnt, -mem-handles to a file, and returns the files' names.
+func (b *bench) memoryLists(mnt, kind string) ([]string, error) {
+	c := b.cfg
+	var lists []string
+	for i := 0; i*c.MemHandlesPerProcess < c.MemScans; i++ {
+		var paths []string
+		for j := i * c.MemHandlesPerProcess; j < min((i+1)*c.MemHandlesPerProcess, c.MemScans); j++ {
+			paths = append(paths, filepath.Join(mnt, fmt.Sprintf("mem_%05d", j), "files.json"))
+		}
+		list := filepath.Join(b.dir, fmt.Sprintf("mem-%s-%d.list", kind, i))
+		if err := os.WriteFile(list, []byte(strings.Join(paths, "\n")), 0o644); err != nil {
+			return nil, err
+		}
+		lists = append(lists, list)
+	}
+	return lists, nil
 }

@@ -122,82 +122,11 @@ func (r *Report) add(kind, scan, format string, args ...any) {
 // every holder read the value the last writer before it left.
 func Check(events []Event, counters map[string]Counter) *Report {
 	r := &Report{Failures: map[string]int{}, ByKind: map[string]int{}}
-	type key struct {
-		proc string
-		seq  uint64
-	}
-	type op struct {
-		want, begin, end *Event
-	}
-	ops := map[key]*op{}
-	procs := map[string]bool{}
-	var first, last int64
-	for i := range events {
-		ev := &events[i]
-		procs[ev.Proc] = true
-		if first == 0 || ev.T < first {
-			first = ev.T
-		}
-		last = max(last, ev.T)
-		if ev.Kind == Fail {
-			r.Failures[ev.Err]++
-			continue
-		}
-		k := key{ev.Proc, ev.Seq}
-		o := ops[k]
-		if o == nil {
-			o = &op{}
-			ops[k] = o
-		}
-		slot := map[string]**Event{Want: &o.want, Begin: &o.begin, End: &o.end}[ev.Kind]
-		if *slot != nil {
-			r.add(Malformed, ev.Scan, "%s#%d: two %s events", ev.Proc, ev.Seq, ev.Kind)
-			continue
-		}
-		*slot = ev
-	}
-	r.Processes = len(procs)
-	if last > first {
-		r.Span = time.Duration(last - first)
-	}
-
 	byScan := map[string][]*Interval{}
-	for k, o := range ops {
-		switch {
-		case o.begin == nil && o.end != nil:
-			r.add(Malformed, o.end.Scan, "%s#%d: end without begin", k.proc, k.seq)
+	for k, o := range r.collect(events) {
+		iv := r.interval(k, o)
+		if iv == nil {
 			continue
-		case o.begin == nil:
-			// A want whose request neither succeeded nor failed: the
-			// process died waiting. Not a grant, nothing to release.
-			continue
-		case o.end == nil:
-			r.add(Unreleased, o.begin.Scan, "%s#%d %s granted at %d, never released", k.proc, k.seq, o.begin.Mode, o.begin.T)
-			continue
-		}
-		b, e := o.begin, o.end
-		if e.Scan != b.Scan || e.Mode != b.Mode {
-			r.add(Malformed, b.Scan, "%s#%d: begins as %s %q, ends as %s %q", k.proc, k.seq, b.Mode, b.Scan, e.Mode, e.Scan)
-			continue
-		}
-		if e.T < b.T {
-			r.add(Malformed, b.Scan, "%s#%d: ends at %d before it begins at %d", k.proc, k.seq, e.T, b.T)
-			continue
-		}
-		iv := &Interval{Proc: k.proc, Seq: k.seq, Scan: b.Scan, Mode: b.Mode, Begin: b.T, End: e.T, Read: e.Read, Wrote: e.Wrote}
-		if o.want != nil {
-			if o.want.T > b.T {
-				r.add(Malformed, b.Scan, "%s#%d: granted at %d before it was wanted at %d", k.proc, k.seq, b.T, o.want.T)
-				continue
-			}
-			iv.Want = o.want.T
-			r.Waits = append(r.Waits, time.Duration(b.T-o.want.T))
-			if r.Longest == nil || iv.Begin-iv.Want > r.Longest.Begin-r.Longest.Want {
-				r.Longest = iv
-			}
-		}
-		if iv.Wrote >= 0 && iv.Mode != Exclusive {
-			r.add(Malformed, b.Scan, "%s: wrote the counter under a shared lock", iv)
 		}
 		r.Ops++
 		if iv.Mode == Exclusive {
@@ -233,6 +162,96 @@ func Check(events []Event, counters map[string]Counter) *Report {
 		}
 	}
 	return r
+}
+
+// opKey names one lock request: its process and sequence number.
+type opKey struct {
+	proc string
+	seq  uint64
+}
+
+// opEvents are the events of one lock request.
+type opEvents struct {
+	want, begin, end *Event
+}
+
+// collect counts processes, failures and the time span, and groups the
+// other events by request.
+func (r *Report) collect(events []Event) map[opKey]*opEvents {
+	ops := map[opKey]*opEvents{}
+	procs := map[string]bool{}
+	var first, last int64
+	for i := range events {
+		ev := &events[i]
+		procs[ev.Proc] = true
+		if first == 0 || ev.T < first {
+			first = ev.T
+		}
+		last = max(last, ev.T)
+		if ev.Kind == Fail {
+			r.Failures[ev.Err]++
+			continue
+		}
+		k := opKey{ev.Proc, ev.Seq}
+		o := ops[k]
+		if o == nil {
+			o = &opEvents{}
+			ops[k] = o
+		}
+		slot := map[string]**Event{Want: &o.want, Begin: &o.begin, End: &o.end}[ev.Kind]
+		if *slot != nil {
+			r.add(Malformed, ev.Scan, "%s#%d: two %s events", ev.Proc, ev.Seq, ev.Kind)
+			continue
+		}
+		*slot = ev
+	}
+	r.Processes = len(procs)
+	if last > first {
+		r.Span = time.Duration(last - first)
+	}
+	return ops
+}
+
+// interval checks the events of one request and returns its grant, or
+// nil (and what was wrong, if anything) if it was none.
+func (r *Report) interval(k opKey, o *opEvents) *Interval {
+	switch {
+	case o.begin == nil && o.end != nil:
+		r.add(Malformed, o.end.Scan, "%s#%d: end without begin", k.proc, k.seq)
+		return nil
+	case o.begin == nil:
+		// A want whose request neither succeeded nor failed: the
+		// process died waiting. Not a grant, nothing to release.
+		return nil
+	case o.end == nil:
+		r.add(Unreleased, o.begin.Scan, "%s#%d %s granted at %d, never released", k.proc, k.seq, o.begin.Mode, o.begin.T)
+		return nil
+	}
+	b, e := o.begin, o.end
+	if e.Scan != b.Scan || e.Mode != b.Mode {
+		r.add(Malformed, b.Scan, "%s#%d: begins as %s %q, ends as %s %q", k.proc, k.seq, b.Mode, b.Scan, e.Mode, e.Scan)
+		return nil
+	}
+	if e.T < b.T {
+		r.add(Malformed, b.Scan, "%s#%d: ends at %d before it begins at %d", k.proc, k.seq, e.T, b.T)
+		return nil
+	}
+	iv := &Interval{Proc: k.proc, Seq: k.seq, Scan: b.Scan, Mode: b.Mode, Begin: b.T, End: e.T, Read: e.Read, Wrote: e.Wrote}
+	if o.want != nil {
+		if o.want.T > b.T {
+			r.add(Malformed, b.Scan, "%s#%d: granted at %d before it was wanted at %d", k.proc, k.seq, b.T, o.want.T)
+			return nil
+		}
+		iv.Want = o.want.T
+		r.Waits = append(r.Waits, time.Duration(b.T-o.want.T))
+		if r.Longest == nil || iv.Begin-iv.Want > r.Longest.Begin-r.Longest.Want {
+			r.Longest = iv
+		}
+	}
+	if iv.Wrote >= 0 && iv.Mode != Exclusive {
+		r.add(Malformed, b.Scan, "%s: wrote the counter under a shared lock", iv)
+	}
+	return iv
 }
 
 // checkOverlaps sweeps the intervals of one scan in order of begin,

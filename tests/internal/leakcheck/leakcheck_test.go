@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/testutil"
 )
 
 // The checks find a descriptor, a flock, a duplicated lock file and a
@@ -17,20 +19,14 @@ import (
 func TestLeaksFindsWhatWasLeftOpen(t *testing.T) {
 	dir := t.TempDir()
 	lockDir := filepath.Join(dir, ".locks")
-	if err := os.Mkdir(lockDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.Mkdir(lockDir, 0o755))
 	metrics := filepath.Join(dir, "metrics")
 	write := func(s string) {
-		if err := os.WriteFile(metrics, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		testutil.Must(t, os.WriteFile(metrics, []byte(s), 0o644))
 	}
 	write("# TYPE scan_holders gauge\nscan_holders{mode=\"shared\"} 0\nscan_holders{mode=\"exclusive\"} 0\ngo_goroutines 10\nscan_waiters_total 3\n")
 	lock := filepath.Join(lockDir, "s.lock")
-	if err := os.WriteFile(lock, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.WriteFile(lock, nil, 0o644))
 	cached, err := os.Open(lock) // lockmgr's cached descriptor: fine
 	if err != nil {
 		t.Fatal(err)
@@ -52,9 +48,7 @@ func TestLeaksFindsWhatWasLeftOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Flock(int(dup.Fd()), unix.LOCK_SH); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, unix.Flock(int(dup.Fd()), unix.LOCK_SH))
 	write("scan_holders{mode=\"shared\"} 1\ngo_goroutines 100\nscan_waiters_total 9\n")
 	cur, err := Take(os.Getpid(), lockDir, metrics)
 	if err != nil {
@@ -151,17 +145,13 @@ func TestLeaksToleratesPidfdCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	child := exec.Command("true")
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, child.Start())
 	dead, err := unix.PidfdOpen(child.Process.Pid, 0)
 	if err != nil {
 		t.Skipf("pidfd_open: %v", err)
 	}
 	defer unix.Close(dead)
-	if err := child.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, child.Wait())
 	self, err := unix.PidfdOpen(os.Getpid(), 0)
 	if err != nil {
 		t.Fatal(err)

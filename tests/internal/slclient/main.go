@@ -17,8 +17,8 @@
 //	put ID PATH SIZE SEED [rename]   write checker.Content(SIZE, SEED) to PATH (O_TRUNC, or a temporary file renamed over PATH)
 //
 // FLAGS letters: r (O_RDONLY), w (O_WRONLY), b (O_RDWR), t (O_TRUNC),
-// a (O_APPEND), c (O_CREAT), n (O_NONBLOCK). End of input closes
-// everything and exits.
+// a (O_APPEND), c (O_CREAT), n (O_NONBLOCK). End of input (or "quit")
+// closes everything and exits; the loop is internal/testpeer's Serve.
 //
 // One-shot modes, for the no-lost-update test:
 //
@@ -41,6 +41,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/testpeer"
 	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 	"scanlockfs/tests/internal/checker"
@@ -116,153 +117,185 @@ func parseFlags(s string) (int, error) {
 // openRetry opens like C programs would, except that it retries EINTR
 // caused by the Go runtime's own signals (the tests disable preemption
 // signals, this is a second line).
-func openRetry(path string, flags int) (int, error) {
-	for {
-		fd, err := unix.Open(path, flags, 0o644)
-		if !errors.Is(err, unix.EINTR) {
-			return fd, err
-		}
-	}
+func openRetry(path string, flags int) (int, error) { return testutil.OpenRetry(path, flags, 0o644) }
+
+// client is interactive mode's state: what each ID names.
+type client struct {
+	out      *bufio.Writer
+	fds      map[string]int
+	leases   map[string]*lockmgr.Lease
+	managers map[string]*lockmgr.Manager
 }
 
 func interactive() {
-	out := bufio.NewWriter(os.Stdout)
-	say := func(format string, args ...any) {
-		fmt.Fprintf(out, format+"\n", args...)
-		out.Flush()
+	c := &client{out: bufio.NewWriter(os.Stdout), fds: map[string]int{},
+		leases: map[string]*lockmgr.Lease{}, managers: map[string]*lockmgr.Manager{}}
+	if err := testpeer.Serve(os.Stdin, c.command); err != nil {
+		fmt.Fprintln(os.Stderr, "slclient:", err)
 	}
-	fds := map[string]int{}
-	leases := map[string]*lockmgr.Lease{}
-	managers := map[string]*lockmgr.Manager{}
-	manager := func(src string) (*lockmgr.Manager, error) {
-		if m := managers[src]; m != nil {
-			return m, nil
-		}
-		m, err := lockmgr.New(src, lockmgr.WithStaleCleanup(false), lockmgr.WithTimeout(0))
-		if err == nil {
-			managers[src] = m
-		}
-		return m, err
-	}
-	// call answers "start ID T" before fn and "ok ID T" or
-	// "err ID ERRNO T" after it, T taken as fn returned.
-	call := func(id string, fn func() error) {
-		say("start %s %d", id, now())
-		err := fn()
-		t := now()
-		if err != nil {
-			say("err %s %s %d", id, errnoName(err), t)
-			return
-		}
-		say("ok %s %d", id, t)
-	}
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 {
-			say("bad - %q", sc.Text())
-			continue
-		}
-		cmd, id := f[0], f[1]
-		switch {
-		case cmd == "open" && len(f) == 4:
-			flags, err := parseFlags(f[3])
-			if err != nil {
-				say("bad %s %v", id, err)
-				continue
-			}
-			call(id, func() error {
-				fd, err := openRetry(f[2], flags)
-				if err == nil {
-					fds[id] = fd
-				}
-				return err
-			})
-		case cmd == "close":
-			fd, ok := fds[id]
-			if !ok {
-				say("bad %s not open", id)
-				continue
-			}
-			delete(fds, id)
-			call(id, func() error { return unix.Close(fd) })
-		case cmd == "read":
-			fd, ok := fds[id]
-			if !ok {
-				say("bad %s not open", id)
-				continue
-			}
-			buf := make([]byte, 1<<16)
-			n, err := unix.Pread(fd, buf, 0)
-			if err != nil {
-				say("err %s %s %d", id, errnoName(err), now())
-				continue
-			}
-			say("ok %s %d %q", id, now(), buf[:n])
-		case cmd == "write" && len(f) >= 3:
-			fd, ok := fds[id]
-			if !ok {
-				say("bad %s not open", id)
-				continue
-			}
-			text := strings.Join(f[2:], " ")
-			if _, err := unix.Write(fd, []byte(text)); err != nil {
-				say("err %s %s %d", id, errnoName(err), now())
-				continue
-			}
-			say("ok %s %d", id, now())
-		case (cmd == "lock" || cmd == "try") && len(f) == 5:
-			m, err := manager(f[2])
-			if err != nil {
-				say("err %s %s %d", id, errnoName(err), now())
-				continue
-			}
-			mode := lockmgr.Shared
-			if f[4] == "exclusive" {
-				mode = lockmgr.Exclusive
-			}
-			call(id, func() error {
-				var l *lockmgr.Lease
-				if cmd == "try" {
-					l, err = m.TryAcquire(f[3], mode, lockmgr.ProcessOwner())
-				} else {
-					l, err = m.Acquire(context.Background(), f[3], mode, lockmgr.ProcessOwner())
-				}
-				if err == nil {
-					leases[id] = l
-				}
-				return err
-			})
-		case cmd == "unlock":
-			l, ok := leases[id]
-			if !ok {
-				say("bad %s not locked", id)
-				continue
-			}
-			delete(leases, id)
-			call(id, l.Release)
-		case cmd == "put" && (len(f) == 5 || len(f) == 6):
-			size, err1 := strconv.Atoi(f[3])
-			seed, err2 := strconv.Atoi(f[4])
-			if err1 != nil || err2 != nil {
-				say("bad %s put SIZE SEED", id)
-				continue
-			}
-			if err := put(f[2], size, seed, len(f) == 6 && f[5] == "rename"); err != nil {
-				say("err %s %s %d", id, errnoName(err), now())
-				continue
-			}
-			say("ok %s %d", id, now())
-		default:
-			say("bad %s unknown command %q", id, sc.Text())
-		}
-	}
-	for _, fd := range fds {
+	for _, fd := range c.fds {
 		unix.Close(fd)
 	}
-	for _, l := range leases {
+	for _, l := range c.leases {
 		l.Release()
 	}
+}
+
+func (c *client) say(format string, args ...any) {
+	fmt.Fprintf(c.out, format+"\n", args...)
+	c.out.Flush()
+}
+
+// fail answers "err ID ERRNO T" for a command that has no start line.
+func (c *client) fail(id string, err error) {
+	c.say("err %s %s %d", id, errnoName(err), now())
+}
+
+// call answers "start ID T" before fn and "ok ID T" or "err ID ERRNO T"
+// after it, T taken as fn returned.
+func (c *client) call(id string, fn func() error) {
+	c.say("start %s %d", id, now())
+	err := fn()
+	t := now()
+	if err != nil {
+		c.say("err %s %s %d", id, errnoName(err), t)
+		return
+	}
+	c.say("ok %s %d", id, t)
+}
+
+// fd is the descriptor opened as id; it answers "bad" if there is none.
+func (c *client) fd(id string) (int, bool) {
+	fd, ok := c.fds[id]
+	if !ok {
+		c.say("bad %s not open", id)
+	}
+	return fd, ok
+}
+
+// command runs one command line; bad commands are answered, never fatal.
+func (c *client) command(f []string) error {
+	line := strings.Join(f, " ")
+	if len(f) < 2 {
+		c.say("bad - %q", line)
+		return nil
+	}
+	cmd, id := f[0], f[1]
+	switch {
+	case cmd == "open" && len(f) == 4:
+		c.open(id, f[2], f[3])
+	case cmd == "close":
+		if fd, ok := c.fd(id); ok {
+			delete(c.fds, id)
+			c.call(id, func() error { return unix.Close(fd) })
+		}
+	case cmd == "read":
+		c.read(id)
+	case cmd == "write" && len(f) >= 3:
+		if fd, ok := c.fd(id); ok {
+			if _, err := unix.Write(fd, []byte(strings.Join(f[2:], " "))); err != nil {
+				c.fail(id, err)
+			} else {
+				c.say("ok %s %d", id, now())
+			}
+		}
+	case (cmd == "lock" || cmd == "try") && len(f) == 5:
+		c.lock(id, cmd == "try", f[2], f[3], f[4])
+	case cmd == "unlock":
+		l, ok := c.leases[id]
+		if !ok {
+			c.say("bad %s not locked", id)
+			return nil
+		}
+		delete(c.leases, id)
+		c.call(id, l.Release)
+	case cmd == "put" && (len(f) == 5 || len(f) == 6):
+		c.put(id, f[2:])
+	default:
+		c.say("bad %s unknown command %q", id, line)
+	}
+	return nil
+}
+
+func (c *client) open(id, path, flagLetters string) {
+	flags, err := parseFlags(flagLetters)
+	if err != nil {
+		c.say("bad %s %v", id, err)
+		return
+	}
+	c.call(id, func() error {
+		fd, err := openRetry(path, flags)
+		if err == nil {
+			c.fds[id] = fd
+		}
+		return err
+	})
+}
+
+func (c *client) read(id string) {
+	fd, ok := c.fd(id)
+	if !ok {
+		return
+	}
+	buf := make([]byte, 1<<16)
+	n, err := unix.Pread(fd, buf, 0)
+	if err != nil {
+		c.fail(id, err)
+		return
+	}
+	c.say("ok %s %d %q", id, now(), buf[:n])
+}
+
+// lock takes scan of src in mode with lockmgr (TryAcquire if try).
+func (c *client) lock(id string, try bool, src, scan, mode string) {
+	m, err := c.manager(src)
+	if err != nil {
+		c.fail(id, err)
+		return
+	}
+	md := lockmgr.Shared
+	if mode == "exclusive" {
+		md = lockmgr.Exclusive
+	}
+	c.call(id, func() error {
+		var l *lockmgr.Lease
+		if try {
+			l, err = m.TryAcquire(scan, md, lockmgr.ProcessOwner())
+		} else {
+			l, err = m.Acquire(context.Background(), scan, md, lockmgr.ProcessOwner())
+		}
+		if err == nil {
+			c.leases[id] = l
+		}
+		return err
+	})
+}
+
+// manager is this process's lock manager of src, made on first use.
+func (c *client) manager(src string) (*lockmgr.Manager, error) {
+	if m := c.managers[src]; m != nil {
+		return m, nil
+	}
+	m, err := lockmgr.New(src, lockmgr.WithStaleCleanup(false), lockmgr.WithTimeout(0))
+	if err == nil {
+		c.managers[src] = m
+	}
+	return m, err
+}
+
+// put is "put ID PATH SIZE SEED [rename]"; args starts at PATH.
+func (c *client) put(id string, args []string) {
+	size, err1 := strconv.Atoi(args[1])
+	seed, err2 := strconv.Atoi(args[2])
+	if err1 != nil || err2 != nil {
+		c.say("bad %s put SIZE SEED", id)
+		return
+	}
+	if err := put(args[0], size, seed, len(args) == 4 && args[3] == "rename"); err != nil {
+		c.fail(id, err)
+		return
+	}
+	c.say("ok %s %d", id, now())
 }
 
 func put(path string, size, seed int, rename bool) error {

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/tests/internal/checker"
 )
 
@@ -74,6 +75,43 @@ func Prepare(source string, scans []string) error {
 // logs against the counter files. The error reports workers that failed
 // to run; violations are in the report.
 func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
+	cfg.defaults()
+	initial := map[string]int{}
+	for _, s := range cfg.Scans {
+		b, err := os.ReadFile(filepath.Join(cfg.Source, s, "counter"))
+		if err != nil {
+			return nil, err
+		}
+		if initial[s], err = checker.ParseCounter(b); err != nil {
+			return nil, fmt.Errorf("counter of %s before the run: %w", s, err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Timeout+time.Minute)
+	defer cancel()
+	w := &workers{ctx: ctx, cfg: cfg}
+	for i := range cfg.MountWorkers {
+		w.start(fmt.Sprintf("mount%d", i), w.args(i, "mount", cfg.Mount)...)
+	}
+	for i := range cfg.DirectWorkers {
+		w.start(fmt.Sprintf("direct%d", i), append(w.args(i, "direct", cfg.Source), "-goroutines", strconv.Itoa(cfg.DirectGoroutines))...)
+	}
+	deadline := time.Now().Add(cfg.Duration)
+	for i := range cfg.PlantdbPeers + cfg.PlantdbMountPeers {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			if err := runPlantdb(ctx, cfg, i, deadline); err != nil {
+				w.fail(fmt.Errorf("plantdb%d: %w", i, err))
+			}
+		}()
+	}
+	w.wg.Wait()
+	return check(cfg, initial), errors.Join(w.errs...)
+}
+
+// defaults fills in what Config leaves at zero.
+func (cfg *Config) defaults() {
 	if cfg.WriteRatio == 0 {
 		cfg.WriteRatio = 0.4
 	}
@@ -89,72 +127,57 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 	if cfg.Stderr == nil {
 		cfg.Stderr = io.Discard
 	}
-	initial := map[string]int{}
-	for _, s := range cfg.Scans {
-		b, err := os.ReadFile(filepath.Join(cfg.Source, s, "counter"))
-		if err != nil {
-			return nil, err
-		}
-		if initial[s], err = checker.ParseCounter(b); err != nil {
-			return nil, fmt.Errorf("counter of %s before the run: %w", s, err)
-		}
-	}
+}
 
-	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Timeout+time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	fail := func(err error) {
-		mu.Lock()
-		errs = append(errs, err)
-		mu.Unlock()
-	}
-	scans := strings.Join(cfg.Scans, ",")
-	start := func(name string, args ...string) {
-		cmd := exec.CommandContext(ctx, cfg.WorkerBin, args...)
-		// Go's preemption signals would interrupt the FUSE requests the
-		// worker waits in; C programs would see EINTR, the worker retries.
-		cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
-		var stderr tail
-		cmd.Stderr = io.MultiWriter(&stderr, prefixWriter(cfg.Stderr, name))
-		if err := cmd.Start(); err != nil {
-			fail(fmt.Errorf("%s: %w", name, err))
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := cmd.Wait(); err != nil {
-				fail(fmt.Errorf("%s: %v: %s", name, err, stderr.String()))
-			}
-		}()
-	}
-	common := func(i int, mode, root string) []string {
-		name := fmt.Sprintf("%s%d", mode, i)
-		return []string{mode, "-root", root, "-scans", scans, "-duration", cfg.Duration.String(),
-			"-log", filepath.Join(cfg.LogDir, name+".log"), "-proc", name,
-			"-write-ratio", strconv.FormatFloat(cfg.WriteRatio, 'f', -1, 64), "-hold", cfg.Hold.String(), "-timeout", cfg.Timeout.String(),
-			"-seed", strconv.FormatUint(cfg.Seed*1000+uint64(i)+map[string]uint64{"mount": 0, "direct": 500}[mode], 10)}
-	}
-	for i := range cfg.MountWorkers {
-		start(fmt.Sprintf("mount%d", i), common(i, "mount", cfg.Mount)...)
-	}
-	for i := range cfg.DirectWorkers {
-		start(fmt.Sprintf("direct%d", i), append(common(i, "direct", cfg.Source), "-goroutines", strconv.Itoa(cfg.DirectGoroutines))...)
-	}
-	deadline := time.Now().Add(cfg.Duration)
-	for i := range cfg.PlantdbPeers + cfg.PlantdbMountPeers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := runPlantdb(ctx, cfg, i, deadline); err != nil {
-				fail(fmt.Errorf("plantdb%d: %w", i, err))
-			}
-		}()
-	}
-	wg.Wait()
+// workers are the soak's worker processes and what went wrong with them.
+type workers struct {
+	ctx  context.Context
+	cfg  Config
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
 
+func (w *workers) fail(err error) {
+	w.mu.Lock()
+	w.errs = append(w.errs, err)
+	w.mu.Unlock()
+}
+
+// start runs the worker binary with args as name.
+func (w *workers) start(name string, args ...string) {
+	cmd := exec.CommandContext(w.ctx, w.cfg.WorkerBin, args...)
+	// Go's preemption signals would interrupt the FUSE requests the
+	// worker waits in; C programs would see EINTR, the worker retries.
+	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
+	var stderr testutil.Tail
+	cmd.Stderr = io.MultiWriter(&stderr, prefixWriter(w.cfg.Stderr, name))
+	if err := cmd.Start(); err != nil {
+		w.fail(fmt.Errorf("%s: %w", name, err))
+		return
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		if err := cmd.Wait(); err != nil {
+			w.fail(fmt.Errorf("%s: %v: %s", name, err, stderr.String()))
+		}
+	}()
+}
+
+// args are the arguments of worker i of mode (mount or direct) on root.
+func (w *workers) args(i int, mode, root string) []string {
+	cfg := w.cfg
+	name := fmt.Sprintf("%s%d", mode, i)
+	return []string{mode, "-root", root, "-scans", strings.Join(cfg.Scans, ","), "-duration", cfg.Duration.String(),
+		"-log", filepath.Join(cfg.LogDir, name+".log"), "-proc", name,
+		"-write-ratio", strconv.FormatFloat(cfg.WriteRatio, 'f', -1, 64), "-hold", cfg.Hold.String(), "-timeout", cfg.Timeout.String(),
+		"-seed", strconv.FormatUint(cfg.Seed*1000+uint64(i)+map[string]uint64{"mount": 0, "direct": 500}[mode], 10)}
+}
+
+// check checks the workers' logs and the counters against their values
+// before the run.
+func check(cfg Config, initial map[string]int) *checker.Report {
 	logs, _ := filepath.Glob(filepath.Join(cfg.LogDir, "*.log*"))
 	var events []checker.Event
 	var parseErrs []error
@@ -178,7 +201,7 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 		r.ByKind[checker.Malformed]++
 		r.Violations = append(r.Violations, checker.Violation{Kind: checker.Malformed, Detail: e.Error()})
 	}
-	return r, errors.Join(errs...)
+	return r
 }
 
 // runPlantdb runs plantdb-protocol peers one after the other until the
@@ -205,7 +228,7 @@ func runPlantdb(ctx context.Context, cfg Config, i int, deadline time.Time) erro
 			"--mode", "exclusive", "-n", "10", "--hold-ms", "0.2", "--gap-ms", "1", "--retry-sleep", "0.002",
 			"--timeout", strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64), "--user", name}, extra...)
 		cmd := exec.CommandContext(ctx, "python3", args...)
-		var stderr tail
+		var stderr testutil.Tail
 		cmd.Stderr = &stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -234,28 +257,6 @@ func runPlantdb(ctx context.Context, cfg Config, i int, deadline time.Time) erro
 		}
 	}
 	return nil
-}
-
-// tail keeps the last few KiB written to it.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > 4096 {
-		t.buf = t.buf[len(t.buf)-4096:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }
 
 // prefixWriter prefixes every line written to w with name.

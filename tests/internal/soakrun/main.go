@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"scanlockfs/internal/testutil"
+	"scanlockfs/tests/internal/checker"
 	"scanlockfs/tests/internal/leakcheck"
 	"scanlockfs/tests/internal/soak"
 )
@@ -83,49 +84,16 @@ func run(bin, worker, peer, dir string, keep, passthrough bool, cfg soak.Config)
 	if err := soak.Prepare(src, cfg.Scans); err != nil {
 		return 1, err
 	}
-	args := []string{"mount", "--timeout", cfg.Timeout.String(), "--log-level", "info"}
-	if !passthrough {
-		args = append(args, "--no-passthrough")
-	}
-	daemon := exec.Command(bin, append(args, src, mnt)...)
-	var stdout, stderr lockedBuffer
-	daemon.Stdout, daemon.Stderr = &stdout, &stderr
-	if err := daemon.Start(); err != nil {
+	d, err := startDaemon(bin, src, mnt, cfg, passthrough)
+	if err != nil {
 		return 1, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- daemon.Wait() }()
-	stop := func() {
-		_ = exec.Command("fusermount3", "-u", "-z", mnt).Run()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = daemon.Process.Kill()
-		}
-	}
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(stdout.String(), "scanlockfs: mounted"); time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			return 1, fmt.Errorf("scanlockfs mount exited: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return 1, fmt.Errorf("scanlockfs mount not ready after 30s\n%s", stderr.String())
-		}
-	}
-	for _, s := range cfg.Scans {
-		if _, err := os.ReadFile(filepath.Join(mnt, s, "files.json")); err != nil {
-			stop()
-			return 1, err
-		}
-	}
-	pid := daemon.Process.Pid
+	pid := d.cmd.Process.Pid
 	lockDir := filepath.Join(src, ".locks")
 	metrics := filepath.Join(mnt, ".locks", "metrics")
 	base, err := leakcheck.Take(pid, lockDir, metrics)
 	if err != nil {
-		stop()
+		d.stop()
 		return 1, err
 	}
 
@@ -133,74 +101,14 @@ func run(bin, worker, peer, dir string, keep, passthrough bool, cfg soak.Config)
 		cfg.MountWorkers, cfg.DirectWorkers, cfg.DirectGoroutines, cfg.PlantdbPeers, len(cfg.Scans), cfg.Duration, cfg.Seed)
 	cfg.Source, cfg.Mount, cfg.LogDir, cfg.WorkerBin, cfg.PlantdbPeer, cfg.Stderr = src, mnt, logs, worker, peer, os.Stderr
 	start := time.Now()
-	report, runErr := soak.Run(context.Background(), cfg)
-	elapsed := time.Since(start)
+	var o outcome
+	o.report, o.runErr = soak.Run(context.Background(), cfg)
+	o.elapsed = time.Since(start)
+	o.leaks = settledLeaks(pid, lockDir, metrics, base)
+	o.unmountErr, o.daemonErr = d.finish()
+	o.log = d.stderr.String()
 
-	var leaks []string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		cur, err := leakcheck.Take(pid, lockDir, metrics)
-		if err != nil {
-			leaks = []string{err.Error()}
-			break
-		}
-		if leaks = leakcheck.Leaks(base, cur); len(leaks) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-
-	unmountErr := unmount(mnt)
-	var daemonErr error
-	select {
-	case daemonErr = <-exited:
-	case <-time.After(30 * time.Second):
-		_ = daemon.Process.Kill()
-		daemonErr = fmt.Errorf("did not exit after the unmount")
-	}
-	log := stderr.String()
-	stats := ""
-	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, "every scan lock released") {
-			stats = l
-		}
-	}
-
-	code := 0
-	if report != nil {
-		fmt.Print(report.Summary())
-		fmt.Printf("throughput: %.0f operations/s\n", float64(report.Ops)/elapsed.Seconds())
-		if report.ViolationCount() > 0 || report.FailureCount() > 0 || report.Ops == 0 {
-			code = 1
-		}
-	}
-	if len(leaks) > 0 {
-		fmt.Printf("leaks: %d\n  %s\n", len(leaks), strings.Join(leaks, "\n  "))
-		code = 1
-	} else {
-		fmt.Println("leaks: none (no flock, no lease or waiter, descriptors back to the baseline)")
-	}
-	fmt.Printf("daemon: %s\n", strings.TrimSpace(stats))
-	problems := []string{}
-	if runErr != nil {
-		problems = append(problems, "workers: "+runErr.Error())
-	}
-	if unmountErr != nil {
-		problems = append(problems, "unmount: "+unmountErr.Error())
-	}
-	if daemonErr != nil {
-		problems = append(problems, fmt.Sprintf("daemon exit: %v", daemonErr))
-	}
-	if !strings.Contains(stats, " holders_left=0") || !strings.Contains(stats, " waiters_left=0") {
-		problems = append(problems, "daemon's final statistics missing or with leases left")
-	}
-	for _, bad := range []string{"panic", "level=error", "level=fatal", "DATA RACE"} {
-		if strings.Contains(log, bad) {
-			problems = append(problems, "daemon log has "+bad)
-		}
-	}
-	if len(problems) > 0 {
-		fmt.Printf("problems:\n  %s\ndaemon log:\n%s\n", strings.Join(problems, "\n  "), tail(log, 40))
-		code = 1
-	}
+	code := o.print()
 	if keep {
 		fmt.Println("work directory:", dir)
 	}
@@ -210,6 +118,139 @@ func run(bin, worker, peer, dir string, keep, passthrough bool, cfg soak.Config)
 		fmt.Println("soak: FAIL")
 	}
 	return code, nil
+}
+
+// daemon is the scanlockfs mount under test.
+type daemon struct {
+	cmd            *exec.Cmd
+	mnt            string
+	stdout, stderr testutil.Buffer
+	exited         chan error
+}
+
+// startDaemon mounts src on mnt and returns once the mount answers, the
+// scans' files.json read through it.
+func startDaemon(bin, src, mnt string, cfg soak.Config, passthrough bool) (*daemon, error) {
+	args := []string{"mount", "--timeout", cfg.Timeout.String(), "--log-level", "info"}
+	if !passthrough {
+		args = append(args, "--no-passthrough")
+	}
+	d := &daemon{cmd: exec.Command(bin, append(args, src, mnt)...), mnt: mnt, exited: make(chan error, 1)}
+	d.cmd.Stdout, d.cmd.Stderr = &d.stdout, &d.stderr
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.stdout.String(), "scanlockfs: mounted"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-d.exited:
+			return nil, fmt.Errorf("scanlockfs mount exited: %v\n%s", err, d.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.stop()
+			return nil, fmt.Errorf("scanlockfs mount not ready after 30s\n%s", d.stderr.String())
+		}
+	}
+	for _, s := range cfg.Scans {
+		if _, err := os.ReadFile(filepath.Join(mnt, s, "files.json")); err != nil {
+			d.stop()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// stop takes the mount down after a failure.
+func (d *daemon) stop() {
+	_ = exec.Command("fusermount3", "-u", "-z", d.mnt).Run()
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+	}
+}
+
+// finish unmounts and waits for the daemon to exit.
+func (d *daemon) finish() (unmountErr, daemonErr error) {
+	unmountErr = unmount(d.mnt)
+	select {
+	case daemonErr = <-d.exited:
+	case <-time.After(30 * time.Second):
+		_ = d.cmd.Process.Kill()
+		daemonErr = fmt.Errorf("did not exit after the unmount")
+	}
+	return unmountErr, daemonErr
+}
+
+// settledLeaks compares the daemon with its baseline until nothing is
+// left over, for 10 s at most: releases are asynchronous.
+func settledLeaks(pid int, lockDir, metrics string, base *leakcheck.Snapshot) []string {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		cur, err := leakcheck.Take(pid, lockDir, metrics)
+		if err != nil {
+			return []string{err.Error()}
+		}
+		if leaks := leakcheck.Leaks(base, cur); len(leaks) == 0 || time.Now().After(deadline) {
+			return leaks
+		}
+	}
+}
+
+// outcome is what a soak found.
+type outcome struct {
+	report                        *checker.Report
+	runErr, unmountErr, daemonErr error
+	elapsed                       time.Duration
+	leaks                         []string
+	log                           string // the daemon's
+}
+
+// print prints the figures and problems and returns the exit code.
+func (o *outcome) print() int {
+	stats := ""
+	for _, l := range strings.Split(o.log, "\n") {
+		if strings.Contains(l, "every scan lock released") {
+			stats = l
+		}
+	}
+	code := 0
+	if o.report != nil {
+		fmt.Print(o.report.Summary())
+		fmt.Printf("throughput: %.0f operations/s\n", float64(o.report.Ops)/o.elapsed.Seconds())
+		if o.report.ViolationCount() > 0 || o.report.FailureCount() > 0 || o.report.Ops == 0 {
+			code = 1
+		}
+	}
+	if len(o.leaks) > 0 {
+		fmt.Printf("leaks: %d\n  %s\n", len(o.leaks), strings.Join(o.leaks, "\n  "))
+		code = 1
+	} else {
+		fmt.Println("leaks: none (no flock, no lease or waiter, descriptors back to the baseline)")
+	}
+	fmt.Printf("daemon: %s\n", strings.TrimSpace(stats))
+	problems := []string{}
+	for _, p := range []struct {
+		what string
+		err  error
+	}{{"workers", o.runErr}, {"unmount", o.unmountErr}, {"daemon exit", o.daemonErr}} {
+		if p.err != nil {
+			problems = append(problems, p.what+": "+p.err.Error())
+		}
+	}
+	if !strings.Contains(stats, " holders_left=0") || !strings.Contains(stats, " waiters_left=0") {
+		problems = append(problems, "daemon's final statistics missing or with leases left")
+	}
+	for _, bad := range []string{"panic", "level=error", "level=fatal", "DATA RACE"} {
+		if strings.Contains(o.log, bad) {
+			problems = append(problems, "daemon log has "+bad)
+		}
+	}
+	if len(problems) > 0 {
+		fmt.Printf("problems:\n  %s\ndaemon log:\n%s\n", strings.Join(problems, "\n  "), tail(o.log, 40))
+		code = 1
+	}
+	return code
 }
 
 // unmount unmounts mnt, retrying while busy: the kernel releases files
@@ -233,6 +274,3 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// lockedBuffer collects the daemon's output while it runs.
-type lockedBuffer = testutil.Buffer

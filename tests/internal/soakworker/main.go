@@ -29,6 +29,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 	"scanlockfs/tests/internal/checker"
 )
@@ -242,16 +243,7 @@ func reopen(path string) error {
 	return unix.Close(fd)
 }
 
-// openRetry retries EINTR from the Go runtime's own signals, as C
-// programs' callers and Python do.
-func openRetry(path string, flags int) (int, error) {
-	for {
-		fd, err := unix.Open(path, flags, 0)
-		if !errors.Is(err, unix.EINTR) {
-			return fd, err
-		}
-	}
-}
+func openRetry(path string, flags int) (int, error) { return testutil.OpenRetry(path, flags, 0) }
 
 func errName(err error) string {
 	var errno syscall.Errno
