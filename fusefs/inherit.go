@@ -24,64 +24,18 @@ import (
 // maxAncestors bounds the walk up the process tree.
 const maxAncestors = 32
 
-// holding records which owners of this mount hold leases on which scans,
-// for the inheritance rule. It is guarded by fileSystem.mu, which is
-// never held while waiting for a lock.
-type holding map[string]map[string]*heldBy // scan -> owner key -> holder
-
-type heldBy struct {
-	owner lockmgr.Owner
-	n     int
-}
-
-func (fsys *fileSystem) track(l *lockmgr.Lease) {
-	o := l.Owner()
-	fsys.mu.Lock()
-	defer fsys.mu.Unlock()
-	m := fsys.holders[l.ScanID()]
-	if m == nil {
-		m = map[string]*heldBy{}
-		fsys.holders[l.ScanID()] = m
-	}
-	h := m[o.Key]
-	if h == nil {
-		h = &heldBy{owner: o}
-		m[o.Key] = h
-	}
-	h.n++
-}
-
-func (fsys *fileSystem) untrack(l *lockmgr.Lease) {
-	o := l.Owner()
-	fsys.mu.Lock()
-	defer fsys.mu.Unlock()
-	m := fsys.holders[l.ScanID()]
-	if h := m[o.Key]; h != nil {
-		if h.n--; h.n <= 0 {
-			delete(m, o.Key)
-		}
-	}
-	if len(m) == 0 {
-		delete(fsys.holders, l.ScanID())
-	}
-}
-
 // heldByOthers reports whether an owner other than key holds scan here,
 // and whether key holds it itself.
 func (fsys *fileSystem) heldByOthers(scan, key string) (others, self bool) {
-	fsys.mu.Lock()
-	defer fsys.mu.Unlock()
-	m := fsys.holders[scan]
-	_, self = m[key]
-	return len(m) > 1 || (len(m) == 1 && !self), self
+	return fsys.mgr.HeldBy(scan, key)
 }
 
 // holderByKey returns the owner of this mount with key that holds scan.
 func (fsys *fileSystem) holderByKey(scan, key string) (lockmgr.Owner, bool) {
-	fsys.mu.Lock()
-	defer fsys.mu.Unlock()
-	if h := fsys.holders[scan][key]; h != nil {
-		return h.owner, true
+	for _, o := range fsys.mgr.Holders(scan) {
+		if o.Key == key {
+			return o, true
+		}
 	}
 	return lockmgr.Owner{}, false
 }

@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"syscall"
 	"time"
@@ -63,7 +62,6 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 			fsys.unlock(req, leases)
 			return nil, fsys.errnoOf(fsys.reqLog(req, id, owner), err)
 		}
-		fsys.track(l)
 		leases = append(leases, l)
 		if fsys.debug {
 			fsys.reqLog(req, id, owner).WithField("waited", l.Waited()).Debug("scan lock taken")
@@ -94,33 +92,7 @@ func (fsys *fileSystem) acquire(ctx context.Context, id string, mode lockmgr.Mod
 	if nonblock {
 		return fsys.mgr.TryAcquire(id, mode, o)
 	}
-	return fsys.acquireUndeadlocked(lockmgr.WithCancelGrace(ctx, interruptGrace), id, mode, o)
-}
-
-// acquireUndeadlocked waits for one scan lock, retrying ErrDeadlock for
-// deadlockGrace.
-func (fsys *fileSystem) acquireUndeadlocked(ctx context.Context, id string, mode lockmgr.Mode, o lockmgr.Owner) (*lockmgr.Lease, error) {
-	var deadline time.Time
-	delay := time.Millisecond
-	for {
-		l, err := fsys.mgr.Acquire(ctx, id, mode, o)
-		if !errors.Is(err, lockmgr.ErrDeadlock) {
-			return l, err
-		}
-		now := time.Now()
-		if deadline.IsZero() {
-			deadline = now.Add(deadlockGrace)
-		} else if now.After(deadline) {
-			return nil, err
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-		delay = min(2*delay, 20*time.Millisecond)
-	}
+	return fsys.mgr.Acquire(ctx, id, mode, o, lockmgr.CancelGrace(interruptGrace), lockmgr.RetryDeadlock(deadlockGrace))
 }
 
 // unlock releases leases taken by lock, in reverse order.
@@ -136,7 +108,6 @@ func (fsys *fileSystem) release(req lockReq, l *lockmgr.Lease) {
 	if l == nil {
 		return
 	}
-	fsys.untrack(l)
 	if err := l.Release(); err != nil {
 		fsys.reqLog(req, l.ScanID(), l.Owner()).WithError(err).Error("releasing scan lock failed")
 		return
