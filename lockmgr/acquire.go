@@ -17,6 +17,7 @@ type acquireOpts struct {
 	grace         time.Duration // CancelGrace
 	deadlockRetry time.Duration // RetryDeadlock
 	probe         bool          // Probe
+	loanPID       int           // Loan
 }
 
 // CancelGrace makes Acquire go on waiting for grace after its context is
@@ -136,7 +137,10 @@ func (m *Manager) acquire(ctx context.Context, scanID string, mode Mode, owner O
 		m.log.WithFields(logrus.Fields{"scan": scanID, "mode": mode, "owner": owner.String()}).Debug("scan lock attempt")
 	}
 	wc := m.sched.waitContext(ctx, try, start, o.grace)
-	l, err := m.sched.acquire(wc, scanID, mode, owner, try, start)
+	l, err := m.sched.acquire(wc, scanID, mode, owner, try, o.loanPID > 0, start)
+	if err == nil && o.loanPID > 0 {
+		l, err = m.confirmLoan(wc, l, o.loanPID, start)
+	}
 	wc.stop()
 	if err != nil {
 		err = waitError(err, scanID, mode, start)

@@ -51,6 +51,10 @@ type holdRequest struct {
 	from, to Mode
 	owner    Owner // the owner whose request takes the hold
 	try      bool
+	// loan: the hold is for leases granted under another process's hold
+	// (loan.go); a shared one is taken in spite of a writer waiting
+	// elsewhere, which that hold keeps waiting anyway.
+	loan bool
 	// orphaned, asked by an upgrade before each attempt, reports that
 	// nobody in this process needs the shared hold being converted any
 	// more; the backend then drops it and goes on as a plain exclusive

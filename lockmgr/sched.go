@@ -47,6 +47,11 @@ type scan struct {
 	busy     bool          // a goroutine is talking to the backend (without mu)
 	dropping bool          // ...to drop the hold (which does not wait)
 	held     Mode          // what the backend holds for this process; 0 while it is being dropped
+	// Loans (loan.go): leases granted under another process's hold,
+	// before the backend held the scan for them.
+	keeping  bool               // a keeper goroutine runs for the scan
+	keepFor  Mode               // the mode the keeper asks the backend for
+	keepStop context.CancelFunc // ends the keeper's backend request; nil when it makes none
 }
 
 type ownerHold struct {
@@ -71,6 +76,7 @@ type Lease struct {
 	since    time.Time
 	waited   time.Duration
 	released bool // guarded by s.mu
+	loaned   bool // granted under another process's hold, not this process's (loan.go)
 }
 
 // ScanID returns the scan the lease locks.
@@ -140,11 +146,24 @@ func (sc *scheduler) lookup(id string) *scan {
 // acquire grants owner mode on scan id, waiting (unless try) until it is
 // admissible here and the backend holds it. ctx is a *lazyCtx so that a
 // request that does not wait creates no timer.
-func (sc *scheduler) acquire(ctx *lazyCtx, id string, mode Mode, owner Owner, try bool, start time.Time) (*Lease, error) {
+//
+// With loan, a request that no owner of this process stands in the way
+// of is granted at once, as a loan under another process's hold (the
+// caller checked that hold: loan.go); a keeper then takes the hold in
+// this process as soon as the backend can.
+func (sc *scheduler) acquire(ctx *lazyCtx, id string, mode Mode, owner Owner, try, loan bool, start time.Time) (*Lease, error) {
 	if sc.closed.Load() {
 		return nil, ErrClosed
 	}
 	s := sc.ref(id)
+	if loan {
+		if l, keeper := sc.lend(s, mode, owner, start); l != nil {
+			if keeper {
+				go sc.keep(sc.ref(id)) // the lease's reference keeps s in the map
+			}
+			return l, nil
+		}
+	}
 	l, err := sc.acquireRef(ctx, s, mode, owner, try, start)
 	if err != nil {
 		sc.unref(s)
@@ -262,6 +281,12 @@ func (sc *scheduler) takeHold(ctx *lazyCtx, s *scan, w *waiter, try bool, start 
 	s.held = got
 	if err == nil && sc.closed.Load() {
 		err = ErrClosed
+	}
+	if err == nil && !s.admissibleHeld(w) {
+		// A loan was granted meanwhile (loan.go): the hold now covers
+		// it, and w waits for it to end.
+		s.broadcastHeld()
+		return sc.wait(ctx, s, w, try, start)
 	}
 	s.dequeueHeld(w)
 	if err != nil {
@@ -400,6 +425,7 @@ func (l *Lease) Release() error {
 			delete(s.owners, oid)
 		}
 	}
+	s.stopKeeperHeld()
 	s.dropIdleHold()
 	s.broadcastHeld()
 	s.mu.Unlock()
