@@ -2,6 +2,7 @@ package lockmgr
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,33 +58,24 @@ func (m *Manager) ProcessHolds(scanID string) ([]ProcessHold, error) {
 	if err := ValidateScanID(scanID); err != nil {
 		return nil, err
 	}
+	fid, ok := m.lockFileID(scanID)
+	if !ok {
+		return nil, nil // nobody can hold a lock file that is not there
+	}
 	locks, err := readProcLocks()
 	if err != nil {
 		return nil, err
-	}
-	return m.processHolds(scanID, locks), nil
-}
-
-func (m *Manager) processHolds(id string, locks []procLock) []ProcessHold {
-	fid, ok := m.lockFileID(id)
-	if !ok {
-		return nil
 	}
 	var out []ProcessHold
 	for _, pl := range locks {
 		if pl.file != fid || pl.kind != "FLOCK" || pl.blocked || pl.pid == m.pid {
 			continue
 		}
-		h := ProcessHold{PID: pl.pid, Mode: pl.mode}
-		dup := false
-		for _, o := range out {
-			dup = dup || o == h
-		}
-		if !dup {
+		if h := (ProcessHold{PID: pl.pid, Mode: pl.mode}); !slices.Contains(out, h) {
 			out = append(out, h)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // lockFileID returns the identity of scan id's lock file, if it has one.

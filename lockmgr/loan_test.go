@@ -39,14 +39,9 @@ func keeping(sc *scheduler, id string) bool {
 func TestLoanGrantedUnderAnotherProcessHold(t *testing.T) {
 	sc, b := newTestScheduler(time.Minute)
 	release := b.scan("s").holdElsewhere()
-	writer := make(chan error, 1)
-	go func() {
-		l, err := schedAcquire(context.Background(), sc, "s", Exclusive, testOwner("writer"), false)
-		if err == nil {
-			l.Release()
-		}
-		writer <- err
-	}()
+	writer := grantedLater(func() (*Lease, error) {
+		return schedAcquire(context.Background(), sc, "s", Exclusive, testOwner("writer"), false)
+	})
 	waitFor(t, "the writer waits for the backend", func() bool {
 		_, calls, _ := b.scan("s").snapshot()
 		return slices.Contains(calls, "lock none->exclusive")
@@ -64,15 +59,7 @@ func TestLoanGrantedUnderAnotherProcessHold(t *testing.T) {
 		held, _, _ := b.scan("s").snapshot()
 		return held == Exclusive && !keeping(sc, "s")
 	})
-	select {
-	case err := <-writer:
-		t.Fatalf("the writer was granted (%v) while the loan is held", err)
-	default:
-	}
-	mustRelease(t, loan)
-	if err := <-writer; err != nil {
-		t.Fatalf("writer after the loan: %v", err)
-	}
+	grantedAfter(t, writer, loan)
 }
 
 // Alone, the keeper asks the backend for the hold the loans need and
@@ -172,14 +159,9 @@ func TestLoanUnderProcessFlock(t *testing.T) {
 		t.Fatalf("loan naming a process that holds nothing: %v, want it to wait (ErrTimeout)", err)
 	}
 
-	writer := make(chan error, 1)
-	go func() {
-		l, err := m.Acquire(context.Background(), "s", Exclusive, testOwner("writer"))
-		if err == nil {
-			l.Release()
-		}
-		writer <- err
-	}()
+	writer := grantedLater(func() (*Lease, error) {
+		return m.Acquire(context.Background(), "s", Exclusive, testOwner("writer"))
+	})
 	waitFor(t, "the writer waits", func() bool { return queued(t, m, "s") == 1 })
 	loan, err := m.Acquire(context.Background(), "s", Exclusive, testOwner("family"), Loan(holder))
 	if err != nil {
@@ -196,6 +178,27 @@ func TestLoanUnderProcessFlock(t *testing.T) {
 	if len(st.Holders) != 1 || st.Holders[0].Owner != "family" {
 		t.Fatalf("holders while the loan is held: %+v, want the loan only", st.Holders)
 	}
+	grantedAfter(t, writer, loan)
+}
+
+// grantedLater runs acquire in the background; the channel gets its
+// error once it returned (and released what it got).
+func grantedLater(acquire func() (*Lease, error)) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		l, err := acquire()
+		if err == nil {
+			l.Release()
+		}
+		ch <- err
+	}()
+	return ch
+}
+
+// grantedAfter checks that the writer was not granted while loan was
+// held, releases loan, and checks that the writer is granted then.
+func grantedAfter(t *testing.T, writer <-chan error, loan *Lease) {
+	t.Helper()
 	select {
 	case err := <-writer:
 		t.Fatalf("the writer was granted (%v) while the loan is held", err)
