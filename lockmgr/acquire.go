@@ -43,7 +43,8 @@ func RetryDeadlock(d time.Duration) AcquireOption {
 
 // Probe marks a TryAcquire as a probe made before a wait (the caller
 // decides how to wait once it knows the lock is busy): a refusal with
-// ErrWouldBlock is not counted in Stats, the wait that follows is.
+// ErrWouldBlock or ErrDeadlock is not counted in Stats, the wait that
+// follows is.
 func Probe() AcquireOption {
 	return func(o *acquireOpts) { o.probe = true }
 }
@@ -97,14 +98,14 @@ func (m *Manager) acquireRetrying(ctx context.Context, scanID string, mode Mode,
 var testHookDeadlockRetry func()
 
 // TryAcquire is Acquire without waiting: when the lock cannot be granted
-// at once it returns ErrWouldBlock. Of the options only Probe applies.
+// at once it returns ErrWouldBlock. Of the options Probe and Loan apply.
 func (m *Manager) TryAcquire(scanID string, mode Mode, owner Owner, opts ...AcquireOption) (*Lease, error) {
 	var o acquireOpts
 	for _, f := range opts {
 		f(&o)
 	}
-	l, err := m.acquire(context.Background(), scanID, mode, owner, true, acquireOpts{})
-	if !o.probe || !errors.Is(err, ErrWouldBlock) {
+	l, err := m.acquire(context.Background(), scanID, mode, owner, true, acquireOpts{loanPID: o.loanPID})
+	if !o.probe || !(errors.Is(err, ErrWouldBlock) || errors.Is(err, ErrDeadlock)) {
 		m.count(l, err)
 	}
 	return l, err
@@ -139,7 +140,7 @@ func (m *Manager) acquire(ctx context.Context, scanID string, mode Mode, owner O
 	wc := m.sched.waitContext(ctx, try, start, o.grace)
 	l, err := m.sched.acquire(wc, scanID, mode, owner, try, o.loanPID > 0, start)
 	if err == nil && o.loanPID > 0 {
-		l, err = m.confirmLoan(wc, l, o.loanPID, start)
+		l, err = m.confirmLoan(wc, l, o.loanPID, try, start)
 	}
 	wc.stop()
 	if err != nil {

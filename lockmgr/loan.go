@@ -107,13 +107,13 @@ func (m *Manager) covers(id string, pid int, mode Mode) bool {
 
 // confirmLoan gives back a loan whose holder no longer holds the scan
 // (see Loan) and waits for the lock instead.
-func (m *Manager) confirmLoan(ctx *lazyCtx, l *Lease, pid int, start time.Time) (*Lease, error) {
+func (m *Manager) confirmLoan(ctx *lazyCtx, l *Lease, pid int, try bool, start time.Time) (*Lease, error) {
 	if !l.loaned || m.covers(l.s.id, pid, l.mode) || l.coveredHere() {
 		return l, nil
 	}
 	id, mode, owner := l.s.id, l.mode, l.owner
 	_ = l.Release()
-	return m.sched.acquire(ctx, id, mode, owner, false, false, start)
+	return m.sched.acquire(ctx, id, mode, owner, try, false, start)
 }
 
 // coveredHere reports whether this process holds the lease's scan in its
