@@ -5,6 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
+
+	"scanlockfs/lockmgr"
 )
 
 // Locks that compose: a process that holds a scan directly on SOURCE
@@ -115,5 +118,50 @@ func TestRunSharedTarIsSnapshot(t *testing.T) {
 	}
 	if b, err := os.ReadFile(d.srcPath("scanA/files.json")); err != nil || len(b) != 0 {
 		t.Fatalf("files.json after the writer truncated it: %q, %v", b, err)
+	}
+}
+
+// A holder killed while its family still has files of the scan open
+// through the mount does not leave them unprotected: the daemon takes the
+// scan's lock on SOURCE for them as soon as the holder's lock is gone,
+// and a direct user of SOURCE waits until the family closed them.
+func TestKilledHolderLeavesFamilyCovered(t *testing.T) {
+	t.Parallel()
+	src := scanDB(t, "scanA")
+	d := mountT(t, src, "--timeout", "3s")
+	j := startJob(t, "--exclusive", src, "scanA",
+		"exec 3>>"+d.path("scanA/files.json")+" && echo opened && read x && exec 3>&- && echo closed && { read y || :; }")
+	j.expect("opened")
+	must(t, j.cmd.Process.Kill()) // run; its shell goes on
+	waitHeldBy(t, src, "scanA", d.cmd.Process.Pid)
+
+	direct := startClient(t, "SOURCE user")
+	direct.send("lock l %s scanA exclusive", src)
+	started := direct.await("l", false).at
+	closing := now()
+	j.send("")
+	j.expect("closed")
+	r := direct.result("l")
+	if r.kind != "ok" || !(started < closing && closing < r.at) {
+		t.Fatalf("SOURCE user's lock: %s %s, asked at %d, granted at %d; want it granted after the shell closed its file (%d)",
+			r.kind, r.errno, started, r.at, closing)
+	}
+}
+
+// waitHeldBy polls until process pid holds scan exclusively on SOURCE.
+func waitHeldBy(t *testing.T, src, scan string, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		st := lockState(t, src, scan)
+		for _, h := range st.Holders {
+			if h.PID == pid && h.Mode == lockmgr.Exclusive {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scan %s: holders %+v; want pid %d to hold it exclusively", scan, st.Holders, pid)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
