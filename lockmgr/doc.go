@@ -12,7 +12,8 @@
 // lock_type, user, timestamp, pid, thread_id, plus ours: owner,
 // owner_pid, hostname and "tool":"scanlockfs"; no path or note, since the
 // file is as readable as the lock directory); see Metadata. ROOT/.locks/S.gate exists only for
-// scans on which a writer of ours once had to wait (see Fairness).
+// scans on which a writer of ours once had to wait (see Fairness), until
+// PurgeStale finds no writer waiting on it.
 //
 // # Permissions
 //
