@@ -42,6 +42,11 @@ type backendScan interface {
 	// scan, so that readers of this process hold back instead of joining
 	// the hold they already have (cross-process fairness).
 	writerWaiting() bool
+	// waiting counts delta more requests of this process that wait for
+	// the scan in mode, so that other processes can see them (the flock
+	// backend's waiting records, waitrec.go). It may be called with the
+	// scheduler's mutex held and must neither block nor call back.
+	waiting(mode Mode, delta int)
 	// done: the scheduler no longer uses the handle.
 	done()
 }

@@ -13,7 +13,9 @@
 // owner_pid, hostname and "tool":"scanlockfs"; no path or note, since the
 // file is as readable as the lock directory); see Metadata. ROOT/.locks/S.gate exists only for
 // scans on which a writer of ours once had to wait (see Fairness), until
-// PurgeStale finds no writer waiting on it.
+// PurgeStale finds no writer waiting on it. ROOT/.locks/S.wait holds the
+// waiting records of processes of ours that wait for the scan
+// (waitrec.go), so that other processes' Status sees them.
 //
 // # Permissions
 //

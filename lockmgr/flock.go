@@ -88,6 +88,8 @@ type lockFile struct {
 	owner    Owner  // the owner whose request took the flock, for .info
 	tid      int    // the thread that took it, for .info
 	info     infoState
+
+	wrec waitRecord // this process's waiting record (waitrec.go)
 }
 
 var _ backendScan = (*lockFile)(nil)
@@ -238,6 +240,7 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 	}()
 	delay := backoffMin
 	var timer *time.Timer
+	recorded := false // a waiting record is set for this request
 	for {
 		if f.fd < 0 {
 			if err := f.openLockFile(); err != nil {
@@ -257,6 +260,11 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 		cur = got
 		if to == Exclusive && !ok && err == nil && gate < 0 && !req.try {
 			gate = f.takeGate()
+		}
+		if !ok && err == nil && !recorded && !req.try {
+			recorded = true
+			f.waiting(to, 1)
+			defer f.waiting(to, -1)
 		}
 		if err != nil {
 			f.closeFile()

@@ -209,3 +209,5 @@ func grantedAfter(t *testing.T, writer <-chan error, loan *Lease) {
 		t.Fatalf("writer after the loan: %v", err)
 	}
 }
+
+func (f *fakeScan) waiting(Mode, int) {}

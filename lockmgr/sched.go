@@ -60,11 +60,12 @@ type ownerHold struct {
 }
 
 type waiter struct {
-	owner   Owner
-	oid     ownerID
-	mode    Mode
-	upgrade bool
-	since   time.Time
+	owner    Owner
+	oid      ownerID
+	mode     Mode
+	upgrade  bool
+	since    time.Time
+	recorded bool // counted in the backend's waiting record
 }
 
 // Lease is one granted lock. Release it exactly once.
@@ -246,6 +247,11 @@ func (sc *scheduler) wait(ctx *lazyCtx, s *scan, w *waiter, try bool, start time
 			s.mu.Unlock()
 			return nil, fmt.Errorf("%w: scan %s is held or wanted by another owner", ErrWouldBlock, s.id)
 		}
+		if !w.recorded {
+			// It really waits: other processes may see it now.
+			w.recorded = true
+			s.hold.waiting(w.mode, 1)
+		}
 		ch := s.changed
 		s.sleepers++
 		s.mu.Unlock()
@@ -355,6 +361,10 @@ func (s *scan) admissibleHeld(w *waiter) bool {
 
 // dequeueHeld removes w from the queue and wakes the sleepers; s.mu is held.
 func (s *scan) dequeueHeld(w *waiter) {
+	if w.recorded {
+		w.recorded = false
+		s.hold.waiting(w.mode, -1)
+	}
 	for i, q := range s.queue {
 		if q == w {
 			s.queue = append(s.queue[:i], s.queue[i+1:]...)

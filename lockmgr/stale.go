@@ -32,6 +32,8 @@ import (
 //     lock file is removed or of a dead writer;
 //   - S.gate: an empty regular file with one link on which no writer
 //     waits, with its lock file or without one;
+//   - S.wait: an empty regular file with one link in which no process
+//     records a waiter (waitrec.go);
 //   - .info-tmp-PID-SEQ: a regular file with one link of a dead PID.
 //
 // Anything else of the wrong kind where a lock file should be (a
@@ -119,6 +121,10 @@ func (m *Manager) purgeOrphans(names []string, lockIDs, inUse map[string]bool, r
 			m.purgeGate(id, remove, skip)
 			continue
 		}
+		if id, ok := strings.CutSuffix(name, ".wait"); ok && ValidateScanID(id) == nil && !inUse[id] {
+			m.purgeWait(id, remove, skip)
+			continue
+		}
 		if id, ok := strings.CutSuffix(name, ".info"); ok && ValidateScanID(id) == nil && !lockIDs[id] && !inUse[id] {
 			// An .info without a lock file: stale if its writer is dead.
 			inf, torn, why := m.infoLooksOurs(name)
@@ -181,24 +187,30 @@ func (m *Manager) purgeLock(id string, remove func(name string), skip func(name,
 // S.lock when it releases the scan, and scans are locked before they are
 // created, or never). A writer that waits keeps it.
 func (m *Manager) purgeGate(id string, remove func(name string), skip func(name, why string)) {
-	gate := id + ".gate"
-	g, gst, err := m.dir.openFile(gate, unix.O_RDONLY, false, 0, false)
+	m.purgeUnlocked(id+".gate", "gate", unix.F_OFD_GETLK, 1, remove, skip)
+}
+
+// purgeUnlocked removes name, a marker file of ours (what), if it is
+// empty, has one link and nobody holds a lock on its first n bytes, as
+// fcntl command getlk (F_GETLK or F_OFD_GETLK) tells.
+func (m *Manager) purgeUnlocked(name, what string, getlk int, n int64, remove func(name string), skip func(name, why string)) {
+	fd, st, err := m.dir.openFile(name, unix.O_RDONLY, false, 0, false)
 	if err != nil {
 		var bad *badFileError
 		if errors.As(err, &bad) {
-			skip(gate, bad.what)
+			skip(name, bad.what)
 		}
 		return
 	}
-	defer unix.Close(g)
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 1}
+	defer unix.Close(fd)
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: n}
 	switch {
-	case gst.Size != 0:
-		skip(gate, "it holds data, so it is no gate of scanlockfs (ours are empty)")
-	case unix.FcntlFlock(uintptr(g), unix.F_OFD_GETLK, &lk) != nil || lk.Type != unix.F_UNLCK:
-		// A writer waits on it (or the test failed): not stale.
+	case st.Size != 0:
+		skip(name, "it holds data, so it is no "+what+" of scanlockfs (ours are empty)")
+	case unix.FcntlFlock(uintptr(fd), getlk, &lk) != nil || lk.Type != unix.F_UNLCK:
+		// Somebody holds a lock on it: in use, not stale.
 	default:
-		remove(gate)
+		remove(name)
 	}
 }
 

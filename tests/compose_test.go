@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
+	"scanlockfs/fusefs"
 	"scanlockfs/lockmgr"
 )
 
@@ -164,4 +167,28 @@ func waitHeldBy(t *testing.T, src, scan string, pid int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// `scanlockfs run` waiting for a scan that a mount user holds is a waiter
+// in the mount's status view and in `scanlockfs status`, until it stops
+// waiting (here: it is killed).
+func TestRunWaiterIsVisible(t *testing.T) {
+	t.Parallel()
+	holder := startClient(t, "holder")
+	src := scanDB(t, "scanA")
+	d := mountT(t, src)
+	holder.mustOpen("w", d.path("scanA/files.json"), "w")
+	run := startProgram(t, binScanlockfs, "run", "--exclusive", src, "scanA", "--", "true")
+	pid := run.cmd.Process.Pid
+	isRun := func(w fusefs.WaiterInfo) bool {
+		return w.PID == pid && w.Mode == "exclusive" && w.Where == fusefs.WhereSource
+	}
+	d.waitInfo(t, "scanA", "run as a waiter", func(doc fusefs.InfoDoc) bool { return slices.ContainsFunc(doc.Waiters, isRun) })
+	out, err := exec.Command(binScanlockfs, "status", "--json", src, "scanA").Output()
+	if err != nil || !bytes.Contains(out, []byte(`"pid": `+strconv.Itoa(pid))) {
+		t.Fatalf("scanlockfs status --json: %v\n%s\nwant the waiting run (pid %d)", err, out, pid)
+	}
+	must(t, run.cmd.Process.Kill())
+	<-run.done
+	d.waitInfo(t, "scanA", "no waiter once run is gone", func(doc fusefs.InfoDoc) bool { return !slices.ContainsFunc(doc.Waiters, isRun) })
 }
