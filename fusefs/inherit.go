@@ -127,26 +127,42 @@ func (fsys *fileSystem) underHolder(caller lockmgr.Owner, scan string, mode lock
 	if err != nil || len(holds) == 0 {
 		return caller, false
 	}
-	var found lockmgr.Owner
-	ok := family(caller, func(p procfs.Stat) bool {
-		for _, h := range holds {
-			if h.PID == p.PID && (h.Mode == lockmgr.Exclusive || mode == lockmgr.Shared) {
-				user := caller.User
-				if ps, err := procfs.ReadStatus(p.PID); err == nil {
-					user = lockmgr.UserNameOf(ps.Uid[0]) // one owner for a family of several users
-				}
-				found = lockmgr.Owner{User: user, Key: processFromStat(p).key, PID: p.PID,
-					Note: caller.Note + " (under the " + h.Mode.String() + " lock pid " + strconv.Itoa(p.PID) +
-						" holds on SOURCE, in pid " + strconv.Itoa(caller.PID) + ")"}
-				return true
-			}
-		}
+	var line []procfs.Stat // the caller and its ancestors
+	family(caller, func(p procfs.Stat) bool {
+		line = append(line, p)
 		return false
 	})
-	if !ok {
-		return caller, false
+	// The kernel produces /proc/locks a page at a time: while many locks
+	// change, a line can be missed. A holder not found is looked for in
+	// a new reading, twice.
+	for attempt := 0; ; attempt++ {
+		for _, p := range line {
+			for _, h := range holds {
+				if h.PID == p.PID && (h.Mode == lockmgr.Exclusive || mode == lockmgr.Shared) {
+					return holderOwner(caller, p, h.Mode), true
+				}
+			}
+		}
+		if attempt == 2 || len(line) == 0 {
+			return caller, false
+		}
+		if holds, err = fsys.mgr.ProcessHolds(scan); err != nil {
+			return caller, false
+		}
 	}
-	return found, true
+}
+
+// holderOwner is the owner that caller acts as under the lock process p
+// holds on SOURCE in mode: p's, with the user of p's process, so that a
+// family of several users is one owner.
+func holderOwner(caller lockmgr.Owner, p procfs.Stat, mode lockmgr.Mode) lockmgr.Owner {
+	user := caller.User
+	if ps, err := procfs.ReadStatus(p.PID); err == nil {
+		user = lockmgr.UserNameOf(ps.Uid[0])
+	}
+	return lockmgr.Owner{User: user, Key: processFromStat(p).key, PID: p.PID,
+		Note: caller.Note + " (under the " + mode.String() + " lock pid " + strconv.Itoa(p.PID) +
+			" holds on SOURCE, in pid " + strconv.Itoa(caller.PID) + ")"}
 }
 
 // family calls fn for caller's process and then for each of its

@@ -91,15 +91,18 @@ func (m *Manager) lockFileID(id string) (fileID, bool) {
 }
 
 // covers reports whether process pid holds scan id in a mode that covers
-// a request in mode.
+// a request in mode. /proc/locks is read up to three times: while many
+// locks change, the kernel's page-at-a-time listing can miss a line.
 func (m *Manager) covers(id string, pid int, mode Mode) bool {
-	holds, err := m.ProcessHolds(id)
-	if err != nil {
-		return false
-	}
-	for _, h := range holds {
-		if h.PID == pid && h.Mode >= mode {
-			return true
+	for range 3 {
+		holds, err := m.ProcessHolds(id)
+		if err != nil {
+			return false
+		}
+		for _, h := range holds {
+			if h.PID == pid && h.Mode >= mode {
+				return true
+			}
 		}
 	}
 	return false

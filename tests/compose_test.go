@@ -191,4 +191,5 @@ func TestRunWaiterIsVisible(t *testing.T) {
 	must(t, run.cmd.Process.Kill())
 	<-run.done
 	d.waitInfo(t, "scanA", "no waiter once run is gone", func(doc fusefs.InfoDoc) bool { return !slices.ContainsFunc(doc.Waiters, isRun) })
+	holder.close("w") // before the unmount (cleanups run in reverse order)
 }
