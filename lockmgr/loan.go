@@ -132,13 +132,10 @@ func (l *Lease) coveredHere() bool {
 // the other process's hold is out of date, and the request waits). keeper
 // says that the caller must start the scan's keeper.
 func (sc *scheduler) lend(s *scan, mode Mode, owner Owner, start time.Time) (l *Lease, keeper bool) {
-	oid := owner.id()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id, oh := range s.owners {
-		if id != oid && (mode == Exclusive || oh.excl > 0) {
-			return nil, false
-		}
+	if s.conflictHeld(owner.id(), mode) {
+		return nil, false
 	}
 	l = sc.grantHeld(s, owner, mode, start)
 	l.loaned = s.held < mode
@@ -147,6 +144,17 @@ func (sc *scheduler) lend(s *scan, mode Mode, owner Owner, start time.Time) (l *
 		keeper = true
 	}
 	return l, keeper
+}
+
+// conflictHeld reports whether an owner of s other than oid holds it in a
+// mode that conflicts with mode. s.mu is held.
+func (s *scan) conflictHeld(oid ownerID, mode Mode) bool {
+	for id, oh := range s.owners {
+		if id != oid && (mode == Exclusive || oh.excl > 0) {
+			return true
+		}
+	}
+	return false
 }
 
 // neededHeld is the mode the owners of s need the backend to hold: the

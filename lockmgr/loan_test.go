@@ -211,3 +211,41 @@ func grantedAfter(t *testing.T, writer <-chan error, loan *Lease) {
 }
 
 func (f *fakeScan) waiting(Mode, int) {}
+
+// Regression: an upgrade whose own shared lease was released while it
+// took the exclusive hold, with a reader ahead of it that holds back for a
+// writer elsewhere, is granted the hold it took. Holding back the
+// upgrade there (as if a loan had come in) left the hold held by nobody,
+// and every process waited until its timeout.
+func TestUpgradeGrantedAfterItsSharedLeaseWentAway(t *testing.T) {
+	sc, b := newTestScheduler(time.Minute)
+	f := b.scan("s")
+	a := testOwner("a")
+	shared := mustSched(t, sc, "s", Shared, a)
+	f.mu.Lock()
+	f.writer = true // a writer elsewhere waits: new readers hold back
+	f.mu.Unlock()
+	reader := grantedLater(func() (*Lease, error) {
+		return schedAcquire(context.Background(), sc, "s", Shared, testOwner("reader"), false)
+	})
+	waitFor(t, "the reader queued", func() bool { return waiters(sc) == 1 })
+	release := f.holdElsewhere()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	upgrade := grantedLater(func() (*Lease, error) { return schedAcquire(ctx, sc, "s", Exclusive, a, false) })
+	waitFor(t, "the upgrade asks the backend", func() bool {
+		_, calls, _ := f.snapshot()
+		return calls[len(calls)-1] == "lock shared->exclusive"
+	})
+	mustRelease(t, shared)
+	release()
+	if err := <-upgrade; err != nil {
+		t.Fatalf("upgrade: %v, want it granted", err)
+	}
+	f.mu.Lock()
+	f.writer = false
+	f.mu.Unlock()
+	if err := <-reader; err != nil {
+		t.Fatalf("reader: %v", err)
+	}
+}

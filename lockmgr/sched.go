@@ -288,9 +288,10 @@ func (sc *scheduler) takeHold(ctx *lazyCtx, s *scan, w *waiter, try bool, start 
 	if err == nil && sc.closed.Load() {
 		err = ErrClosed
 	}
-	if err == nil && !s.admissibleHeld(w) {
+	if err == nil && s.conflictHeld(w.oid, w.mode) {
 		// A loan was granted meanwhile (loan.go): the hold now covers
-		// it, and w waits for it to end.
+		// it, and w waits for it to end. (Nothing else can come between:
+		// while w takes the hold, nobody else is admitted.)
 		s.broadcastHeld()
 		return sc.wait(ctx, s, w, try, start)
 	}
