@@ -96,7 +96,11 @@
 // before the command starts) acts as that ancestor (inherit.go), so that
 // sh -c 'cat scan/a > scan/b' does not wait for its own shell; the
 // ancestor is matched by pid and start time, so the lease of an exited
-// opener can never be taken over through a reused pid. A request
+// opener can never be taken over through a reused pid. A process that
+// holds the scan directly on SOURCE (its flock on the lock file), and its
+// descendants, act as that holder: its lock covers them, and they are
+// granted at once as loans under it (inherit.go, lockmgr.Loan). Both
+// rules are consulted only when a request would wait. A request
 // waits for its lock until the timeout (EBUSY) or
 // until the caller is interrupted (the FUSE request's context is
 // cancelled: EINTR, and nothing stays queued); with O_NONBLOCK it fails

@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,9 +37,17 @@ func TestInheritedOwnerMatchesPidAndStartTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	child := childWithFD(t, scan)
+	var held *lockmgr.Lease
 	hold := func(o lockmgr.Owner) {
-		fsys.holders = holding{"scan": {o.Key: &heldBy{owner: o, n: 1}}}
+		if held != nil {
+			held.Release()
+		}
+		var err error
+		if held, err = fsys.mgr.Acquire(context.Background(), "scan", lockmgr.Shared, o); err != nil {
+			t.Fatal(err)
+		}
 	}
+	t.Cleanup(func() { held.Release() })
 
 	// The very process (this one, the child's parent) holds the scan.
 	hold(self)

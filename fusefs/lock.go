@@ -49,27 +49,34 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 	}
 	leases := make([]*lockmgr.Lease, 0, len(ids))
 	for _, id := range ids {
-		o := owner
-		if others, self := fsys.heldByOthers(id, owner.Key); others && !self {
-			if inh, ok := fsys.inheritedOwner(owner, id); ok {
-				o = inh
-				if fsys.debug {
-					fsys.reqLog(req, id, owner).WithField("as", inh.String()).Debug("acting as the owner of an inherited descriptor")
-				}
-			}
-		}
-		l, err := fsys.acquire(ctx, id, req.mode, o, req.nonblock)
+		l, err := fsys.lockOne(ctx, req, id, owner)
 		if err != nil {
 			fsys.unlock(req, leases)
 			return nil, fsys.errnoOf(fsys.reqLog(req, id, owner), err)
 		}
-		fsys.track(l)
 		leases = append(leases, l)
 		if fsys.debug {
-			fsys.reqLog(req, id, owner).WithField("waited", l.Waited()).Debug("scan lock taken")
+			fsys.reqLog(req, id, owner).WithFields(logrus.Fields{"waited": l.Waited(), "as": l.Owner().String()}).Debug("scan lock taken")
 		}
 	}
 	return leases, 0
+}
+
+// lockOne takes scan id for owner. The uncontended path is one request
+// that does not wait; only a request that would wait consults the rules
+// of a holder's family (inherit.go), and then waits, or is granted as
+// the holder it acts as.
+func (fsys *fileSystem) lockOne(ctx context.Context, req lockReq, id string, owner lockmgr.Owner) (*lockmgr.Lease, error) {
+	l, err := fsys.mgr.TryAcquire(id, req.mode, owner, lockmgr.Probe())
+	if !errors.Is(err, lockmgr.ErrWouldBlock) && !errors.Is(err, lockmgr.ErrDeadlock) {
+		return l, err
+	}
+	o, opts := fsys.actingAs(req, id, owner)
+	if req.nonblock {
+		return fsys.mgr.TryAcquire(id, req.mode, o, opts...)
+	}
+	opts = append(opts, lockmgr.CancelGrace(interruptGrace), lockmgr.RetryDeadlock(deadlockGrace))
+	return fsys.mgr.Acquire(ctx, id, req.mode, o, opts...)
 }
 
 // deadlockGrace is how long a request refused with ErrDeadlock is tried
@@ -87,42 +94,6 @@ const deadlockGrace = 100 * time.Millisecond
 // program that really waits costs this much more before EINTR.
 var interruptGrace = 20 * time.Millisecond // a variable for tests
 
-// acquire takes one scan lock for o, retrying an apparent upgrade deadlock
-// for deadlockGrace and an interrupted wait for interruptGrace (see
-// there).
-func (fsys *fileSystem) acquire(ctx context.Context, id string, mode lockmgr.Mode, o lockmgr.Owner, nonblock bool) (*lockmgr.Lease, error) {
-	if nonblock {
-		return fsys.mgr.TryAcquire(id, mode, o)
-	}
-	return fsys.acquireUndeadlocked(lockmgr.WithCancelGrace(ctx, interruptGrace), id, mode, o)
-}
-
-// acquireUndeadlocked waits for one scan lock, retrying ErrDeadlock for
-// deadlockGrace.
-func (fsys *fileSystem) acquireUndeadlocked(ctx context.Context, id string, mode lockmgr.Mode, o lockmgr.Owner) (*lockmgr.Lease, error) {
-	var deadline time.Time
-	delay := time.Millisecond
-	for {
-		l, err := fsys.mgr.Acquire(ctx, id, mode, o)
-		if !errors.Is(err, lockmgr.ErrDeadlock) {
-			return l, err
-		}
-		now := time.Now()
-		if deadline.IsZero() {
-			deadline = now.Add(deadlockGrace)
-		} else if now.After(deadline) {
-			return nil, err
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-		delay = min(2*delay, 20*time.Millisecond)
-	}
-}
-
 // unlock releases leases taken by lock, in reverse order.
 func (fsys *fileSystem) unlock(req lockReq, leases []*lockmgr.Lease) {
 	for i := len(leases) - 1; i >= 0; i-- {
@@ -136,7 +107,6 @@ func (fsys *fileSystem) release(req lockReq, l *lockmgr.Lease) {
 	if l == nil {
 		return
 	}
-	fsys.untrack(l)
 	if err := l.Release(); err != nil {
 		fsys.reqLog(req, l.ScanID(), l.Owner()).WithError(err).Error("releasing scan lock failed")
 		return

@@ -78,8 +78,8 @@ func TestLockFileFlockHoldsScanUntilUnlockOrRelease(t *testing.T) {
 	if errno := h.Release(ctx); errno != 0 || mode() != "free" {
 		t.Fatalf("release of the handle: %v, scan %s", errno, mode())
 	}
-	if len(fsys.holders) != 0 {
-		t.Fatalf("tracking left: %v", fsys.holders)
+	if hs := fsys.mgr.Holders("scan_a"); len(hs) != 0 {
+		t.Fatalf("holders left: %v", hs)
 	}
 }
 

@@ -81,7 +81,6 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	}
 	fsys := &fileSystem{
 		mountpoint: mnt,
-		holders:    holding{},
 		mgr:        opts.Manager,
 		log:        logger,
 		debug:      debugEnabled(logger),

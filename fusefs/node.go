@@ -3,7 +3,6 @@ package fusefs
 import (
 	"context"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -38,9 +37,6 @@ type fileSystem struct {
 
 	// back is SOURCE, reached only through descriptors (backing.go).
 	back *backing
-
-	mu      sync.Mutex // guards holders; never held while waiting
-	holders holding
 }
 
 // node is a node of the mount backed by SOURCE. It embeds fs.Inode

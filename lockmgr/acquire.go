@@ -16,6 +16,8 @@ type AcquireOption func(*acquireOpts)
 type acquireOpts struct {
 	grace         time.Duration // CancelGrace
 	deadlockRetry time.Duration // RetryDeadlock
+	probe         bool          // Probe
+	loanPID       int           // Loan
 }
 
 // CancelGrace makes Acquire go on waiting for grace after its context is
@@ -39,23 +41,37 @@ func RetryDeadlock(d time.Duration) AcquireOption {
 	return func(o *acquireOpts) { o.deadlockRetry = d }
 }
 
+// Probe marks a TryAcquire as a probe made before a wait (the caller
+// decides how to wait once it knows the lock is busy): a refusal with
+// ErrWouldBlock or ErrDeadlock is not counted in Stats, the wait that
+// follows is.
+func Probe() AcquireOption {
+	return func(o *acquireOpts) { o.probe = true }
+}
+
 // Acquire waits until owner holds scanID in mode, or until ctx is done,
 // or until the default timeout passes when ctx has no deadline. It
 // returns ErrTimeout, ErrDeadlock, ErrInvalidScanID, ErrClosed,
 // ErrLockFile, ErrReadOnly or the context's cancellation error, wrapped.
+// Stats count the request once, whatever retries RetryDeadlock made.
 func (m *Manager) Acquire(ctx context.Context, scanID string, mode Mode, owner Owner, opts ...AcquireOption) (*Lease, error) {
 	var o acquireOpts
 	for _, f := range opts {
 		f(&o)
 	}
-	if o.deadlockRetry <= 0 {
-		return m.acquire(ctx, scanID, mode, owner, false, o.grace)
-	}
+	l, err := m.acquireRetrying(ctx, scanID, mode, owner, o)
+	m.count(l, err)
+	return l, err
+}
+
+// acquireRetrying is Acquire without the statistics: a request refused
+// with ErrDeadlock is tried again for o.deadlockRetry.
+func (m *Manager) acquireRetrying(ctx context.Context, scanID string, mode Mode, owner Owner, o acquireOpts) (*Lease, error) {
 	var deadline time.Time
 	delay := time.Millisecond
 	for {
-		l, err := m.acquire(ctx, scanID, mode, owner, false, o.grace)
-		if !errors.Is(err, ErrDeadlock) {
+		l, err := m.acquire(ctx, scanID, mode, owner, false, o)
+		if o.deadlockRetry <= 0 || !errors.Is(err, ErrDeadlock) {
 			return l, err
 		}
 		now := time.Now()
@@ -82,12 +98,29 @@ func (m *Manager) Acquire(ctx context.Context, scanID string, mode Mode, owner O
 var testHookDeadlockRetry func()
 
 // TryAcquire is Acquire without waiting: when the lock cannot be granted
-// at once it returns ErrWouldBlock.
-func (m *Manager) TryAcquire(scanID string, mode Mode, owner Owner) (*Lease, error) {
-	return m.acquire(context.Background(), scanID, mode, owner, true, 0)
+// at once it returns ErrWouldBlock. Of the options Probe and Loan apply.
+func (m *Manager) TryAcquire(scanID string, mode Mode, owner Owner, opts ...AcquireOption) (*Lease, error) {
+	var o acquireOpts
+	for _, f := range opts {
+		f(&o)
+	}
+	l, err := m.acquire(context.Background(), scanID, mode, owner, true, acquireOpts{loanPID: o.loanPID})
+	if !o.probe || !(errors.Is(err, ErrWouldBlock) || errors.Is(err, ErrDeadlock)) {
+		m.count(l, err)
+	}
+	return l, err
 }
 
-func (m *Manager) acquire(ctx context.Context, scanID string, mode Mode, owner Owner, try bool, grace time.Duration) (*Lease, error) {
+// count adds the outcome of one request to the statistics.
+func (m *Manager) count(l *Lease, err error) {
+	if err != nil {
+		m.stats.countError(err)
+		return
+	}
+	m.stats.countGrant(l.mode, l.waited)
+}
+
+func (m *Manager) acquire(ctx context.Context, scanID string, mode Mode, owner Owner, try bool, o acquireOpts) (*Lease, error) {
 	if err := ValidateScanID(scanID); err != nil {
 		return nil, err
 	}
@@ -104,19 +137,20 @@ func (m *Manager) acquire(ctx context.Context, scanID string, mode Mode, owner O
 	if m.debug {
 		m.log.WithFields(logrus.Fields{"scan": scanID, "mode": mode, "owner": owner.String()}).Debug("scan lock attempt")
 	}
-	wc := m.sched.waitContext(ctx, try, start, grace)
-	l, err := m.sched.acquire(wc, scanID, mode, owner, try, start)
+	wc := m.sched.waitContext(ctx, try, start, o.grace)
+	l, err := m.sched.acquire(wc, scanID, mode, owner, try, o.loanPID > 0, start)
+	if err == nil && o.loanPID > 0 {
+		l, err = m.confirmLoan(wc, l, o.loanPID, try, start)
+	}
 	wc.stop()
 	if err != nil {
 		err = waitError(err, scanID, mode, start)
-		m.stats.countError(err)
 		if m.debug {
 			m.log.WithFields(logrus.Fields{"scan": scanID, "mode": mode, "owner": owner.String(),
 				"waited": time.Since(start)}).WithError(err).Debug("scan lock refused")
 		}
 		return nil, err
 	}
-	m.stats.countGrant(mode, l.waited)
 	if m.debug {
 		m.log.WithFields(logrus.Fields{"scan": scanID, "mode": mode, "owner": owner.String(),
 			"waited": l.waited}).Debug("scan lock granted")
@@ -155,7 +189,7 @@ func waitError(err error, id string, mode Mode, start time.Time) error {
 type lazyCtx struct {
 	parent context.Context
 	at     time.Time     // zero: no default deadline
-	grace  time.Duration // CancelGrace, or 0: WithCancelGrace's, if any
+	grace  time.Duration // CancelGrace, or 0
 	ctx    context.Context
 	cancel context.CancelFunc
 	// stopGrace ends the watch of the cancel grace, if any.
@@ -166,16 +200,6 @@ func (l *lazyCtx) Deadline() (time.Time, bool) { return l.get().Deadline() }
 func (l *lazyCtx) Done() <-chan struct{}       { return l.get().Done() }
 func (l *lazyCtx) Err() error                  { return l.get().Err() }
 func (l *lazyCtx) Value(key any) any           { return l.parent.Value(key) }
-
-type cancelGraceKey struct{}
-
-// WithCancelGrace returns a context that makes Acquire go on waiting for
-// grace after ctx is cancelled before it gives up with ctx's error.
-//
-// Deprecated: pass CancelGrace(grace) to Acquire.
-func WithCancelGrace(ctx context.Context, grace time.Duration) context.Context {
-	return context.WithValue(ctx, cancelGraceKey{}, grace)
-}
 
 // withCancelGrace derives from parent a context that keeps its values and
 // deadline but is cancelled only grace after parent is.
@@ -208,12 +232,8 @@ func withCancelGrace(parent context.Context, grace time.Duration) (context.Conte
 func (l *lazyCtx) get() context.Context {
 	if l.ctx == nil {
 		base := l.parent
-		g := l.grace
-		if g <= 0 {
-			g, _ = l.parent.Value(cancelGraceKey{}).(time.Duration)
-		}
-		if g > 0 {
-			base, l.stopGrace = withCancelGrace(l.parent, g)
+		if l.grace > 0 {
+			base, l.stopGrace = withCancelGrace(l.parent, l.grace)
 		}
 		if l.at.IsZero() {
 			l.ctx = base

@@ -42,6 +42,11 @@ type backendScan interface {
 	// scan, so that readers of this process hold back instead of joining
 	// the hold they already have (cross-process fairness).
 	writerWaiting() bool
+	// waiting counts delta more requests of this process that wait for
+	// the scan in mode, so that other processes can see them (the flock
+	// backend's waiting records, waitrec.go). It may be called with the
+	// scheduler's mutex held and must neither block nor call back.
+	waiting(mode Mode, delta int)
 	// done: the scheduler no longer uses the handle.
 	done()
 }
@@ -51,6 +56,10 @@ type holdRequest struct {
 	from, to Mode
 	owner    Owner // the owner whose request takes the hold
 	try      bool
+	// loan: the hold is for leases granted under another process's hold
+	// (loan.go); a shared one is taken in spite of a writer waiting
+	// elsewhere, which that hold keeps waiting anyway.
+	loan bool
 	// orphaned, asked by an upgrade before each attempt, reports that
 	// nobody in this process needs the shared hold being converted any
 	// more; the backend then drops it and goes on as a plain exclusive

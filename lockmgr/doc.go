@@ -12,7 +12,10 @@
 // lock_type, user, timestamp, pid, thread_id, plus ours: owner,
 // owner_pid, hostname and "tool":"scanlockfs"; no path or note, since the
 // file is as readable as the lock directory); see Metadata. ROOT/.locks/S.gate exists only for
-// scans on which a writer of ours once had to wait (see Fairness).
+// scans on which a writer of ours once had to wait (see Fairness), until
+// PurgeStale finds no writer waiting on it. ROOT/.locks/S.wait holds the
+// waiting records of processes of ours that wait for the scan
+// (waitrec.go), so that other processes' Status sees them.
 //
 // # Permissions
 //
@@ -75,15 +78,22 @@
 //     order, upgrades and ErrDeadlock are decided here.
 //   - a backend (backend.go) holds a scan across processes for the whole
 //     process and may report a hold it lost. The scheduler calls it only
-//     from the scan's busy goroutine and never with its mutex held.
+//     from the scan's busy goroutine and never with its mutex held
+//     (except writerWaiting and waiting, which do not block).
 //   - flockBackend (flock.go) is the default backend: flockBackend.mu
 //     guards its lock files and the idle list; each lockFile's mu guards
 //     the flock mode held and the .info state (info.go, written by one
-//     sweeper, infoSweeper.mu); gateMu guards the gate's descriptor. The
-//     plantdb-compatibility rules are in plantdb.go.
+//     sweeper, infoSweeper.mu); gateMu guards the gate's descriptor;
+//     waitRecord.mu the waiting record (waitrec.go: S.wait, which lets
+//     other processes see ours waiting). The plantdb-compatibility rules
+//     are in plantdb.go.
+//   - loans (loan.go): leases granted under another process's flock
+//     (Loan), recorded by the scheduler like any lease; the scan's keeper
+//     goroutine takes the backend's hold for them, as the busy goroutine.
 //
-// Acquire options (CancelGrace, RetryDeadlock) carry per-request policy;
-// Options (WithTimeout...) configure the manager.
+// Acquire options (CancelGrace, RetryDeadlock, Loan; Probe for
+// TryAcquire) carry per-request policy; Options (WithTimeout...)
+// configure the manager.
 //
 // # Descriptors
 //

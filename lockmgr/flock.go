@@ -88,6 +88,8 @@ type lockFile struct {
 	owner    Owner  // the owner whose request took the flock, for .info
 	tid      int    // the thread that took it, for .info
 	info     infoState
+
+	wrec waitRecord // this process's waiting record (waitrec.go)
 }
 
 var _ backendScan = (*lockFile)(nil)
@@ -238,6 +240,7 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 	}()
 	delay := backoffMin
 	var timer *time.Timer
+	recorded := false // a waiting record is set for this request
 	for {
 		if f.fd < 0 {
 			if err := f.openLockFile(); err != nil {
@@ -253,10 +256,15 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 			f.unlock()
 			cur = 0
 		}
-		ok, got, err := f.try(cur, to)
+		ok, got, err := f.try(cur, to, req.loan)
 		cur = got
 		if to == Exclusive && !ok && err == nil && gate < 0 && !req.try {
 			gate = f.takeGate()
+		}
+		if !ok && err == nil && !recorded && !req.try {
+			recorded = true
+			f.waiting(to, 1)
+			defer f.waiting(to, -1)
 		}
 		if err != nil {
 			f.closeFile()
@@ -303,9 +311,13 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 }
 
 // try makes one non-blocking attempt to go from cur to to. It returns
-// the mode held afterwards (cur unless an upgrade lost it).
-func (f *lockFile) try(cur, to Mode) (ok bool, held Mode, err error) {
+// the mode held afterwards (cur unless an upgrade lost it). A loan's
+// shared hold does not hold back for a waiting writer (see holdRequest).
+func (f *lockFile) try(cur, to Mode, loan bool) (ok bool, held Mode, err error) {
 	switch {
+	case to == Shared && loan:
+		ok, err = flockNB(f.fd, unix.LOCK_SH)
+		return ok, cur, err
 	case to == Shared:
 		ok, err = f.tryShared()
 		return ok, cur, err

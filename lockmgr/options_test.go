@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// CancelGrace is WithCancelGrace as an explicit option: a request
+// CancelGrace: a request
 // cancelled while it waits is still granted within the grace, and gives
 // up with the cancellation after it.
 func TestCancelGraceOption(t *testing.T) {

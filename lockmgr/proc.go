@@ -12,7 +12,8 @@ type procLock struct {
 	mode    Mode
 	pid     int
 	file    fileID
-	blocked bool // a "->" line: a blocked request
+	blocked bool   // a "->" line: a blocked request
+	start   uint64 // first byte of a POSIX or OFD lock
 }
 
 // readProcLocks reads /proc/locks (procfs.ReadLocks: a hint while locks
@@ -33,7 +34,7 @@ func parseProcLocks(data []byte) []procLock {
 func procLocks(ls []procfs.Lock) []procLock {
 	out := make([]procLock, 0, len(ls))
 	for _, l := range ls {
-		pl := procLock{kind: l.Kind, mode: Shared, pid: l.PID, blocked: l.Blocked,
+		pl := procLock{kind: l.Kind, mode: Shared, pid: l.PID, blocked: l.Blocked, start: l.Start,
 			file: fileID{dev: unix.Mkdev(l.Major, l.Minor), ino: l.Inode}}
 		if l.Write {
 			pl.mode = Exclusive

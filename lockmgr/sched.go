@@ -47,6 +47,11 @@ type scan struct {
 	busy     bool          // a goroutine is talking to the backend (without mu)
 	dropping bool          // ...to drop the hold (which does not wait)
 	held     Mode          // what the backend holds for this process; 0 while it is being dropped
+	// Loans (loan.go): leases granted under another process's hold,
+	// before the backend held the scan for them.
+	keeping  bool               // a keeper goroutine runs for the scan
+	keepFor  Mode               // the mode the keeper asks the backend for
+	keepStop context.CancelFunc // ends the keeper's backend request; nil when it makes none
 }
 
 type ownerHold struct {
@@ -55,11 +60,12 @@ type ownerHold struct {
 }
 
 type waiter struct {
-	owner   Owner
-	oid     ownerID
-	mode    Mode
-	upgrade bool
-	since   time.Time
+	owner    Owner
+	oid      ownerID
+	mode     Mode
+	upgrade  bool
+	since    time.Time
+	recorded bool // counted in the backend's waiting record
 }
 
 // Lease is one granted lock. Release it exactly once.
@@ -71,6 +77,7 @@ type Lease struct {
 	since    time.Time
 	waited   time.Duration
 	released bool // guarded by s.mu
+	loaned   bool // granted under another process's hold, not this process's (loan.go)
 }
 
 // ScanID returns the scan the lease locks.
@@ -140,11 +147,24 @@ func (sc *scheduler) lookup(id string) *scan {
 // acquire grants owner mode on scan id, waiting (unless try) until it is
 // admissible here and the backend holds it. ctx is a *lazyCtx so that a
 // request that does not wait creates no timer.
-func (sc *scheduler) acquire(ctx *lazyCtx, id string, mode Mode, owner Owner, try bool, start time.Time) (*Lease, error) {
+//
+// With loan, a request that no owner of this process stands in the way
+// of is granted at once, as a loan under another process's hold (the
+// caller checked that hold: loan.go); a keeper then takes the hold in
+// this process as soon as the backend can.
+func (sc *scheduler) acquire(ctx *lazyCtx, id string, mode Mode, owner Owner, try, loan bool, start time.Time) (*Lease, error) {
 	if sc.closed.Load() {
 		return nil, ErrClosed
 	}
 	s := sc.ref(id)
+	if loan {
+		if l, keeper := sc.lend(s, mode, owner, start); l != nil {
+			if keeper {
+				go sc.keep(sc.ref(id)) // the lease's reference keeps s in the map
+			}
+			return l, nil
+		}
+	}
 	l, err := sc.acquireRef(ctx, s, mode, owner, try, start)
 	if err != nil {
 		sc.unref(s)
@@ -227,6 +247,11 @@ func (sc *scheduler) wait(ctx *lazyCtx, s *scan, w *waiter, try bool, start time
 			s.mu.Unlock()
 			return nil, fmt.Errorf("%w: scan %s is held or wanted by another owner", ErrWouldBlock, s.id)
 		}
+		if !w.recorded {
+			// It really waits: other processes may see it now.
+			w.recorded = true
+			s.hold.waiting(w.mode, 1)
+		}
 		ch := s.changed
 		s.sleepers++
 		s.mu.Unlock()
@@ -262,6 +287,13 @@ func (sc *scheduler) takeHold(ctx *lazyCtx, s *scan, w *waiter, try bool, start 
 	s.held = got
 	if err == nil && sc.closed.Load() {
 		err = ErrClosed
+	}
+	if err == nil && s.conflictHeld(w.oid, w.mode) {
+		// A loan was granted meanwhile (loan.go): the hold now covers
+		// it, and w waits for it to end. (Nothing else can come between:
+		// while w takes the hold, nobody else is admitted.)
+		s.broadcastHeld()
+		return sc.wait(ctx, s, w, try, start)
 	}
 	s.dequeueHeld(w)
 	if err != nil {
@@ -330,6 +362,10 @@ func (s *scan) admissibleHeld(w *waiter) bool {
 
 // dequeueHeld removes w from the queue and wakes the sleepers; s.mu is held.
 func (s *scan) dequeueHeld(w *waiter) {
+	if w.recorded {
+		w.recorded = false
+		s.hold.waiting(w.mode, -1)
+	}
 	for i, q := range s.queue {
 		if q == w {
 			s.queue = append(s.queue[:i], s.queue[i+1:]...)
@@ -400,6 +436,7 @@ func (l *Lease) Release() error {
 			delete(s.owners, oid)
 		}
 	}
+	s.stopKeeperHeld()
 	s.dropIdleHold()
 	s.broadcastHeld()
 	s.mu.Unlock()

@@ -176,7 +176,7 @@ func schedAcquire(ctx context.Context, sc *scheduler, id string, mode Mode, o Ow
 	start := time.Now()
 	wc := sc.waitContext(ctx, try, start, 0)
 	defer wc.stop()
-	return sc.acquire(wc, id, mode, o, try, start)
+	return sc.acquire(wc, id, mode, o, try, false, start)
 }
 
 func mustSched(t *testing.T, sc *scheduler, id string, mode Mode, o Owner) *Lease {

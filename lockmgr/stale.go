@@ -30,7 +30,10 @@ import (
 //     as lock info (or is the beginning of one, as a writer killed in
 //     the middle of plantdb's in-place write leaves it), of a scan whose
 //     lock file is removed or of a dead writer;
-//   - S.gate: an empty regular file with one link, with its lock file;
+//   - S.gate: an empty regular file with one link on which no writer
+//     waits, with its lock file or without one;
+//   - S.wait: an empty regular file with one link in which no process
+//     records a waiter (waitrec.go);
 //   - .info-tmp-PID-SEQ: a regular file with one link of a dead PID.
 //
 // Anything else of the wrong kind where a lock file should be (a
@@ -93,8 +96,9 @@ func (m *Manager) PurgeStale(dryRun bool) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// purgeOrphans removes the temporary files of dead writers and the .info
-// files without a lock file whose writer is dead (see PurgeStale).
+// purgeOrphans removes the temporary files of dead writers, the .info
+// files without a lock file whose writer is dead and the gates without a
+// lock file that no writer waits on (see PurgeStale).
 func (m *Manager) purgeOrphans(names []string, lockIDs, inUse map[string]bool, remove func(name string), skip func(name, why string)) {
 	for _, name := range names {
 		if rest, ok := strings.CutPrefix(name, ".info-tmp-"); ok {
@@ -111,6 +115,14 @@ func (m *Manager) purgeOrphans(names []string, lockIDs, inUse map[string]bool, r
 					remove(name)
 				}
 			}
+			continue
+		}
+		if id, ok := strings.CutSuffix(name, ".gate"); ok && ValidateScanID(id) == nil && !lockIDs[id] && !inUse[id] {
+			m.purgeGate(id, remove, skip)
+			continue
+		}
+		if id, ok := strings.CutSuffix(name, ".wait"); ok && ValidateScanID(id) == nil && !inUse[id] {
+			m.purgeWait(id, remove, skip)
 			continue
 		}
 		if id, ok := strings.CutSuffix(name, ".info"); ok && ValidateScanID(id) == nil && !lockIDs[id] && !inUse[id] {
@@ -164,20 +176,42 @@ func (m *Manager) purgeLock(id string, remove func(name string), skip func(name,
 	} else if m.dir.lstat(info, &unix.Stat_t{}) == nil {
 		remove(info)
 	}
-	// Nobody holds the lock, so no writer waits for it.
-	gate := id + ".gate"
-	var gst unix.Stat_t
-	if m.dir.lstat(gate, &gst) == nil {
-		if err := checkFile(&gst); err != nil {
-			skip(gate, err.Error())
-		} else if gst.Size != 0 {
-			skip(gate, "it holds data, so it is no gate of scanlockfs (ours are empty)")
-		} else {
-			remove(gate)
-		}
-	}
+	m.purgeGate(id, remove, skip)
 	remove(name)
 	return nil
+}
+
+// purgeGate removes the gate of scan id if it is ours (empty, one link)
+// and no writer waits on it (none holds its lock): the gate of a lock
+// file being purged, or one left without a lock file (plantdb unlinks
+// S.lock when it releases the scan, and scans are locked before they are
+// created, or never). A writer that waits keeps it.
+func (m *Manager) purgeGate(id string, remove func(name string), skip func(name, why string)) {
+	m.purgeUnlocked(id+".gate", "gate", unix.F_OFD_GETLK, 1, remove, skip)
+}
+
+// purgeUnlocked removes name, a marker file of ours (what), if it is
+// empty, has one link and nobody holds a lock on its first n bytes, as
+// fcntl command getlk (F_GETLK or F_OFD_GETLK) tells.
+func (m *Manager) purgeUnlocked(name, what string, getlk int, n int64, remove func(name string), skip func(name, why string)) {
+	fd, st, err := m.dir.openFile(name, unix.O_RDONLY, false, 0, false)
+	if err != nil {
+		var bad *badFileError
+		if errors.As(err, &bad) {
+			skip(name, bad.what)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: n}
+	switch {
+	case st.Size != 0:
+		skip(name, "it holds data, so it is no "+what+" of scanlockfs (ours are empty)")
+	case unix.FcntlFlock(uintptr(fd), getlk, &lk) != nil || lk.Type != unix.F_UNLCK:
+		// Somebody holds a lock on it: in use, not stale.
+	default:
+		remove(name)
+	}
 }
 
 // infoLooksOurs reads the .info file name and tells whether it is one

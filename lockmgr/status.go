@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os/user"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -200,6 +201,12 @@ func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 			} else {
 				st.Holders = append(st.Holders, e)
 			}
+		}
+	}
+	// Processes of ours that wait by polling (waitrec.go).
+	for _, w := range m.recordedWaiters(id, locks) {
+		if !slices.ContainsFunc(st.Waiters, func(x Waiter) bool { return x.PID == w.PID && x.Mode == w.Mode }) {
+			st.Waiters = append(st.Waiters, w)
 		}
 	}
 	sort.SliceStable(st.Holders, func(i, j int) bool { return st.Holders[i].Since.Before(st.Holders[j].Since) })

@@ -20,7 +20,9 @@ func cleanupCommand() *cli.Command {
 		ArgsUsage: "SOURCE",
 		UsageText: "scanlockfs cleanup [--dry-run] [--lock-dir DIR] SOURCE",
 		Description: "Removes from SOURCE/.locks the lock files nobody holds, with their .info and .gate files,\n" +
-			"and .info and temporary files left by dead processes (after a crash or a SIGKILL). A lock\n" +
+			".gate files no writer waits on whose lock file is gone, .wait files nobody records a waiter\n" +
+			"in, and .info and temporary files left\n" +
+			"by dead processes (after a crash or a SIGKILL). A lock\n" +
 			"file is removed only while cleanup itself holds it exclusively, so a lock held by a mount,\n" +
 			"'scanlockfs run' or plantdb is never touched. The mount does the same when it starts.\n" +
 			"Only files that look like scanlockfs's or plantdb's are removed (an empty lock file, an .info\n" +

@@ -43,7 +43,9 @@ func runCommand() *cli.Command {
 			"COMMAND's status (128+N if it was killed by signal N). SIGINT, SIGTERM, SIGHUP, SIGQUIT,\n" +
 			"SIGUSR1 and SIGUSR2 sent to scanlockfs are passed to COMMAND; at a terminal, Ctrl-C also\n" +
 			"reaches COMMAND directly. The lock is held by scanlockfs itself, not inherited by COMMAND:\n" +
-			"programs COMMAND leaves running in the background are not covered once it exits.\n" +
+			"programs COMMAND leaves running in the background are not covered once it exits. Through\n" +
+			"a scanlockfs mount of SOURCE, COMMAND and every process it starts act as the holder of the\n" +
+			"lock: they use the scan without waiting for scanlockfs run itself.\n" +
 			"Options go before SOURCE; '--' before COMMAND is optional unless COMMAND starts with '-'.\n\n" +
 			"Exit codes: COMMAND's status once it ran; 2 bad arguments; 3 lock timeout; 4 busy with\n" +
 			"--nonblock; 6 SOURCE missing; 126 COMMAND not executable; 127 COMMAND not found;\n" +

@@ -49,17 +49,24 @@ func startPy(t *testing.T, name string, cred *syscall.Credential, script string,
 // startPython runs python3 -u pyArgs...
 func startPython(t *testing.T, name string, cred *syscall.Credential, pyArgs ...string) *pyProc {
 	t.Helper()
-	p := &pyProc{t: t, name: name, lines: make(chan string, 1000), done: make(chan struct{})}
 	py := "python3"
 	if cred != nil {
 		// The pyenv shim in root's PATH is not usable by other users.
 		py = "/usr/bin/python3"
 	}
-	p.cmd = exec.Command(py, append([]string{"-u"}, pyArgs...)...)
+	cmd := exec.Command(py, append([]string{"-u"}, pyArgs...)...)
 	if cred != nil {
-		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		p.cmd.Dir = "/"
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		cmd.Dir = "/"
 	}
+	return startLineProc(t, name, cmd)
+}
+
+// startLineProc starts cmd, a program that talks in lines like pyProc
+// (any program, despite the type's name).
+func startLineProc(t *testing.T, name string, cmd *exec.Cmd) *pyProc {
+	t.Helper()
+	p := &pyProc{t: t, name: name, cmd: cmd, lines: make(chan string, 1000), done: make(chan struct{})}
 	var err error
 	p.stdin, err = p.cmd.StdinPipe()
 	must(t, err)

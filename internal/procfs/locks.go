@@ -16,7 +16,8 @@ type Lock struct {
 	Major   uint32 // device of the locked file
 	Minor   uint32
 	Inode   uint64
-	Blocked bool // a "->" line: a request waiting for the lock above it
+	Start   uint64 // first byte of a POSIX or OFD lock's range (0 for flocks)
+	Blocked bool   // a "->" line: a request waiting for the lock above it
 }
 
 // ReadLocks reads /proc/locks. The kernel produces it a page at a time,
@@ -77,6 +78,9 @@ func ParseLocks(data []byte) []Lock {
 			continue
 		}
 		l.Major, l.Minor, l.Inode = uint32(maj), uint32(min), ino
+		if len(f) > 5 {
+			l.Start, _ = strconv.ParseUint(string(f[5]), 10, 64)
+		}
 		out = append(out, l)
 	}
 	return out

@@ -128,12 +128,14 @@ func TestParseLocks(t *testing.T) {
 		"8: FLOCK  ADVISORY  WRITE 8 08:01:-96 0 EOF\n" +
 		"9: -> FLOCK  ADVISORY\n" + // truncated
 		"10: FLOCK\n" +
+		"11: POSIX  ADVISORY  READ 56 08:01:99 1 1\n" +
 		"\n")
 	want := []Lock{
 		{Kind: "FLOCK", Write: true, PID: 1234, Major: 0xfe, Minor: 0, Inode: 7864554},
 		{Kind: "FLOCK", PID: 4321, Major: 0xfe, Minor: 0, Inode: 7864554, Blocked: true},
 		{Kind: "POSIX", PID: 55, Major: 8, Minor: 1, Inode: 99},
 		{Kind: "OFDLCK", Write: true, PID: -1, Major: 8, Minor: 1, Inode: 98},
+		{Kind: "POSIX", PID: 56, Major: 8, Minor: 1, Inode: 99, Start: 1},
 	}
 	got := ParseLocks(data)
 	if len(got) != len(want) {
