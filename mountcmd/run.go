@@ -58,7 +58,7 @@ func runCommand() *cli.Command {
 			"  	4) echo \"scan_001 busy, skipped\" ;;\n" +
 			"  	*) exit $? ;;\n" +
 			"  esac",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "shared", Aliases: []string{"s"}, Usage: "take the lock shared (for reading; many holders at once)"},
 			&cli.BoolFlag{Name: "exclusive", Aliases: []string{"x", "e"}, Usage: "take the lock exclusive (for writing; one holder, no readers)"},
 			&cli.StringFlag{Name: "timeout", Aliases: []string{"w"}, Value: lockmgr.DefaultTimeout.String(),
@@ -68,7 +68,7 @@ func runCommand() *cli.Command {
 			lockDirFlag(),
 			&cli.StringFlag{Name: flagLogLevel, Value: "warn", Usage: "log level: error, warn, info (shows waits), debug or trace"},
 			logFormatFlag(),
-		},
+		}, etcdFlags()...),
 		BashComplete: completeScanArgs,
 		Action:       runAction,
 	}
@@ -201,9 +201,18 @@ func runAction(c *cli.Context) error {
 	if r.lockDir != "" {
 		opts = append(opts, lockmgr.WithLockDir(r.lockDir))
 	}
-	m, err := lockmgr.New(source, opts...)
+	etcd, err := etcdSettings(c)
 	if err != nil {
-		return exitf(ExitInternal, "run: %w", err)
+		return err
+	}
+	eopts, cli, err := etcd.lockOptions()
+	if err != nil {
+		return err
+	}
+	defer closeClient(cli)
+	m, err := lockmgr.New(source, append(opts, eopts...)...)
+	if err != nil {
+		return exitf(clusterExit(err, ExitInternal), "run: %w", err)
 	}
 	defer m.Close()
 

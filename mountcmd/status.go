@@ -58,12 +58,12 @@ func statusCommand() *cli.Command {
 			"  scanlockfs status /data/db scan_001 scan_002    # these two scans\n" +
 			"  watch -n1 scanlockfs status /data/db\n" +
 			"  scanlockfs status --json /data/db | jq -r '.scans[] | select(.state==\"exclusive\") | .scan_id'",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts (schema above) instead of a table"},
 			lockDirFlag(),
 			logLevelFlag("warn"),
 			logFormatFlag(),
-		},
+		}, etcdFlags()...),
 		BashComplete: completeScanArgs,
 		Action:       statusAction,
 	}
@@ -98,7 +98,16 @@ func statusAction(c *cli.Context) error {
 			return exitf(ExitInternal, "status: --lock-dir %s: %w", d, err)
 		}
 	}
-	list, err := queryStatus(source, lockDir, scans, log)
+	etcd, err := etcdSettings(c)
+	if err != nil {
+		return err
+	}
+	eopts, cli, err := etcd.lockOptions()
+	if err != nil {
+		return err
+	}
+	defer closeClient(cli)
+	list, err := queryStatus(source, lockDir, scans, log, eopts...)
 	if err != nil {
 		return err
 	}
@@ -126,22 +135,22 @@ func statusAction(c *cli.Context) error {
 // queryStatus asks lockmgr, without changing anything on disk: a missing
 // lock directory means nothing is locked (and is not created), and the
 // manager neither purges nor writes .info files.
-func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger) ([]*lockmgr.ScanStatus, error) {
+func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger, eopts ...lockmgr.Option) ([]*lockmgr.ScanStatus, error) {
 	st, err := os.Stat(lockDir)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist) && len(eopts) == 0:
 		var list []*lockmgr.ScanStatus
 		for _, id := range scans {
 			list = append(list, &lockmgr.ScanStatus{ScanID: id, State: "free", Holders: []lockmgr.Holder{}, Waiters: []lockmgr.Waiter{}})
 		}
 		return list, nil
-	case err != nil:
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return nil, exitf(ExitInternal, "status: lock directory %s: %w", lockDir, err)
-	case !st.IsDir():
+	case err == nil && !st.IsDir():
 		return nil, exitf(ExitInternal, "status: lock directory %s is not a directory (move it away, or give --lock-dir)", lockDir)
 	}
 	// Read-only: users who may only read SOURCE can ask too.
-	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true), lockmgr.WithLogger(log))
+	m, err := lockmgr.New(source, append([]lockmgr.Option{lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true), lockmgr.WithLogger(log)}, eopts...)...)
 	if err != nil {
 		return nil, exitf(ExitInternal, "status: %w", err)
 	}
@@ -149,7 +158,7 @@ func queryStatus(source, lockDir string, scans []string, log logrus.FieldLogger)
 	if len(scans) == 0 {
 		list, err := m.List()
 		if err != nil {
-			return nil, exitf(ExitInternal, "status: %w", err)
+			return nil, exitf(clusterExit(err, ExitInternal), "status: %w", err)
 		}
 		return list, nil
 	}
@@ -194,12 +203,14 @@ type entryDoc struct {
 	ForSeconds  *float64 `json:"for_seconds"`
 	Where       string   `json:"where"`
 	Note        string   `json:"note"`
+	// Hostname: the host of a holder seen in etcd (where "cluster").
+	Hostname string `json:"hostname,omitempty"`
 }
 
 func entryDocs(hs []lockmgr.Holder, now time.Time) []entryDoc {
 	out := make([]entryDoc, 0, len(hs))
 	for _, h := range hs {
-		e := entryDoc{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser, Where: h.Where, Note: h.Note}
+		e := entryDoc{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser, Where: h.Where, Note: h.Note, Hostname: h.Hostname}
 		if !h.Since.IsZero() {
 			s := h.Since.Format(time.RFC3339)
 			u := float64(h.Since.UnixMilli()) / 1e3
@@ -296,6 +307,9 @@ func holderSummary(st *lockmgr.ScanStatus) string {
 			d = append(d, oneLine(h.Note))
 		}
 		p := "pid " + strconv.Itoa(h.PID)
+		if h.Hostname != "" {
+			p += " on " + printable(h.Hostname)
+		}
 		if len(d) > 0 {
 			p += " (" + strings.Join(d, ", ") + ")"
 		}

@@ -1,0 +1,236 @@
+package lockmgr
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"scanlockfs/internal/testutil"
+)
+
+// etcdClient connects to the test cluster and closes the client when the
+// test ends.
+func etcdClient(t testing.TB, endpoints []string) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// etcdHosts opens n managers on one scan root, each with its own lock
+// directory (so that only etcd excludes them, as on separate hosts), on
+// one etcd cluster with a short TTL.
+func etcdHosts(t *testing.T, n int) ([]*Manager, *testutil.Etcd) {
+	t.Helper()
+	e := testutil.StartEtcd(t, 1)
+	root := t.TempDir()
+	var ms []*Manager
+	for range n {
+		ms = append(ms, newManager(t, root, WithLockDir(t.TempDir()), WithInfoDelay(0),
+			WithEtcd(EtcdConfig{Client: etcdClient(t, e.Endpoints), TTL: 2 * time.Second})))
+	}
+	return ms, e
+}
+
+func TestEtcdExclusiveAcrossHosts(t *testing.T) {
+	ms, _ := etcdHosts(t, 2)
+	a, b := ms[0], ms[1]
+	l, err := a.Acquire(context.Background(), "s1", Exclusive, testOwner("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.TryAcquire("s1", Shared, testOwner("b")); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("try shared on host b while host a holds exclusive: %v, want ErrWouldBlock", err)
+	}
+	got := make(chan time.Time, 1)
+	go func() {
+		lb, err := b.Acquire(context.Background(), "s1", Exclusive, testOwner("b"))
+		if err != nil {
+			t.Error(err)
+			got <- time.Time{}
+			return
+		}
+		got <- time.Now()
+		lb.Release()
+	}()
+	waitFor(t, "host b's writer is queued in etcd", func() bool { return clusterWaiters(t, a, "s1") == 1 })
+	released := time.Now()
+	l.Release()
+	if at := <-got; at.Before(released) {
+		t.Fatalf("host b was granted at %v, before host a released at %v", at, released)
+	}
+}
+
+// clusterWaiters counts the waiters m sees in etcd for id.
+func clusterWaiters(t testing.TB, m *Manager, id string) int {
+	t.Helper()
+	st, err := m.Status(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, w := range st.Waiters {
+		if w.Where == WhereCluster {
+			n++
+		}
+	}
+	return n
+}
+
+// A reader of a third host queues behind a writer that waits for the
+// reader of the first, as readers do locally.
+func TestEtcdReadersQueueBehindWaitingWriter(t *testing.T) {
+	ms, _ := etcdHosts(t, 3)
+	r1, err := ms[0].Acquire(context.Background(), "s", Shared, testOwner("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan string, 2)
+	go func() {
+		l, err := ms[1].Acquire(context.Background(), "s", Exclusive, testOwner("w"))
+		if err != nil {
+			t.Error(err)
+			order <- "w failed"
+			return
+		}
+		order <- "w"
+		l.Release()
+	}()
+	waitFor(t, "the writer is queued", func() bool { return clusterWaiters(t, ms[0], "s") == 1 })
+	if _, err := ms[2].TryAcquire("s", Shared, testOwner("r2")); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("a reader passed a waiting writer: %v", err)
+	}
+	go func() {
+		l, err := ms[2].Acquire(context.Background(), "s", Shared, testOwner("r2"))
+		if err != nil {
+			t.Error(err)
+			order <- "r2 failed"
+			return
+		}
+		order <- "r2"
+		l.Release()
+	}()
+	waitFor(t, "the second reader is queued too", func() bool { return clusterWaiters(t, ms[0], "s") == 2 })
+	r1.Release()
+	if first, second := <-order, <-order; first != "w" || second != "r2" {
+		t.Fatalf("grant order %s, %s; want w, r2", first, second)
+	}
+}
+
+func TestEtcdCancelLeavesNoKey(t *testing.T) {
+	ms, _ := etcdHosts(t, 2)
+	l, err := ms[0].Acquire(context.Background(), "s", Exclusive, testOwner("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := ms[1].Acquire(ctx, "s", Exclusive, testOwner("b"))
+		done <- err
+	}()
+	waitFor(t, "b is queued", func() bool { return clusterWaiters(t, ms[0], "s") == 1 })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v, want context.Canceled", err)
+	}
+	waitFor(t, "b's key is gone", func() bool { return clusterWaiters(t, ms[0], "s") == 0 })
+	l.Release()
+	// Nothing of b's blocks a later request.
+	if l, err = ms[0].TryAcquire("s", Exclusive, testOwner("a")); err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+}
+
+func TestEtcdTimeoutBounded(t *testing.T) {
+	ms, _ := etcdHosts(t, 2)
+	l, err := ms[0].Acquire(context.Background(), "s", Shared, testOwner("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := ms[1].Acquire(ctx, "s", Exclusive, testOwner("b")); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("wait past the deadline: %v, want ErrTimeout", err)
+	}
+}
+
+func TestEtcdUnreachableAtStart(t *testing.T) {
+	testutil.RequireEtcd(t)
+	ep := "http://127.0.0.1:1" // nothing listens on port 1
+	_, err := New(t.TempDir(), WithEtcd(EtcdConfig{Client: etcdClient(t, []string{ep}), StartTimeout: 500 * time.Millisecond}))
+	if !errors.Is(err, ErrCluster) || !strings.Contains(err.Error(), ep) {
+		t.Fatalf("New with etcd down: %v; want ErrCluster naming %s", err, ep)
+	}
+}
+
+// A session revoked behind the holder's back (as when its lease expired
+// while the process was stopped) makes its leases Lost, lets another
+// host in, and keeps new readers of the lost hold waiting.
+func TestEtcdLostSessionFencesLeases(t *testing.T) {
+	ms, e := etcdHosts(t, 2)
+	a, b := ms[0], ms[1]
+	l, err := a.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Lost() {
+		t.Fatal("a fresh lease is lost")
+	}
+	c := etcdClient(t, e.Endpoints)
+	leases, err := c.Leases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ls := range leases.Leases {
+		if _, err := c.Revoke(context.Background(), ls.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lb, err := b.Acquire(context.Background(), "s", Exclusive, testOwner("b"))
+	if err != nil {
+		t.Fatalf("host b after host a's lease was revoked: %v", err)
+	}
+	defer lb.Release()
+	waitFor(t, "host a notices its lease is gone", l.Lost)
+	if a.Stats().LostLockFiles == 0 {
+		t.Fatal("the lost hold was not reported")
+	}
+	if _, err := a.TryAcquire("s", Shared, testOwner("a2")); err == nil {
+		t.Fatal("a new reader joined a lost hold")
+	}
+	l.Release()
+	if _, err := a.TryAcquire("s", Shared, testOwner("a2")); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("after the lost hold was released, host a sees %v; want ErrWouldBlock (b holds it)", err)
+	}
+}
+
+func TestEtcdStatusShowsOtherHost(t *testing.T) {
+	ms, _ := etcdHosts(t, 2)
+	l, err := ms[0].Acquire(context.Background(), "s", Shared, Owner{User: "alice", Key: "k", PID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	list, err := ms[1].List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || len(list[0].Holders) != 1 {
+		t.Fatalf("host b lists %+v; want scan s with one holder", list)
+	}
+	h := list[0].Holders[0]
+	if h.Where != WhereCluster || h.User != "alice" || h.PID != 1 || h.Mode != Shared || h.Hostname == "" || h.Since.IsZero() {
+		t.Fatalf("holder seen from host b: %+v", h)
+	}
+}
