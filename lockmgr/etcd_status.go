@@ -87,3 +87,37 @@ func (b *etcdBackend) current() *etcdSession {
 	defer b.mu.Unlock()
 	return b.sess
 }
+
+// PurgeClusterStale removes (or with dry only lists) the keys under the
+// prefix that no lease will ever remove: keys put without a lease (by
+// hand, with etcdctl put) or whose value is not a holder's. A key with a
+// lease is left alone: it goes when its holder releases or its lease
+// expires. It returns the keys; nil without WithEtcd.
+func (m *Manager) PurgeClusterStale(dry bool) ([]string, error) {
+	b := m.cluster
+	if b == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.start)
+	defer cancel()
+	g, err := b.cli.Get(ctx, b.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, b.clusterError("listing the lock keys", err)
+	}
+	var out []string
+	for _, kv := range g.Kvs {
+		if kv.Lease != 0 && decodeHolder(kv.Value).Mode != 0 {
+			continue
+		}
+		if !dry {
+			// Only if it is still the very key we looked at.
+			_, err := b.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
+				Then(clientv3.OpDelete(string(kv.Key))).Commit()
+			if err != nil {
+				return out, b.clusterError("removing "+string(kv.Key), err)
+			}
+		}
+		out = append(out, string(kv.Key))
+	}
+	return out, nil
+}

@@ -139,4 +139,3 @@ func closeClient(c *clientv3.Client) {
 		_ = c.Close()
 	}
 }
-
