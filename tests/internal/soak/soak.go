@@ -30,6 +30,9 @@ import (
 type Config struct {
 	Source string // the scan database
 	Mount  string // where it is mounted with scanlockfs
+	// Mounts, if set, are further mounts of Source (other "hosts"): the
+	// mount workers are spread over Mount and Mounts.
+	Mounts []string
 	Scans  []string
 
 	MountWorkers     int // processes using the mount
@@ -47,6 +50,10 @@ type Config struct {
 	PlantdbPeer string // internal/testpeer/plantdb_peer.py, for PlantdbPeers
 	LogDir      string // an existing directory for the logs
 	Stderr      io.Writer
+	// Also, if set, runs beside the workers until the deadline (more
+	// lock users, writing checker logs of their own in LogDir); the logs
+	// are checked once it has returned.
+	Also func(ctx context.Context, deadline time.Time) error
 }
 
 // Prepare creates the scans in source, each with a counter file at 0 and
@@ -134,13 +141,23 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 			"-write-ratio", strconv.FormatFloat(cfg.WriteRatio, 'f', -1, 64), "-hold", cfg.Hold.String(), "-timeout", cfg.Timeout.String(),
 			"-seed", strconv.FormatUint(cfg.Seed*1000+uint64(i)+map[string]uint64{"mount": 0, "direct": 500}[mode], 10)}
 	}
+	mounts := append([]string{cfg.Mount}, cfg.Mounts...)
 	for i := range cfg.MountWorkers {
-		start(fmt.Sprintf("mount%d", i), common(i, "mount", cfg.Mount)...)
+		start(fmt.Sprintf("mount%d", i), common(i, "mount", mounts[i%len(mounts)])...)
 	}
 	for i := range cfg.DirectWorkers {
 		start(fmt.Sprintf("direct%d", i), append(common(i, "direct", cfg.Source), "-goroutines", strconv.Itoa(cfg.DirectGoroutines))...)
 	}
 	deadline := time.Now().Add(cfg.Duration)
+	if cfg.Also != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cfg.Also(ctx, deadline); err != nil {
+				fail(err)
+			}
+		}()
+	}
 	for i := range cfg.PlantdbPeers {
 		wg.Add(1)
 		go func() {
