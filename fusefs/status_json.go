@@ -51,8 +51,10 @@ type LockEntry struct {
 	// only to root, to the holder's user and to users who may list the
 	// directory it is in (see status_viewer.go).
 	PathHidden bool `json:"path_hidden"`
-	// Where is WhereMount or WhereSource.
-	Where string `json:"where"`
+	// Where is WhereMount or WhereSource, or "cluster" (--etcd) for a
+	// holder seen in etcd, on Hostname.
+	Where    string `json:"where"`
+	Hostname string `json:"hostname,omitempty"`
 	// Since is when the lock was granted (holders) or requested
 	// (waiters), RFC 3339; null when unknown (a process on SOURCE that
 	// wrote no .info file).
@@ -223,7 +225,7 @@ func scanInfo(st *lockmgr.ScanStatus, now time.Time, r *redactor) ScanInfo {
 // opened; other processes lock SOURCE directly. r (nil: show all) hides
 // what the reader may not see.
 func lockEntry(h lockmgr.Holder, r *redactor) LockEntry {
-	e := LockEntry{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser}
+	e := LockEntry{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser, Hostname: h.Hostname}
 	switch h.Where {
 	case lockmgr.WhereLocal:
 		e.Where, e.Path, e.Owner = WhereMount, h.Note, h.Owner

@@ -31,6 +31,18 @@ func TestEtcdTwoHostsExclude(t *testing.T) {
 	r := startClient(t, "reader")
 	r.open("r", b.path("scanA/files.json"), "r")
 	waitCluster(t, view, "scanA", "host B's reader queued", func(h, wt int) bool { return h == 1 && wt == 1 })
+	// Host B's status view and `scanlockfs status --etcd` show host A's
+	// writer, with its host name.
+	host, _ := os.Hostname()
+	info, err := os.ReadFile(b.path(".locks/scanA.info"))
+	must(t, err)
+	if !strings.Contains(string(info), `"where": "cluster"`) || !strings.Contains(string(info), `"hostname": "`+host+`"`) {
+		t.Fatalf("host B's scanA.info does not show host A's writer from etcd:\n%s", info)
+	}
+	code, out, errOut := runCode(t, binScanlockfs, "status", "--json", "--etcd", strings.Join(e.Endpoints, ","), src, "scanA")
+	if code != 0 || !strings.Contains(out, `"hostname": "`+host+`"`) || !strings.Contains(out, `"exclusive"`) {
+		t.Fatalf("scanlockfs status --etcd: exit %d\n%s%s", code, out, errOut)
+	}
 	closed := w.close("w")
 	if res := r.result("r"); res.kind != "ok" || res.at < closed {
 		t.Fatalf("reader on host B: %+v; writer on host A closed at %d", res, closed)
