@@ -7,23 +7,8 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"scanlockfs/internal/testutil"
 )
-
-// etcdClient connects to the test cluster and closes the client when the
-// test ends.
-func etcdClient(t testing.TB, endpoints []string) *clientv3.Client {
-	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 // etcdHosts opens n managers on one scan root, each with its own lock
 // directory (so that only etcd excludes them, as on separate hosts), on
@@ -35,7 +20,7 @@ func etcdHosts(t *testing.T, n int) ([]*Manager, *testutil.Etcd) {
 	var ms []*Manager
 	for range n {
 		ms = append(ms, newManager(t, root, WithLockDir(t.TempDir()), WithInfoDelay(0),
-			WithEtcd(EtcdConfig{Client: etcdClient(t, e.Endpoints), TTL: 2 * time.Second})))
+			WithEtcd(EtcdConfig{Client: testutil.EtcdClient(t, e.Endpoints), TTL: 2 * time.Second})))
 	}
 	return ms, e
 }
@@ -72,17 +57,7 @@ func TestEtcdExclusiveAcrossHosts(t *testing.T) {
 // clusterWaiters counts the waiters m sees in etcd for id.
 func clusterWaiters(t testing.TB, m *Manager, id string) int {
 	t.Helper()
-	st, err := m.Status(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, w := range st.Waiters {
-		if w.Where == WhereCluster {
-			n++
-		}
-	}
-	return n
+	return waitersAt(t, m, id, WhereCluster)
 }
 
 // A reader of a third host queues behind a writer that waits for the
@@ -94,35 +69,30 @@ func TestEtcdReadersQueueBehindWaitingWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	order := make(chan string, 2)
-	go func() {
-		l, err := ms[1].Acquire(context.Background(), "s", Exclusive, testOwner("w"))
-		if err != nil {
-			t.Error(err)
-			order <- "w failed"
-			return
-		}
-		order <- "w"
-		l.Release()
-	}()
+	go acquireThenRelease(t, ms[1], "s", Exclusive, "w", order)
 	waitFor(t, "the writer is queued", func() bool { return clusterWaiters(t, ms[0], "s") == 1 })
 	if _, err := ms[2].TryAcquire("s", Shared, testOwner("r2")); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("a reader passed a waiting writer: %v", err)
 	}
-	go func() {
-		l, err := ms[2].Acquire(context.Background(), "s", Shared, testOwner("r2"))
-		if err != nil {
-			t.Error(err)
-			order <- "r2 failed"
-			return
-		}
-		order <- "r2"
-		l.Release()
-	}()
+	go acquireThenRelease(t, ms[2], "s", Shared, "r2", order)
 	waitFor(t, "the second reader is queued too", func() bool { return clusterWaiters(t, ms[0], "s") == 2 })
 	r1.Release()
 	if first, second := <-order, <-order; first != "w" || second != "r2" {
 		t.Fatalf("grant order %s, %s; want w, r2", first, second)
 	}
+}
+
+// acquireThenRelease takes scan id in mode as owner name, says so on
+// granted and releases.
+func acquireThenRelease(t *testing.T, m *Manager, id string, mode Mode, name string, granted chan<- string) {
+	l, err := m.Acquire(context.Background(), id, mode, testOwner(name))
+	if err != nil {
+		t.Error(err)
+		granted <- name + " failed"
+		return
+	}
+	granted <- name
+	l.Release()
 }
 
 func TestEtcdCancelLeavesNoKey(t *testing.T) {
@@ -168,7 +138,7 @@ func TestEtcdTimeoutBounded(t *testing.T) {
 func TestEtcdUnreachableAtStart(t *testing.T) {
 	testutil.RequireEtcd(t)
 	ep := "http://127.0.0.1:1" // nothing listens on port 1
-	_, err := New(t.TempDir(), WithEtcd(EtcdConfig{Client: etcdClient(t, []string{ep}), StartTimeout: 500 * time.Millisecond}))
+	_, err := New(t.TempDir(), WithEtcd(EtcdConfig{Client: testutil.EtcdClient(t, []string{ep}), StartTimeout: 500 * time.Millisecond}))
 	if !errors.Is(err, ErrCluster) || !strings.Contains(err.Error(), ep) {
 		t.Fatalf("New with etcd down: %v; want ErrCluster naming %s", err, ep)
 	}
@@ -187,7 +157,7 @@ func TestEtcdLostSessionFencesLeases(t *testing.T) {
 	if l.Lost() {
 		t.Fatal("a fresh lease is lost")
 	}
-	c := etcdClient(t, e.Endpoints)
+	c := testutil.EtcdClient(t, e.Endpoints)
 	leases, err := c.Leases(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -73,15 +73,11 @@ func cleanupAction(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "nothing to clean: %s does not exist\n", lockDir)
 		return nil
 	}
-	etcd, err := etcdSettings(c)
+	eopts, closeEtcd, err := etcdOptions(c)
+	defer closeEtcd()
 	if err != nil {
 		return err
 	}
-	eopts, cli, err := etcd.lockOptions()
-	if err != nil {
-		return err
-	}
-	defer closeClient(cli)
 	m, err := lockmgr.New(source, append([]lockmgr.Option{lockmgr.WithLockDir(lockDir), lockmgr.WithStaleCleanup(false),
 		lockmgr.WithInfoFiles(false), lockmgr.WithLogger(log)}, eopts...)...)
 	if err != nil {

@@ -124,6 +124,18 @@ func (s EtcdSettings) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// etcdOptions reads the --etcd flags of c and connects: the lockmgr
+// options (none without --etcd) and a function that closes the client,
+// to call after the manager is closed.
+func etcdOptions(c *cli.Context) ([]lockmgr.Option, func(), error) {
+	s, err := etcdSettings(c)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	opts, cli, err := s.lockOptions()
+	return opts, func() { closeClient(cli) }, err
+}
+
 // clusterExit gives an error of lockmgr.New the cluster's exit code when
 // etcd was the cause; otherwise it returns def.
 func clusterExit(err error, def int) int {

@@ -201,15 +201,11 @@ func runAction(c *cli.Context) error {
 	if r.lockDir != "" {
 		opts = append(opts, lockmgr.WithLockDir(r.lockDir))
 	}
-	etcd, err := etcdSettings(c)
+	eopts, closeEtcd, err := etcdOptions(c)
+	defer closeEtcd()
 	if err != nil {
 		return err
 	}
-	eopts, cli, err := etcd.lockOptions()
-	if err != nil {
-		return err
-	}
-	defer closeClient(cli)
 	m, err := lockmgr.New(source, append(opts, eopts...)...)
 	if err != nil {
 		return exitf(clusterExit(err, ExitInternal), "run: %w", err)

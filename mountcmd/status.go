@@ -98,15 +98,11 @@ func statusAction(c *cli.Context) error {
 			return exitf(ExitInternal, "status: --lock-dir %s: %w", d, err)
 		}
 	}
-	etcd, err := etcdSettings(c)
+	eopts, closeEtcd, err := etcdOptions(c)
+	defer closeEtcd()
 	if err != nil {
 		return err
 	}
-	eopts, cli, err := etcd.lockOptions()
-	if err != nil {
-		return err
-	}
-	defer closeClient(cli)
 	list, err := queryStatus(source, lockDir, scans, log, eopts...)
 	if err != nil {
 		return err

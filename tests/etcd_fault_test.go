@@ -16,12 +16,9 @@ import (
 // its lease expires: the scan is free within TTL + 1 s, and the other
 // host's writer gets it.
 func TestEtcdKilledHostFreedWithinTTL(t *testing.T) {
-	t.Parallel()
-	e := testutil.StartEtcd(t, 1)
-	src := scanDB(t, "scanA")
-	a, b := etcdHost(t, e, src, "--no-passthrough"), etcdHost(t, e, src)
+	h := twoHosts(t, []string{"--no-passthrough"})
+	a, b, view := h.a, h.b, h.view
 	a.allowExit = true
-	view := clusterView(t, e, src)
 
 	w := startClient(t, "writer")
 	w.mustOpen("w", a.path("scanA/files.json"), "w")
@@ -51,11 +48,8 @@ func TestEtcdKilledHostFreedWithinTTL(t *testing.T) {
 // other host's data (without passthrough the daemon sees every write).
 // The program closes it; a new open on the host works again.
 func TestEtcdStoppedHostFencedAfterTTL(t *testing.T) {
-	t.Parallel()
-	e := testutil.StartEtcd(t, 1)
-	src := scanDB(t, "scanA")
-	a, b := etcdHost(t, e, src, "--no-passthrough"), etcdHost(t, e, src, "--no-passthrough")
-	view := clusterView(t, e, src)
+	h := twoHosts(t, nil, "--no-passthrough")
+	src, a, b, view := h.src, h.a, h.b, h.view
 
 	w := startClient(t, "writerA")
 	w.mustOpen("w", a.path("scanA/files.json"), "w")

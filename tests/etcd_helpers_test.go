@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"scanlockfs/internal/testutil"
 	"scanlockfs/lockmgr"
 )
@@ -31,16 +28,33 @@ func etcdHost(t *testing.T, e *testutil.Etcd, src string, flags ...string) *daem
 	return mountT(t, src, append(etcdFlags(t, e), flags...)...)
 }
 
+// hosts is a fresh SOURCE with scan scanA mounted as two hosts A and B
+// of a one-member cluster, with a view of the cluster.
+type hosts struct {
+	etcd *testutil.Etcd
+	src  string
+	a, b *daemon
+	view *lockmgr.Manager
+}
+
+// twoHosts starts hosts with flags (host A gets flagsA too).
+func twoHosts(t *testing.T, flagsA []string, flags ...string) hosts {
+	t.Helper()
+	t.Parallel()
+	h := hosts{etcd: testutil.StartEtcd(t, 1), src: scanDB(t, "scanA")}
+	h.a, h.b = etcdHost(t, h.etcd, h.src, append(flagsA, flags...)...), etcdHost(t, h.etcd, h.src, flags...)
+	h.view = clusterView(t, h.etcd, h.src)
+	return h
+}
+
 // clusterView is a read-only lock manager of the test that sees every
 // host's keys in etcd (its own lock directory is empty).
 func clusterView(t *testing.T, e *testutil.Etcd, src string) *lockmgr.Manager {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	must(t, err)
 	m, err := lockmgr.New(src, lockmgr.WithReadOnly(true), lockmgr.WithLockDir(t.TempDir()),
-		lockmgr.WithEtcd(lockmgr.EtcdConfig{Client: c}))
+		lockmgr.WithEtcd(lockmgr.EtcdConfig{Client: testutil.EtcdClient(t, e.Endpoints)}))
 	must(t, err)
-	t.Cleanup(func() { m.Close(); c.Close() })
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 

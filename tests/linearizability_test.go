@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"scanlockfs/tests/internal/checker"
 	"scanlockfs/tests/internal/soak"
 )
 
@@ -81,6 +82,19 @@ func TestLinearizabilityUnderLoad(t *testing.T) {
 		Duration: duration, Timeout: timeout, Seed: uint64(time.Now().UnixNano()),
 		WorkerBin: worker, PlantdbPeer: plantdbPeer(t), LogDir: t.TempDir(), Stderr: testWriter{t},
 	}
+	r := runSoak(t, cfg)
+	// Every process took part: 8 mount workers, 4x2 direct owners, the peer.
+	if want := cfg.MountWorkers + cfg.DirectWorkers*cfg.DirectGoroutines + cfg.PlantdbPeers; r.Processes != want {
+		t.Fatalf("%d processes logged grants, want %d", r.Processes, want)
+	}
+	d.checkNoLeaks(t, base)
+	d.stopNoLeaks(t)
+}
+
+// runSoak runs cfg and fails the test if a worker failed, a lock rule
+// was broken or a request failed.
+func runSoak(t *testing.T, cfg soak.Config) *checker.Report {
+	t.Helper()
 	r, err := soak.Run(context.Background(), cfg)
 	if r != nil {
 		t.Logf("seed %d\n%s", cfg.Seed, r.Summary())
@@ -94,15 +108,10 @@ func TestLinearizabilityUnderLoad(t *testing.T) {
 	if n := r.FailureCount(); n > 0 {
 		t.Fatalf("%d lock requests failed (seed %d):\n%s", n, cfg.Seed, r.Summary())
 	}
-	// Every process took part: 8 mount workers, 4x2 direct owners, the peer.
-	if want := cfg.MountWorkers + cfg.DirectWorkers*cfg.DirectGoroutines + cfg.PlantdbPeers; r.Processes != want {
-		t.Fatalf("%d processes logged grants, want %d", r.Processes, want)
-	}
 	if r.Shared == 0 || r.Exclusive == 0 || r.Increments == 0 {
 		t.Fatalf("the load had no mix of modes: %s", r.Summary())
 	}
-	d.checkNoLeaks(t, base)
-	d.stopNoLeaks(t)
+	return r
 }
 
 // testWriter sends worker messages to the test log.

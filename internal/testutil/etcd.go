@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // EtcdBinary is the etcd server the tests start (Debian's etcd-server;
@@ -41,36 +44,47 @@ func RequireEtcd(tb testing.TB) {
 }
 
 // freePorts returns n TCP ports free on 127.0.0.1 right now.
-func freePorts(tb testing.TB, n int) []int {
-	tb.Helper()
-	var ls []net.Listener
+func freePorts(n int) ([]int, error) {
 	var ports []int
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			tb.Fatal(err)
+			return nil, err
 		}
-		ls = append(ls, l)
+		defer l.Close()
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
+	return ports, nil
 }
 
-// StartEtcd starts a cluster of members etcd servers and waits until it
-// answers.
+// StartEtcd starts a cluster of members etcd servers for the test and
+// waits until it answers; it is stopped when the test ends.
 func StartEtcd(tb testing.TB, members int) *Etcd {
 	tb.Helper()
 	RequireEtcd(tb)
-	ports := freePorts(tb, 2*members)
+	e, err := LaunchEtcd(tb.TempDir(), members)
+	if e != nil {
+		tb.Cleanup(e.Stop)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// LaunchEtcd starts a cluster of members etcd servers on free ports of
+// 127.0.0.1, with their data under dir, and waits until every member
+// answers. The caller stops it (also after an error, if it is not nil).
+func LaunchEtcd(dir string, members int) (*Etcd, error) {
+	ports, err := freePorts(2 * members)
+	if err != nil {
+		return nil, err
+	}
 	var peers []string
 	for i := range members {
 		peers = append(peers, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
 	}
 	e := &Etcd{}
-	dir := tb.TempDir()
 	for i := range members {
 		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
 		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])
@@ -84,20 +98,17 @@ func StartEtcd(tb testing.TB, members int) *Etcd {
 		cmd.Stdout, cmd.Stderr = buf, buf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
-			tb.Fatalf("starting etcd: %v", err)
+			return e, fmt.Errorf("starting etcd: %w", err)
 		}
 		e.procs = append(e.procs, cmd)
 		e.logs = append(e.logs, buf)
 		e.Endpoints = append(e.Endpoints, client)
 	}
-	tb.Cleanup(e.Stop)
-	e.waitHealthy(tb)
-	return e
+	return e, e.waitHealthy()
 }
 
 // waitHealthy waits until every member answers /health with true.
-func (e *Etcd) waitHealthy(tb testing.TB) {
-	tb.Helper()
+func (e *Etcd) waitHealthy() error {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, ep := range e.Endpoints {
 		for {
@@ -106,11 +117,12 @@ func (e *Etcd) waitHealthy(tb testing.TB) {
 				break
 			}
 			if time.Now().After(deadline) {
-				tb.Fatalf("etcd at %s not healthy after 30 s: %v %s\nlog:\n%s", ep, err, out, e.Log())
+				return fmt.Errorf("etcd at %s not healthy after 30 s: %v %s\nlog:\n%s", ep, err, out, e.Log())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	return nil
 }
 
 func health(ep string) (string, error) {
@@ -147,4 +159,16 @@ func (e *Etcd) Log() string {
 		fmt.Fprintf(&b, "--- member %d\n%s", i, l.String())
 	}
 	return b.String()
+}
+
+// EtcdClient connects to endpoints, quietly, and closes the client when
+// the test ends.
+func EtcdClient(tb testing.TB, endpoints []string) *clientv3.Client {
+	tb.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
 }
