@@ -13,6 +13,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // etcdHolder is the value of a key: who holds or waits for the scan.
@@ -38,8 +40,9 @@ type etcdScan struct {
 	id  string
 	dir string // PREFIX/scans/S/
 
-	key string // our key, "" if none
-	rev int64  // its create revision
+	key    string // our key, "" if none
+	rev    int64  // its create revision
+	putRev int64  // the revision of our put: release deletes only that version
 
 	sess     atomic.Pointer[etcdSession] // the session the key is under
 	mode     atomic.Int32                // Mode held (0 while queued or free)
@@ -64,7 +67,7 @@ func (s *etcdScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 	if err != nil {
 		return 0, err
 	}
-	kvs := resp.Responses[1].GetResponseRange().Kvs
+	kvs, rev := resp.Responses[1].GetResponseRange().Kvs, resp.Header.Revision
 	waited := false
 	for {
 		ours, blocked := s.blocked(kvs, req.to)
@@ -81,7 +84,7 @@ func (s *etcdScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 			return 0, fmt.Errorf("%w: scan %s is locked on another host", ErrWouldBlock, s.id)
 		}
 		waited = true
-		if kvs, err = s.waitChange(ctx, sess, resp.Header.Revision); err != nil {
+		if kvs, rev, err = s.waitChange(ctx, sess, rev); err != nil {
 			s.release()
 			return 0, err
 		}
@@ -106,6 +109,7 @@ func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, 
 		val.PID, val.Command = req.owner.PID, procComm(req.owner.PID)
 	}
 	data, _ := json.Marshal(val)
+	var pause backoff
 	for attempt := 0; ; attempt++ {
 		sess, err := b.session(ctx)
 		if err != nil {
@@ -119,14 +123,58 @@ func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, 
 			clientv3.OpGet(s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
 		).Commit()
 		if err == nil {
+			s.putRev = resp.Header.Revision
 			return sess, resp, nil
 		}
 		s.release()
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) && attempt == 0 {
+		switch {
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) && attempt == 0:
 			b.expire(sess, "etcd says its lease expired")
+			continue
+		case transient(err):
+			if werr := pause.wait(ctx, b.closeCh, err); werr != nil {
+				return nil, nil, werr
+			}
 			continue
 		}
 		return nil, nil, b.clusterError("queueing for scan "+s.id, err)
+	}
+}
+
+// transient reports whether an error of etcd may go away by itself (a
+// member down, an election, a timeout): the request is then retried until
+// its context ends. Refusals (authentication, permissions, a bad request)
+// are not retried.
+func transient(err error) bool {
+	for _, e := range []error{rpctypes.ErrPermissionDenied, rpctypes.ErrAuthFailed, rpctypes.ErrInvalidAuthToken,
+		rpctypes.ErrUserEmpty, rpctypes.ErrAuthNotEnabled, context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
+		return false
+	}
+	return true
+}
+
+// backoff paces the retries of one request: 20 ms doubling up to 500 ms.
+type backoff struct{ d time.Duration }
+
+// wait sleeps before the next retry; it returns the end of ctx (naming
+// the etcd error that made us retry) or ErrClosed instead.
+func (p *backoff) wait(ctx context.Context, closeCh <-chan struct{}, cause error) error {
+	p.d = min(max(2*p.d, 20*time.Millisecond), 500*time.Millisecond)
+	t := time.NewTimer(p.d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%w (etcd kept failing: %v)", ctx.Err(), cause)
+	case <-closeCh:
+		return ErrClosed
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -156,39 +204,55 @@ func keyMode(kv *mvccpb.KeyValue) Mode {
 }
 
 // waitChange waits until a key of the scan is deleted after revision
-// rev (a holder or waiter ahead of us went), then returns the keys.
-func (s *etcdScan) waitChange(ctx context.Context, sess *etcdSession, rev int64) ([]*mvccpb.KeyValue, error) {
+// rev (a holder or waiter ahead of us went), or the watch fails, then
+// returns the scan's keys and the revision they were read at.
+func (s *etcdScan) waitChange(ctx context.Context, sess *etcdSession, rev int64) ([]*mvccpb.KeyValue, int64, error) {
 	b := s.b
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := b.cli.Watch(wctx, s.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+	var pause backoff
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		case <-b.closeCh:
-			return nil, ErrClosed
+			return nil, 0, ErrClosed
 		case <-sess.done:
-			return nil, fmt.Errorf("%w: scan %s: the etcd session ended while waiting", ErrHoldLost, s.id)
+			return nil, 0, fmt.Errorf("%w: scan %s: the etcd session ended while waiting", ErrHoldLost, s.id)
 		case wr, ok := <-wch:
+			if ok && wr.Err() == nil && len(wr.Events) == 0 {
+				continue // a progress notification
+			}
 			if !ok || wr.Err() != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
+				// A member down, an election, a compaction: read the
+				// queue again after a pause, and watch from there.
+				if ok && !transient(wr.Err()) {
+					return nil, 0, b.clusterError("watching scan "+s.id, wr.Err())
 				}
-				if !ok {
-					wch = b.cli.Watch(wctx, s.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterPut())
-					continue
+				if err := pause.wait(ctx, b.closeCh, wr.Err()); err != nil {
+					return nil, 0, err
 				}
-				return nil, b.clusterError("watching scan "+s.id, wr.Err())
 			}
-			if len(wr.Events) == 0 {
-				continue
-			}
-			g, err := b.cli.Get(ctx, s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-			if err != nil {
-				return nil, b.clusterError("reading the queue of scan "+s.id, err)
-			}
-			return g.Kvs, nil
+			return s.readQueue(ctx)
+		}
+	}
+}
+
+// readQueue reads the scan's keys in create-revision order, retrying
+// while etcd fails transiently.
+func (s *etcdScan) readQueue(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
+	var pause backoff
+	for {
+		g, err := s.b.cli.Get(ctx, s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+		if err == nil {
+			return g.Kvs, g.Header.Revision, nil
+		}
+		if !transient(err) {
+			return nil, 0, s.b.clusterError("reading the queue of scan "+s.id, err)
+		}
+		if werr := pause.wait(ctx, s.b.closeCh, err); werr != nil {
+			return nil, 0, werr
 		}
 	}
 }
@@ -198,8 +262,8 @@ func (s *etcdScan) waitChange(ctx context.Context, sess *etcdSession, rev int64)
 // ends (its lease then removes the key).
 func (s *etcdScan) release() {
 	s.stopWatch()
-	key, sess := s.key, s.sess.Load()
-	s.key, s.rev = "", 0
+	key, sess, putRev := s.key, s.sess.Load(), s.putRev
+	s.key, s.rev, s.putRev = "", 0, 0
 	s.mode.Store(0)
 	s.lostHold.Store(false)
 	s.b.unregister(s)
@@ -207,9 +271,7 @@ func (s *etcdScan) release() {
 		return
 	}
 	b := s.b
-	ctx, cancel := context.WithTimeout(b.bgCtx, b.ttl/3)
-	_, err := b.cli.Delete(ctx, key)
-	cancel()
+	err := b.deleteKey(key, putRev)
 	if err == nil || b.bgCtx.Err() != nil {
 		return
 	}
@@ -219,10 +281,7 @@ func (s *etcdScan) release() {
 	go func() {
 		defer b.bgWG.Done()
 		for !sess.expired(b.now()) {
-			ctx, cancel := context.WithTimeout(b.bgCtx, b.ttl/3)
-			_, err := b.cli.Delete(ctx, key)
-			cancel()
-			if err == nil || b.bgCtx.Err() != nil {
+			if err := b.deleteKey(key, putRev); err == nil || b.bgCtx.Err() != nil {
 				return
 			}
 			select {
@@ -234,6 +293,20 @@ func (s *etcdScan) release() {
 			}
 		}
 	}()
+}
+
+// deleteKey deletes key if it is still the version we put at revision
+// putRev (0: whatever version): a retry in the background must never
+// delete the key of a later hold of the same scan by this session.
+func (b *etcdBackend) deleteKey(key string, putRev int64) error {
+	ctx, cancel := context.WithTimeout(b.bgCtx, b.ttl/3)
+	defer cancel()
+	if putRev == 0 {
+		_, err := b.cli.Delete(ctx, key)
+		return err
+	}
+	_, err := b.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", putRev)).Then(clientv3.OpDelete(key)).Commit()
+	return err
 }
 
 // lost reports whether the hold is gone or no longer guaranteed: its
