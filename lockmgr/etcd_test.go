@@ -204,3 +204,36 @@ func TestEtcdStatusShowsOtherHost(t *testing.T) {
 		t.Fatalf("holder seen from host b: %+v", h)
 	}
 }
+
+// cleanup --etcd: a key no lease will ever remove (put by hand) is
+// listed, then removed; a live holder's key is left alone.
+func TestEtcdPurgeClusterStale(t *testing.T) {
+	ms, e := etcdHosts(t, 1)
+	m := ms[0]
+	l, err := m.Acquire(context.Background(), "held", Exclusive, testOwner("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	stale := DefaultEtcdPrefix + "scans/s/by-hand"
+	if _, err := testutil.EtcdClient(t, e.Endpoints).Put(context.Background(), stale, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.TryAcquire("s", Shared, testOwner("b")); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("a hand-made key should block the scan: %v", err)
+	}
+	for _, dry := range []bool{true, false} {
+		keys, err := m.PurgeClusterStale(dry)
+		if err != nil || len(keys) != 1 || keys[0] != stale {
+			t.Fatalf("PurgeClusterStale(dry=%v) = %q, %v; want just %s", dry, keys, err, stale)
+		}
+	}
+	if keys, err := m.PurgeClusterStale(true); err != nil || len(keys) != 0 {
+		t.Fatalf("after the purge: %q, %v", keys, err)
+	}
+	lb, err := m.TryAcquire("s", Shared, testOwner("b"))
+	if err != nil {
+		t.Fatalf("scan s after the purge: %v", err)
+	}
+	lb.Release()
+}

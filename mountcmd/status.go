@@ -120,6 +120,9 @@ func statusAction(c *cli.Context) error {
 		if s.LockError != "" {
 			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: warning: scan %s: %s\n", printable(s.ScanID), printable(s.LockError))
 		}
+		if s.ClusterError != "" {
+			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: warning: scan %s: holders on other hosts unknown: %s\n", printable(s.ScanID), printable(s.ClusterError))
+		}
 	}
 	now := time.Now()
 	if c.Bool("json") {
