@@ -240,11 +240,23 @@ func (s *etcdScan) waitChange(ctx context.Context, sess *etcdSession, rev int64)
 }
 
 // readQueue reads the scan's keys in create-revision order, retrying
-// while etcd fails transiently.
+// while etcd fails transiently. The read is serializable (the member's
+// own state, no round through the leader): that is safe because a
+// reply is only believed if it holds our key, so it is at or after our
+// put (a member behind our put is asked again, linearizably), and a key
+// older than ours cannot appear later: a stale reply can only make us
+// wait longer.
 func (s *etcdScan) readQueue(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
 	var pause backoff
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSerializable(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
 	for {
-		g, err := s.b.cli.Get(ctx, s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+		g, err := s.b.cli.Get(ctx, s.dir, opts...)
+		if err == nil && g.Header.Revision < s.putRev {
+			opts = opts[:1:1] // that member is behind: read through the leader
+			opts = append(opts, clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+			continue
+		}
 		if err == nil {
 			return g.Kvs, g.Header.Revision, nil
 		}
