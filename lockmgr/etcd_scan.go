@@ -48,8 +48,9 @@ type etcdScan struct {
 	mode     atomic.Int32                // Mode held (0 while queued or free)
 	lostHold atomic.Bool                 // the session ended while held
 
-	watchMu     sync.Mutex // guards watchCancel
+	watchMu     sync.Mutex // guards watchCancel and heldKey
 	watchCancel context.CancelFunc
+	heldKey     string      // key while the scan is held: what writerWaiting watches around
 	foreignW    atomic.Bool // a writer of another process has a key
 }
 
@@ -90,6 +91,9 @@ func (s *etcdScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 		}
 	}
 	s.mode.Store(int32(req.to))
+	s.watchMu.Lock()
+	s.heldKey = s.key
+	s.watchMu.Unlock()
 	b.stats.acquires.Add(1)
 	b.stats.acquireNanos.Add(uint64(time.Since(start)))
 	if waited {
@@ -347,11 +351,11 @@ func (s *etcdScan) writerWaiting() bool {
 		return true // nobody may join a lost hold
 	}
 	s.watchMu.Lock()
-	if s.watchCancel == nil && s.key != "" {
+	if s.watchCancel == nil && s.heldKey != "" {
 		ctx, cancel := context.WithCancel(s.b.bgCtx)
 		s.watchCancel = cancel
 		s.b.bgWG.Add(1)
-		go s.watchWriters(ctx, s.key)
+		go s.watchWriters(ctx, s.heldKey)
 	}
 	s.watchMu.Unlock()
 	return s.foreignW.Load()
@@ -387,8 +391,11 @@ func (s *etcdScan) watchWriters(ctx context.Context, ours string) {
 	}
 }
 
+// stopWatch ends the watch of writerWaiting; the scan counts as not
+// held for it until the next grant.
 func (s *etcdScan) stopWatch() {
 	s.watchMu.Lock()
+	s.heldKey = ""
 	if s.watchCancel != nil {
 		s.watchCancel()
 		s.watchCancel = nil

@@ -237,3 +237,33 @@ func TestEtcdPurgeClusterStale(t *testing.T) {
 	}
 	lb.Release()
 }
+
+// Readers of a host that holds a scan shared stop joining that hold once
+// a writer of another host waits, so that the writer is not starved.
+func TestEtcdLocalReadersHoldBackForRemoteWriter(t *testing.T) {
+	ms, _ := etcdHosts(t, 2)
+	r1, err := ms[0].Acquire(context.Background(), "s", Shared, testOwner("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan string, 1)
+	go acquireThenRelease(t, ms[1], "s", Exclusive, "w", order)
+	waitFor(t, "the writer is queued", func() bool { return clusterWaiters(t, ms[0], "s") == 1 })
+	// The first question starts a watch of the scan's keys; from its
+	// answer on, new readers of host a hold back.
+	waitFor(t, "host a's new readers hold back", func() bool {
+		l, err := ms[0].TryAcquire("s", Shared, testOwner("r2"))
+		if err == nil {
+			l.Release()
+			return false
+		}
+		if !errors.Is(err, ErrWouldBlock) {
+			t.Fatal(err)
+		}
+		return true
+	})
+	r1.Release()
+	if got := <-order; got != "w" {
+		t.Fatal(got)
+	}
+}
