@@ -40,12 +40,26 @@ func TestEtcdTwoHostsExclude(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"hostname": "`+host+`"`) || !strings.Contains(out, `"exclusive"`) {
 		t.Fatalf("scanlockfs status --etcd: exit %d\n%s%s", code, out, errOut)
 	}
+	metrics, err := os.ReadFile(b.path(".locks/metrics"))
+	must(t, err)
+	for _, want := range []string{"scanlockfs_cluster_session_up 1\n", "scanlockfs_cluster_lease_renewals_total{result=\"ok\"}",
+		"scanlockfs_cluster_lock_seconds_count 0\n"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Fatalf("host B's metrics lack %q:\n%s", want, metrics)
+		}
+	}
 	closed := w.close("w")
 	if res := r.result("r"); res.kind != "ok" || res.at < closed {
 		t.Fatalf("reader on host B: %+v; writer on host A closed at %d", res, closed)
 	}
 	r.close("r")
 	waitCluster(t, view, "scanA", "the scan is free", func(h, wt int) bool { return h+wt == 0 })
+	// Host B's reader waited for host A in etcd: one cluster hold, one wait.
+	metrics, err = os.ReadFile(b.path(".locks/metrics"))
+	must(t, err)
+	if !strings.Contains(string(metrics), "scanlockfs_cluster_lock_seconds_count 1\n") || !strings.Contains(string(metrics), "scanlockfs_cluster_lock_waits_total 1\n") {
+		t.Fatalf("host B's metrics after its reader's wait:\n%s", metrics)
+	}
 }
 
 // Writers and readers through both hosts, plus `scanlockfs run --etcd` on
