@@ -23,6 +23,8 @@ import (
 //	lockmgr.ErrClosed        ESHUTDOWN  the mount is shutting down
 //	EMFILE, ENFILE           itself     the daemon is out of descriptors (logged: raise LimitNOFILE)
 //	lockmgr.ErrLockFile      EIO        the lock file cannot be used (logged, with its path)
+//	lockmgr.ErrCluster       ENOLCK     --etcd: the cluster refused or failed the request (logged)
+//	lockmgr.ErrHoldLost      ENOLCK     --etcd: the session ended while the open waited (logged)
 //	syscall.Errno            itself     from the backing file system
 //	anything else            EIO        logged as a bug
 func toErrno(log logrus.FieldLogger, err error) syscall.Errno {
@@ -55,6 +57,9 @@ func toErrno(log logrus.FieldLogger, err error) syscall.Errno {
 		}
 		log.WithError(err).Error("too many open files: raise LimitNOFILE / ulimit -n of the mount")
 		return e
+	case errors.Is(err, lockmgr.ErrCluster), errors.Is(err, lockmgr.ErrHoldLost):
+		log.WithError(err).Error("cluster scan lock unavailable: ENOLCK")
+		return syscall.ENOLCK
 	case errors.Is(err, lockmgr.ErrLockFile):
 		// The message names the lock file and says what to do.
 		log.WithError(err).Error("scan lock file unusable: EIO")

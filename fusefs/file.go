@@ -50,19 +50,39 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 // passthrough can be checked.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.fsys.stats.reads.Add(1)
+	if h.fenced() {
+		return nil, syscall.EIO
+	}
 	return h.LoopbackFile.Read(ctx, dest, off)
 }
 
 // Write is only called without passthrough (see Read).
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.fsys.stats.writes.Add(1)
+	if h.fenced() {
+		return 0, syscall.EIO
+	}
 	return h.LoopbackFile.Write(ctx, data, off)
 }
 
 // Writev is only called without passthrough (see Read).
 func (h *handle) Writev(ctx context.Context, data [][]byte, off int64) (uint32, syscall.Errno) {
 	h.fsys.stats.writes.Add(1)
+	if h.fenced() {
+		return 0, syscall.EIO
+	}
 	return h.LoopbackFile.Writev(ctx, data, off)
+}
+
+// fenced reports that the handle's scan lease was lost (--etcd: the
+// session ended, so another host may hold the scan): its reads and
+// writes fail with EIO. Without etcd it is one type assertion.
+func (h *handle) fenced() bool {
+	if h.lease == nil || !h.lease.Lost() {
+		return false
+	}
+	h.fsys.log.WithField("path", h.req.path).Warn("the scan lock of this open file was lost (etcd session ended): EIO")
+	return true
 }
 
 // unwrapFile returns the loopback file inside a handle of ours, for

@@ -45,6 +45,7 @@ type metricsInput struct {
 	openFDs    int
 	goroutines int
 	started    time.Time
+	cluster    lockmgr.ClusterStats // --etcd (status_metrics_cluster.go)
 }
 
 // alwaysErrnos are shown even at zero, so that alerts and tests can rely
@@ -90,6 +91,7 @@ func renderMetrics(in metricsInput) []byte {
 	w.counter("scanlockfs_lock_files_replaced_total", "Flocks taken again because the lock file was replaced around the flock call.", u(l.Replaced))
 	w.counter("scanlockfs_lock_files_lost_total", "Releases that found the lock file removed or replaced by another process while held.", u(l.LostLockFiles))
 	w.counter("scanlockfs_info_writes_total", "Lock .info files written on SOURCE.", u(l.InfoWrites))
+	renderClusterMetrics(&w, in.cluster)
 
 	w.counter("scanlockfs_opens_total", "Files opened or created through the mount.", u(in.fs.Opens))
 	w.counter("scanlockfs_daemon_reads_total", "Read requests served by the daemon (zero with kernel passthrough).", u(in.fs.Reads))
@@ -108,7 +110,8 @@ func renderMetrics(in metricsInput) []byte {
 // gatherMetrics collects metricsInput for this mount now.
 func (fsys *fileSystem) gatherMetrics() metricsInput {
 	in := metricsInput{
-		lock: fsys.mgr.Stats(),
+		lock:    fsys.mgr.Stats(),
+		cluster: fsys.mgr.ClusterStats(),
 		fs: Stats{Opens: fsys.stats.opens.Load(), Reads: fsys.stats.reads.Load(),
 			Writes: fsys.stats.writes.Load()},
 		errnos:     fsys.errnos.snapshot(),

@@ -140,10 +140,12 @@ func TestDefaultTimeout(t *testing.T) {
 			if waited < timeout {
 				t.Errorf("gave up after %v, before the default timeout %v", waited, timeout)
 			}
-			// A deadline on the context wins over the default.
+			// A deadline on the context wins over the default. (start is
+			// taken before the deadline is set, so that waited cannot be
+			// shorter than it.)
+			start = time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), timeout/3)
 			defer cancel()
-			start = time.Now()
 			_, err = m.Acquire(ctx, "s", Exclusive, testOwner("waiter"))
 			waited = time.Since(start)
 			if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {

@@ -203,4 +203,38 @@
 // have been broken during the hold. (A sticky lock directory would stop
 // plantdb from unlinking our files, but where fs.protected_regular is set
 // it also stops plantdb from opening them with O_CREAT.)
+//
+// # Several hosts
+//
+// WithEtcd makes every hold also a key in etcd (etcd*.go), so that hosts
+// whose storage does not forward flock exclude each other. The process
+// has one session: a lease of EtcdConfig.TTL that it renews itself every
+// third of the TTL (etcd_session.go), so that it knows a lower bound of
+// the lease's expiry (the start of its last successful renewal plus the
+// TTL granted). Its hold of scan S is the key PREFIX/scans/S/LEASE (LEASE
+// in hexadecimal), attached to the lease, whose value is JSON naming the
+// mode, host, pid, command, user, owner and time. Keys are served in the
+// order of their create revision, as in etcd's read-write lock recipe: a
+// reader holds the scan once no older key is a writer's, a writer once no
+// key is older than its own; waiters watch the scan's keys for deletions.
+// Waiters have keys too, so readers of one host queue behind a writer of
+// another, and Status shows every host's holders and waiters
+// (WhereCluster). An upgrade gives its shared key up and queues an
+// exclusive one: two hosts upgrading at once would otherwise wait for
+// each other's shared key for ever.
+//
+// The local flock is taken first and the key second; the key is deleted
+// first and the flock dropped second (etcd_hold.go says why that cannot
+// deadlock). A key that cannot be deleted (etcd unreachable) is retried in
+// the background until its session ends.
+//
+// A session ends when etcd says the lease is gone, or when the local
+// clock passes the lower bound of its expiry without a renewal (a process
+// stopped or cut off longer than the TTL). Its holds are then reported to
+// the lost-hold callback (logged, counted in Stats.LostLockFiles),
+// Lease.Lost reports true for every lease under them (fusefs fails reads
+// and writes through such handles with EIO), nobody in this process joins
+// them (new requests wait until they are released), and the next
+// acquisition creates a new session. New fails with ErrCluster, naming
+// the endpoints, when the cluster does not answer within StartTimeout.
 package lockmgr

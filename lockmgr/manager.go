@@ -31,6 +31,9 @@ type Manager struct {
 
 	sched *scheduler    // owners, leases and waiters in this process
 	back  *flockBackend // holds across processes: lock, gate and .info files
+	// cluster holds across hosts (WithEtcd), together with back; nil
+	// without etcd.
+	cluster *etcdBackend
 
 	stats   counters
 	closing atomic.Bool // Close was called
@@ -94,7 +97,17 @@ func New(root string, opts ...Option) (*Manager, error) {
 		pid:     os.Getpid(),
 	}
 	m.back = newFlockBackend(dir, lockDir, cfg, cfg.log, m.pid, host, &m.stats, m.holdLost)
-	m.sched = newScheduler(m.back, cfg.timeout, cfg.log, m.debug)
+	var sb backend = m.back
+	if cfg.etcd != nil && !cfg.readOnly {
+		if m.cluster, err = m.startCluster(host); err != nil {
+			dir.close()
+			return nil, err
+		}
+		sb = &clusterBackend{local: m.back, etcd: m.cluster}
+	} else if cfg.etcd != nil {
+		m.cluster = newEtcdBackend(cfg.etcd, cfg.log, m.pid, host, m.holdLost) // status only
+	}
+	m.sched = newScheduler(sb, cfg.timeout, cfg.log, m.debug)
 	if cfg.purgeStale {
 		removed, err := m.PurgeStale(false)
 		for _, p := range removed {
@@ -202,9 +215,15 @@ func (m *Manager) Close() error {
 	if !m.closing.CompareAndSwap(false, true) {
 		return nil
 	}
+	if m.cluster != nil {
+		m.cluster.shutdown()
+	}
 	m.back.shutdown()
 	m.sched.close()
 	m.back.close()
+	if m.cluster != nil {
+		m.cluster.close()
+	}
 	m.dir.close()
 	return nil
 }

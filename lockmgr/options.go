@@ -33,6 +33,7 @@ type config struct {
 	log        logrus.FieldLogger
 	purgeStale bool
 	readOnly   bool
+	etcd       *EtcdConfig // WithEtcd; nil: local flocks only
 }
 
 func defaultConfig() config {

@@ -44,6 +44,7 @@ const (
 	// WhereProcess: a flock held or awaited by another process, found in
 	// /proc/locks (plantdb, another scanlockfs, flock(1)...).
 	WhereProcess = "process"
+	// WhereCluster (etcd_status.go): seen in etcd.
 )
 
 // Holder is one holder of a scan lock.
@@ -63,6 +64,8 @@ type Holder struct {
 	Note        string    `json:"note,omitempty"`
 	Since       time.Time `json:"since,omitzero"`
 	Where       string    `json:"where"`
+	// Hostname is the host of a WhereCluster holder or waiter.
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // Waiter is one request waiting for a scan lock.
@@ -81,6 +84,9 @@ type ScanStatus struct {
 	// LockError says why nobody can lock the scan (a directory where its
 	// lock file should be), naming the path and the fix.
 	LockError string `json:"lock_error,omitempty"`
+	// ClusterError says why the holders on other hosts are missing (etcd
+	// could not be read).
+	ClusterError string `json:"cluster_error,omitempty"`
 }
 
 // Active reports whether anybody holds or waits for the scan.
@@ -112,6 +118,9 @@ func (m *Manager) List() ([]*ScanStatus, error) {
 		return nil, err
 	}
 	ids := map[string]bool{}
+	if err := m.clusterScanIDs(ids); err != nil {
+		return nil, err
+	}
 	for _, s := range m.sched.inUse() {
 		ids[s.id] = true
 	}
@@ -209,6 +218,7 @@ func (m *Manager) status(id string, locks []procLock) *ScanStatus {
 			st.Waiters = append(st.Waiters, w)
 		}
 	}
+	m.clusterStatus(id, st)
 	sort.SliceStable(st.Holders, func(i, j int) bool { return st.Holders[i].Since.Before(st.Holders[j].Since) })
 	sort.SliceStable(st.Waiters, func(i, j int) bool { return st.Waiters[i].Since.Before(st.Waiters[j].Since) })
 	st.State = "free"

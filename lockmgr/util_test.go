@@ -44,13 +44,19 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // queued reports how many requests of this process wait for scan id.
 func queued(t testing.TB, m *Manager, id string) int {
 	t.Helper()
+	return waitersAt(t, m, id, WhereLocal)
+}
+
+// waitersAt counts the waiters for scan id that m sees at where.
+func waitersAt(t testing.TB, m *Manager, id, where string) int {
+	t.Helper()
 	st, err := m.Status(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for _, w := range st.Waiters {
-		if w.Where == WhereLocal {
+		if w.Where == where {
 			n++
 		}
 	}

@@ -101,7 +101,7 @@ func requireFUSE(t *testing.T) {
 // exitCodeNames name the exit codes for the scripts' exits command.
 var exitCodeNames = map[string]int{
 	"ok": ExitOK, "internal": ExitInternal, "usage": ExitUsage, "timeout": ExitTimeout, "busy": ExitBusy,
-	"mount": ExitMount, "notfound": ExitNotFound, "cannot-exec": ExitCannotExec, "command-not-found": ExitCommandNotFound,
+	"mount": ExitMount, "notfound": ExitNotFound, "cluster": ExitCluster, "cannot-exec": ExitCannotExec, "command-not-found": ExitCommandNotFound,
 	"signal+TERM": ExitSignalBase + int(unix.SIGTERM), "signal+KILL": ExitSignalBase + int(unix.SIGKILL),
 	"signal+INT": ExitSignalBase + int(unix.SIGINT),
 }

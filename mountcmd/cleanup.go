@@ -30,16 +30,18 @@ func cleanupCommand() *cli.Command {
 			"the reason. A lock directory that is a symbolic link is refused (replace it with a directory).\n" +
 			"Prints each removed path on standard output, one per line, and a summary on standard error.\n\n" +
 			"Exit codes: 0 done (also when there was nothing to remove); 2 bad arguments; 6 SOURCE\n" +
-			"missing; 1 some files could not be removed.\n\n" +
+			"missing; 1 some files could not be removed; 7 --etcd and the cluster did not answer.\n" +
+			"With --etcd it also removes the cluster's lock keys that no lease will ever remove (put by\n" +
+			"hand without a lease, or not a holder's); keys of live sessions are left alone.\n\n" +
 			"Examples:\n" +
 			"  scanlockfs cleanup --dry-run /data/db    # what would go\n" +
 			"  scanlockfs cleanup /data/db",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "only print what would be removed"},
 			lockDirFlag(),
 			logLevelFlag("info"),
 			logFormatFlag(),
-		},
+		}, etcdFlags()...),
 		Action: cleanupAction,
 	}
 }
@@ -73,12 +75,24 @@ func cleanupAction(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "nothing to clean: %s does not exist\n", lockDir)
 		return nil
 	}
-	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithStaleCleanup(false),
-		lockmgr.WithInfoFiles(false), lockmgr.WithLogger(log))
+	eopts, closeEtcd, err := etcdOptions(c)
+	defer closeEtcd()
 	if err != nil {
-		return exitf(ExitInternal, "cleanup: %w", err)
+		return err
+	}
+	m, err := lockmgr.New(source, append([]lockmgr.Option{lockmgr.WithLockDir(lockDir), lockmgr.WithStaleCleanup(false),
+		lockmgr.WithInfoFiles(false), lockmgr.WithLogger(log)}, eopts...)...)
+	if err != nil {
+		return exitf(clusterExit(err, ExitInternal), "cleanup: %w", err)
 	}
 	defer m.Close()
+	keys, kerr := m.PurgeClusterStale(dry)
+	for _, k := range keys {
+		fmt.Fprintln(c.App.Writer, k)
+	}
+	if kerr != nil {
+		return exitf(ExitCluster, "cleanup: %w", kerr)
+	}
 
 	held := 0
 	if active, err := m.List(); err == nil {

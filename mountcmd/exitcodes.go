@@ -17,6 +17,7 @@ const (
 	ExitBusy     = 4 // --nonblock and the scan lock is held; unmount: the mount is in use
 	ExitMount    = 5 // the mount could not be set up or taken down (mountpoint, FUSE), or a second signal stopped it with files open
 	ExitNotFound = 6 // SOURCE, MOUNTPOINT or the scan does not exist; unmount: nothing mounted
+	ExitCluster  = 7 // --etcd: the etcd cluster could not be reached or refused us
 
 	// The run command exits with COMMAND's status once COMMAND has been
 	// started, as shells do; these are its own codes around that.
@@ -35,6 +36,7 @@ var exitCodeDocs = []struct{ code, meaning string }{
 	{fmt.Sprint(ExitBusy), "run --nonblock: the scan is held; unmount: the mount is busy (the programs keeping it busy are listed)"},
 	{fmt.Sprint(ExitMount), "mount: the mount could not be set up (mount point unusable, dead mount without --recover, FUSE refused), or was stopped by a second signal with files open; unmount failed"},
 	{fmt.Sprint(ExitNotFound), "SOURCE, MOUNTPOINT or the mount does not exist"},
+	{fmt.Sprint(ExitCluster), "--etcd: the etcd cluster did not answer at start (the message names the endpoints) or refused the request"},
 	{"N", "run: COMMAND's own exit status"},
 	{fmt.Sprintf("%d, %d", ExitCannotExec, ExitCommandNotFound), "run: COMMAND is not executable, not found"},
 	{fmt.Sprintf("%d+N", ExitSignalBase), "run: COMMAND was killed by signal N, or run was, while waiting for the lock"},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"scanlockfs/fusefs"
 	"scanlockfs/lockmgr"
@@ -57,6 +58,8 @@ type Config struct {
 	LogFile *os.File
 	// Log is the logger of the mount; nil discards the log.
 	Log *logrus.Logger
+	// Etcd configures the cluster lock (--etcd); no endpoints: none.
+	Etcd EtcdSettings
 }
 
 // Mount is a running mount.
@@ -67,6 +70,7 @@ type Mount struct {
 	cfg  Config
 	log  *logrus.Logger
 	mgr  *lockmgr.Manager
+	etcd *clientv3.Client // --etcd's client, closed after mgr; nil without
 	srv  *fusefs.Server
 	done chan struct{} // closed when the FUSE server has stopped
 
@@ -94,9 +98,14 @@ func StartMount(ctx context.Context, cfg Config) (*Mount, error) {
 	if cfg.LockDir != "" {
 		mopts = append(mopts, lockmgr.WithLockDir(cfg.LockDir))
 	}
-	mgr, err := lockmgr.New(source, mopts...)
+	eopts, etcd, err := cfg.Etcd.lockOptions()
 	if err != nil {
-		return nil, exitf(ExitMount, "mount: %w", err)
+		return nil, err
+	}
+	mgr, err := lockmgr.New(source, append(mopts, eopts...)...)
+	if err != nil {
+		closeClient(etcd)
+		return nil, exitf(clusterExit(err, ExitMount), "mount: %w", err)
 	}
 	srv, err := fusefs.Mount(mountpoint, fusefs.Options{
 		Source: source, Manager: mgr, Timeout: cfg.Timeout, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther,
@@ -104,9 +113,10 @@ func StartMount(ctx context.Context, cfg Config) (*Mount, error) {
 	})
 	if err != nil {
 		_ = mgr.Close()
+		closeClient(etcd)
 		return nil, exitf(ExitMount, "mount: cannot mount %s on %s: %w%s", source, mountpoint, err, mountHint(err))
 	}
-	m := &Mount{Source: source, Mountpoint: mountpoint, cfg: cfg, log: log, mgr: mgr, srv: srv,
+	m := &Mount{Source: source, Mountpoint: mountpoint, cfg: cfg, log: log, mgr: mgr, etcd: etcd, srv: srv,
 		done: make(chan struct{}), closed: make(chan struct{})}
 	go func() {
 		srv.Wait()
@@ -270,6 +280,7 @@ func (m *Mount) close() {
 		if err := m.mgr.Close(); err != nil {
 			m.log.WithError(err).Warn("closing the lock manager")
 		}
+		closeClient(m.etcd)
 		m.log.WithFields(logrus.Fields{
 			"opens": st.Opens, "daemon_reads": st.Reads, "daemon_writes": st.Writes,
 			"grants_shared": ms.GrantsShared, "grants_exclusive": ms.GrantsExclusive,

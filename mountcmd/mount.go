@@ -60,7 +60,7 @@ func mountCommand(argv []string) *cli.Command {
 			"  mount /mnt/db        # or: mount -t fuse.scanlockfs -o timeout=30s /data/db /mnt/db\n\n" +
 			"  # systemd (scripts/scanlockfs@.service; instance = systemd-escape --path /mnt/db):\n" +
 			"  systemctl enable --now scanlockfs@mnt-db.service",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "timeout", Aliases: []string{"w"}, Value: lockmgr.DefaultTimeout.String(),
 				Usage: "an open waits at most `D` for its scan lock, then fails with EBUSY; 0 waits until interrupted"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "mount read-only (writes fail with EROFS); reads still take shared locks"},
@@ -76,7 +76,7 @@ func mountCommand(argv []string) *cli.Command {
 			&cli.StringFlag{Name: "log-file", TakesFile: true, Usage: "append the log to `FILE` instead of standard error"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and reply (at debug level; implies --log-level debug)"},
 			&cli.BoolFlag{Name: "no-passthrough", Usage: "serve reads and writes through the daemon instead of the kernel's FUSE passthrough (root, Linux >= 6.9): slower, but open files fail with ENOTCONN instead of going on unlocked if the daemon dies"},
-		},
+		}, etcdFlags()...),
 		Action: func(c *cli.Context) error { return mountAction(c, argv) },
 	}
 }
@@ -125,7 +125,11 @@ func mountConfig(c *cli.Context, source, mountpoint string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	cfg := Config{
+	etcd, err := etcdSettings(c)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg := Config{Etcd: etcd,
 		Source: source, Mountpoint: mountpoint, LockDir: c.String(flagLockDir), Timeout: timeout,
 		ReadOnly: c.Bool("read-only"), AllowOther: c.Bool("allow-other"), InfoFiles: c.Bool("info-files"),
 		Recover: c.Bool("recover"), DebugFUSE: c.Bool("debug-fuse"), NoPassthrough: c.Bool("no-passthrough"),

@@ -29,6 +29,15 @@ var optionFlags = map[string]string{
 	"log_file":    "log-file",
 	"debug_fuse":  "debug-fuse",
 	"recover":     "recover",
+	// etcd=URL+URL...: '+' separates endpoints, ',' separates options.
+	"etcd":               "etcd",
+	"etcd_prefix":        "etcd-prefix",
+	"etcd_ttl":           "etcd-ttl",
+	"etcd_cacert":        "etcd-cacert",
+	"etcd_cert":          "etcd-cert",
+	"etcd_key":           "etcd-key",
+	"etcd_user":          "etcd-user",
+	"etcd_password_file": "etcd-password-file",
 }
 
 // boolOptions are the options whose flag is a switch.

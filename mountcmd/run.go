@@ -60,7 +60,7 @@ func runCommand() *cli.Command {
 			"  	4) echo \"scan_001 busy, skipped\" ;;\n" +
 			"  	*) exit $? ;;\n" +
 			"  esac",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "shared", Aliases: []string{"s"}, Usage: "take the lock shared (for reading; many holders at once)"},
 			&cli.BoolFlag{Name: "exclusive", Aliases: []string{"x", "e"}, Usage: "take the lock exclusive (for writing; one holder, no readers)"},
 			&cli.StringFlag{Name: "timeout", Aliases: []string{"w"}, Value: lockmgr.DefaultTimeout.String(),
@@ -70,7 +70,7 @@ func runCommand() *cli.Command {
 			lockDirFlag(),
 			&cli.StringFlag{Name: flagLogLevel, Value: "warn", Usage: "log level: error, warn, info (shows waits), debug or trace"},
 			logFormatFlag(),
-		},
+		}, etcdFlags()...),
 		BashComplete: completeScanArgs,
 		Action:       runAction,
 	}
@@ -203,9 +203,14 @@ func runAction(c *cli.Context) error {
 	if r.lockDir != "" {
 		opts = append(opts, lockmgr.WithLockDir(r.lockDir))
 	}
-	m, err := lockmgr.New(source, opts...)
+	eopts, closeEtcd, err := etcdOptions(c)
+	defer closeEtcd()
 	if err != nil {
-		return exitf(ExitInternal, "run: %w", err)
+		return err
+	}
+	m, err := lockmgr.New(source, append(opts, eopts...)...)
+	if err != nil {
+		return exitf(clusterExit(err, ExitInternal), "run: %w", err)
 	}
 	defer m.Close()
 

@@ -59,12 +59,12 @@ func statusCommand() *cli.Command {
 			"  scanlockfs status /data/db scan_001 scan_002    # these two scans\n" +
 			"  watch -n1 scanlockfs status /data/db\n" +
 			"  scanlockfs status --json /data/db | jq -r '.scans[] | select(.state==\"exclusive\") | .scan_id'",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts (schema above) instead of a table"},
 			lockDirFlag(),
 			logLevelFlag("warn"),
 			logFormatFlag(),
-		},
+		}, etcdFlags()...),
 		BashComplete: completeScanArgs,
 		Action:       statusAction,
 	}
@@ -99,8 +99,13 @@ func statusAction(c *cli.Context) error {
 			return exitf(ExitInternal, "status: --lock-dir %s: %w", d, err)
 		}
 	}
+	eopts, closeEtcd, err := etcdOptions(c)
+	defer closeEtcd()
+	if err != nil {
+		return err
+	}
 	now := time.Now()
-	list, err := queryStatus(source, lockDir, scans, now, log)
+	list, err := queryStatus(source, lockDir, scans, now, log, eopts...)
 	if err != nil {
 		return err
 	}
@@ -117,6 +122,9 @@ func statusAction(c *cli.Context) error {
 		if s.LockError != "" {
 			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: warning: scan %s: %s\n", printable(s.ScanID), printable(s.LockError))
 		}
+		if s.ClusterError != "" {
+			fmt.Fprintf(c.App.ErrWriter, "scanlockfs: warning: scan %s: holders on other hosts unknown: %s\n", printable(s.ScanID), printable(s.ClusterError))
+		}
 	}
 	if c.Bool("json") {
 		return writeStatusJSON(c.App.Writer, source, lockDir, list, now)
@@ -128,22 +136,22 @@ func statusAction(c *cli.Context) error {
 // converts its answer as of now: a missing lock directory means nothing
 // is locked (and is not created), and the manager neither purges nor
 // writes .info files.
-func queryStatus(source, lockDir string, scans []string, now time.Time, log logrus.FieldLogger) ([]scanstatus.Scan, error) {
+func queryStatus(source, lockDir string, scans []string, now time.Time, log logrus.FieldLogger, eopts ...lockmgr.Option) ([]scanstatus.Scan, error) {
 	st, err := os.Stat(lockDir)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist) && len(eopts) == 0:
 		var list []scanstatus.Scan
 		for _, id := range scans {
 			list = append(list, scanstatus.Free(id))
 		}
 		return list, nil
-	case err != nil:
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return nil, exitf(ExitInternal, "status: lock directory %s: %w", lockDir, err)
-	case !st.IsDir():
+	case err == nil && !st.IsDir():
 		return nil, exitf(ExitInternal, "status: lock directory %s is not a directory (move it away, or give --lock-dir)", lockDir)
 	}
 	// Read-only: users who may only read SOURCE can ask too.
-	m, err := lockmgr.New(source, lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true), lockmgr.WithLogger(log))
+	m, err := lockmgr.New(source, append([]lockmgr.Option{lockmgr.WithLockDir(lockDir), lockmgr.WithReadOnly(true), lockmgr.WithLogger(log)}, eopts...)...)
 	if err != nil {
 		return nil, exitf(ExitInternal, "status: %w", err)
 	}
@@ -151,7 +159,7 @@ func queryStatus(source, lockDir string, scans []string, now time.Time, log logr
 	if len(scans) == 0 {
 		list, err := m.List()
 		if err != nil {
-			return nil, exitf(ExitInternal, "status: %w", err)
+			return nil, exitf(clusterExit(err, ExitInternal), "status: %w", err)
 		}
 		return scanstatus.ScansOf(list, now), nil
 	}
@@ -268,6 +276,9 @@ func holderSummary(ls *lockmgr.ScanStatus) string {
 			d = append(d, oneLine(n))
 		}
 		p := "pid " + strconv.Itoa(h.PID)
+		if h.Host != "" {
+			p += " on " + printable(h.Host)
+		}
 		if len(d) > 0 {
 			p += " (" + strings.Join(d, ", ") + ")"
 		}

@@ -17,7 +17,7 @@ func FromLockmgr(st *lockmgr.ScanStatus, now time.Time) Scan {
 	if st == nil {
 		return Free("")
 	}
-	s := Scan{ScanID: st.ScanID, State: st.State, InfoError: st.InfoError, LockError: st.LockError,
+	s := Scan{ScanID: st.ScanID, State: st.State, InfoError: st.InfoError, LockError: st.LockError, ClusterError: st.ClusterError,
 		Holders: make([]Holder, 0, len(st.Holders)), Waiters: make([]Waiter, 0, len(st.Waiters))}
 	if s.State == "" {
 		s.State = StateFree
@@ -45,7 +45,7 @@ func ScansOf(list []*lockmgr.ScanStatus, now time.Time) []Scan {
 }
 
 func entryOf(h lockmgr.Holder, now time.Time) Entry {
-	e := Entry{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser}
+	e := Entry{Mode: h.Mode.String(), PID: h.PID, Command: h.Command, User: h.User, ClaimedUser: h.ClaimedUser, Host: h.Hostname}
 	switch h.Where {
 	case lockmgr.WhereLocal:
 		e.Where, e.Path, e.Owner = WhereMount, h.Note, h.Owner

@@ -117,9 +117,9 @@ func TestRenderedDocumentsHaveEveryKey(t *testing.T) {
 	st := &lockmgr.ScanStatus{ScanID: "s", State: "shared",
 		Holders: []lockmgr.Holder{{Mode: lockmgr.Shared, PID: 1, Where: lockmgr.WhereProcess}},
 		Waiters: []lockmgr.Waiter{{Mode: lockmgr.Exclusive, PID: 2, Where: lockmgr.WhereLocal}}}
-	entry := []string{"mode", "pid", "command", "user", "claimed_user", "path", "path_hidden", "where", "host",
+	entry := []string{"mode", "pid", "command", "user", "claimed_user", "path", "path_hidden", "where", "hostname",
 		"since", "since_unix", "for_seconds", "owner", "note", "note_hidden"}
-	scan := []string{"scan_id", "state", "holders", "waiters", "info_error", "lock_error"}
+	scan := []string{"scan_id", "state", "holders", "waiters", "info_error", "lock_error", "cluster_error"}
 	checkScan := func(what string, m map[string]any) {
 		t.Helper()
 		wantKeys(t, what+" holder", m["holders"].([]any)[0].(map[string]any), append(entry, "held_for_seconds")...)

@@ -16,6 +16,9 @@ const (
 	// (plantdb, a lockmgr user, scanlockfs run, another mount's daemon),
 	// seen in /proc/locks.
 	WhereSource Where = "source"
+	// WhereCluster is a holder or waiter seen in etcd (--etcd), of
+	// another process, possibly on another host (Host).
+	WhereCluster Where = "cluster"
 )
 
 // The states of a scan.
@@ -78,11 +81,11 @@ type Entry struct {
 	Path string `json:"path"`
 	// PathHidden is true when the reader may not see Path (Redact).
 	PathHidden bool `json:"path_hidden"`
-	// Where is WhereMount or WhereSource.
+	// Where is WhereMount, WhereSource or WhereCluster.
 	Where Where `json:"where"`
-	// Host is the machine of a holder on another host (a cluster
-	// backend); "" for this machine, the only kind there is today.
-	Host string `json:"host"`
+	// Host is the host name of a WhereCluster holder or waiter; "" for
+	// the others (this machine).
+	Host string `json:"hostname"`
 	// Since is when the lock was granted (holders) or requested
 	// (waiters); nil when unknown (a process on SOURCE that wrote no
 	// .info file).
@@ -132,6 +135,9 @@ type Scan struct {
 	// lock file should be), naming the path and the fix; "" if nothing
 	// is wrong.
 	LockError string `json:"lock_error"`
+	// ClusterError says why the holders on other hosts are missing
+	// (--etcd, etcd unreachable); "" without --etcd or if they are known.
+	ClusterError string `json:"cluster_error"`
 }
 
 // Free is the state of scan id when nobody holds or waits for it.

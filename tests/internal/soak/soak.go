@@ -31,6 +31,9 @@ import (
 type Config struct {
 	Source string // the scan database
 	Mount  string // where it is mounted with scanlockfs
+	// Mounts, if set, are further mounts of Source (other "hosts"): the
+	// mount workers are spread over Mount and Mounts.
+	Mounts []string
 	Scans  []string
 
 	MountWorkers     int // processes using the mount
@@ -51,6 +54,10 @@ type Config struct {
 	PlantdbPeer string // internal/testpeer/plantdb_peer.py, for PlantdbPeers
 	LogDir      string // an existing directory for the logs
 	Stderr      io.Writer
+	// Also, if set, runs beside the workers until the deadline (more
+	// lock users, writing checker logs of their own in LogDir); the logs
+	// are checked once it has returned.
+	Also func(ctx context.Context, deadline time.Time) error
 }
 
 // Prepare creates the scans in source, each with a counter file at 0 and
@@ -90,13 +97,23 @@ func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Timeout+time.Minute)
 	defer cancel()
 	w := &workers{ctx: ctx, cfg: cfg}
+	mounts := append([]string{cfg.Mount}, cfg.Mounts...)
 	for i := range cfg.MountWorkers {
-		w.start(fmt.Sprintf("mount%d", i), w.args(i, "mount", cfg.Mount)...)
+		w.start(fmt.Sprintf("mount%d", i), w.args(i, "mount", mounts[i%len(mounts)])...)
 	}
 	for i := range cfg.DirectWorkers {
 		w.start(fmt.Sprintf("direct%d", i), append(w.args(i, "direct", cfg.Source), "-goroutines", strconv.Itoa(cfg.DirectGoroutines))...)
 	}
 	deadline := time.Now().Add(cfg.Duration)
+	if cfg.Also != nil {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			if err := cfg.Also(ctx, deadline); err != nil {
+				w.fail(err)
+			}
+		}()
+	}
 	for i := range cfg.PlantdbPeers + cfg.PlantdbMountPeers {
 		w.wg.Add(1)
 		go func() {
