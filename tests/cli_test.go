@@ -273,10 +273,10 @@ func TestStaleMountpointIsExplained(t *testing.T) {
 	}
 }
 
-// Clients' own flock(2) locks on files of the mount work between clients
-// of the mount (the kernel keeps them) and are not forwarded to the
-// backing files (documented).
-func TestClientFlocksAreKernelLocal(t *testing.T) {
+// Clients' own flock(2) locks on files of the mount are taken on the
+// daemon's descriptor of the backing file: they exclude other clients of
+// the mount and programs on SOURCE, and take no scan lock (documented).
+func TestClientFlocksReachSource(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA"))
 	held := filepath.Join(t.TempDir(), "held")
@@ -293,11 +293,17 @@ func TestClientFlocksAreKernelLocal(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if code, _, _ := runErr(t, "flock", "-n", "-x", d.path("scanA/files.json"), "true"); code != 1 {
-		t.Fatalf("second flock through the mount: exit %d, want 1 (busy)", code)
+	busy := func(what, path string) {
+		t.Helper()
+		if code, _, _ := runErr(t, "flock", "-n", "-x", path, "true"); code != 1 {
+			must(t, os.WriteFile(release, nil, 0o644))
+			t.Fatalf("flock %s while the mount's client holds it: exit %d, want 1 (busy)", what, code)
+		}
 	}
-	run(t, "flock", "-n", "-x", d.srcPath("scanA/files.json"), "true")
+	busy("through the mount", d.path("scanA/files.json"))
+	busy("on SOURCE", d.srcPath("scanA/files.json"))
 	must(t, os.WriteFile(release, nil, 0o644))
 	holder.wait(t)
 	run(t, "flock", "-n", "-x", d.path("scanA/files.json"), "true")
+	run(t, "flock", "-n", "-x", d.srcPath("scanA/files.json"), "true")
 }
