@@ -49,16 +49,21 @@ type flockBackend struct {
 
 	infoSweep infoSweeper
 
-	mu    sync.Mutex // guards files, idle, and every lockFile's users and elem
-	files map[string]*lockFile
-	idle  list.List // lock files nobody uses, still open; most recently used at the front
+	started   time.Time
+	foreignAt atomic.Int64 // when foreign use of any scan was last seen (UnixNano; see foreign.go)
+
+	mu         sync.Mutex // guards files, idle, raceLogged, and every lockFile's users and elem
+	files      map[string]*lockFile
+	idle       list.List       // lock files nobody uses, still open; most recently used at the front
+	raceLogged map[string]bool // scans whose plantdb race was logged (foreign.go)
 }
 
 var _ backend = (*flockBackend)(nil)
 
 func newFlockBackend(dir *lockDir, lockDirPath string, cfg config, log logrus.FieldLogger, pid int, host string, stats *counters, lost lostFunc) *flockBackend {
 	return &flockBackend{dir: dir, lockDir: lockDirPath, cfg: cfg, log: log, pid: pid, hostname: host,
-		stats: stats, lost: lost, closeCh: make(chan struct{}), files: make(map[string]*lockFile)}
+		stats: stats, lost: lost, closeCh: make(chan struct{}), files: make(map[string]*lockFile),
+		started: time.Now(), raceLogged: make(map[string]bool)}
 }
 
 // lockFile is the flock backend's state of one scan: its lock file, kept
@@ -74,8 +79,11 @@ type lockFile struct {
 
 	// fd and fid are only touched by the goroutine in lock or unlock (the
 	// scheduler lets one at a time in), or by b.mu holders while users is 0.
-	fd  int    // the lock file, or -1
-	fid fileID // identity of fd's file
+	fd       int    // the lock file, or -1
+	fid      fileID // identity of fd's file
+	kernelEx bool   // our flock on fd is LOCK_EX (also for a shared hold in foreign mode)
+
+	fs foreignState // foreign use of the scan (foreign.go)
 
 	gateMu sync.Mutex // guards gateFD; a leaf: nothing is locked while it is held
 	gateFD int        // S.gate, read-only, once seen while in use; -1 if not
@@ -215,6 +223,7 @@ func (f *lockFile) unlock() {
 	f.mu.Unlock()
 	if f.fd >= 0 {
 		f.checkStillNamed(held)
+		f.kernelEx = false
 		if err := unix.Flock(f.fd, unix.LOCK_UN); err != nil {
 			f.b.log.WithError(err).WithField("scan", f.id).Warn("unlocking scan lock file failed; closing it")
 			f.closeFile()
@@ -236,6 +245,9 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 			unix.Close(gate) // which drops its lock
 		}
 	}()
+	if cur == 0 && !req.try {
+		f.linger(ctx)
+	}
 	delay := backoffMin
 	var timer *time.Timer
 	for {
@@ -263,13 +275,28 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 			return 0, lockFileError(path, err)
 		}
 		if ok {
-			b.awaitPlantdbRelease(ctx, f, to)
-			same, err := f.stillNamed()
+			if b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
+				// A plantdb reader shares our flock: its release would
+				// unlink the file under us. Give it back and wait (in
+				// LOCK_EX now: foreign use is known).
+				f.dropFlock()
+				cur = 0
+				continue
+			}
+			var st unix.Stat_t
+			same, err := f.stillNamedStat(&st)
 			if err != nil {
 				f.closeFile()
 				return 0, lockFileError(path, err)
 			}
 			if same {
+				f.noteGrant(&st)
+				if f.needOrphanCheck() {
+					if err := f.awaitOrphans(ctx, to, req.try); err != nil {
+						f.dropFlock()
+						return 0, err
+					}
+				}
 				return to, nil
 			}
 			// Somebody unlinked or replaced the lock file between our open
@@ -309,11 +336,33 @@ func (f *lockFile) try(cur, to Mode) (ok bool, held Mode, err error) {
 	case to == Shared:
 		ok, err = f.tryShared()
 		return ok, cur, err
+	case cur == Shared && f.kernelEx:
+		return true, cur, nil // a shared hold taken with LOCK_EX (foreign mode)
 	case cur == Shared:
 		return f.tryUpgrade()
 	}
 	ok, err = flockNB(f.fd, unix.LOCK_EX)
+	if ok {
+		f.kernelEx = true
+	}
 	return ok, cur, err
+}
+
+// kernelMode is the mode of our flock on the lock file.
+func (f *lockFile) kernelMode() Mode {
+	if f.kernelEx {
+		return Exclusive
+	}
+	return Shared
+}
+
+// dropFlock gives back a flock just taken; closing the file instead is
+// the fallback.
+func (f *lockFile) dropFlock() {
+	f.kernelEx = false
+	if err := unix.Flock(f.fd, unix.LOCK_UN); err != nil {
+		f.closeFile()
+	}
 }
 
 // openLockFile opens (creating it if needed) the lock file of s: only a
@@ -336,6 +385,7 @@ func (f *lockFile) openLockFile() error {
 	}
 	b.fixMode(fd, &st)
 	f.fd, f.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
+	f.noteOpened(f.fid)
 	return nil
 }
 
@@ -362,7 +412,7 @@ func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) {
 func (f *lockFile) closeFile() {
 	if f.fd >= 0 {
 		unix.Close(f.fd)
-		f.fd, f.fid = -1, fileID{}
+		f.fd, f.fid, f.kernelEx = -1, fileID{}, false
 	}
 	f.closeGate()
 }
@@ -402,7 +452,12 @@ func flockNB(fd, how int) (bool, error) {
 // in the new one. A symbolic link is never the same file.
 func (f *lockFile) stillNamed() (bool, error) {
 	var st unix.Stat_t
-	if err := unix.Lstat(f.lockPath, &st); err != nil {
+	return f.stillNamedStat(&st)
+}
+
+// stillNamedStat is stillNamed, leaving the path's status in st.
+func (f *lockFile) stillNamedStat(st *unix.Stat_t) (bool, error) {
+	if err := unix.Lstat(f.lockPath, st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return false, nil
 		}
@@ -416,7 +471,12 @@ func (f *lockFile) stillNamed() (bool, error) {
 // name meanwhile, and exclusion was not guaranteed. Only a process outside
 // this protocol (plantdb's release, plantdb's stale clean-up) does that.
 func (f *lockFile) checkStillNamed(held Mode) {
-	if same, err := f.stillNamed(); err == nil && !same {
+	var st unix.Stat_t
+	same, err := f.stillNamedStat(&st)
+	if err == nil && same {
+		f.noteForeignAttempt(&st)
+	}
+	if err == nil && !same {
 		f.b.lost(f.id, held, "the lock file was removed or replaced while this process held it (a plantdb process unlinks it when it releases); "+
 			"another process may have locked the scan at the same time")
 	}
@@ -426,9 +486,16 @@ func (f *lockFile) checkStillNamed(held Mode) {
 // ours waits for it (it holds the gate): then readers hold back so that
 // writers are not starved.
 func (f *lockFile) tryShared() (bool, error) {
-	if f.writerWaiting() {
+	if f.gateSet() {
 		return false, nil
 	}
+	if f.foreignKnown() {
+		// See foreign.go: no plantdb reader may share our flock.
+		ok, err := flockNB(f.fd, unix.LOCK_EX)
+		f.kernelEx = ok
+		return ok, err
+	}
+	f.kernelEx = false
 	return flockNB(f.fd, unix.LOCK_SH)
 }
 
@@ -441,13 +508,20 @@ func (f *lockFile) tryShared() (bool, error) {
 // with fcntl locks (NFS), an fcntl lock on S.lock would conflict with the
 // writers' own flock.
 
-// writerWaiting reports whether a writer of another process of ours (or
+// writerWaiting implements backendScan: a writer of another process of
+// ours waits (the gate), or a new reader must not join this process's
+// hold because of a foreign process (see joinable in foreign.go).
+func (f *lockFile) writerWaiting() bool {
+	return f.gateSet() || !f.joinable()
+}
+
+// gateSet reports whether a writer of another process of ours (or
 // of this one) holds the gate of the scan. Errors only cost fairness,
 // never correctness. It is on the path of every shared acquisition: the
 // gate is looked for with a stat (a failed open costs more), and once it
 // exists it stays open while the scan is in use, so that the test is one
 // fcntl.
-func (f *lockFile) writerWaiting() bool {
+func (f *lockFile) gateSet() bool {
 	f.gateMu.Lock()
 	defer f.gateMu.Unlock()
 	if f.gateFD < 0 {
@@ -497,6 +571,7 @@ func (f *lockFile) tryUpgrade() (bool, Mode, error) {
 	}
 	ok, err := flockNB(f.fd, unix.LOCK_EX)
 	if ok || err != nil {
+		f.kernelEx = ok
 		return ok, Shared, err
 	}
 	// The shared lock is gone: take it again.
