@@ -291,6 +291,14 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 			}
 			if same {
 				f.noteGrant(&st)
+				if !f.kernelEx && f.foreignKnown() {
+					// Foreign use just became known: our shared flock
+					// could be shared with a plantdb reader. Take it again
+					// with LOCK_EX.
+					f.dropFlock()
+					cur = 0
+					continue
+				}
 				if f.needOrphanCheck() {
 					if err := f.awaitOrphans(ctx, to, req.try); err != nil {
 						f.dropFlock()
@@ -379,13 +387,14 @@ func (f *lockFile) openLockFile() error {
 	if err := b.dir.refresh(); err != nil {
 		return err
 	}
+	before := time.Now()
 	fd, st, err := b.dir.openFile(f.id+".lock", unix.O_RDWR, true, uint32(b.cfg.fileMode), true)
 	if err != nil {
 		return lockFileError(f.lockPath, err)
 	}
 	b.fixMode(fd, &st)
 	f.fd, f.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
-	f.noteOpened(f.fid)
+	f.noteOpened(f.fid, &st, before)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -51,6 +52,10 @@ const (
 	// foreignTTL is how long one sign of a foreign process keeps a scan
 	// in foreign mode.
 	foreignTTL = time.Minute
+	// foreignRecent: a lock file truncated this shortly before we open
+	// it is being tried by a plantdb process right now.
+	foreignRecent = 2 * time.Second
+	mtimeSlack    = 20 * time.Millisecond
 	// plantdbPoll is plantdb's sleep between two attempts.
 	plantdbPoll = 100 * time.Millisecond
 	// lingerMax bounds a linger, counted from the foreign attempt seen:
@@ -95,15 +100,25 @@ func (f *lockFile) markForeign(why string) {
 	}
 }
 
-// noteOpened runs when the lock file was opened: a file other than the
-// one we had means somebody removed or replaced ours.
-func (f *lockFile) noteOpened(id fileID) {
+// noteOpened runs when the lock file was opened (st is its status, the
+// open began at before): a file other than the one we had means somebody
+// removed or replaced ours; a modification time shortly before the open
+// (none of ours changes it after creating the file) is plantdb's
+// truncating open, an attempt of a plantdb process that is active now.
+func (f *lockFile) noteOpened(id fileID, st *unix.Stat_t, before time.Time) {
 	f.fs.mu.Lock()
 	replaced := !f.fs.lastID.zero() && f.fs.lastID != id
-	f.fs.lastID, f.fs.fresh, f.fs.grantMtime = id, true, 0
+	f.fs.lastID, f.fs.fresh, f.fs.grantMtime = id, true, st.Mtim.Nano()
 	f.fs.mu.Unlock()
-	if replaced {
+	m := time.Unix(0, st.Mtim.Nano())
+	// The kernel stamps files with a coarse clock: a file created by this
+	// very open may seem a few milliseconds older than before.
+	recent := m.Before(before.Add(-mtimeSlack)) && before.Sub(m) < foreignRecent
+	switch {
+	case replaced:
 		f.markForeign("the lock file was replaced")
+	case recent:
+		f.markForeign("the lock file was truncated just now (plantdb's open)")
 	}
 }
 
@@ -126,11 +141,17 @@ func (f *lockFile) needOrphanCheck() bool {
 }
 
 // noteGrant records the lock file's status found by the path check after
-// a grant.
+// a grant. A modification time changed since we last looked is a foreign
+// attempt while we did not hold the scan.
 func (f *lockFile) noteGrant(st *unix.Stat_t) {
+	m := st.Mtim.Nano()
 	f.fs.mu.Lock()
-	f.fs.grantMtime = st.Mtim.Nano()
+	changed := f.fs.grantMtime != 0 && f.fs.grantMtime != m
+	f.fs.grantMtime = m
 	f.fs.mu.Unlock()
+	if changed {
+		f.markForeign("a foreign process opened the lock file")
+	}
 }
 
 // noteForeignAttempt compares the lock file's status with the one at our
@@ -226,12 +247,18 @@ type orphanHolder struct {
 func (f *lockFile) awaitOrphans(ctx context.Context, mode Mode, try bool) error {
 	delay := lingerTick
 	for {
-		orphans, holders := f.findOrphans(mode)
+		orphans, holders := f.findOrphans()
 		if len(orphans) == 0 {
 			return nil
 		}
+		// Any orphan is plantdb racing itself; only a conflicting one is
+		// waited for.
 		f.markForeign("a process holds an orphaned lock file")
 		f.b.logRace(f.id, orphans, holders)
+		orphans = slices.DeleteFunc(orphans, func(o orphanHolder) bool { return mode == Shared && o.mode == Shared })
+		if len(orphans) == 0 {
+			return nil
+		}
 		if try {
 			return fmt.Errorf("%w: scan %s is held by process %d through a lock file that was unlinked", ErrWouldBlock, f.id, orphans[0].pid)
 		}
@@ -246,9 +273,9 @@ func (f *lockFile) awaitOrphans(ctx context.Context, mode Mode, try bool) error 
 }
 
 // findOrphans returns the processes other than this one that hold an
-// orphaned lock file of the scan in a mode conflicting with mode, and the
-// pids of the other holders of the current file.
-func (f *lockFile) findOrphans(mode Mode) (orphans []orphanHolder, holders []int) {
+// orphaned lock file of the scan, and the pids of the other holders of
+// the current file.
+func (f *lockFile) findOrphans() (orphans []orphanHolder, holders []int) {
 	locks, err := readProcLocks()
 	if err != nil {
 		return nil, nil
@@ -263,7 +290,7 @@ func (f *lockFile) findOrphans(mode Mode) (orphans []orphanHolder, holders []int
 			holders = append(holders, pl.pid)
 			continue
 		}
-		if pl.file.dev != f.fid.dev || (mode == Shared && pl.mode == Shared) || seen[pl.pid] {
+		if pl.file.dev != f.fid.dev || seen[pl.pid] {
 			continue
 		}
 		files, err := procfs.DeletedFiles(pl.pid, f.id+".lock")
