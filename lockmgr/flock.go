@@ -275,46 +275,14 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 			return 0, lockFileError(path, err)
 		}
 		if ok {
-			if b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
-				// A plantdb reader shares our flock: its release would
-				// unlink the file under us. Give it back and wait (in
-				// LOCK_EX now: foreign use is known).
-				f.dropFlock()
-				cur = 0
-				continue
-			}
-			var st unix.Stat_t
-			same, err := f.stillNamedStat(&st)
+			granted, err := f.confirm(ctx, req)
 			if err != nil {
-				f.closeFile()
-				return 0, lockFileError(path, err)
+				return 0, err
 			}
-			if same {
-				f.noteGrant(&st)
-				if !f.kernelEx && f.foreignKnown() {
-					// Foreign use just became known: our shared flock
-					// could be shared with a plantdb reader. Take it again
-					// with LOCK_EX.
-					f.dropFlock()
-					cur = 0
-					continue
-				}
-				if f.needOrphanCheck() {
-					if err := f.awaitOrphans(ctx, to, req.try); err != nil {
-						f.dropFlock()
-						return 0, err
-					}
-				}
+			if granted {
 				return to, nil
 			}
-			// Somebody unlinked or replaced the lock file between our open
-			// and our flock (or just after, see awaitPlantdbRelease): the
-			// lock we got protects nothing. Start over on whatever the path
-			// names now.
-			f.closeFile()
-			cur = 0
-			b.stats.replaced.Add(1)
-			b.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
+			cur = 0 // given back: start over
 			continue
 		}
 		if req.try {
@@ -335,6 +303,50 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 		}
 		delay = min(delay*2, backoffMax)
 	}
+}
+
+// confirm runs after a flock was taken for req: it reports whether the
+// grant stands, or whether the flock was given back or lost (the caller
+// starts over), or fails (no flock kept; the error says why).
+func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
+	b, path := f.b, f.lockPath
+	if b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
+		// A plantdb reader shares our flock: its release would unlink the
+		// file under us. Give it back and wait (in LOCK_EX now: foreign
+		// use is known).
+		f.dropFlock()
+		return false, nil
+	}
+	var st unix.Stat_t
+	same, err := f.stillNamedStat(&st)
+	if err != nil {
+		f.closeFile()
+		return false, lockFileError(path, err)
+	}
+	if !same {
+		// Somebody unlinked or replaced the lock file between our open
+		// and our flock (or just after, see awaitPlantdbRelease): the lock
+		// we got protects nothing. Start over on whatever the path names
+		// now.
+		f.closeFile()
+		b.stats.replaced.Add(1)
+		b.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
+		return false, nil
+	}
+	f.noteGrant(&st)
+	if !f.kernelEx && f.foreignKnown() {
+		// Foreign use just became known: our shared flock could be shared
+		// with a plantdb reader. Take it again with LOCK_EX.
+		f.dropFlock()
+		return false, nil
+	}
+	if f.needOrphanCheck() {
+		if err := f.awaitOrphans(ctx, req.to, req.try); err != nil {
+			f.dropFlock()
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // try makes one non-blocking attempt to go from cur to to. It returns

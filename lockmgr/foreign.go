@@ -42,7 +42,10 @@ import (
 // of the lock file after each grant and before each release (the path
 // checks) gives its inode and its modification time, which plantdb's
 // O_CREAT|O_WRONLY|O_TRUNC open sets on every attempt and ours never
-// change; the S.info that awaitPlantdbRelease reads names its writer. A
+// change (a lock file opened anew with a recent one costs a statx, to
+// tell a truncation from the file's creation); the S.info that
+// awaitPlantdbRelease reads names its writer. In foreign mode a reader
+// joining our hold costs an lstat, a grant the orphan check. A
 // process that sees none of them never reads /proc/locks on the way to a
 // grant, except at the first open of a scan's lock file in its first
 // minute or within a minute of a foreign sign on any scan (it cannot know
@@ -61,9 +64,9 @@ const (
 	// lingerMax bounds a linger, counted from the foreign attempt seen:
 	// the poller's next attempt is due plantdbPoll after it.
 	lingerMax = plantdbPoll + plantdbPoll/2
-	// lingerGrace is left to a poller between its open (seen by its
-	// modification time) and its flock.
-	lingerGrace = 2 * time.Millisecond
+	// lingerGrace bounds the time left to a poller between its open
+	// (seen by the modification time) and its flock (seen by its S.info).
+	lingerGrace = 20 * time.Millisecond
 	// lingerTick and orphanPollMax pace the waits of this file: they
 	// only run while a foreign process is known to be there.
 	lingerTick    = time.Millisecond
@@ -78,6 +81,20 @@ type foreignState struct {
 	fresh      bool       // the lock file was opened anew since the last orphan check
 	grantMtime int64      // the lock file's mtime (ns) when this process last got it; 0 if unknown
 	pollAt     int64      // mtime of a foreign attempt seen during our hold, awaiting a linger; 0 if none
+
+	// cleared lists the flocks of other processes found not to be on an
+	// orphaned lock file of the scan, for as long as /proc/locks shows
+	// them: a file that had another name, or still had its name, when it
+	// was looked at never becomes an orphan of the scan, so its holder's
+	// descriptors are not read again. Only the goroutine in lock touches
+	// it.
+	cleared map[heldFile]bool
+}
+
+// heldFile is one flock of /proc/locks: who holds which file.
+type heldFile struct {
+	pid  int
+	file fileID
 }
 
 // foreignKnown reports whether foreign use of the scan is known.
@@ -100,11 +117,12 @@ func (f *lockFile) markForeign(why string) {
 	}
 }
 
-// noteOpened runs when the lock file was opened (st is its status, the
-// open began at before): a file other than the one we had means somebody
-// removed or replaced ours; a modification time shortly before the open
-// (none of ours changes it after creating the file) is plantdb's
-// truncating open, an attempt of a plantdb process that is active now.
+// noteOpened runs when the lock file was opened (f.fd; st is its status,
+// the open began at before): a file other than the one we had means
+// somebody removed or replaced ours; a modification time shortly before
+// the open and later than the file's creation (none of ours changes it
+// after creating the file) is plantdb's truncating open, an attempt of a
+// plantdb process that is active now.
 func (f *lockFile) noteOpened(id fileID, st *unix.Stat_t, before time.Time) {
 	f.fs.mu.Lock()
 	replaced := !f.fs.lastID.zero() && f.fs.lastID != id
@@ -113,13 +131,23 @@ func (f *lockFile) noteOpened(id fileID, st *unix.Stat_t, before time.Time) {
 	m := time.Unix(0, st.Mtim.Nano())
 	// The kernel stamps files with a coarse clock: a file created by this
 	// very open may seem a few milliseconds older than before.
-	recent := m.Before(before.Add(-mtimeSlack)) && before.Sub(m) < foreignRecent
+	recent := m.Before(before.Add(-mtimeSlack)) && before.Sub(m) < foreignRecent && truncatedSinceCreated(f.fd, st)
 	switch {
 	case replaced:
 		f.markForeign("the lock file was replaced")
 	case recent:
 		f.markForeign("the lock file was truncated just now (plantdb's open)")
 	}
+}
+
+// truncatedSinceCreated reports whether the file fd was modified after it
+// was created; false where the file system keeps no creation time.
+func truncatedSinceCreated(fd int, st *unix.Stat_t) bool {
+	var stx unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &stx) != nil || stx.Mask&unix.STATX_BTIME == 0 {
+		return false
+	}
+	return st.Mtim.Nano() > stx.Btime.Sec*1e9+int64(stx.Btime.Nsec)
 }
 
 // needOrphanCheck reports whether a grant must look for orphaned lock
@@ -207,7 +235,7 @@ func (f *lockFile) linger(ctx context.Context) {
 	for time.Now().Before(deadline) {
 		var st unix.Stat_t
 		if unix.Lstat(f.lockPath, &st) != nil || st.Mtim.Nano() != at {
-			f.sleep(ctx, lingerGrace)
+			f.awaitForeignGrant(ctx, st.Mtim.Nano())
 			break
 		}
 		if !f.sleep(ctx, lingerTick) {
@@ -215,6 +243,24 @@ func (f *lockFile) linger(ctx context.Context) {
 		}
 	}
 	f.b.log.WithFields(logrus.Fields{"scan": f.id, "lingered": time.Since(start)}).Debug("left the scan free for a foreign poller")
+}
+
+// awaitForeignGrant runs once a foreign attempt opened the lock file
+// (at the modification time since): it waits, at most lingerGrace, until
+// the attempt holds the scan, which plantdb shows by writing S.info after
+// its flock. An attempt that failed (another process held the scan)
+// costs the whole grace.
+func (f *lockFile) awaitForeignGrant(ctx context.Context, since int64) {
+	end := time.Now().Add(lingerGrace)
+	for time.Now().Before(end) {
+		var st unix.Stat_t
+		if f.b.dir.lstat(f.id+".info", &st) == nil && st.Mtim.Nano() >= since {
+			return
+		}
+		if !f.sleep(ctx, lingerTick/4) {
+			return
+		}
+	}
 }
 
 // sleep waits d; false if ctx or the backend ended first.
@@ -282,6 +328,15 @@ func (f *lockFile) findOrphans() (orphans []orphanHolder, holders []int) {
 	}
 	var dirID *fileID
 	seen := map[int]bool{}
+	cleared := map[heldFile]bool{}
+	// A file still named S.lock could become an orphan later: the cache
+	// is only kept while the name is that of our file, which no entry
+	// of the cache is.
+	if same, err := f.stillNamed(); err == nil && same {
+		defer func() { f.fs.cleared = cleared }()
+	} else {
+		defer func() { f.fs.cleared = nil }()
+	}
 	for _, pl := range locks {
 		if pl.kind != "FLOCK" || pl.blocked || pl.pid == f.b.pid || pl.pid <= 0 {
 			continue
@@ -290,13 +345,19 @@ func (f *lockFile) findOrphans() (orphans []orphanHolder, holders []int) {
 			holders = append(holders, pl.pid)
 			continue
 		}
+		key := heldFile{pid: pl.pid, file: pl.file}
 		if pl.file.dev != f.fid.dev || seen[pl.pid] {
+			continue
+		}
+		if f.fs.cleared[key] {
+			cleared[key] = true
 			continue
 		}
 		files, err := procfs.DeletedFiles(pl.pid, f.id+".lock")
 		if err != nil {
 			continue
 		}
+		cleared[key] = true
 		for _, df := range files {
 			if (fileID{dev: df.Dev, ino: df.Ino}) != pl.file {
 				continue
@@ -311,6 +372,7 @@ func (f *lockFile) findOrphans() (orphans []orphanHolder, holders []int) {
 			var st unix.Stat_t
 			if unix.Stat(filepath.Dir(df.Path), &st) == nil && (fileID{dev: st.Dev, ino: st.Ino}) == *dirID {
 				seen[pl.pid] = true
+				delete(cleared, key)
 				orphans = append(orphans, orphanHolder{pid: pl.pid, mode: pl.mode})
 				break
 			}

@@ -2,9 +2,7 @@ package lockmgr
 
 import (
 	"context"
-	"errors"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // The plantdb peer (internal/testpeer/plantdb_peer.py) follows plantdb's
@@ -72,22 +71,7 @@ func TestOrphanedPlantdbReaderIsWaitedFor(t *testing.T) {
 	if exists(filepath.Join(root, ".locks", "s.lock")) {
 		t.Fatal("the peer's release left s.lock: it no longer follows plantdb")
 	}
-	w := goAcquire(t, m, context.Background(), "s", Exclusive, testOwner("w"))
-	waitFor(t, "the race logged", func() bool { return raceWarnings(hook, b.pid) > 0 })
-	pending(t, w, "our writer while a plantdb reader holds the orphaned lock file")
-	released := peerRelease(t, b)
-	r := get(t, w)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if r.at < released {
-		t.Fatalf("our writer was granted at %d, before the orphan's holder released at %d", r.at, released)
-	}
-	mustRelease(t, r.l)
-	if n := raceWarnings(hook, b.pid); n != 1 {
-		hook.dump(t)
-		t.Fatalf("%d warnings naming the orphan's holder %d, want 1", n, b.pid)
-	}
+	waitsForOrphan(t, m, hook, b, Exclusive)
 }
 
 // TestOrphanedPlantdbWriterIsWaitedFor: a plantdb writer takes the flock
@@ -112,22 +96,7 @@ func TestOrphanedPlantdbWriterIsWaitedFor(t *testing.T) {
 	if _, err := m.TryAcquire("s", Shared, testOwner("try")); !isWouldBlock(err) {
 		t.Fatalf("TryAcquire while a plantdb writer holds the orphaned lock file: %v, want ErrWouldBlock", err)
 	}
-	w := goAcquire(t, m, context.Background(), "s", Shared, testOwner("r"))
-	waitFor(t, "the race logged", func() bool { return raceWarnings(hook, b.pid) > 0 })
-	pending(t, w, "our reader while a plantdb writer holds the orphaned lock file")
-	released := peerRelease(t, b)
-	r := get(t, w)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if r.at < released {
-		t.Fatalf("our reader was granted at %d, before the orphan's holder released at %d", r.at, released)
-	}
-	mustRelease(t, r.l)
-	if n := raceWarnings(hook, b.pid); n != 1 {
-		hook.dump(t)
-		t.Fatalf("%d warnings naming the orphan's holder %d, want 1", n, b.pid)
-	}
+	waitsForOrphan(t, m, hook, b, Shared)
 }
 
 // TestOrphanWaitHonoursTimeout: waiting for an orphan's holder ends with
@@ -186,7 +155,7 @@ func TestPlantdbPollerGetsItsTurn(t *testing.T) {
 	m, _ := loggedManager(t, root)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan int, 3)
+	done := make(chan int, 3) // each writer's holds
 	for i := range 3 {
 		go func() {
 			n := 0
@@ -220,12 +189,31 @@ func TestPlantdbPollerGetsItsTurn(t *testing.T) {
 		p.recv()
 	}
 	cancel()
-	total := 0
-	for range 3 {
-		total += <-done
-	}
-	if total == 0 {
+	if <-done+<-done+<-done == 0 {
 		t.Fatal("our writers made no progress")
+	}
+}
+
+// waitsForOrphan checks that a request for scan s in mode waits while
+// the peer holder holds an orphaned lock file of it, is granted after its
+// release, and that the race was logged once, naming it.
+func waitsForOrphan(t *testing.T, m *Manager, hook *memHook, holder *proc, mode Mode) {
+	t.Helper()
+	w := goAcquire(t, m, context.Background(), "s", mode, testOwner("w"))
+	waitFor(t, "the race logged", func() bool { return raceWarnings(hook, holder.pid) > 0 })
+	pending(t, w, "our request while a plantdb process holds the orphaned lock file")
+	released := peerRelease(t, holder)
+	r := get(t, w)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.at < released {
+		t.Fatalf("our %v request was granted at %d, before the orphan's holder released at %d", mode, r.at, released)
+	}
+	mustRelease(t, r.l)
+	if n := raceWarnings(hook, holder.pid); n != 1 {
+		hook.dump(t)
+		t.Fatalf("%d warnings naming the orphan's holder %d, want 1", n, holder.pid)
 	}
 }
 
@@ -242,14 +230,14 @@ func raceWarnings(h *memHook, pid int) int {
 	return n
 }
 
-func isWouldBlock(err error) bool { return err != nil && errors.Is(err, ErrWouldBlock) }
+func isWouldBlock(err error) bool { return errKind(err) == "wouldblock" }
 
 // mtime returns the modification time of path in nanoseconds.
 func mtime(t *testing.T, path string) int64 {
 	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
 		t.Fatal(err)
 	}
-	return st.ModTime().UnixNano()
+	return st.Mtim.Nano()
 }

@@ -2,10 +2,8 @@ package procfs
 
 import (
 	"os"
-	"path/filepath"
+	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // An unlinked file held open is found by its former name with the
@@ -13,9 +11,9 @@ import (
 // deleted one of another name, are not.
 func TestDeletedFiles(t *testing.T) {
 	dir := t.TempDir()
-	gone := filepath.Join(dir, "s.lock")
-	kept := filepath.Join(dir, "t.lock")
-	other := filepath.Join(dir, "u.lock")
+	gone := dir + "/s.lock"
+	kept := dir + "/t.lock"
+	other := dir + "/u.lock"
 	open := func(p string) *os.File {
 		f, err := os.Create(p)
 		if err != nil {
@@ -27,8 +25,8 @@ func TestDeletedFiles(t *testing.T) {
 	g := open(gone)
 	open(kept)
 	open(other)
-	var st unix.Stat_t
-	if err := unix.Fstat(int(g.Fd()), &st); err != nil {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(g.Fd()), &st); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(gone); err != nil {
