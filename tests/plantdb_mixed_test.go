@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -68,14 +67,8 @@ func TestMixedLoadWithPlantdbNeverOverlapsOurHolders(t *testing.T) {
 // report of all holders and the one of the plantdb peers alone.
 func mixedRun(t *testing.T, cfg soak.Config) (all, plantdb *checker.Report) {
 	t.Helper()
-	initial := map[string]int{}
-	for _, s := range cfg.Scans {
-		b, err := os.ReadFile(filepath.Join(cfg.Source, s, "counter"))
-		must(t, err)
-		n, err := checker.ParseCounter(b)
-		must(t, err)
-		initial[s] = n
-	}
+	initial, err := soak.Initial(cfg.Source, cfg.Scans)
+	must(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+cfg.Timeout+time.Minute)
 	defer cancel()
 	deadline := time.Now().Add(cfg.Duration)
@@ -128,17 +121,7 @@ func mixedRun(t *testing.T, cfg soak.Config) (all, plantdb *checker.Report) {
 			theirs = append(theirs, evs...)
 		}
 	}
-	counters := map[string]checker.Counter{}
-	for _, s := range cfg.Scans {
-		c := checker.Counter{Initial: initial[s]}
-		b, err := os.ReadFile(filepath.Join(cfg.Source, s, "counter"))
-		if err == nil {
-			c.Final, err = checker.ParseCounter(b)
-		}
-		c.FinalErr = err
-		counters[s] = c
-	}
-	return checker.Check(events, counters), checker.Check(theirs, nil)
+	return checker.Check(events, soak.Counters(cfg.Source, cfg.Scans, initial)), checker.Check(theirs, nil)
 }
 
 // plantdbLoop runs plantdb-protocol peers on scan until the deadline and
