@@ -312,6 +312,7 @@ func (b *bench) runWorkloads(ctx context.Context) error {
 		{7, func(ctx context.Context, _ []*target) error { return b.workloadLocks(ctx) }},
 		{8, b.workloadWake},
 		{9, func(ctx context.Context, _ []*target) error { return b.workloadMemory(ctx) }},
+		{10, b.workloadPlantdb},
 	}
 	for _, s := range steps {
 		if !b.sel[s.n] {

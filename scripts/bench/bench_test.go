@@ -75,6 +75,13 @@ func TestSmoke(t *testing.T) {
 		want[id] = []string{vNative, vLoopback, vScanlockfs}
 	}
 	want["8"] = []string{vScanlockfs}
+	want["10a"] = []string{vScanlockfs}
+	want["10b"] = []string{vScanlockfs}
+	if python {
+		for _, id := range []string{"10c", "10d", "10e"} {
+			want[id] = []string{vScanlockfs}
+		}
+	}
 	want["9a"] = []string{vLoopback, vScanlockfs}
 	want["9b"] = []string{vLoopback, vScanlockfs}
 	want["9c"] = []string{vLoopback, vScanlockfs} // tiny: within any file limit
