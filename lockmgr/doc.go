@@ -187,7 +187,9 @@
 //     process saw any sign of plantdb on the scan: when it releases, it
 //     unlinks the file, and a writer then gets a new file while ours still
 //     reads (a reader of ours counts it in Stats.LostLockFiles);
-//   - a plantdb process stopped for longer than a second in its release.
+//   - a plantdb process stopped for longer than a second in its release;
+//   - a plantdb release whose S.info another plantdb release removed,
+//     by a process never seen holding an orphan (see below).
 //
 // plantdb also races itself: its release unlinks a file another plantdb
 // process may still hold (an orphan). Where plantdb is known to be active

@@ -341,9 +341,15 @@ func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 		return false, nil
 	}
 	if f.needOrphanCheck() {
-		if err := f.awaitOrphans(ctx, req.to, req.try); err != nil {
+		released, err := f.awaitOrphans(ctx, req.to, req.try)
+		if err != nil {
 			f.dropFlock()
 			return false, err
+		}
+		if len(released) > 0 && !f.keepsName(ctx, released) {
+			f.closeFile() // unlinked by the orphan's holder's release
+			b.stats.replaced.Add(1)
+			return false, nil
 		}
 	}
 	return true, nil

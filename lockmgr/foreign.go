@@ -89,6 +89,9 @@ type foreignState struct {
 	// descriptors are not read again. Only the goroutine in lock touches
 	// it.
 	cleared map[heldFile]bool
+	// orphanPIDs are the holders of orphaned lock files seen and not yet
+	// seen letting go (only the goroutine in lock touches it).
+	orphanPIDs map[int]bool
 }
 
 // heldFile is one flock of /proc/locks: who holds which file.
@@ -289,32 +292,65 @@ type orphanHolder struct {
 // in a mode that conflicts with mode, it waits, keeping the flock, until
 // that holder is gone or ctx ends (with try it does not wait). /proc
 // that cannot be read (another user's process without privilege) hides
-// a holder: then it does not wait.
-func (f *lockFile) awaitOrphans(ctx context.Context, mode Mode, try bool) error {
+// a holder: then it does not wait. It returns the holders seen (now or
+// by an earlier check) that let go of their orphan since: each is in its
+// release, about to unlink S.lock.
+func (f *lockFile) awaitOrphans(ctx context.Context, mode Mode, try bool) ([]int, error) {
 	delay := lingerTick
 	for {
 		orphans, holders := f.findOrphans()
+		var released []int
+		for pid := range f.fs.orphanPIDs {
+			if !slices.ContainsFunc(orphans, func(o orphanHolder) bool { return o.pid == pid }) {
+				released = append(released, pid)
+				delete(f.fs.orphanPIDs, pid)
+			}
+		}
 		if len(orphans) == 0 {
-			return nil
+			return released, nil
 		}
 		// Any orphan is plantdb racing itself; only a conflicting one is
 		// waited for.
 		f.markForeign("a process holds an orphaned lock file")
 		f.b.logRace(f.id, orphans, holders)
+		if f.fs.orphanPIDs == nil {
+			f.fs.orphanPIDs = map[int]bool{}
+		}
+		for _, o := range orphans {
+			f.fs.orphanPIDs[o.pid] = true
+		}
 		orphans = slices.DeleteFunc(orphans, func(o orphanHolder) bool { return mode == Shared && o.mode == Shared })
 		if len(orphans) == 0 {
-			return nil
+			return released, nil
 		}
 		if try {
-			return fmt.Errorf("%w: scan %s is held by process %d through a lock file that was unlinked", ErrWouldBlock, f.id, orphans[0].pid)
+			return nil, fmt.Errorf("%w: scan %s is held by process %d through a lock file that was unlinked", ErrWouldBlock, f.id, orphans[0].pid)
 		}
 		if !f.sleep(ctx, delay) {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
-			return ErrClosed
+			return nil, ErrClosed
 		}
 		delay = min(delay*2, orphanPollMax)
+	}
+}
+
+// keepsName runs after holders of orphaned lock files (pids) let go:
+// plantdb's release goes on with unlink(S.lock), which then names the
+// file we kept our place with. It waits until that happened (false: our
+// file lost its name, start over) or the holders are gone, at most
+// plantdbReleaseWait (true: still ours).
+func (f *lockFile) keepsName(ctx context.Context, pids []int) bool {
+	deadline := time.Now().Add(plantdbReleaseWait)
+	for {
+		if same, err := f.stillNamed(); err == nil && !same {
+			return false
+		}
+		if !slices.ContainsFunc(pids, processAlive) || !time.Now().Before(deadline) || !f.sleep(ctx, lingerTick) {
+			same, err := f.stillNamed()
+			return err != nil || same
+		}
 	}
 }
 

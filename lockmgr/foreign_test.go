@@ -3,6 +3,7 @@ package lockmgr
 import (
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -209,6 +210,13 @@ func waitsForOrphan(t *testing.T, m *Manager, hook *memHook, holder *proc, mode 
 	}
 	if r.at < released {
 		t.Fatalf("our %v request was granted at %d, before the orphan's holder released at %d", mode, r.at, released)
+	}
+	// The holder's release unlinked whatever s.lock named, which may be
+	// the file we kept our place with: our grant must be on a file that
+	// still has the name, or the next plantdb process overlaps us.
+	lock := filepath.Join(m.lockDir, "s.lock")
+	if !exists(lock) || flockHolders(t, lock)[os.Getpid()] < mode {
+		t.Fatalf("granted %v on a lock file that lost its name when the orphan's holder released", mode)
 	}
 	mustRelease(t, r.l)
 	if n := raceWarnings(hook, holder.pid); n != 1 {
