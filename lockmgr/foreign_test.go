@@ -3,7 +3,6 @@ package lockmgr
 import (
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -215,7 +214,7 @@ func waitsForOrphan(t *testing.T, m *Manager, hook *memHook, holder *proc, mode 
 	// the file we kept our place with: our grant must be on a file that
 	// still has the name, or the next plantdb process overlaps us.
 	lock := filepath.Join(m.lockDir, "s.lock")
-	if !exists(lock) || flockHolders(t, lock)[os.Getpid()] < mode {
+	if !exists(lock) || flockHolders(t, lock)[unix.Getpid()] < mode {
 		t.Fatalf("granted %v on a lock file that lost its name when the orphan's holder released", mode)
 	}
 	mustRelease(t, r.l)
