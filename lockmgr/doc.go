@@ -5,8 +5,9 @@
 // # Protocol
 //
 // Scan S of the database ROOT is the directory ROOT/S. Its lock is the
-// file ROOT/.locks/S.lock, locked with flock(2): LOCK_SH for Shared,
-// LOCK_EX for Exclusive. plantdb's ScanLockManager locks the very same
+// file ROOT/.locks/S.lock, locked with flock(2): LOCK_SH for Shared
+// (LOCK_EX while plantdb is active on the scan, see below), LOCK_EX for
+// Exclusive. plantdb's ScanLockManager locks the very same
 // file the same way, so Go and Python holders exclude each other.
 // ROOT/.locks/S.info holds JSON metadata (plantdb's fields scan_id,
 // lock_type, user, timestamp, pid, thread_id, plus ours: owner,
@@ -192,11 +193,21 @@
 //
 //   - plantdb's stale clean-up (it writes no S.info) racing one of our
 //     acquisitions;
-//   - readers sharing a file with a plantdb reader: when the plantdb reader
-//     releases, it unlinks the file, and a writer then gets a new file while
-//     the others still read (plantdb readers among themselves suffer the
-//     same; a reader of ours counts it in Stats.LostLockFiles);
-//   - a plantdb process stopped for longer than a second in its release.
+//   - a plantdb reader joining a shared flock of ours taken before this
+//     process saw any sign of plantdb on the scan: when it releases, it
+//     unlinks the file, and a writer then gets a new file while ours still
+//     reads (a reader of ours counts it in Stats.LostLockFiles);
+//   - a plantdb process stopped for longer than a second in its release;
+//   - a plantdb release whose S.info another plantdb release removed,
+//     by a process never seen holding an orphan (see below).
+//
+// plantdb also races itself: its release unlinks a file another plantdb
+// process may still hold (an orphan). Where plantdb is known to be active
+// on a scan, or cannot be ruled out, a grant waits for the holder of an
+// orphaned S.lock in a conflicting mode (found in /proc/locks and
+// /proc/PID/fd), shared requests take LOCK_EX so that no plantdb reader
+// shares our flock, and a hand-over leaves the scan free for plantdb's
+// next attempt once plantdb was seen trying: see foreign.go.
 //
 // Our release checks that the path still names our file; if not, it logs
 // a warning and counts it in Stats.LostLockFiles, because exclusion may

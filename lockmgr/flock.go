@@ -49,16 +49,21 @@ type flockBackend struct {
 
 	infoSweep infoSweeper
 
-	mu    sync.Mutex // guards files, idle, and every lockFile's users and elem
-	files map[string]*lockFile
-	idle  list.List // lock files nobody uses, still open; most recently used at the front
+	started   time.Time
+	foreignAt atomic.Int64 // when foreign use of any scan was last seen (UnixNano; see foreign.go)
+
+	mu         sync.Mutex // guards files, idle, raceLogged, and every lockFile's users and elem
+	files      map[string]*lockFile
+	idle       list.List       // lock files nobody uses, still open; most recently used at the front
+	raceLogged map[string]bool // scans whose plantdb race was logged (foreign.go)
 }
 
 var _ backend = (*flockBackend)(nil)
 
 func newFlockBackend(dir *lockDir, lockDirPath string, cfg config, log logrus.FieldLogger, pid int, host string, stats *counters, lost lostFunc) *flockBackend {
 	return &flockBackend{dir: dir, lockDir: lockDirPath, cfg: cfg, log: log, pid: pid, hostname: host,
-		stats: stats, lost: lost, closeCh: make(chan struct{}), files: make(map[string]*lockFile)}
+		stats: stats, lost: lost, closeCh: make(chan struct{}), files: make(map[string]*lockFile),
+		started: time.Now(), raceLogged: make(map[string]bool)}
 }
 
 // lockFile is the flock backend's state of one scan: its lock file, kept
@@ -74,8 +79,11 @@ type lockFile struct {
 
 	// fd and fid are only touched by the goroutine in lock or unlock (the
 	// scheduler lets one at a time in), or by b.mu holders while users is 0.
-	fd  int    // the lock file, or -1
-	fid fileID // identity of fd's file
+	fd       int    // the lock file, or -1
+	fid      fileID // identity of fd's file
+	kernelEx bool   // our flock on fd is LOCK_EX (also for a shared hold in foreign mode)
+
+	fs foreignState // foreign use of the scan (foreign.go)
 
 	gateMu sync.Mutex // guards gateFD; a leaf: nothing is locked while it is held
 	gateFD int        // S.gate, read-only, once seen while in use; -1 if not
@@ -217,6 +225,7 @@ func (f *lockFile) unlock() {
 	f.mu.Unlock()
 	if f.fd >= 0 {
 		f.checkStillNamed(held)
+		f.kernelEx = false
 		if err := unix.Flock(f.fd, unix.LOCK_UN); err != nil {
 			f.b.log.WithError(err).WithField("scan", f.id).Warn("unlocking scan lock file failed; closing it")
 			f.closeFile()
@@ -238,6 +247,9 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 			unix.Close(gate) // which drops its lock
 		}
 	}()
+	if cur == 0 && !req.try {
+		f.linger(ctx)
+	}
 	delay := backoffMin
 	var timer *time.Timer
 	recorded := false // a waiting record is set for this request
@@ -271,23 +283,14 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 			return 0, lockFileError(path, err)
 		}
 		if ok {
-			b.awaitPlantdbRelease(ctx, f, to)
-			same, err := f.stillNamed()
+			granted, err := f.confirm(ctx, req)
 			if err != nil {
-				f.closeFile()
-				return 0, lockFileError(path, err)
+				return 0, err
 			}
-			if same {
+			if granted {
 				return to, nil
 			}
-			// Somebody unlinked or replaced the lock file between our open
-			// and our flock (or just after, see awaitPlantdbRelease): the
-			// lock we got protects nothing. Start over on whatever the path
-			// names now.
-			f.closeFile()
-			cur = 0
-			b.stats.replaced.Add(1)
-			b.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
+			cur = 0 // given back: start over
 			continue
 		}
 		if req.try {
@@ -310,6 +313,56 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 	}
 }
 
+// confirm runs after a flock was taken for req: it reports whether the
+// grant stands, or whether the flock was given back or lost (the caller
+// starts over), or fails (no flock kept; the error says why).
+func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
+	b, path := f.b, f.lockPath
+	if b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
+		// A plantdb reader shares our flock: its release would unlink the
+		// file under us. Give it back and wait (in LOCK_EX now: foreign
+		// use is known).
+		f.dropFlock()
+		return false, nil
+	}
+	var st unix.Stat_t
+	same, err := f.stillNamedStat(&st)
+	if err != nil {
+		f.closeFile()
+		return false, lockFileError(path, err)
+	}
+	if !same {
+		// Somebody unlinked or replaced the lock file between our open
+		// and our flock (or just after, see awaitPlantdbRelease): the lock
+		// we got protects nothing. Start over on whatever the path names
+		// now.
+		f.closeFile()
+		b.stats.replaced.Add(1)
+		b.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
+		return false, nil
+	}
+	f.noteGrant(&st)
+	if !f.kernelEx && f.foreignKnown() {
+		// Foreign use just became known: our shared flock could be shared
+		// with a plantdb reader. Take it again with LOCK_EX.
+		f.dropFlock()
+		return false, nil
+	}
+	if f.needOrphanCheck() {
+		released, err := f.awaitOrphans(ctx, req.to, req.try)
+		if err != nil {
+			f.dropFlock()
+			return false, err
+		}
+		if len(released) > 0 && !f.keepsName(ctx, released) {
+			f.closeFile() // unlinked by the orphan's holder's release
+			b.stats.replaced.Add(1)
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // try makes one non-blocking attempt to go from cur to to. It returns
 // the mode held afterwards (cur unless an upgrade lost it). A loan's
 // shared hold does not hold back for a waiting writer (see holdRequest).
@@ -321,11 +374,33 @@ func (f *lockFile) try(cur, to Mode, loan bool) (ok bool, held Mode, err error) 
 	case to == Shared:
 		ok, err = f.tryShared()
 		return ok, cur, err
+	case cur == Shared && f.kernelEx:
+		return true, cur, nil // a shared hold taken with LOCK_EX (foreign mode)
 	case cur == Shared:
 		return f.tryUpgrade()
 	}
 	ok, err = flockNB(f.fd, unix.LOCK_EX)
+	if ok {
+		f.kernelEx = true
+	}
 	return ok, cur, err
+}
+
+// kernelMode is the mode of our flock on the lock file.
+func (f *lockFile) kernelMode() Mode {
+	if f.kernelEx {
+		return Exclusive
+	}
+	return Shared
+}
+
+// dropFlock gives back a flock just taken; closing the file instead is
+// the fallback.
+func (f *lockFile) dropFlock() {
+	f.kernelEx = false
+	if err := unix.Flock(f.fd, unix.LOCK_UN); err != nil {
+		f.closeFile()
+	}
 }
 
 // openLockFile opens (creating it if needed) the lock file of s: only a
@@ -342,12 +417,14 @@ func (f *lockFile) openLockFile() error {
 	if err := b.dir.refresh(); err != nil {
 		return err
 	}
+	before := time.Now()
 	fd, st, err := b.dir.openFile(f.id+".lock", unix.O_RDWR, true, uint32(b.cfg.fileMode), true)
 	if err != nil {
 		return lockFileError(f.lockPath, err)
 	}
 	b.fixMode(fd, &st)
 	f.fd, f.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
+	f.noteOpened(f.fid, &st, before)
 	return nil
 }
 
@@ -374,7 +451,7 @@ func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) {
 func (f *lockFile) closeFile() {
 	if f.fd >= 0 {
 		unix.Close(f.fd)
-		f.fd, f.fid = -1, fileID{}
+		f.fd, f.fid, f.kernelEx = -1, fileID{}, false
 	}
 	f.closeGate()
 }
@@ -414,7 +491,12 @@ func flockNB(fd, how int) (bool, error) {
 // in the new one. A symbolic link is never the same file.
 func (f *lockFile) stillNamed() (bool, error) {
 	var st unix.Stat_t
-	if err := unix.Lstat(f.lockPath, &st); err != nil {
+	return f.stillNamedStat(&st)
+}
+
+// stillNamedStat is stillNamed, leaving the path's status in st.
+func (f *lockFile) stillNamedStat(st *unix.Stat_t) (bool, error) {
+	if err := unix.Lstat(f.lockPath, st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return false, nil
 		}
@@ -428,7 +510,12 @@ func (f *lockFile) stillNamed() (bool, error) {
 // name meanwhile, and exclusion was not guaranteed. Only a process outside
 // this protocol (plantdb's release, plantdb's stale clean-up) does that.
 func (f *lockFile) checkStillNamed(held Mode) {
-	if same, err := f.stillNamed(); err == nil && !same {
+	var st unix.Stat_t
+	same, err := f.stillNamedStat(&st)
+	if err == nil && same {
+		f.noteForeignAttempt(&st)
+	}
+	if err == nil && !same {
 		f.b.lost(f.id, held, "the lock file was removed or replaced while this process held it (a plantdb process unlinks it when it releases); "+
 			"another process may have locked the scan at the same time")
 	}
@@ -438,9 +525,16 @@ func (f *lockFile) checkStillNamed(held Mode) {
 // ours waits for it (it holds the gate): then readers hold back so that
 // writers are not starved.
 func (f *lockFile) tryShared() (bool, error) {
-	if f.writerWaiting() {
+	if f.gateSet() {
 		return false, nil
 	}
+	if f.foreignKnown() {
+		// See foreign.go: no plantdb reader may share our flock.
+		ok, err := flockNB(f.fd, unix.LOCK_EX)
+		f.kernelEx = ok
+		return ok, err
+	}
+	f.kernelEx = false
 	return flockNB(f.fd, unix.LOCK_SH)
 }
 
@@ -453,13 +547,20 @@ func (f *lockFile) tryShared() (bool, error) {
 // with fcntl locks (NFS), an fcntl lock on S.lock would conflict with the
 // writers' own flock.
 
-// writerWaiting reports whether a writer of another process of ours (or
+// writerWaiting implements backendScan: a writer of another process of
+// ours waits (the gate), or a new reader must not join this process's
+// hold because of a foreign process (see joinable in foreign.go).
+func (f *lockFile) writerWaiting() bool {
+	return f.gateSet() || !f.joinable()
+}
+
+// gateSet reports whether a writer of another process of ours (or
 // of this one) holds the gate of the scan. Errors only cost fairness,
 // never correctness. It is on the path of every shared acquisition: the
 // gate is looked for with a stat (a failed open costs more), and once it
 // exists it stays open while the scan is in use, so that the test is one
 // fcntl.
-func (f *lockFile) writerWaiting() bool {
+func (f *lockFile) gateSet() bool {
 	f.gateMu.Lock()
 	defer f.gateMu.Unlock()
 	if f.gateFD < 0 {
@@ -509,6 +610,7 @@ func (f *lockFile) tryUpgrade() (bool, Mode, error) {
 	}
 	ok, err := flockNB(f.fd, unix.LOCK_EX)
 	if ok || err != nil {
+		f.kernelEx = ok
 		return ok, Shared, err
 	}
 	// The shared lock is gone: take it again.

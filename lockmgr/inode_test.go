@@ -122,7 +122,9 @@ func TestPlantdbReleaseWindow(t *testing.T) {
 			}
 			defer r.l.Release()
 			<-peer.done // the peer has unlinked the lock file it held
-			if got := flockHolders(t, path); got[os.Getpid()] != mode {
+			// A shared request may hold it exclusively: plantdb was seen
+			// on the scan (foreign.go).
+			if got := flockHolders(t, path); got[os.Getpid()] < mode {
 				t.Fatalf("after the peer's release the lock file is held by %v, not by us", got)
 			}
 			// So a second plantdb process is excluded (shared readers may

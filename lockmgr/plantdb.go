@@ -27,16 +27,19 @@ const plantdbReleaseWait = time.Second
 // the path check: if S.info was written by a live process that is not a
 // scanlockfs process and holds no flock on our file, wait (bounded) until
 // S.info goes away or changes, which plantdb does right after the unlink.
-// It reports whether it waited.
-func (b *flockBackend) awaitPlantdbRelease(ctx context.Context, f *lockFile, mode Mode) bool {
+// It reports whether, instead, S.info names a live plantdb reader that
+// shares our flock (mode is the mode of our flock): its release would
+// unlink the file under us (see foreign.go).
+func (b *flockBackend) awaitPlantdbRelease(ctx context.Context, f *lockFile, mode Mode) (foreignReader bool) {
 	name := f.id + ".info"
 	var st unix.Stat_t
 	if b.dir.lstat(name, &st) != nil {
 		return false // the common case: no .info
 	}
 	first := fileID{dev: st.Dev, ino: st.Ino}
-	if !b.plantdbReleasing(name, f.fid, mode) {
-		return false
+	releasing, sharing := b.plantdbReleasing(f, name, mode)
+	if !releasing {
+		return sharing
 	}
 	b.log.WithField("scan", f.id).Debug("a plantdb process is releasing the scan; waiting for it to unlink the lock file")
 	deadline := time.Now().Add(plantdbReleaseWait)
@@ -52,22 +55,23 @@ func (b *flockBackend) awaitPlantdbRelease(ctx context.Context, f *lockFile, mod
 		if b.dir.lstat(name, &st) != nil || (fileID{dev: st.Dev, ino: st.Ino}) != first {
 			break
 		}
-		if !b.plantdbReleasing(name, f.fid, mode) {
+		if releasing, _ := b.plantdbReleasing(f, name, mode); !releasing {
 			break
 		}
 		delay = min(delay*2, backoffMax)
 	}
-	return true
+	return false
 }
 
 // plantdbReleasing reads the .info file name and reports whether its
-// writer looks like a plantdb process between its unlock and its unlink.
-// Anything but a small regular file is not plantdb's (and is not opened:
-// see lockdir.go).
-func (b *flockBackend) plantdbReleasing(name string, locked fileID, mode Mode) bool {
+// writer looks like a plantdb process between its unlock and its unlink,
+// or else whether it is a plantdb process sharing our flock on f (a
+// reader). Anything but a small regular file is not plantdb's (and is
+// not opened: see lockdir.go).
+func (b *flockBackend) plantdbReleasing(f *lockFile, name string, mode Mode) (releasing, sharing bool) {
 	data, st, err := b.dir.readFile(name)
 	if err != nil {
-		return false
+		return false, false
 	}
 	var inf struct {
 		PID  int    `json:"pid"`
@@ -80,25 +84,26 @@ func (b *flockBackend) plantdbReleasing(name string, locked fileID, mode Mode) b
 		// writer died in the middle, and waiting would cost every
 		// acquisition the whole wait until somebody removes the file.
 		if time.Since(time.Unix(st.Mtim.Unix())) > plantdbReleaseWait {
-			return false
+			return false, false
 		}
-		return true
+		return true, false
 	}
 	if inf.Tool == infoTool || inf.PID == b.pid || !processAlive(inf.PID) {
-		return false // ours, another scanlockfs process's, or a dead writer's
+		return false, false // ours, another scanlockfs process's, or a dead writer's
 	}
+	f.markForeign("S.info names a live process outside scanlockfs")
 	if mode == Exclusive {
-		return true // we hold it exclusively, so the writer holds nothing on it
+		return true, false // we hold it exclusively, so the writer holds nothing on it
 	}
 	// A shared holder of the same file is a fellow reader, not a releaser.
 	locks, err := readProcLocks()
 	if err != nil {
-		return false
+		return false, false
 	}
 	for _, pl := range locks {
-		if pl.file == locked && pl.kind == "FLOCK" && pl.pid == inf.PID {
-			return false
+		if pl.file == f.fid && pl.kind == "FLOCK" && pl.pid == inf.PID {
+			return false, true
 		}
 	}
-	return true
+	return true, false
 }

@@ -89,7 +89,7 @@ func TestEtcdMixedLoadTwoHosts(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					n, err := runLoop(ctx, h, flags, src, scans, worker, logDir, deadline)
+					n, err := etcdRunLoop(ctx, h, flags, src, scans, worker, logDir, deadline)
 					runs.Store(h, n)
 					errs <- err
 				}()
@@ -112,11 +112,11 @@ func TestEtcdMixedLoadTwoHosts(t *testing.T) {
 	}
 }
 
-// runLoop runs `scanlockfs run -x --etcd ...` on one host until the
+// etcdRunLoop runs `scanlockfs run -x --etcd ...` on one host until the
 // deadline; under the lock, a soak worker increments and reads the
 // scan's counter on SOURCE directly, logging for the checker. It returns
 // how many runs completed.
-func runLoop(ctx context.Context, host string, flags []string, src string, scans []string, worker, logDir string, deadline time.Time) (int, error) {
+func etcdRunLoop(ctx context.Context, host string, flags []string, src string, scans []string, worker, logDir string, deadline time.Time) (int, error) {
 	n := 0
 	for i := 0; time.Now().Before(deadline); i++ {
 		scan := scans[i%len(scans)]

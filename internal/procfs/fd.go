@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // FD is one open descriptor of a process, from /proc/PID/fd (or another
@@ -126,4 +129,46 @@ func HasFDUnder(pid int, dir string) bool {
 		}
 	}
 	return false
+}
+
+// DeletedFile is a descriptor of a process on a file that was unlinked
+// while it was open.
+type DeletedFile struct {
+	FD       int
+	Path     string // the path the file had, without " (deleted)"
+	Dev, Ino uint64 // the open file's identity
+}
+
+// DeletedFiles returns the descriptors of process pid on unlinked files
+// whose former name ends in base (its last element). The identity comes
+// from stat(2) on /proc/PID/fd/N, which reaches the open file whatever
+// became of its name. Reading another user's descriptors needs privilege
+// (ptrace access); descriptors closed meanwhile are left out.
+func DeletedFiles(pid int, base string) ([]DeletedFile, error) {
+	dir := pidDir(pid) + "/fd/"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []DeletedFile
+	for _, e := range entries {
+		target, err := os.Readlink(dir + e.Name())
+		if err != nil {
+			continue
+		}
+		fd := ParseFDTarget(target)
+		if !fd.Deleted || path.Base(fd.Target) != base {
+			continue
+		}
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(dir+e.Name(), &st) != nil {
+			continue
+		}
+		out = append(out, DeletedFile{FD: n, Path: fd.Target, Dev: st.Dev, Ino: st.Ino})
+	}
+	return out, nil
 }

@@ -314,6 +314,7 @@ func (b *bench) runWorkloads(ctx context.Context) error {
 		{8, b.workloadWake},
 		{9, func(ctx context.Context, _ []*target) error { return b.workloadMemory(ctx) }},
 		{10, func(ctx context.Context, _ []*target) error { return b.workloadEtcd(ctx) }},
+		{11, b.workloadPlantdb},
 	}
 	for _, s := range steps {
 		if !b.sel[s.n] {

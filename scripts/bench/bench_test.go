@@ -81,6 +81,13 @@ func TestSmoke(t *testing.T) {
 		want[id] = []string{vNative, vLoopback, vScanlockfs}
 	}
 	want["8"] = []string{vScanlockfs}
+	want["11a"] = []string{vScanlockfs}
+	want["11b"] = []string{vScanlockfs}
+	if python {
+		for _, id := range []string{"11c", "11d", "11e"} {
+			want[id] = []string{vScanlockfs}
+		}
+	}
 	want["9a"] = []string{vLoopback, vScanlockfs}
 	want["9b"] = []string{vLoopback, vScanlockfs}
 	want["9c"] = []string{vLoopback, vScanlockfs} // tiny: within any file limit

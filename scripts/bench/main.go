@@ -66,6 +66,7 @@ type config struct {
 	WriterWaits, PyWriterWaits     int
 	WriterTimeout, ReaderHold      time.Duration
 	WakeOpeners                    int // 8
+	PlantdbWaits                   int // 10
 	MemScans, MemHandlesPerProcess int // 9
 }
 
@@ -96,6 +97,7 @@ func defaultConfig() config {
 		WriterTimeout: time.Second,
 		ReaderHold:    5 * time.Millisecond,
 		WakeOpeners:   100,
+		PlantdbWaits:  20,
 		MemScans:      10000, MemHandlesPerProcess: 1000,
 	}
 }
@@ -118,6 +120,7 @@ func tinyConfig() config {
 	c.WriterTimeout = 300 * time.Millisecond
 	c.ReaderHold = 2 * time.Millisecond
 	c.WakeOpeners = 5
+	c.PlantdbWaits = 3
 	c.MemScans, c.MemHandlesPerProcess = 40, 20
 	return c
 }
@@ -161,6 +164,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WriterTimeout, "writer-timeout", c.WriterTimeout, "7: timeout of each of those exclusive requests")
 	fs.DurationVar(&c.ReaderHold, "reader-hold", c.ReaderHold, "7: how long each reader holds its shared lock before it takes it again")
 	fs.IntVar(&c.WakeOpeners, "wake-openers", c.WakeOpeners, "8: opener processes blocked behind a writer")
+	fs.IntVar(&c.PlantdbWaits, "plantdb-waits", c.PlantdbWaits, "10: requests of the plantdb reader under continuous mount writers")
 	fs.IntVar(&c.MemScans, "mem-scans", c.MemScans, "9: scans locked at once, one open handle each")
 	fs.IntVar(&c.MemHandlesPerProcess, "mem-handles", c.MemHandlesPerProcess, "9: open handles per client process")
 }
@@ -214,7 +218,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: ./scripts/bench.sh [flags]\n\n"+
-			"Measures workloads 1-9 of the benchmark issue (and 10, the cluster lock against a local etcd) natively, through a plain loopback\n"+
+			"Measures workloads 1-9 of the benchmark issue (10: the cluster lock against a local etcd; 11: next to plantdb) natively, through a plain loopback\n"+
 			"mount and through scanlockfs; prints a Markdown table, writes a CSV.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -255,8 +259,8 @@ func (c *config) validate() error {
 		return errors.New("-stat-files, -readdir-entries and -create-files must be at least 1")
 	case c.SeqSize < 1<<20:
 		return errors.New("-seq-size must be at least 1M")
-	case c.TreeFiles < 1 || c.ParFiles < 1 || c.WakeOpeners < 1:
-		return errors.New("-tree-files, -par-files and -wake-openers must be at least 1")
+	case c.TreeFiles < 1 || c.ParFiles < 1 || c.WakeOpeners < 1 || c.PlantdbWaits < 1:
+		return errors.New("-tree-files, -par-files, -wake-openers and -plantdb-waits must be at least 1")
 	case c.Readers < 1 || c.Handovers < 1 || c.PyHandovers < 1 || c.WriterWaits < 1 || c.PyWriterWaits < 1:
 		return errors.New("-readers, -handovers, -py-handovers, -writer-waits and -py-writer-waits must be at least 1")
 	case c.MemScans < 1 || c.MemHandlesPerProcess < 1:

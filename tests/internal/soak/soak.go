@@ -78,20 +78,45 @@ func Prepare(source string, scans []string) error {
 	return nil
 }
 
-// Run runs the workers for cfg.Duration, waits for them and checks their
-// logs against the counter files. The error reports workers that failed
-// to run; violations are in the report.
-func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
-	cfg.defaults()
+// Initial reads the counter files of scans in source before a run.
+func Initial(source string, scans []string) (map[string]int, error) {
 	initial := map[string]int{}
-	for _, s := range cfg.Scans {
-		b, err := os.ReadFile(filepath.Join(cfg.Source, s, "counter"))
+	for _, s := range scans {
+		b, err := os.ReadFile(filepath.Join(source, s, "counter"))
 		if err != nil {
 			return nil, err
 		}
 		if initial[s], err = checker.ParseCounter(b); err != nil {
 			return nil, fmt.Errorf("counter of %s before the run: %w", s, err)
 		}
+	}
+	return initial, nil
+}
+
+// Counters reads the counter files of scans in source after a run, for
+// the checker, with their values before it.
+func Counters(source string, scans []string, initial map[string]int) map[string]checker.Counter {
+	counters := map[string]checker.Counter{}
+	for _, s := range scans {
+		c := checker.Counter{Initial: initial[s]}
+		b, err := os.ReadFile(filepath.Join(source, s, "counter"))
+		if err == nil {
+			c.Final, err = checker.ParseCounter(b)
+		}
+		c.FinalErr = err
+		counters[s] = c
+	}
+	return counters
+}
+
+// Run runs the workers for cfg.Duration, waits for them and checks their
+// logs against the counter files. The error reports workers that failed
+// to run; violations are in the report.
+func Run(ctx context.Context, cfg Config) (*checker.Report, error) {
+	cfg.defaults()
+	initial, err := Initial(cfg.Source, cfg.Scans)
+	if err != nil {
+		return nil, err
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Timeout+time.Minute)
@@ -203,17 +228,7 @@ func check(cfg Config, initial map[string]int) *checker.Report {
 		events = append(events, evs...)
 		parseErrs = append(parseErrs, perrs...)
 	}
-	counters := map[string]checker.Counter{}
-	for _, s := range cfg.Scans {
-		c := checker.Counter{Initial: initial[s]}
-		b, err := os.ReadFile(filepath.Join(cfg.Source, s, "counter"))
-		if err == nil {
-			c.Final, err = checker.ParseCounter(b)
-		}
-		c.FinalErr = err
-		counters[s] = c
-	}
-	r := checker.Check(events, counters)
+	r := checker.Check(events, Counters(cfg.Source, cfg.Scans, initial))
 	for _, e := range parseErrs {
 		r.ByKind[checker.Malformed]++
 		r.Violations = append(r.Violations, checker.Violation{Kind: checker.Malformed, Detail: e.Error()})
