@@ -34,7 +34,7 @@ import (
 // and Python read up to the end of the snapshot. A size from another
 // render would be wrong by the time of the read, and tools that trust a
 // non-zero size act on it: wc -c reports it without reading, tail and cp
-// stop there (tests/status_programs_test.go); size 0 makes them read, as
+// stop there (tests/status_view_test.go); size 0 makes them read, as
 // they do for /proc. (Only asynchronous O_DIRECT reads, io_uring or aio, stop at
 // the size; no status tool uses them.)
 //

@@ -3,7 +3,6 @@ package tests
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -256,21 +255,6 @@ func TestPassthroughKeepsDataOutOfTheDaemon(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
-}
-
-// A stale mount point (daemon gone) is named with the fix.
-func TestStaleMountpointIsExplained(t *testing.T) {
-	t.Parallel()
-	src := scanDB(t, "scanA")
-	d := mountT(t, src)
-	d.allowExit = true
-	must(t, d.cmd.Process.Kill())
-	d.waitExit(t)
-	t.Cleanup(func() { _ = exec.Command("fusermount3", "-u", "-z", d.mnt).Run() })
-	code, stderr, _ := runErr(t, binScanlockfs, "mount", src, d.mnt)
-	if code != mountcmd.ExitMount || !strings.Contains(stderr, "fusermount3 -u") {
-		t.Fatalf("mount on a dead mount: exit %d, %s", code, stderr)
-	}
 }
 
 // Clients' own flock(2) locks on files of the mount work between clients

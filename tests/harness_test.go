@@ -67,9 +67,28 @@ type daemon struct {
 // the test if it exited with an error or left the mount behind.
 func mountT(t testing.TB, src string, flags ...string) *daemon {
 	t.Helper()
+	return mountOn(t, src, mountPoint(t), flags...)
+}
+
+// mountOn is mountT on a given MOUNTPOINT (one that holds a dead mount,
+// say); cleanup as for mountT.
+func mountOn(t testing.TB, src, mnt string, flags ...string) *daemon {
+	t.Helper()
+	requireFUSE(t)
+	d := startDaemon(t, src, mnt, flags...)
+	d.waitReady(t)
+	return d
+}
+
+// mountUnder is mountT for a daemon that a shell starts after running
+// setup ("umask 077", "ulimit -n 64"), as a login shell, systemd (UMask=,
+// LimitNOFILE=) or mount.fuse3 would; sh replaces itself with the daemon.
+func mountUnder(t testing.TB, src, setup string, flags ...string) *daemon {
+	t.Helper()
 	requireFUSE(t)
 	mnt := mountPoint(t)
-	d := startDaemon(t, src, mnt, flags...)
+	args := append([]string{"-c", setup + `; exec "$@"`, "sh", binScanlockfs, "mount"}, flags...)
+	d := startCmd(t, exec.Command("sh", append(args, src, mnt)...), src, mnt)
 	d.waitReady(t)
 	return d
 }
@@ -108,6 +127,13 @@ func startCmd(t testing.TB, cmd *exec.Cmd, src, mnt string) *daemon {
 // fail the test if it exited with an error or left the mount behind.
 func (d *daemon) waitReady(t testing.TB) {
 	t.Helper()
+	d.waitReadyLine(t)
+	t.Cleanup(d.cleanup)
+}
+
+// waitReadyLine waits for the daemon's readiness line.
+func (d *daemon) waitReadyLine(t testing.TB) {
+	t.Helper()
 	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", d.src, d.mnt)
 	deadline := time.Now().Add(waitLimit)
 	for d.stdout.String() != line {
@@ -121,7 +147,6 @@ func (d *daemon) waitReady(t testing.TB) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Cleanup(d.cleanup)
 }
 
 // path returns the path of rel inside the mount.
@@ -155,7 +180,7 @@ func (d *daemon) cleanup() {
 	}
 	if isMounted(d.mnt) {
 		t.Errorf("%s is still mounted", d.mnt)
-		_ = exec.Command("fusermount3", "-u", "-z", d.mnt).Run()
+		detachMount(d.mnt)
 	}
 	if t.Failed() {
 		t.Logf("daemon stderr:\n%s", d.stderr)
@@ -178,6 +203,10 @@ func unmountRetry(mnt string) error {
 	}
 	return fmt.Errorf("%v: %s", err, out)
 }
+
+// detachMount unmounts mnt lazily (fusermount3 -u -z): a dead mount, or
+// one left behind by a failed test.
+func detachMount(mnt string) { _ = exec.Command("fusermount3", "-u", "-z", mnt).Run() }
 
 // waitExit waits for the daemon to exit and returns its exit code.
 func (d *daemon) waitExit(t *testing.T) int {

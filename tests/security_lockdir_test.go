@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -80,13 +79,7 @@ func mountFails(t *testing.T, src string, flags ...string) (int, string) {
 	for deadline := time.Now().Add(waitLimit); ; time.Sleep(5 * time.Millisecond) {
 		select {
 		case <-d.exited:
-			code := -1
-			if ee, ok := d.waitErr.(*exec.ExitError); ok {
-				code = ee.ExitCode()
-			} else if d.waitErr == nil {
-				code = 0
-			}
-			return code, d.stderr.String()
+			return d.waitExit(t), d.stderr.String()
 		default:
 		}
 		if d.stdout.String() == ready || time.Now().After(deadline) {
@@ -349,9 +342,7 @@ sys.stdin.readline()
 // userOf returns the name of the user of cred.
 func userOf(t *testing.T, cred *syscall.Credential) string {
 	t.Helper()
-	out, err := exec.Command("id", "-nu", fmt.Sprint(cred.Uid)).Output()
-	must(t, err)
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(run(t, "id", "-nu", fmt.Sprint(cred.Uid)))
 }
 
 // Item 8: at the daemon's descriptor limit, an open that needs a lock
@@ -366,9 +357,7 @@ func TestSecurityDescriptorLimit(t *testing.T) {
 	for i := range 100 {
 		must(t, os.WriteFile(filepath.Join(src, "scanA", fmt.Sprintf("f%03d", i)), nil, 0o644))
 	}
-	mnt := mountPoint(t)
-	d := startCmd(t, exec.Command("sh", "-c", `ulimit -n 64; exec "$@"`, "sh", binScanlockfs, "mount", src, mnt), src, mnt)
-	d.waitReady(t)
+	d := mountUnder(t, src, "ulimit -n 64")
 	// Open files of scanA until the daemon has no descriptor left, then
 	// open a file of scanB, scanC and scanD (their lock files must be
 	// opened: a descriptor freed meanwhile goes to the first, whose lock
@@ -397,7 +386,7 @@ except OSError as e:
     print("close", errno.errorcode.get(e.errno, str(e.errno)), flush=True)
 for fd in fds:
     os.close(fd)
-`, mnt)
+`, d.mnt)
 	if f := p.expect("limit"); f[2] != "EMFILE" {
 		t.Fatalf("the daemon never ran out of descriptors: %q", f)
 	}
