@@ -8,18 +8,6 @@ import (
 	"testing"
 )
 
-func TestEditDistance(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		a, b string
-		want int
-	}{{"", "", 0}, {"status", "status", 0}, {"stauts", "status", 2}, {"rn", "run", 1}, {"mount", "unmount", 2}, {"x", "version", 7}} {
-		if got := editDistance(c.a, c.b); got != c.want {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
-		}
-	}
-}
-
 // TestBashCompletionScript drives the printed script in a real bash, as
 // the shell would on TAB.
 func TestBashCompletionScript(t *testing.T) {
@@ -70,5 +58,18 @@ printf '%s\n' "${COMPREPLY[@]}"`
 	}
 	if _, err := os.Stat(filepath.Join(db, ".locks", "scan_001.lock")); err == nil {
 		t.Fatal("a completion request took a scan lock")
+	}
+}
+
+// editDistance picks the "did you mean" suggestion for a mistyped command.
+func TestEditDistance(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{{"", "", 0}, {"status", "status", 0}, {"stauts", "status", 2}, {"rn", "run", 1}, {"mount", "unmount", 2}, {"x", "version", 7}} {
+		if got := editDistance(c.a, c.b); got != c.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
 	}
 }
