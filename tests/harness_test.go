@@ -93,6 +93,28 @@ func mountUnder(t testing.TB, src, setup string, flags ...string) *daemon {
 	return d
 }
 
+// mountFails starts `scanlockfs mount flags... src MNT` and returns its
+// exit code and standard error once it exits; if it mounts instead, the
+// test fails (and the mount is taken down).
+func mountFails(t *testing.T, src string, flags ...string) (int, string) {
+	t.Helper()
+	requireFUSE(t)
+	mnt := mountPoint(t)
+	d := startDaemon(t, src, mnt, flags...)
+	for deadline := time.Now().Add(waitLimit); ; time.Sleep(5 * time.Millisecond) {
+		select {
+		case <-d.exited:
+			return d.waitExit(t), d.stderr.String()
+		default:
+		}
+		if d.stdout.String() == d.readyLine() || time.Now().After(deadline) {
+			d.allowExit = true
+			t.Cleanup(d.cleanup)
+			t.Fatalf("scanlockfs mount did not refuse to start; stderr:\n%s", d.stderr)
+		}
+	}
+}
+
 // mountPoint makes an empty directory to mount on.
 func mountPoint(t testing.TB) string {
 	t.Helper()
@@ -122,6 +144,11 @@ func startCmd(t testing.TB, cmd *exec.Cmd, src, mnt string) *daemon {
 	return d
 }
 
+// readyLine is what the daemon prints once it serves.
+func (d *daemon) readyLine() string {
+	return fmt.Sprintf("scanlockfs: mounted %s on %s\n", d.src, d.mnt)
+}
+
 // waitReady waits for the daemon's readiness line and registers the
 // cleanup of mountT: unmount (retrying while busy), wait for the daemon,
 // fail the test if it exited with an error or left the mount behind.
@@ -134,7 +161,7 @@ func (d *daemon) waitReady(t testing.TB) {
 // waitReadyLine waits for the daemon's readiness line.
 func (d *daemon) waitReadyLine(t testing.TB) {
 	t.Helper()
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", d.src, d.mnt)
+	line := d.readyLine()
 	deadline := time.Now().Add(waitLimit)
 	for d.stdout.String() != line {
 		select {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -65,29 +64,6 @@ func plantFIFO(t *testing.T, cred *syscall.Credential, path string) {
 	t.Helper()
 	mustRunAs(t, cred, "mkfifo", "-m", "0664", path)
 	t.Cleanup(func() { unblockFIFO(path) })
-}
-
-// mountFails starts `scanlockfs mount flags... src MNT` and returns its
-// exit code and standard error once it exits; if it mounts instead, the
-// test fails (and the mount is taken down).
-func mountFails(t *testing.T, src string, flags ...string) (int, string) {
-	t.Helper()
-	requireFUSE(t)
-	mnt := mountPoint(t)
-	d := startDaemon(t, src, mnt, flags...)
-	ready := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
-	for deadline := time.Now().Add(waitLimit); ; time.Sleep(5 * time.Millisecond) {
-		select {
-		case <-d.exited:
-			return d.waitExit(t), d.stderr.String()
-		default:
-		}
-		if d.stdout.String() == ready || time.Now().After(deadline) {
-			d.allowExit = true
-			t.Cleanup(d.cleanup)
-			t.Fatalf("scanlockfs mount did not refuse to start; stderr:\n%s", d.stderr)
-		}
-	}
 }
 
 func TestSecurityLockDir(t *testing.T) {
