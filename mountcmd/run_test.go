@@ -7,13 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/testutil"
 )
 
 // These tests run the real binary ("scanlockfs" in PATH, see TestMain)
@@ -61,9 +62,7 @@ func readNanos(t *testing.T, p string) int64 {
 	t.Helper()
 	b, err := os.ReadFile(p)
 	must(t, err)
-	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	must(t, err)
-	return n
+	return testutil.MustInt64(t, strings.TrimSpace(string(b)))
 }
 
 // startLogged starts c with its stderr scanned line by line; lines

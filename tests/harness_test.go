@@ -27,6 +27,9 @@ const waitLimit = 20 * time.Second
 // now is the system-wide monotonic clock, the one slclient reports.
 var now = testutil.Now
 
+// stamp parses a CLOCK_MONOTONIC nanosecond field a helper printed.
+var stamp = testutil.MustInt64
+
 // syncBuffer collects a process's output for the test to read.
 type syncBuffer = testutil.Buffer
 

@@ -134,16 +134,6 @@ func (p *pyProc) wait() error {
 	}
 }
 
-// stamp parses a CLOCK_MONOTONIC nanosecond field.
-func stamp(t *testing.T, s string) int64 {
-	t.Helper()
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		t.Fatalf("bad time stamp %q", s)
-	}
-	return v
-}
-
 // pyOpener is a python3 program that opens files on command and reports
 // the outcome with errno names and CLOCK_MONOTONIC time stamps:
 //
