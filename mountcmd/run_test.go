@@ -1,7 +1,6 @@
 package mountcmd
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -76,10 +75,7 @@ func startLogged(t *testing.T, c *exec.Cmd) (*bgProc, <-chan string, *strings.Bu
 	p := startBg(t, c)
 	go func() {
 		defer close(lines)
-		sc := bufio.NewScanner(io.TeeReader(r, &all))
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
+		_ = testutil.ReadLines(io.TeeReader(r, &all), func(l string) { lines <- l })
 	}()
 	return p, lines, &all
 }
