@@ -48,6 +48,24 @@ var (
 	_ = (fs.NodeSetlker)((*lockFile)(nil))    // flock LOCK_NB / LOCK_UN: shared or exclusive, held by the handle
 	_ = (fs.NodeSetlkwer)((*lockFile)(nil))   // flock that waits: shared or exclusive, held by the handle
 	_ = (fs.FileReleaser)((*lockHandle)(nil)) // the last close gives the lease back
+
+	// The status view (locksdir.go) is read-only: every change fails with
+	// EROFS, but a create of a lock file or plantdb's log and plantdb's
+	// unlinks (locksdir_lock_plantdb.go). go-fuse would answer some of
+	// these itself, but not all in the same way (an Unlink or Rmdir
+	// without a handler even succeeds), so each is explicit.
+	_ = (fs.NodeSetattrer)((*statusDir)(nil))
+	_ = (fs.NodeCreater)((*statusDir)(nil)) // a lock file or plantdb's log; EROFS for anything else
+	_ = (fs.NodeMkdirer)((*statusDir)(nil))
+	_ = (fs.NodeMknoder)((*statusDir)(nil))
+	_ = (fs.NodeSymlinker)((*statusDir)(nil))
+	_ = (fs.NodeLinker)((*statusDir)(nil))
+	_ = (fs.NodeUnlinker)((*statusDir)(nil)) // plantdb's unlinks succeed; EROFS for anything else
+	_ = (fs.NodeRmdirer)((*statusDir)(nil))
+	_ = (fs.NodeRenamer)((*statusDir)(nil))
+	_ = (fs.NodeTmpfiler)((*statusDir)(nil))
+	_ = (fs.NodeSetxattrer)((*statusDir)(nil))
+	_ = (fs.NodeRemovexattrer)((*statusDir)(nil))
 )
 
 // node must not implement fs.NodeReleaser: go-fuse would call it instead

@@ -11,59 +11,27 @@ import (
 	"scanlockfs/lockmgr"
 )
 
-// Errno values a program sees when a scan lock is refused. This is the
-// only place where errors become errno values; go-fuse's ToErrno does
-// not unwrap %w chains, so every error from lockmgr or from a system call
-// passes through toErrno.
-//
-//	lockmgr.ErrTimeout       EBUSY      waited --timeout, the scan stayed locked
-//	lockmgr.ErrWouldBlock    EAGAIN     O_NONBLOCK and the scan is locked
-//	context.Canceled         EINTR      the caller was interrupted while waiting
-//	lockmgr.ErrDeadlock      EDEADLK    two shared holders both asked for exclusive
-//	lockmgr.ErrClosed        ESHUTDOWN  the mount is shutting down
-//	EMFILE, ENFILE           itself     the daemon is out of descriptors (logged: raise LimitNOFILE)
-//	lockmgr.ErrLockFile      EIO        the lock file cannot be used (logged, with its path)
-//	lockmgr.ErrCluster       ENOLCK     --etcd: the cluster refused or failed the request (logged)
-//	lockmgr.ErrHoldLost      ENOLCK     --etcd: the session ended while the open waited (logged)
-//	syscall.Errno            itself     from the backing file system
-//	anything else            EIO        logged as a bug
+// toErrno maps an error to the errno a program sees. This is the only
+// place where errors become errno values; go-fuse's ToErrno does not
+// unwrap %w chains, so every error from lockmgr or from a system call
+// passes through toErrno: the refusals of a scan lock first (lockErrnos,
+// in order), then an errno of the backing file system as it is, and
+// anything else is EIO, logged as a bug.
 func toErrno(log logrus.FieldLogger, err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
-	switch {
-	case errors.Is(err, lockmgr.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		log.WithError(err).Warn("scan lock not granted before the timeout: EBUSY")
-		return syscall.EBUSY
-	case errors.Is(err, lockmgr.ErrWouldBlock):
-		log.WithError(err).Debug("scan lock busy: EAGAIN")
-		return syscall.EAGAIN
-	case errors.Is(err, context.Canceled):
-		log.WithError(err).Debug("interrupted while waiting for scan lock: EINTR")
-		return syscall.EINTR
-	case errors.Is(err, lockmgr.ErrDeadlock):
-		log.WithError(err).Warn("scan lock upgrade would deadlock: EDEADLK")
-		return syscall.EDEADLK
-	case errors.Is(err, lockmgr.ErrClosed):
-		log.WithError(err).Info("lock manager closed: ESHUTDOWN")
-		return syscall.ESHUTDOWN
-	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
-		// Not the lock file's fault: the program gets the errno it would
-		// get from a plain file system at the limit, and the log says what
-		// to change.
-		e := syscall.EMFILE
-		if errors.Is(err, syscall.ENFILE) {
-			e = syscall.ENFILE
+	for _, r := range lockErrnos {
+		for _, target := range r.is {
+			if errors.Is(err, target) {
+				e := r.errno
+				if e == 0 {
+					e = target.(syscall.Errno)
+				}
+				log.WithError(err).Log(r.level, r.msg)
+				return e
+			}
 		}
-		log.WithError(err).Error("too many open files: raise LimitNOFILE / ulimit -n of the mount")
-		return e
-	case errors.Is(err, lockmgr.ErrCluster), errors.Is(err, lockmgr.ErrHoldLost):
-		log.WithError(err).Error("cluster scan lock unavailable: ENOLCK")
-		return syscall.ENOLCK
-	case errors.Is(err, lockmgr.ErrLockFile):
-		// The message names the lock file and says what to do.
-		log.WithError(err).Error("scan lock file unusable: EIO")
-		return syscall.EIO
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
@@ -71,6 +39,36 @@ func toErrno(log logrus.FieldLogger, err error) syscall.Errno {
 	}
 	log.WithError(err).Error("unexpected error: EIO")
 	return syscall.EIO
+}
+
+// lockErrnos are the errno values a program sees when a scan lock is
+// refused, checked in this order, and how loudly the daemon logs each.
+// An errno of 0 passes the matched errno on as it is.
+var lockErrnos = []struct {
+	is    []error
+	errno syscall.Errno
+	level logrus.Level
+	msg   string
+}{
+	// waited --timeout, the scan stayed locked
+	{[]error{lockmgr.ErrTimeout, context.DeadlineExceeded}, syscall.EBUSY, logrus.WarnLevel, "scan lock not granted before the timeout: EBUSY"},
+	// O_NONBLOCK and the scan is locked
+	{[]error{lockmgr.ErrWouldBlock}, syscall.EAGAIN, logrus.DebugLevel, "scan lock busy: EAGAIN"},
+	// the caller was interrupted while waiting
+	{[]error{context.Canceled}, syscall.EINTR, logrus.DebugLevel, "interrupted while waiting for scan lock: EINTR"},
+	// two shared holders both asked for exclusive
+	{[]error{lockmgr.ErrDeadlock}, syscall.EDEADLK, logrus.WarnLevel, "scan lock upgrade would deadlock: EDEADLK"},
+	// the mount is shutting down
+	{[]error{lockmgr.ErrClosed}, syscall.ESHUTDOWN, logrus.InfoLevel, "lock manager closed: ESHUTDOWN"},
+	// The daemon is out of descriptors. Not the lock file's fault: the
+	// program gets the errno it would get from a plain file system at
+	// the limit, and the log says what to change.
+	{[]error{syscall.ENFILE, syscall.EMFILE}, 0, logrus.ErrorLevel, "too many open files: raise LimitNOFILE / ulimit -n of the mount"},
+	// --etcd: the cluster refused or failed the request, or the session
+	// ended while the open waited
+	{[]error{lockmgr.ErrCluster, lockmgr.ErrHoldLost}, syscall.ENOLCK, logrus.ErrorLevel, "cluster scan lock unavailable: ENOLCK"},
+	// the lock file cannot be used; the message names it and says what to do
+	{[]error{lockmgr.ErrLockFile}, syscall.EIO, logrus.ErrorLevel, "scan lock file unusable: EIO"},
 }
 
 // errnoOf is toErrno for a lock request of a program: it also counts the

@@ -34,7 +34,7 @@ import (
 // and Python read up to the end of the snapshot. A size from another
 // render would be wrong by the time of the read, and tools that trust a
 // non-zero size act on it: wc -c reports it without reading, tail and cp
-// stop there (tests/status_programs_test.go); size 0 makes them read, as
+// stop there (tests/status_view_test.go); size 0 makes them read, as
 // they do for /proc. (Only asynchronous O_DIRECT reads, io_uring or aio, stop at
 // the size; no status tool uses them.)
 //
@@ -239,25 +239,8 @@ func (fsys *fileSystem) statfs(ctx context.Context, out *fuse.StatfsOut) syscall
 	return 0
 }
 
-// The status view is read-only: every change fails with EROFS, but a
-// create of a lock file or plantdb's log and plantdb's unlinks
-// (locksdir_lock_plantdb.go). go-fuse would answer some of these itself,
-// but not all in the same way (an Unlink or Rmdir without a handler even
-// succeeds), so each is explicit.
-var (
-	_ = (fs.NodeSetattrer)((*statusDir)(nil))
-	_ = (fs.NodeCreater)((*statusDir)(nil))
-	_ = (fs.NodeMkdirer)((*statusDir)(nil))
-	_ = (fs.NodeMknoder)((*statusDir)(nil))
-	_ = (fs.NodeSymlinker)((*statusDir)(nil))
-	_ = (fs.NodeLinker)((*statusDir)(nil))
-	_ = (fs.NodeUnlinker)((*statusDir)(nil))
-	_ = (fs.NodeRmdirer)((*statusDir)(nil))
-	_ = (fs.NodeRenamer)((*statusDir)(nil))
-	_ = (fs.NodeTmpfiler)((*statusDir)(nil))
-	_ = (fs.NodeSetxattrer)((*statusDir)(nil))
-	_ = (fs.NodeRemovexattrer)((*statusDir)(nil))
-)
+// The status view is read-only: every change fails with EROFS, with
+// the exceptions api_check.go lists.
 
 func (d *statusDir) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return syscall.EROFS

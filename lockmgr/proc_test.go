@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -172,11 +171,5 @@ func (p *proc) fails(format string, a ...any) string {
 	return f[1]
 }
 
-func atoi64(t testing.TB, s string) int64 {
-	t.Helper()
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		t.Fatalf("not a number: %q", s)
-	}
-	return n
-}
+// atoi64 reads a number the helper printed.
+var atoi64 = testutil.MustInt64

@@ -86,11 +86,13 @@ func (f *fakeScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 		panic("scheduler's idea of the hold differs from the backend's: " + req.from.String() + " vs " + f.held.String())
 	}
 	for f.elsewhere != nil {
+		if req.try {
+			held := f.held
+			f.mu.Unlock()
+			return held, ErrWouldBlock
+		}
 		ch := f.elsewhere
 		f.mu.Unlock()
-		if req.try {
-			return f.heldNow(), ErrWouldBlock
-		}
 		var tick <-chan time.Time
 		if req.orphaned != nil && f.held == Shared {
 			tick = time.After(time.Millisecond)
@@ -105,19 +107,14 @@ func (f *fakeScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 				f.mu.Unlock()
 			}
 		case <-ctx.Done():
-			return f.heldNow(), ctx.Err()
+			held, _, _ := f.snapshot()
+			return held, ctx.Err()
 		}
 		f.mu.Lock()
 	}
 	f.held = req.to
 	f.mu.Unlock()
 	return req.to, nil
-}
-
-func (f *fakeScan) heldNow() Mode {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.held
 }
 
 func (f *fakeScan) unlock() {

@@ -1,19 +1,19 @@
 package mountcmd
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"scanlockfs/internal/testutil"
 )
 
 // These tests run the real binary ("scanlockfs" in PATH, see TestMain)
@@ -61,9 +61,7 @@ func readNanos(t *testing.T, p string) int64 {
 	t.Helper()
 	b, err := os.ReadFile(p)
 	must(t, err)
-	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	must(t, err)
-	return n
+	return testutil.MustInt64(t, strings.TrimSpace(string(b)))
 }
 
 // startLogged starts c with its stderr scanned line by line; lines
@@ -77,10 +75,7 @@ func startLogged(t *testing.T, c *exec.Cmd) (*bgProc, <-chan string, *strings.Bu
 	p := startBg(t, c)
 	go func() {
 		defer close(lines)
-		sc := bufio.NewScanner(io.TeeReader(r, &all))
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
+		_ = testutil.ReadLines(io.TeeReader(r, &all), func(l string) { lines <- l })
 	}()
 	return p, lines, &all
 }

@@ -317,3 +317,18 @@ func TestHiddenNoteAsRoot(t *testing.T) {
 		t.Errorf("hiddenNote(none) = %q, want nothing", got)
 	}
 }
+
+// detachMountsUnder lazily unmounts every mount under dir, last first.
+func detachMountsUnder(dir string) {
+	mounts, err := readMountinfo()
+	if err != nil {
+		return
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if strings.HasPrefix(mounts[i].point, dir+string(filepath.Separator)) {
+			if unix.Unmount(mounts[i].point, unix.MNT_DETACH) != nil {
+				_ = exec.Command("fusermount3", "-uz", mounts[i].point).Run()
+			}
+		}
+	}
+}

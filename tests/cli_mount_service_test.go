@@ -285,7 +285,7 @@ func TestNotifyReadyAndStopping(t *testing.T) {
 	}
 	// The line is written before READY=1 is sent; it reaches the test
 	// through a pipe and a copying goroutine, so it may still be on its way.
-	waitReadyLine(t, d)
+	d.waitReadyLine(t)
 
 	d.allowExit = true
 	run(t, binScanlockfs, "unmount", mnt)
@@ -307,7 +307,7 @@ func TestNotifyWithDaemonNamesTheServer(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	t.Cleanup(func() {
 		if isMounted(mnt) {
-			_ = exec.Command("fusermount3", "-u", "-z", mnt).Run()
+			detachMount(mnt)
 		}
 	})
 	if err != nil {

@@ -4,12 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"scanlockfs/internal/procfs"
 	"scanlockfs/mountcmd"
@@ -145,33 +142,6 @@ func TestCrashDaemonKilled(t *testing.T) {
 	}
 }
 
-// mountOnT is mountT on a given MOUNTPOINT (one that holds a dead mount,
-// say).
-func mountOnT(t testing.TB, src, mnt string, flags ...string) *daemon {
-	t.Helper()
-	requireFUSE(t)
-	d := startDaemon(t, src, mnt, flags...)
-	waitReadyLine(t, d)
-	t.Cleanup(d.cleanup)
-	return d
-}
-
-// waitReadyLine waits for the daemon's readiness line.
-func waitReadyLine(t testing.TB, d *daemon) {
-	t.Helper()
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", d.src, d.mnt)
-	for deadline := time.Now().Add(waitLimit); d.stdout.String() != line; time.Sleep(5 * time.Millisecond) {
-		select {
-		case <-d.exited:
-			t.Fatalf("scanlockfs mount exited before it was ready: %v\nstdout: %s\nstderr: %s", d.waitErr, d.stdout, d.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no readiness line %q; stdout %q\nstderr: %s", line, d.stdout, d.stderr)
-		}
-	}
-}
-
 // killServer kills the daemon with SIGKILL and leaves its dead mount
 // behind, as a crash does; cleanup detaches whatever is left.
 func killServer(t *testing.T, d *daemon) {
@@ -182,7 +152,19 @@ func killServer(t *testing.T, d *daemon) {
 	if _, err := os.Stat(d.mnt); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("stat of the mount after SIGKILL: %v, want ENOTCONN", err)
 	}
-	t.Cleanup(func() { _ = exec.Command("fusermount3", "-u", "-z", d.mnt).Run() })
+	t.Cleanup(func() { detachMount(d.mnt) })
+}
+
+// A stale mount point (daemon gone) is named with the fix.
+func TestStaleMountpointIsExplained(t *testing.T) {
+	t.Parallel()
+	src := scanDB(t, "scanA")
+	d := mountT(t, src)
+	killServer(t, d)
+	code, stderr, _ := runErr(t, binScanlockfs, "mount", src, d.mnt)
+	if code != mountcmd.ExitMount || !strings.Contains(stderr, "fusermount3 -u") {
+		t.Fatalf("mount on a dead mount: exit %d, %s", code, stderr)
+	}
 }
 
 // After a SIGKILL of the server, mount refuses the dead mount with exit
@@ -215,7 +197,7 @@ func TestMountRecoverAfterSIGKILL(t *testing.T) {
 		t.Fatalf("mount without --recover touched the dead mount: stat gives %v", err)
 	}
 
-	d2 := mountOnT(t, src, d.mnt, "--recover")
+	d2 := mountOn(t, src, d.mnt, "--recover")
 	if !strings.Contains(d2.stderr.String(), "unmounted a dead mount") {
 		t.Errorf("the log does not say that the dead mount was unmounted:\n%s", d2.stderr)
 	}
@@ -240,24 +222,23 @@ func TestMountRecoverDetachesABusyDeadMount(t *testing.T) {
 	src := scanDB(t, "scanA")
 	d := mountT(t, src)
 	startWriter(t, d.path("scanA/files.json")) // holds scanA when the server dies
-	sitter := exec.Command("sleep", "600")
-	sitter.Dir = d.mnt
-	must(t, sitter.Start())
-	t.Cleanup(func() { _ = sitter.Process.Kill(); _ = sitter.Wait() })
+	sitter := newProgram("sleep", "600")
+	sitter.cmd.Dir = d.mnt
+	sitter.start(t)
 	killServer(t, d)
 
-	d2 := mountOnT(t, src, d.mnt, "--recover")
+	d2 := mountOn(t, src, d.mnt, "--recover")
 	if !strings.Contains(d2.stderr.String(), "detached a dead mount") {
 		t.Errorf("the log does not say that the busy dead mount was detached:\n%s", d2.stderr)
 	}
 	// The killed server's exclusive lock died with it.
 	waitFree(t, src, "scanA")
 	run(t, "sh", "-c", "echo recovered > "+d2.path("scanA/files.json"))
-	if b, _ := os.ReadFile(filepath.Join(src, "scanA/files.json")); string(b) != "recovered\n" {
+	if b, _ := os.ReadFile(d2.srcPath("scanA/files.json")); string(b) != "recovered\n" {
 		t.Fatalf("SOURCE after a write through the recovered mount: %q", b)
 	}
 	// The sitter still sees the dead mount.
-	code, stderr, _ := runErr(t, "ls", fmt.Sprintf("/proc/%d/cwd/", sitter.Process.Pid))
+	code, stderr, _ := runErr(t, "ls", fmt.Sprintf("/proc/%d/cwd/", sitter.cmd.Process.Pid))
 	if code == 0 || !strings.Contains(stderr, "Transport endpoint is not connected") {
 		t.Fatalf("ls of the sitter's working directory: exit %d, %s", code, stderr)
 	}

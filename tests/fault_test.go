@@ -2,7 +2,6 @@ package tests
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,9 +34,7 @@ func tmpfsAt(t *testing.T, options string) string {
 	requireRoot(t)
 	dir := filepath.Join(t.TempDir(), "tmpfs")
 	must(t, os.Mkdir(dir, 0o755))
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", options, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v: %s", err, out)
-	}
+	run(t, "mount", "-t", "tmpfs", "-o", options, "tmpfs", dir)
 	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 	return dir
 }
@@ -47,10 +44,10 @@ func tmpfsAt(t *testing.T, options string) string {
 func immutable(t *testing.T, dir string) {
 	t.Helper()
 	requireRoot(t)
-	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
-		t.Skipf("chattr +i is not supported here: %v: %s", err, out)
+	if code, _, stderr := runCode(t, "chattr", "+i", dir); code != 0 {
+		t.Skipf("chattr +i is not supported here: exit %d: %s", code, stderr)
 	}
-	t.Cleanup(func() { _ = exec.Command("chattr", "-i", dir).Run() })
+	t.Cleanup(func() { runCode(t, "chattr", "-i", dir) })
 }
 
 // names lists a directory.
@@ -190,7 +187,7 @@ func TestFaultLockDirNotWritable(t *testing.T) {
 		if got := names(t, d.lockDir()); !slices.Equal(got, []string{"scanA.lock"}) {
 			t.Fatalf("lock directory: %v", got)
 		}
-		must(t, exec.Command("chattr", "-i", d.lockDir()).Run())
+		run(t, "chattr", "-i", d.lockDir())
 		if e := openErrno(t, d.path("scanB/files.json"), "r"); e != "ok" {
 			t.Fatalf("scanB once the lock directory is writable again: %s", e)
 		}

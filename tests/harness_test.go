@@ -27,6 +27,9 @@ const waitLimit = 20 * time.Second
 // now is the system-wide monotonic clock, the one slclient reports.
 var now = testutil.Now
 
+// stamp parses a CLOCK_MONOTONIC nanosecond field a helper printed.
+var stamp = testutil.MustInt64
+
 // syncBuffer collects a process's output for the test to read.
 type syncBuffer = testutil.Buffer
 
@@ -67,11 +70,52 @@ type daemon struct {
 // the test if it exited with an error or left the mount behind.
 func mountT(t testing.TB, src string, flags ...string) *daemon {
 	t.Helper()
+	return mountOn(t, src, mountPoint(t), flags...)
+}
+
+// mountOn is mountT on a given MOUNTPOINT (one that holds a dead mount,
+// say); cleanup as for mountT.
+func mountOn(t testing.TB, src, mnt string, flags ...string) *daemon {
+	t.Helper()
 	requireFUSE(t)
-	mnt := mountPoint(t)
 	d := startDaemon(t, src, mnt, flags...)
 	d.waitReady(t)
 	return d
+}
+
+// mountUnder is mountT for a daemon that a shell starts after running
+// setup ("umask 077", "ulimit -n 64"), as a login shell, systemd (UMask=,
+// LimitNOFILE=) or mount.fuse3 would; sh replaces itself with the daemon.
+func mountUnder(t testing.TB, src, setup string, flags ...string) *daemon {
+	t.Helper()
+	requireFUSE(t)
+	mnt := mountPoint(t)
+	args := append([]string{"-c", setup + `; exec "$@"`, "sh", binScanlockfs, "mount"}, flags...)
+	d := startCmd(t, exec.Command("sh", append(args, src, mnt)...), src, mnt)
+	d.waitReady(t)
+	return d
+}
+
+// mountFails starts `scanlockfs mount flags... src MNT` and returns its
+// exit code and standard error once it exits; if it mounts instead, the
+// test fails (and the mount is taken down).
+func mountFails(t *testing.T, src string, flags ...string) (int, string) {
+	t.Helper()
+	requireFUSE(t)
+	mnt := mountPoint(t)
+	d := startDaemon(t, src, mnt, flags...)
+	for deadline := time.Now().Add(waitLimit); ; time.Sleep(5 * time.Millisecond) {
+		select {
+		case <-d.exited:
+			return d.waitExit(t), d.stderr.String()
+		default:
+		}
+		if d.stdout.String() == d.readyLine() || time.Now().After(deadline) {
+			d.allowExit = true
+			t.Cleanup(d.cleanup)
+			t.Fatalf("scanlockfs mount did not refuse to start; stderr:\n%s", d.stderr)
+		}
+	}
 }
 
 // mountPoint makes an empty directory to mount on.
@@ -103,12 +147,24 @@ func startCmd(t testing.TB, cmd *exec.Cmd, src, mnt string) *daemon {
 	return d
 }
 
+// readyLine is what the daemon prints once it serves.
+func (d *daemon) readyLine() string {
+	return fmt.Sprintf("scanlockfs: mounted %s on %s\n", d.src, d.mnt)
+}
+
 // waitReady waits for the daemon's readiness line and registers the
 // cleanup of mountT: unmount (retrying while busy), wait for the daemon,
 // fail the test if it exited with an error or left the mount behind.
 func (d *daemon) waitReady(t testing.TB) {
 	t.Helper()
-	line := fmt.Sprintf("scanlockfs: mounted %s on %s\n", d.src, d.mnt)
+	d.waitReadyLine(t)
+	t.Cleanup(d.cleanup)
+}
+
+// waitReadyLine waits for the daemon's readiness line.
+func (d *daemon) waitReadyLine(t testing.TB) {
+	t.Helper()
+	line := d.readyLine()
 	deadline := time.Now().Add(waitLimit)
 	for d.stdout.String() != line {
 		select {
@@ -121,7 +177,6 @@ func (d *daemon) waitReady(t testing.TB) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Cleanup(d.cleanup)
 }
 
 // path returns the path of rel inside the mount.
@@ -155,7 +210,7 @@ func (d *daemon) cleanup() {
 	}
 	if isMounted(d.mnt) {
 		t.Errorf("%s is still mounted", d.mnt)
-		_ = exec.Command("fusermount3", "-u", "-z", d.mnt).Run()
+		detachMount(d.mnt)
 	}
 	if t.Failed() {
 		t.Logf("daemon stderr:\n%s", d.stderr)
@@ -178,6 +233,10 @@ func unmountRetry(mnt string) error {
 	}
 	return fmt.Errorf("%v: %s", err, out)
 }
+
+// detachMount unmounts mnt lazily (fusermount3 -u -z): a dead mount, or
+// one left behind by a failed test.
+func detachMount(mnt string) { _ = exec.Command("fusermount3", "-u", "-z", mnt).Run() }
 
 // waitExit waits for the daemon to exit and returns its exit code.
 func (d *daemon) waitExit(t *testing.T) int {

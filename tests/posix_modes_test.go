@@ -22,18 +22,6 @@ import (
 // directory of the same file system rather than with figures written down
 // here, so the kernel's own rules (set-ID bits, symbolic links) decide.
 
-// mountUmask is mountT for a daemon that a shell starts under umask mask,
-// as a login shell, systemd (UMask=) or mount.fuse3 would.
-func mountUmask(t *testing.T, src, mask string, flags ...string) *daemon {
-	t.Helper()
-	requireFUSE(t)
-	mnt := mountPoint(t)
-	args := append([]string{"-c", "umask " + mask + `; exec "$@"`, "sh", binScanlockfs, "mount"}, flags...)
-	d := startCmd(t, exec.Command("sh", append(args, src, mnt)...), src, mnt)
-	d.waitReady(t)
-	return d
-}
-
 // modeOf is the type and permission bits of path (not following a
 // symbolic link), as ls -l would show them.
 func modeOf(t *testing.T, path string) os.FileMode {
@@ -98,7 +86,7 @@ func TestPosixCreateModesIgnoreDaemonUmask(t *testing.T) {
 	cred := otherUser(t)
 	for _, mask := range []string{"077", "022"} {
 		t.Run("daemon umask "+mask, func(t *testing.T) {
-			d := mountUmask(t, scanDB(t, "scanA"), mask, "--allow-other")
+			d := mountUnder(t, scanDB(t, "scanA"), "umask "+mask, "--allow-other")
 			native := userDirs(t, d, cred, "scanA/u")
 			runAsIn(t, cred, `umask 002; echo data >file; mkdir dir; mkfifo fifo; mknod node p; ln -s file link`,
 				native, d.path("scanA/u"))
@@ -139,7 +127,7 @@ for name, mode in zip(args[::2], args[1::2]):
 // drops the set-group-ID bit, natively and through the mount alike.
 func TestPosixCreateSetIDAsOtherUser(t *testing.T) {
 	cred := otherUser(t)
-	d := mountUmask(t, scanDB(t, "scanA"), "022", "--allow-other")
+	d := mountUnder(t, scanDB(t, "scanA"), "umask 022", "--allow-other")
 	native := userDirs(t, d, cred, "scanA/u")
 	// A set-group-ID directory of root's group, writable by everybody.
 	for _, dir := range []string{native, d.srcPath("scanA/u")} {
@@ -227,7 +215,7 @@ func posixACL(entries ...[3]uint32) []byte {
 // (with another umask, FUSE applies it where natively the default ACL
 // replaces it; the README says so).
 func TestPosixDefaultACL(t *testing.T) {
-	d := mountUmask(t, scanDB(t, "scanA"), "022")
+	d := mountUnder(t, scanDB(t, "scanA"), "umask 022")
 	native := filepath.Join(filepath.Dir(d.src), "native", "acl")
 	const (
 		userObj, group, groupObj, mask, other = 0x01, 0x08, 0x04, 0x10, 0x20

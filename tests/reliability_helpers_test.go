@@ -11,16 +11,6 @@ import (
 	"time"
 )
 
-// mountOn mounts src on the existing directory mnt (mountT makes a new
-// one) and waits until it is ready; cleanup as for mountT.
-func mountOn(t *testing.T, src, mnt string, flags ...string) *daemon {
-	t.Helper()
-	requireFUSE(t)
-	d := startDaemon(t, src, mnt, flags...)
-	d.waitReady(t)
-	return d
-}
-
 // pyProc is a python3 client that talks in lines: the test sends
 // commands on its standard input and waits for the lines it prints.
 // Python retries EINTR itself (PEP 475), as a careful C program would.
@@ -142,16 +132,6 @@ func (p *pyProc) wait() error {
 		p.t.Fatalf("%s did not exit", p.name)
 		return nil
 	}
-}
-
-// stamp parses a CLOCK_MONOTONIC nanosecond field.
-func stamp(t *testing.T, s string) int64 {
-	t.Helper()
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		t.Fatalf("bad time stamp %q", s)
-	}
-	return v
 }
 
 // pyOpener is a python3 program that opens files on command and reports

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -23,17 +22,9 @@ func loopExt4(t *testing.T, label string) string {
 	must(t, err)
 	must(t, f.Truncate(16<<20))
 	must(t, f.Close())
-	if out, err := exec.Command("mkfs.ext4", "-q", "-O", "^metadata_csum,^has_journal", "-L", label, img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("loop mount of an ext4 image: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-		}
-	})
+	run(t, "mkfs.ext4", "-q", "-O", "^metadata_csum,^has_journal", "-L", label, img)
+	run(t, "mount", "-o", "loop", img, mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
 	return mnt
 }
 

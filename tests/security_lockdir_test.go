@@ -4,12 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -66,35 +64,6 @@ func plantFIFO(t *testing.T, cred *syscall.Credential, path string) {
 	t.Helper()
 	mustRunAs(t, cred, "mkfifo", "-m", "0664", path)
 	t.Cleanup(func() { unblockFIFO(path) })
-}
-
-// mountFails starts `scanlockfs mount flags... src MNT` and returns its
-// exit code and standard error once it exits; if it mounts instead, the
-// test fails (and the mount is taken down).
-func mountFails(t *testing.T, src string, flags ...string) (int, string) {
-	t.Helper()
-	requireFUSE(t)
-	mnt := mountPoint(t)
-	d := startDaemon(t, src, mnt, flags...)
-	ready := fmt.Sprintf("scanlockfs: mounted %s on %s\n", src, mnt)
-	for deadline := time.Now().Add(waitLimit); ; time.Sleep(5 * time.Millisecond) {
-		select {
-		case <-d.exited:
-			code := -1
-			if ee, ok := d.waitErr.(*exec.ExitError); ok {
-				code = ee.ExitCode()
-			} else if d.waitErr == nil {
-				code = 0
-			}
-			return code, d.stderr.String()
-		default:
-		}
-		if d.stdout.String() == ready || time.Now().After(deadline) {
-			d.allowExit = true
-			t.Cleanup(d.cleanup)
-			t.Fatalf("scanlockfs mount did not refuse to start; stderr:\n%s", d.stderr)
-		}
-	}
 }
 
 func TestSecurityLockDir(t *testing.T) {
@@ -349,9 +318,7 @@ sys.stdin.readline()
 // userOf returns the name of the user of cred.
 func userOf(t *testing.T, cred *syscall.Credential) string {
 	t.Helper()
-	out, err := exec.Command("id", "-nu", fmt.Sprint(cred.Uid)).Output()
-	must(t, err)
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(run(t, "id", "-nu", fmt.Sprint(cred.Uid)))
 }
 
 // Item 8: at the daemon's descriptor limit, an open that needs a lock
@@ -366,9 +333,7 @@ func TestSecurityDescriptorLimit(t *testing.T) {
 	for i := range 100 {
 		must(t, os.WriteFile(filepath.Join(src, "scanA", fmt.Sprintf("f%03d", i)), nil, 0o644))
 	}
-	mnt := mountPoint(t)
-	d := startCmd(t, exec.Command("sh", "-c", `ulimit -n 64; exec "$@"`, "sh", binScanlockfs, "mount", src, mnt), src, mnt)
-	d.waitReady(t)
+	d := mountUnder(t, src, "ulimit -n 64")
 	// Open files of scanA until the daemon has no descriptor left, then
 	// open a file of scanB, scanC and scanD (their lock files must be
 	// opened: a descriptor freed meanwhile goes to the first, whose lock
@@ -397,7 +362,7 @@ except OSError as e:
     print("close", errno.errorcode.get(e.errno, str(e.errno)), flush=True)
 for fd in fds:
     os.close(fd)
-`, mnt)
+`, d.mnt)
 	if f := p.expect("limit"); f[2] != "EMFILE" {
 		t.Fatalf("the daemon never ran out of descriptors: %q", f)
 	}

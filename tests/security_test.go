@@ -299,12 +299,8 @@ func runAs(cred *syscall.Credential, name string, args ...string) (string, error
 // of the daemon, so that every user of the scan tree can use them.
 func TestSecurityLockFileModes(t *testing.T) {
 	t.Parallel()
-	requireFUSE(t)
 	src := scanDB(t, "scanA")
-	mnt := mountPoint(t)
-	// The daemon runs under umask 077 (sh replaces itself with it).
-	d := startCmd(t, exec.Command("sh", "-c", `umask 077; exec "$@"`, "sh", binScanlockfs, "mount", "--log-level", "debug", src, mnt), src, mnt)
-	d.waitReady(t)
+	d := mountUnder(t, src, "umask 077", "--log-level", "debug")
 	// The lock directory was created under umask 077; the mount itself
 	// then clears the umask (fusefs.Mount), and the lock files must not
 	// depend on that either: lockmgr gives every mode explicitly.

@@ -15,45 +15,10 @@
 // errors.Is(err, fs.ErrNotExist) holds.
 package procfs
 
-import (
-	"os"
-	"strconv"
-)
+import "strconv"
 
 // procRoot is where proc is mounted.
 const procRoot = "/proc"
 
 // pidDir returns /proc/PID.
 func pidDir(pid int) string { return procRoot + "/" + strconv.Itoa(pid) }
-
-// readAs reads the file path and parses it.
-func readAs[T any](path string, parse func([]byte) (T, error)) (T, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		var zero T
-		return zero, err
-	}
-	return parse(b)
-}
-
-// numbers returns the entries of directory dir that are numbers (pids,
-// descriptors), but skip.
-func numbers(dir string, skip func(*os.File) int) ([]int, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, err
-	}
-	not := skip(f)
-	out := make([]int, 0, len(names))
-	for _, name := range names {
-		if n, err := strconv.Atoi(name); err == nil && n >= 0 && n != not {
-			out = append(out, n)
-		}
-	}
-	return out, nil
-}

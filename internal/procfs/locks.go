@@ -1,10 +1,7 @@
 package procfs
 
 import (
-	"bufio"
 	"bytes"
-	"fmt"
-	"os"
 	"strconv"
 )
 
@@ -23,13 +20,7 @@ type Lock struct {
 // ReadLocks reads /proc/locks. The kernel produces it a page at a time,
 // so while locks change a long list can show an entry twice or miss one:
 // callers de-duplicate, and treat it as a hint where a miss matters.
-func ReadLocks() ([]Lock, error) {
-	data, err := os.ReadFile(procRoot + "/locks")
-	if err != nil {
-		return nil, fmt.Errorf("reading /proc/locks: %w", err)
-	}
-	return ParseLocks(data), nil
-}
+func ReadLocks() ([]Lock, error) { return readTable(procRoot+"/locks", parseLockLine) }
 
 // ParseLocks parses the lines of /proc/locks that have a READ or WRITE
 // mode; others (leases' BREAKING, UNLCK, malformed lines) are skipped.
@@ -37,51 +28,48 @@ func ReadLocks() ([]Lock, error) {
 //
 //	1: FLOCK  ADVISORY  WRITE 1234 fe:00:7864554 0 EOF
 //	1: -> FLOCK  ADVISORY  WRITE 4321 fe:00:7864554 0 EOF
-func ParseLocks(data []byte) []Lock {
-	var out []Lock
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := bytes.Fields(sc.Bytes())
-		if len(f) < 6 {
-			continue
-		}
-		f = f[1:] // "N:"
-		var l Lock
-		if string(f[0]) == "->" {
-			l.Blocked = true
-			f = f[1:]
-		}
-		if len(f) < 5 {
-			continue
-		}
-		l.Kind = string(f[0])
-		switch string(f[2]) {
-		case "READ":
-		case "WRITE":
-			l.Write = true
-		default:
-			continue
-		}
-		pid, err := strconv.Atoi(string(f[3]))
-		if err != nil {
-			continue
-		}
-		l.PID = pid
-		dev := bytes.Split(f[4], []byte(":"))
-		if len(dev) != 3 {
-			continue
-		}
-		maj, err1 := strconv.ParseUint(string(dev[0]), 16, 32)
-		min, err2 := strconv.ParseUint(string(dev[1]), 16, 32)
-		ino, err3 := strconv.ParseUint(string(dev[2]), 10, 64)
-		if err1 != nil || err2 != nil || err3 != nil {
-			continue
-		}
-		l.Major, l.Minor, l.Inode = uint32(maj), uint32(min), ino
-		if len(f) > 5 {
-			l.Start, _ = strconv.ParseUint(string(f[5]), 10, 64)
-		}
-		out = append(out, l)
+func ParseLocks(data []byte) []Lock { return parseLines(data, parseLockLine) }
+
+func parseLockLine(line []byte) (Lock, bool) {
+	f := bytes.Fields(line)
+	if len(f) < 6 {
+		return Lock{}, false
 	}
-	return out
+	f = f[1:] // "N:"
+	var l Lock
+	if string(f[0]) == "->" {
+		l.Blocked = true
+		f = f[1:]
+	}
+	if len(f) < 5 {
+		return Lock{}, false
+	}
+	l.Kind = string(f[0])
+	switch string(f[2]) {
+	case "READ":
+	case "WRITE":
+		l.Write = true
+	default:
+		return Lock{}, false
+	}
+	pid, err := strconv.Atoi(string(f[3]))
+	if err != nil {
+		return Lock{}, false
+	}
+	l.PID = pid
+	dev := bytes.Split(f[4], []byte(":"))
+	if len(dev) != 3 {
+		return Lock{}, false
+	}
+	maj, err1 := strconv.ParseUint(string(dev[0]), 16, 32)
+	min, err2 := strconv.ParseUint(string(dev[1]), 16, 32)
+	ino, err3 := strconv.ParseUint(string(dev[2]), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return Lock{}, false
+	}
+	l.Major, l.Minor, l.Inode = uint32(maj), uint32(min), ino
+	if len(f) > 5 {
+		l.Start, _ = strconv.ParseUint(string(f[5]), 10, 64)
+	}
+	return l, true
 }

@@ -1,9 +1,6 @@
 package procfs
 
 import (
-	"bytes"
-	"fmt"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -23,13 +20,7 @@ type Mount struct {
 
 // ReadMountinfo reads /proc/self/mountinfo: the mounts visible to the
 // calling process.
-func ReadMountinfo() ([]Mount, error) {
-	data, err := os.ReadFile(procRoot + "/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("reading /proc/self/mountinfo: %w", err)
-	}
-	return ParseMountinfo(data), nil
-}
+func ReadMountinfo() ([]Mount, error) { return readTable(procRoot+"/self/mountinfo", parseMountLine) }
 
 // ParseMountinfo parses mountinfo lines (proc(5)):
 //
@@ -38,18 +29,10 @@ func ReadMountinfo() ([]Mount, error) {
 // Malformed lines are skipped. The kernel escapes space, tab, newline
 // and backslash in paths and in the source as \040, \011, \012, \134, so
 // fields never contain those bytes; Unescape undoes it.
-func ParseMountinfo(data []byte) []Mount {
-	var out []Mount
-	for line := range bytes.SplitSeq(data, []byte("\n")) {
-		if m, ok := parseMountLine(string(line)); ok {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+func ParseMountinfo(data []byte) []Mount { return parseLines(data, parseMountLine) }
 
-func parseMountLine(line string) (Mount, bool) {
-	f := strings.Fields(line)
+func parseMountLine(line []byte) (Mount, bool) {
+	f := strings.Fields(string(line))
 	sep := -1
 	for i := 6; i < len(f); i++ {
 		if f[i] == "-" {

@@ -5,7 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -21,24 +21,22 @@ const tail20 = "2 3 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 4242 1000 50"
 
 func TestParseStat(t *testing.T) {
 	cases := []struct {
-		in    string
-		comm  string
-		ppid  int
-		state byte
+		in   string
+		want Stat // but the times, tail20's
 	}{
-		{"25080 (cat) R 25076 " + tail20 + " 18446744073709551615\n", "cat", 25076, 'R'},
-		{"7 (a (weird) name) S 1 " + tail20, "a (weird) name", 1, 'S'},
-		{"9 (sp ace) Z 0 " + tail20, "sp ace", 0, 'Z'},
+		{"25080 (cat) R 25076 " + tail20 + " 18446744073709551615\n", Stat{PID: 25080, Comm: "cat", State: 'R', PPID: 25076}},
+		{"7 (a (weird) name) S 1 " + tail20, Stat{PID: 7, Comm: "a (weird) name", State: 'S', PPID: 1}},
+		{"9 (sp ace) Z 0 " + tail20, Stat{PID: 9, Comm: "sp ace", State: 'Z', PPID: 0}},
 		// A name made to look like the end of the command and more fields.
-		{"11 (x) R 1 2 3) S 99 " + tail20, "x) R 1 2 3", 99, 'S'},
-		{"12 () (\n) S 5 " + tail20, ") (\n", 5, 'S'},
-		{"13 () D 6 " + tail20, "", 6, 'D'},
+		{"11 (x) R 1 2 3) S 99 " + tail20, Stat{PID: 11, Comm: "x) R 1 2 3", State: 'S', PPID: 99}},
+		{"12 () (\n) S 5 " + tail20, Stat{PID: 12, Comm: ") (\n", State: 'S', PPID: 5}},
+		{"13 () D 6 " + tail20, Stat{PID: 13, Comm: "", State: 'D', PPID: 6}},
 	}
 	for _, c := range cases {
+		c.want.UTime, c.want.STime, c.want.StartTime = 17, 5, 4242
 		st, err := ParseStat([]byte(c.in))
-		if err != nil || st.Comm != c.comm || st.PPID != c.ppid || st.State != c.state || st.StartTime != 4242 ||
-			st.UTime != 17 || st.STime != 5 {
-			t.Errorf("ParseStat(%q) = %+v, %v; want comm %q ppid %d start 4242", c.in, st, err, c.comm, c.ppid)
+		if err != nil || st != c.want {
+			t.Errorf("ParseStat(%q) = %+v, %v; want %+v", c.in, st, err, c.want)
 		}
 	}
 	for _, bad := range []string{
@@ -139,10 +137,10 @@ const statusSample = "Name:\tcat\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t424
 
 func TestParseStatus(t *testing.T) {
 	st, err := ParseStatus([]byte(statusSample))
-	if err != nil || st.Tgid != 4242 || st.Uid != [4]uint32{1000, 1001, 1002, 1003} ||
-		st.Gid != [4]uint32{100, 101, 102, 103} || !slices.Equal(st.Groups, []uint32{4, 24, 27}) ||
-		st.VmHWM != 2048 || st.VmRSS != 1024 {
-		t.Errorf("ParseStatus = %+v, %v", st, err)
+	want := Status{Tgid: 4242, Uid: [4]uint32{1000, 1001, 1002, 1003}, Gid: [4]uint32{100, 101, 102, 103},
+		Groups: []uint32{4, 24, 27}, VmRSS: 1024, VmHWM: 2048}
+	if err != nil || !reflect.DeepEqual(st, want) {
+		t.Errorf("ParseStatus = %+v, %v; want %+v", st, err, want)
 	}
 	// No supplementary groups: "Groups:" with nothing after it.
 	st, err = ParseStatus([]byte("Tgid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n"))

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 )
 
@@ -27,17 +26,7 @@ type Stat struct {
 }
 
 // ReadStat reads /proc/PID/stat.
-func ReadStat(pid int) (Stat, error) {
-	b, err := os.ReadFile(pidDir(pid) + "/stat")
-	if err != nil {
-		return Stat{}, err
-	}
-	st, err := ParseStat(b)
-	if err != nil {
-		return Stat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return st, nil
-}
+func ReadStat(pid int) (Stat, error) { return readRecord(pid, "stat", ParseStat) }
 
 // ParseStat parses the contents of /proc/PID/stat:
 //

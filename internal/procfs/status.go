@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"strconv"
 )
 
@@ -20,17 +19,7 @@ type Status struct {
 }
 
 // ReadStatus reads /proc/PID/status. PID may be any thread's id.
-func ReadStatus(pid int) (Status, error) {
-	b, err := os.ReadFile(pidDir(pid) + "/status")
-	if err != nil {
-		return Status{}, err
-	}
-	st, err := ParseStatus(b)
-	if err != nil {
-		return Status{}, fmt.Errorf("/proc/%d/status: %w", pid, err)
-	}
-	return st, nil
-}
+func ReadStatus(pid int) (Status, error) { return readRecord(pid, "status", ParseStatus) }
 
 // ParseStatus parses the contents of /proc/PID/status, lines of
 // "Key:\tvalue". The kernel escapes the Name line's value, so a command

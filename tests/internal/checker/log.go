@@ -15,7 +15,8 @@
 // PROC names the process, SEQ numbers its requests, SCAN is quoted as a
 // Go string (spaces as \x20), MODE is "shared" or "exclusive". READ is the counter
 // value the holder read under the lock (-1: not read, "torn": the file
-// was half-written), WROTE the value it wrote (-1: none).
+// was half-written), WROTE the value it wrote (-1: none). ERROR is one
+// word, as ErrName names an error.
 //
 // A holder records begin after its lock call returned and end before it
 // releases, so the recorded interval lies inside the time it really held

@@ -30,13 +30,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,30 +58,6 @@ func main() {
 
 // now is the system-wide monotonic clock, comparable across processes.
 var now = testutil.Now
-
-func errnoName(err error) string {
-	if errors.Is(err, lockmgr.ErrLockFile) {
-		// The message names the lock file and the fix; it wraps the OS
-		// error too, whose name alone would say less.
-		return strings.ReplaceAll(err.Error(), " ", "_")
-	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		if n := unix.ErrnoName(errno); n != "" {
-			return n
-		}
-		return strconv.Itoa(int(errno))
-	}
-	switch {
-	case errors.Is(err, lockmgr.ErrTimeout):
-		return "TIMEOUT"
-	case errors.Is(err, lockmgr.ErrWouldBlock):
-		return "WOULDBLOCK"
-	case errors.Is(err, lockmgr.ErrDeadlock):
-		return "DEADLOCK"
-	}
-	return strings.ReplaceAll(err.Error(), " ", "_")
-}
 
 func parseFlags(s string) (int, error) {
 	flags := 0
@@ -148,7 +122,7 @@ func (c *client) say(format string, args ...any) {
 
 // fail answers "err ID ERRNO T" for a command that has no start line.
 func (c *client) fail(id string, err error) {
-	c.say("err %s %s %d", id, errnoName(err), now())
+	c.say("err %s %s %d", id, checker.ErrName(err), now())
 }
 
 // call answers "start ID T" before fn and "ok ID T" or "err ID ERRNO T"
@@ -158,7 +132,7 @@ func (c *client) call(id string, fn func() error) {
 	err := fn()
 	t := now()
 	if err != nil {
-		c.say("err %s %s %d", id, errnoName(err), t)
+		c.say("err %s %s %d", id, checker.ErrName(err), t)
 		return
 	}
 	c.say("ok %s %d", id, t)

@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -171,13 +170,13 @@ func (w *worker) op(seq uint64, scan string, write bool) error {
 		var err error
 		lease, err = w.mgr.Acquire(context.Background(), scan, lmode, w.owner)
 		if err != nil {
-			w.log.Fail(seq, scan, mode, checker.Now(), errName(err))
+			w.log.Fail(seq, scan, mode, checker.Now(), checker.ErrName(err))
 			return fmt.Errorf("lock %s %s: %w", scan, mode, err)
 		}
 	}
 	fd, err := openRetry(path, flags|unix.O_CLOEXEC)
 	if err != nil {
-		w.log.Fail(seq, scan, mode, checker.Now(), errName(err))
+		w.log.Fail(seq, scan, mode, checker.Now(), checker.ErrName(err))
 		if lease != nil {
 			_ = lease.Release()
 		}
@@ -244,19 +243,3 @@ func reopen(path string) error {
 }
 
 func openRetry(path string, flags int) (int, error) { return testutil.OpenRetry(path, flags, 0) }
-
-func errName(err error) string {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		if n := unix.ErrnoName(errno); n != "" {
-			return n
-		}
-	}
-	switch {
-	case errors.Is(err, lockmgr.ErrTimeout):
-		return "TIMEOUT"
-	case errors.Is(err, lockmgr.ErrDeadlock):
-		return "DEADLOCK"
-	}
-	return err.Error()
-}
