@@ -192,27 +192,11 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 
-	opts := []lockmgr.Option{
-		lockmgr.WithStaleCleanup(false), // the mount and `cleanup` purge; run only locks
-		// COMMAND runs for a while: have the .info file (user, since, the
-		// command line) in place before it starts, for status and plantdb.
-		lockmgr.WithInfoDelay(0),
-		lockmgr.WithTimeout(r.timeout),
-		lockmgr.WithLogger(log),
-	}
-	if r.lockDir != "" {
-		opts = append(opts, lockmgr.WithLockDir(r.lockDir))
-	}
-	eopts, closeEtcd, err := etcdOptions(c)
-	defer closeEtcd()
+	m, closeM, err := runManager(c, r, source, log)
 	if err != nil {
 		return err
 	}
-	m, err := lockmgr.New(source, append(opts, eopts...)...)
-	if err != nil {
-		return exitf(clusterExit(err, ExitInternal), "run: %w", err)
-	}
-	defer m.Close()
+	defer closeM()
 
 	owner := lockmgr.ProcessOwner()
 	owner.User = r.user
@@ -248,6 +232,32 @@ func runAction(c *cli.Context) error {
 		return exitf(code, "") // COMMAND has said what went wrong
 	}
 	return nil
+}
+
+// runManager opens the lock manager that run takes its lock with; closeAll
+// closes it and the etcd client, if any.
+func runManager(c *cli.Context, r *runArgs, source string, log logrus.FieldLogger) (m *lockmgr.Manager, closeAll func(), err error) {
+	opts := []lockmgr.Option{
+		lockmgr.WithStaleCleanup(false), // the mount and `cleanup` purge; run only locks
+		// COMMAND runs for a while: have the .info file (user, since, the
+		// command line) in place before it starts, for status and plantdb.
+		lockmgr.WithInfoDelay(0),
+		lockmgr.WithTimeout(r.timeout),
+		lockmgr.WithLogger(log),
+	}
+	if r.lockDir != "" {
+		opts = append(opts, lockmgr.WithLockDir(r.lockDir))
+	}
+	eopts, closeEtcd, err := etcdOptions(c)
+	if err != nil {
+		closeEtcd()
+		return nil, nil, err
+	}
+	if m, err = lockmgr.New(source, append(opts, eopts...)...); err != nil {
+		closeEtcd()
+		return nil, nil, exitf(clusterExit(err, ExitInternal), "run: %w", err)
+	}
+	return m, func() { m.Close(); closeEtcd() }, nil
 }
 
 // acquireForRun takes the lock. A signal that arrives while it waits
