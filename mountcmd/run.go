@@ -48,7 +48,8 @@ func runCommand() *cli.Command {
 			"lock: they use the scan without waiting for scanlockfs run itself.\n" +
 			"Options go before SOURCE; '--' before COMMAND is optional unless COMMAND starts with '-'.\n\n" +
 			"Exit codes: COMMAND's status once it ran; 2 bad arguments; 3 lock timeout; 4 busy with\n" +
-			"--nonblock; 6 SOURCE missing; 126 COMMAND not executable; 127 COMMAND not found;\n" +
+			"--nonblock; 6 SOURCE missing; 7 --etcd and the cluster did not answer; 126 COMMAND not\n" +
+			"executable; 127 COMMAND not found;\n" +
 			"128+N interrupted by signal N while waiting for the lock; 1 internal error.\n\n" +
 			"Examples:\n" +
 			"  # back up a scan while nobody writes to it (waits up to 30 s)\n" +
