@@ -57,11 +57,10 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	if opts.Manager == nil {
 		return nil, errors.New("fusefs: Options.Manager is nil")
 	}
-	logger := opts.Logger
-	if logger == nil {
+	if opts.Logger == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
-		logger = l
+		opts.Logger = l
 	}
 	src, err := filepath.Abs(opts.Source)
 	if err != nil {
@@ -74,7 +73,6 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	if err := syscall.Stat(src, &st); err != nil {
 		return nil, fmt.Errorf("fusefs: source %s: %w", src, err)
 	}
-
 	mnt, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return nil, err
@@ -83,8 +81,8 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		mountpoint: mnt,
 		holders:    holding{},
 		mgr:        opts.Manager,
-		log:        logger,
-		debug:      debugEnabled(logger),
+		log:        opts.Logger,
+		debug:      debugEnabled(opts.Logger),
 		timeout:    ownTimeout(opts),
 		readOnly:   opts.ReadOnly,
 		hidden:     hiddenName(src, opts.Manager.LockDir()),
@@ -96,9 +94,19 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	root := &node{fsys: fsys}
 	fsys.root = root.EmbeddedInode()
 
-	fuseLog := log.New(&logWriter{log: logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)
 	direct := os.Geteuid() == 0
 	unix.Umask(0)
+	srv, err := fs.Mount(mountpoint, root, fuseOptions(opts, src, direct))
+	if err != nil {
+		return nil, err
+	}
+	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
+}
+
+// fuseOptions are go-fuse's options for a mount of src with opts; direct
+// when the daemon can call mount(2) itself (root).
+func fuseOptions(opts Options, src string, direct bool) *fs.Options {
+	fuseLog := log.New(&logWriter{log: opts.Logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)
 	fopts := &fs.Options{
 		// Show a mode of 0000 as it is: go-fuse otherwise reports 0644
 		// (0755 for a directory), with which default_permissions (see
@@ -130,11 +138,7 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	if opts.NoPassthrough {
 		fopts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
-	srv, err := fs.Mount(mountpoint, root, fopts)
-	if err != nil {
-		return nil, err
-	}
-	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
+	return fopts
 }
 
 // ownTimeout is the timeout fusefs must apply itself: none when the

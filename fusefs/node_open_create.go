@@ -60,19 +60,32 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	scan, rel := n.scan()
 	req := lockReq{op: "open", path: rel, mode: openMode(flags), nonblock: flags&syscall.O_NONBLOCK != 0}
+	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
+		return n.openFile(flags)
+	})
+	return h, 0, errno
+}
+
+// lockedHandle is how Open, Create and Tmpfile lock: it takes req.mode on
+// scan, runs open (which resolves the file only now), and hands the
+// leases to the handle of the descriptor open returns; on failure they
+// are released. The handle is returned as an interface only when there is
+// one: a nil *handle in an fs.FileHandle is not nil, and go-fuse would
+// use it.
+func (fsys *fileSystem) lockedHandle(ctx context.Context, req lockReq, scan string, open func() (int, syscall.Errno)) (fs.FileHandle, syscall.Errno) {
 	var h *handle
-	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
-		fd, errno := n.openFile(flags)
+	errno := fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
+		fd, errno := open()
 		if errno != 0 {
 			return false, errno
 		}
-		h = n.fsys.newHandle(fd, req, scan, leases)
+		h = fsys.newHandle(fd, req, scan, leases)
 		return true, 0
 	})
 	if errno != 0 {
-		return nil, 0, errno
+		return nil, errno
 	}
-	return h, 0, 0
+	return h, 0
 }
 
 // openFile opens n's backing file for an OPEN with flags.
@@ -115,30 +128,41 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno := n.refuseName(name); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	scan := n.entryScan(name, false)
 	req := lockReq{op: "create", path: n.childPath(name), mode: lockmgr.Exclusive, nonblock: flags&syscall.O_NONBLOCK != 0}
-	var child *fs.Inode
-	var h *handle
-	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
-		dfd, done, errno := n.openDir()
-		if errno != 0 {
-			return false, errno
-		}
-		defer done()
+	return n.createFile(ctx, req, n.entryScan(name, false), flags, mode, out, func(dfd int) (int, syscall.Errno) {
 		fd, err := unix.Openat(dfd, name, backingFlags(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode(mode))
 		if err == unix.EEXIST && flags&syscall.O_EXCL == 0 {
-			return false, syscall.ESTALE
+			return -1, syscall.ESTALE
 		}
 		if err != nil {
-			return false, n.errno(err)
+			return -1, n.errno(err)
+		}
+		return fd, 0
+	})
+}
+
+// createFile is Create and Tmpfile once the request is known: under the
+// lock, create (which calls openat with O_CREAT or O_TMPFILE in dfd, the
+// checked descriptor of n) makes the file, newFile finishes it, and the
+// handle keeps the lease.
+func (n *node) createFile(ctx context.Context, req lockReq, scan string, flags, mode uint32, out *fuse.EntryOut, create func(dfd int) (int, syscall.Errno)) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	var child *fs.Inode
+	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
+		dfd, done, errno := n.openDir()
+		if errno != 0 {
+			return -1, errno
+		}
+		defer done()
+		fd, errno := create(dfd)
+		if errno != 0 {
+			return -1, errno
 		}
 		child, errno = n.newFile(ctx, fd, dfd, flags, mode, out)
 		if errno != 0 {
 			unix.Close(fd)
-			return false, errno
+			return -1, errno
 		}
-		h = n.fsys.newHandle(fd, req, scan, leases)
-		return true, 0
+		return fd, 0
 	})
 	if errno != 0 {
 		return nil, nil, 0, errno
@@ -173,31 +197,14 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	scan, rel := n.scan()
 	req := lockReq{op: "tmpfile", path: rel + "/(O_TMPFILE)", mode: lockmgr.Exclusive, nonblock: flags&syscall.O_NONBLOCK != 0}
-	var child *fs.Inode
-	var h *handle
-	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
-		dfd, done, errno := n.openDir()
-		if errno != 0 {
-			return false, errno
-		}
-		defer done()
+	return n.createFile(ctx, req, scan, flags, mode, out, func(dfd int) (int, syscall.Errno) {
 		// O_EXCL here means: never to be linked.
 		fd, err := unix.Openat(dfd, ".", backingFlags(flags)|int(flags&syscall.O_EXCL)|unix.O_TMPFILE|unix.O_CLOEXEC, createMode(mode))
 		if err != nil {
-			return false, n.errno(err)
+			return -1, n.errno(err)
 		}
-		child, errno = n.newFile(ctx, fd, dfd, flags, mode, out)
-		if errno != 0 {
-			unix.Close(fd)
-			return false, errno
-		}
-		h = n.fsys.newHandle(fd, req, scan, leases)
-		return true, 0
+		return fd, 0
 	})
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	return child, h, 0, 0
 }
 
 // newHandle makes the handle of an open backing file fd and the leases of
