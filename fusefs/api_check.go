@@ -30,6 +30,7 @@ var (
 	_ = (fs.NodeLinker)((*node)(nil))         // exclusive on both scans
 	_ = (fs.NodeRenamer)((*node)(nil))        // exclusive on both scans
 	_ = (fs.NodeIoctler)((*node)(nil))        // ENOTTY for every handle
+	_ = (fs.NodeOnForgetter)((*node)(nil))    // closes a directory's kept descriptor
 
 	_ = (fs.FileReleaser)((*handle)(nil))        // closes the backing fd, then releases the lease
 	_ = (fs.FilePassthroughFder)((*handle)(nil)) // promoted: keeps kernel passthrough on

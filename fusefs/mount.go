@@ -96,11 +96,26 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 
 	direct := os.Geteuid() == 0
 	unix.Umask(0)
-	srv, err := fs.Mount(mountpoint, root, fuseOptions(opts, src, direct))
+	srv, err := serve(mountpoint, root, fuseOptions(opts, src, direct), &fsys.requests)
 	if err != nil {
 		return nil, err
 	}
 	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
+}
+
+// serve is fs.Mount with every request counted in counts (requests.go).
+func serve(mountpoint string, root fs.InodeEmbedder, fopts *fs.Options, counts *reqCounts) (*fuse.Server, error) {
+	raw := &countingFS{RawFileSystem: fs.NewNodeFS(root, fopts), n: counts}
+	srv, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// Serve returns by itself once the mount is gone.
+		return nil, err
+	}
+	return srv, nil
 }
 
 // fuseOptions are go-fuse's options for a mount of src with opts; direct

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,10 @@ type fileSystem struct {
 
 	// back is SOURCE, reached only through descriptors (backing.go).
 	back *backing
+	// requests counts FUSE requests by opcode (requests.go).
+	requests reqCounts
+	// dirFDs counts the descriptors directory nodes keep (node_dirfd.go).
+	dirFDs atomic.Int64
 
 	mu      sync.Mutex // guards holders; never held while waiting
 	holders holding
@@ -54,6 +59,8 @@ type node struct {
 
 	fs.Inode
 	fsys *fileSystem
+	// dir is a directory node's kept descriptor (node_dirfd.go).
+	dir dirFD
 }
 
 // noRelease is the type of node.Release.

@@ -29,22 +29,21 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	var st syscall.Stat_t
 	var btime unix.StatxTimestamp
-	var err error
+	var errno syscall.Errno
 	if n.isRoot() {
 		// SOURCE's path has no symlink (resolved at the mount) and the
 		// name is one component, not followed: one call, as on a plain
 		// loopback, for the lookup that starts every path.
+		var err error
 		st, btime, err = statx(unix.AT_FDCWD, n.fsys.back.path+"/"+name, 0)
+		errno = n.errno(err)
 	} else {
-		dfd, done, errno := n.openDir()
-		if errno != 0 {
-			return nil, errno
-		}
-		st, btime, err = statx(dfd, name, 0)
-		done()
+		// One call too, relative to the directory's kept descriptor
+		// (node_dirfd.go).
+		st, btime, errno = n.statChild(name)
 	}
-	if err != nil {
-		return nil, n.errno(err)
+	if errno != 0 {
+		return nil, errno
 	}
 	out.Attr.FromStat(&st)
 	return n.newNode(ctx, &st, btime), 0
