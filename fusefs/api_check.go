@@ -39,7 +39,7 @@ var (
 	_ = (fs.FileWritever)((*handle)(nil))        // counts writes that reach the daemon
 	_ = (fs.FileSetattrer)((*handle)(nil))       // promoted; locking is in node.Setattr
 	_ = (fs.FileAllocater)((*handle)(nil))       // promoted: fallocate needs a write fd, whose exclusive lease covers it
-	_ = (fs.FileFlusher)((*handle)(nil))         // file_flush.go: releases nothing; never EMFILE
+	_ = (fs.FileFlusher)((*handle)(nil))         // file_flush.go: ENOSYS; opens say FOPEN_NOFLUSH
 	_ = (fs.FileIoctler)((*handle)(nil))         // ENOTTY (node.Ioctl answers first anyway)
 )
 

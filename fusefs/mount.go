@@ -18,20 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Cache timeouts. Zero means that the kernel asks the daemon again each
-// time: the data, size and names a program sees after it got the scan
-// lock are those on SOURCE, also when the last writer wrote to SOURCE
-// directly (through lockmgr or plantdb) rather than through this mount.
-// With a positive attribute timeout a reader could see a stale size and
-// read a truncated file; with a positive entry timeout it could open the
-// file a writer has just replaced by rename. The cost is a LOOKUP per
-// path component and a GETATTR per stat; see the README's figures.
-var (
-	entryTimeout    = time.Duration(0)
-	attrTimeout     = time.Duration(0)
-	negativeTimeout = time.Duration(0)
-)
-
 // Server is a mounted scanlockfs.
 type Server struct {
 	srv        *fuse.Server
@@ -78,15 +64,16 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	fsys := &fileSystem{
-		mountpoint: mnt,
-		holders:    holding{},
-		mgr:        opts.Manager,
-		log:        opts.Logger,
-		debug:      debugEnabled(opts.Logger),
-		timeout:    ownTimeout(opts),
-		readOnly:   opts.ReadOnly,
-		hidden:     hiddenName(src, opts.Manager.LockDir()),
-		status:     newStatusView(src, mnt),
+		mountpoint:  mnt,
+		holders:     holding{},
+		mgr:         opts.Manager,
+		log:         opts.Logger,
+		debug:       debugEnabled(opts.Logger),
+		timeout:     ownTimeout(opts),
+		readOnly:    opts.ReadOnly,
+		attrTimeout: opts.AttrTimeout,
+		hidden:      hiddenName(src, opts.Manager.LockDir()),
+		status:      newStatusView(src, mnt),
 	}
 	if fsys.back, err = newBacking(src); err != nil {
 		return nil, fmt.Errorf("fusefs: source: %w", err)
@@ -122,14 +109,15 @@ func serve(mountpoint string, root fs.InodeEmbedder, fopts *fs.Options, counts *
 // when the daemon can call mount(2) itself (root).
 func fuseOptions(opts Options, src string, direct bool) *fs.Options {
 	fuseLog := log.New(&logWriter{log: opts.Logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)
+	entry, attr, negative := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
 	fopts := &fs.Options{
 		// Show a mode of 0000 as it is: go-fuse otherwise reports 0644
 		// (0755 for a directory), with which default_permissions (see
 		// AllowOther) would let others open a file nobody may open.
 		NullPermissions: true,
-		EntryTimeout:    &entryTimeout,
-		AttrTimeout:     &attrTimeout,
-		NegativeTimeout: &negativeTimeout,
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &negative,
 		Logger:          fuseLog,
 		MountOptions: fuse.MountOptions{
 			FsName:     src,

@@ -63,8 +63,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
 		return n.openFile(flags)
 	})
-	return h, 0, errno
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return h, openFlags, 0
 }
+
+// openFlags are the FUSE flags of every open and create: no FLUSH on
+// close(2) (file_flush.go).
+const openFlags = fuse.FOPEN_NOFLUSH
 
 // lockedHandle is how Open, Create and Tmpfile lock: it takes req.mode on
 // scan, runs open (which resolves the file only now), and hands the
@@ -90,10 +97,11 @@ func (fsys *fileSystem) lockedHandle(ctx context.Context, req lockReq, scan stri
 
 // openFile opens n's backing file for an OPEN with flags.
 func (n *node) openFile(flags uint32) (int, syscall.Errno) {
-	fd, _, errno := n.openSelf(backingFlags(flags))
+	fd, st, errno := n.openSelf(backingFlags(flags))
 	if errno != 0 {
 		return -1, errno
 	}
+	n.refresh(&st)
 	err := finishOpen(fd, flags)
 	if err == nil && flags&syscall.O_TRUNC != 0 {
 		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
@@ -167,7 +175,7 @@ func (n *node) createFile(ctx context.Context, req lockReq, scan string, flags, 
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	return child, h, 0, 0
+	return child, h, openFlags, 0
 }
 
 // newFile finishes a create or O_TMPFILE open of the file fd, created
