@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -80,6 +81,7 @@ func mountCommand(argv []string) *cli.Command {
 			cacheTimeoutFlag("entry-timeout", fusefs.DefaultEntryTimeout, "the kernel keeps a name for `D` without asking again: a name created, removed or renamed on SOURCE by another process is seen within D"),
 			cacheTimeoutFlag("attr-timeout", fusefs.DefaultAttrTimeout, "the kernel keeps attributes for `D`: an unlocked stat of a file changed on SOURCE by another process lags by D at most (an open under the scan lock never does)"),
 			cacheTimeoutFlag("negative-timeout", fusefs.DefaultNegativeTimeout, "the kernel remembers for `D` that a name does not exist (0: a file created on SOURCE is found at once)"),
+			&cli.StringFlag{Name: "cpu-profile", Hidden: true, TakesFile: true, Usage: "write the daemon's CPU profile (pprof) to `FILE` when it unmounts; for scripts/bench/README.md"},
 			&cli.BoolFlag{Name: "no-passthrough", Usage: "serve reads and writes through the daemon instead of the kernel's FUSE passthrough (root, Linux >= 6.9): slower, but open files fail with ENOTCONN instead of going on unlocked if the daemon dies"},
 		},
 		Action: func(c *cli.Context) error { return mountAction(c, argv) },
@@ -117,6 +119,17 @@ func mountAction(c *cli.Context, argv []string) error {
 		defer cfg.LogFile.Close()
 	}
 	cfg.Detach = child
+	if p := c.String("cpu-profile"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return usageErrorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return usageErrorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	return runMount(c.App.Writer, cfg)
 }
 

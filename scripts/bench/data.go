@@ -57,7 +57,7 @@ func (b *bench) createData() error {
 	if b.sel[2] {
 		// Fresh directories for every target and repetition, so that each
 		// first touch through a mount is a real first touch.
-		for _, t := range []string{vNative, vLoopback, vScanlockfs} {
+		for _, t := range fsVariants {
 			for k := 0; k < c.Warmup+c.Reps; k++ {
 				if err := makeEmptyFiles(filepath.Join(b.src, statScan(t, k)), "f", c.StatFiles); err != nil {
 					return err
@@ -69,7 +69,7 @@ func (b *bench) createData() error {
 		}
 	}
 	if b.sel[3] {
-		for _, t := range []string{vNative, vLoopback, vScanlockfs} {
+		for _, t := range fsVariants {
 			for k := 0; k < c.Reps; k++ {
 				if err := os.MkdirAll(filepath.Join(b.src, createScan(t), fmt.Sprint("r", k)), 0o755); err != nil {
 					return err

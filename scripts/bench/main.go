@@ -266,19 +266,22 @@ func (c *config) validate() error {
 	return err
 }
 
+// lastWorkload is the highest workload number.
+const lastWorkload = 11
+
 // workloads returns the set of workloads -only selects.
 func (c *config) workloads() (map[int]bool, error) {
 	sel := map[int]bool{}
 	if strings.TrimSpace(c.Only) == "" {
-		for i := 1; i <= 9; i++ {
+		for i := 1; i <= lastWorkload; i++ {
 			sel[i] = true
 		}
 		return sel, nil
 	}
 	for _, f := range strings.Split(c.Only, ",") {
 		var n int
-		if _, err := fmt.Sscanf(strings.TrimSpace(f), "%d", &n); err != nil || n < 1 || n > 9 {
-			return nil, fmt.Errorf("-only %q: want workload numbers 1 to 9", c.Only)
+		if _, err := fmt.Sscanf(strings.TrimSpace(f), "%d", &n); err != nil || n < 1 || n > lastWorkload {
+			return nil, fmt.Errorf("-only %q: want workload numbers 1 to %d", c.Only, lastWorkload)
 		}
 		sel[n] = true
 	}
