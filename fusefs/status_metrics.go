@@ -35,6 +35,7 @@ import (
 //	scanlockfs_daemon_writes_total           counter  writes served by the daemon (0 with passthrough)
 //	scanlockfs_fuse_requests_total{op}       counter  FUSE requests by opcode (LOOKUP, GETATTR, OPEN, FLUSH...)
 //	scanlockfs_dir_fds                       gauge    directory descriptors kept for lookups
+//	scanlockfs_cache_invalidations_total     counter  kernel caches of files changed on SOURCE dropped at OPEN
 //	process_open_fds                         gauge    descriptors the daemon has open
 //	go_goroutines                            gauge    goroutines of the daemon
 //	process_start_time_seconds               gauge    when the daemon started (the mount, here)
@@ -47,6 +48,8 @@ type metricsInput struct {
 	// requests counts FUSE requests by opcode name.
 	requests map[string]uint64
 	dirFDs   int64
+	// invalidations counts kernel cache invalidations at OPEN.
+	invalidations uint64
 	// openFDs is -1 when /proc/self/fd cannot be read.
 	openFDs    int
 	goroutines int
@@ -106,6 +109,7 @@ func renderMetrics(in metricsInput) []byte {
 		w.sample("scanlockfs_fuse_requests_total", `op="`+op+`"`, u(in.requests[op]))
 	}
 	w.gauge("scanlockfs_dir_fds", "Descriptors of directories the daemon keeps for lookups in them.", strconv.FormatInt(in.dirFDs, 10))
+	w.counter("scanlockfs_cache_invalidations_total", "Opens that found the file changed on SOURCE since the kernel cached it, and dropped the kernel's attributes and data of it.", u(in.invalidations))
 
 	if in.openFDs >= 0 {
 		w.gauge("process_open_fds", "Number of open file descriptors of the daemon.", strconv.Itoa(in.openFDs))
@@ -123,11 +127,12 @@ func (fsys *fileSystem) gatherMetrics() metricsInput {
 		lock: fsys.mgr.Stats(),
 		fs: Stats{Opens: fsys.stats.opens.Load(), Reads: fsys.stats.reads.Load(),
 			Writes: fsys.stats.writes.Load()},
-		errnos:     fsys.errnos.snapshot(),
-		requests:   fsys.requests.snapshot(),
-		dirFDs:     fsys.dirFDs.Load(),
-		openFDs:    countOpenFDs(),
-		goroutines: runtime.NumGoroutine(),
+		errnos:        fsys.errnos.snapshot(),
+		requests:      fsys.requests.snapshot(),
+		dirFDs:        fsys.dirFDs.Load(),
+		invalidations: fsys.invalidations.Load(),
+		openFDs:       countOpenFDs(),
+		goroutines:    runtime.NumGoroutine(),
 	}
 	if fsys.status != nil {
 		in.started = fsys.status.started

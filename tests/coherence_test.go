@@ -154,6 +154,11 @@ func TestCoherenceWritersOutsideTheMount(t *testing.T) {
 						t.Errorf("%s by %s, then an open through the mount: read %s, want %s", r.rule, w.name, got, readerSees(r.want))
 					}
 				}
+				// At least the grown and the shrunk file were found
+				// changed at their open.
+				if n := metricValue(t, d.metrics(t), "scanlockfs_cache_invalidations_total"); n < 2 {
+					t.Errorf("%v kernel cache invalidations, want 2 or more", n)
+				}
 			})
 		}
 	}
