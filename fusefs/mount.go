@@ -64,16 +64,17 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	fsys := &fileSystem{
-		mountpoint:  mnt,
-		holders:     holding{},
-		mgr:         opts.Manager,
-		log:         opts.Logger,
-		debug:       debugEnabled(opts.Logger),
-		timeout:     ownTimeout(opts),
-		readOnly:    opts.ReadOnly,
-		attrTimeout: opts.AttrTimeout,
-		hidden:      hiddenName(src, opts.Manager.LockDir()),
-		status:      newStatusView(src, mnt),
+		mountpoint:   mnt,
+		holders:      holding{},
+		mgr:          opts.Manager,
+		log:          opts.Logger,
+		debug:        debugEnabled(opts.Logger),
+		timeout:      ownTimeout(opts),
+		readOnly:     opts.ReadOnly,
+		attrTimeout:  opts.AttrTimeout,
+		entryTimeout: opts.EntryTimeout,
+		hidden:       hiddenName(src, opts.Manager.LockDir()),
+		status:       newStatusView(src, mnt),
 	}
 	if fsys.back, err = newBacking(src); err != nil {
 		return nil, fmt.Errorf("fusefs: source: %w", err)

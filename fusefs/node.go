@@ -41,8 +41,9 @@ type fileSystem struct {
 	back *backing
 	// requests counts FUSE requests by opcode (requests.go).
 	requests reqCounts
-	// attrTimeout is the kernel's attribute cache timeout (Options).
-	attrTimeout time.Duration
+	// attrTimeout and entryTimeout are the kernel's attribute and entry
+	// cache timeouts (Options).
+	attrTimeout, entryTimeout time.Duration
 	// invalidations counts kernel cache invalidations of files changed
 	// on SOURCE (node_attrcache.go).
 	invalidations atomic.Uint64

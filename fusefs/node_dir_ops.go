@@ -27,21 +27,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		}
 		return nil, syscall.ENOENT
 	}
-	var st syscall.Stat_t
-	var btime unix.StatxTimestamp
-	var errno syscall.Errno
-	if n.isRoot() {
-		// SOURCE's path has no symlink (resolved at the mount) and the
-		// name is one component, not followed: one call, as on a plain
-		// loopback, for the lookup that starts every path.
-		var err error
-		st, btime, err = statx(unix.AT_FDCWD, n.fsys.back.path+"/"+name, 0)
-		errno = n.errno(err)
-	} else {
-		// One call too, relative to the directory's kept descriptor
-		// (node_dirfd.go).
-		st, btime, errno = n.statChild(name)
-	}
+	st, btime, errno := n.lookupStat(name)
 	if errno != 0 {
 		return nil, errno
 	}

@@ -38,6 +38,18 @@ type dirFD struct {
 	forgotten bool
 }
 
+// lookupStat stats name in directory n for a lookup, in one call. At the
+// root: SOURCE's path has no symlink (resolved at the mount) and the name
+// is one component, not followed. Below it: relative to the directory's
+// kept descriptor.
+func (n *node) lookupStat(name string) (syscall.Stat_t, unix.StatxTimestamp, syscall.Errno) {
+	if n.isRoot() {
+		st, btime, err := statx(unix.AT_FDCWD, n.fsys.back.path+"/"+name, 0)
+		return st, btime, n.errno(err)
+	}
+	return n.statChild(name)
+}
+
 // statChild stats name in directory n without following a symlink,
 // relative to n's kept descriptor, which it opens (checked) and keeps if
 // there is none yet.

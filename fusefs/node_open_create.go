@@ -58,6 +58,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if n.fsys.readOnly && isWriteOpen(flags) {
 		return nil, 0, syscall.EROFS
 	}
+	if errno := n.stillThere(); errno != 0 {
+		return nil, 0, errno
+	}
 	scan, rel := n.scan()
 	req := lockReq{op: "open", path: rel, mode: openMode(flags), nonblock: flags&syscall.O_NONBLOCK != 0}
 	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
@@ -67,6 +70,30 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return nil, 0, errno
 	}
 	return h, openFlags, 0
+}
+
+// stillThere answers an OPEN of a name the kernel took from its entry
+// cache as a LOOKUP would have, before the open waits for a lock: ENOENT
+// when the name went from SOURCE meanwhile (or SOURCE itself went).
+// Without it, an open of a file removed on SOURCE would wait for the
+// scan's lock (held, say, by the writer that removed it) before failing.
+// It only refuses early: whatever it finds, the open resolves and checks
+// the file again after the lock (openSelf). One statx by SOURCE's path,
+// which follows the path as every resolution does; none when names are
+// not cached.
+func (n *node) stillThere() syscall.Errno {
+	if n.fsys.entryTimeout == 0 || n.isRoot() {
+		return 0
+	}
+	if _, parent := n.Parent(); parent == nil {
+		return 0 // no name (unlinked while open, O_TMPFILE): nothing cached
+	}
+	var st unix.Stat_t
+	err := unix.Fstatat(unix.AT_FDCWD, n.fsys.back.path+"/"+n.relPath(), &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.ENOENT || err == unix.ENOTDIR {
+		return err.(syscall.Errno)
+	}
+	return 0
 }
 
 // openFlags are the FUSE flags of every open and create: no FLUSH on
