@@ -32,7 +32,12 @@ var (
 func mountOptions(src string, noPassthrough, goFuseDefaults, debug bool) *fs.Options {
 	l := log.New(os.Stderr, "loopback: ", log.LstdFlags)
 	if goFuseDefaults {
-		return &fs.Options{Logger: l, MountOptions: fuse.MountOptions{FsName: src, Name: "loopback", Debug: debug, Logger: l}}
+		// fs.NewNodeFS applies its 1 s defaults only to nil Options; an
+		// Options value must give them (and the baseline has a
+		// 1 s negative timeout too).
+		sec := time.Second
+		return &fs.Options{EntryTimeout: &sec, AttrTimeout: &sec, NegativeTimeout: &sec, Logger: l,
+			MountOptions: fuse.MountOptions{FsName: src, Name: "loopback", Debug: debug, Logger: l}}
 	}
 	opts := &fs.Options{
 		EntryTimeout:    &entryTimeout,
