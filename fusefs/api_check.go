@@ -30,6 +30,7 @@ var (
 	_ = (fs.NodeLinker)((*node)(nil))         // exclusive on both scans
 	_ = (fs.NodeRenamer)((*node)(nil))        // exclusive on both scans
 	_ = (fs.NodeIoctler)((*node)(nil))        // ENOTTY for every handle
+	_ = (fs.NodeOnForgetter)((*node)(nil))    // closes a directory's kept descriptor
 
 	_ = (fs.FileReleaser)((*handle)(nil))        // closes the backing fd, then releases the lease
 	_ = (fs.FilePassthroughFder)((*handle)(nil)) // promoted: keeps kernel passthrough on
@@ -38,7 +39,7 @@ var (
 	_ = (fs.FileWritever)((*handle)(nil))        // counts writes that reach the daemon
 	_ = (fs.FileSetattrer)((*handle)(nil))       // promoted; locking is in node.Setattr
 	_ = (fs.FileAllocater)((*handle)(nil))       // promoted: fallocate needs a write fd, whose exclusive lease covers it
-	_ = (fs.FileFlusher)((*handle)(nil))         // file_flush.go: releases nothing; never EMFILE
+	_ = (fs.FileFlusher)((*handle)(nil))         // file_flush.go: ENOSYS; opens say FOPEN_NOFLUSH
 	_ = (fs.FileIoctler)((*handle)(nil))         // ENOTTY (node.Ioctl answers first anyway)
 	_ = (fs.FileSetlker)((*handle)(nil))         // promoted: flock(2) LOCK_NB/LOCK_UN on the backing descriptor
 	_ = (fs.FileSetlkwer)((*handle)(nil))        // flock(2) on the backing descriptor, polled so that it can be interrupted

@@ -96,3 +96,47 @@ func BenchmarkCallerCredentialSwitch(b *testing.B) {
 		}
 	}
 }
+
+// A LOOKUP below the root, as READDIRPLUS makes one per entry: before
+// node_dirfd.go, the directory resolved by path (openat2, statx for the
+// inode check, statx of the name, close); now one statx relative to the
+// directory's kept descriptor.
+func BenchmarkLookupByDirPath(b *testing.B) {
+	src, _ := benchSource(b)
+	back, err := newBacking(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		dfd, err := back.open("scan_001/images", unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := statx(dfd, "", unix.AT_EMPTY_PATH); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := statx(dfd, "f", 0); err != nil {
+			b.Fatal(err)
+		}
+		unix.Close(dfd)
+	}
+}
+
+func BenchmarkLookupKeptDir(b *testing.B) {
+	src, _ := benchSource(b)
+	dfd, err := unix.Open(filepath.Join(src, "scan_001", "images"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(dfd)
+	var d dirFD
+	d.fd, d.ok = dfd, true
+	for b.Loop() {
+		d.mu.RLock()
+		_, _, err := statx(d.fd, "f", 0)
+		d.mu.RUnlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -35,7 +35,7 @@ func (f *statusFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	if isWriteOpen(flags) {
 		return f.openForWrite()
 	}
-	return &snapshot{data: f.fsys.render(f.kind, f.scan, time.Now(), viewerOf(ctx))}, fuse.FOPEN_DIRECT_IO, 0
+	return &snapshot{data: f.fsys.render(f.kind, f.scan, time.Now(), viewerOf(ctx))}, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH, 0
 }
 
 // render renders a file of the status view for viewer v (nil: show

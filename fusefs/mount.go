@@ -18,20 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Cache timeouts. Zero means that the kernel asks the daemon again each
-// time: the data, size and names a program sees after it got the scan
-// lock are those on SOURCE, also when the last writer wrote to SOURCE
-// directly (through lockmgr or plantdb) rather than through this mount.
-// With a positive attribute timeout a reader could see a stale size and
-// read a truncated file; with a positive entry timeout it could open the
-// file a writer has just replaced by rename. The cost is a LOOKUP per
-// path component and a GETATTR per stat; see the README's figures.
-var (
-	entryTimeout    = time.Duration(0)
-	attrTimeout     = time.Duration(0)
-	negativeTimeout = time.Duration(0)
-)
-
 // Server is a mounted scanlockfs.
 type Server struct {
 	srv        *fuse.Server
@@ -57,11 +43,10 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	if opts.Manager == nil {
 		return nil, errors.New("fusefs: Options.Manager is nil")
 	}
-	logger := opts.Logger
-	if logger == nil {
+	if opts.Logger == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
-		logger = l
+		opts.Logger = l
 	}
 	src, err := filepath.Abs(opts.Source)
 	if err != nil {
@@ -74,20 +59,21 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	if err := syscall.Stat(src, &st); err != nil {
 		return nil, fmt.Errorf("fusefs: source %s: %w", src, err)
 	}
-
 	mnt, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return nil, err
 	}
 	fsys := &fileSystem{
-		mountpoint: mnt,
-		mgr:        opts.Manager,
-		log:        logger,
-		debug:      debugEnabled(logger),
-		timeout:    ownTimeout(opts),
-		readOnly:   opts.ReadOnly,
-		hidden:     hiddenName(src, opts.Manager.LockDir()),
-		status:     newStatusView(src, mnt),
+		mountpoint:   mnt,
+		mgr:          opts.Manager,
+		log:          opts.Logger,
+		debug:        debugEnabled(opts.Logger),
+		timeout:      ownTimeout(opts),
+		readOnly:     opts.ReadOnly,
+		attrTimeout:  opts.AttrTimeout,
+		entryTimeout: opts.EntryTimeout,
+		hidden:       hiddenName(src, opts.Manager.LockDir()),
+		status:       newStatusView(src, mnt),
 	}
 	if fsys.back, err = newBacking(src); err != nil {
 		return nil, fmt.Errorf("fusefs: source: %w", err)
@@ -95,17 +81,43 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	root := &node{fsys: fsys}
 	fsys.root = root.EmbeddedInode()
 
-	fuseLog := log.New(&logWriter{log: logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)
 	direct := os.Geteuid() == 0
 	unix.Umask(0)
+	srv, err := serve(mountpoint, root, fuseOptions(opts, src, direct), &fsys.requests)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
+}
+
+// serve is fs.Mount with every request counted in counts (requests.go).
+func serve(mountpoint string, root fs.InodeEmbedder, fopts *fs.Options, counts *reqCounts) (*fuse.Server, error) {
+	raw := &countingFS{RawFileSystem: fs.NewNodeFS(root, fopts), n: counts}
+	srv, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// Serve returns by itself once the mount is gone.
+		return nil, err
+	}
+	return srv, nil
+}
+
+// fuseOptions are go-fuse's options for a mount of src with opts; direct
+// when the daemon can call mount(2) itself (root).
+func fuseOptions(opts Options, src string, direct bool) *fs.Options {
+	fuseLog := log.New(&logWriter{log: opts.Logger.WithField("component", "go-fuse"), debug: opts.DebugFUSE}, "", 0)
+	entry, attr, negative := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
 	fopts := &fs.Options{
 		// Show a mode of 0000 as it is: go-fuse otherwise reports 0644
 		// (0755 for a directory), with which default_permissions (see
 		// AllowOther) would let others open a file nobody may open.
 		NullPermissions: true,
-		EntryTimeout:    &entryTimeout,
-		AttrTimeout:     &attrTimeout,
-		NegativeTimeout: &negativeTimeout,
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &negative,
 		Logger:          fuseLog,
 		MountOptions: fuse.MountOptions{
 			FsName:     src,
@@ -132,11 +144,7 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	if opts.NoPassthrough {
 		fopts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
-	srv, err := fs.Mount(mountpoint, root, fopts)
-	if err != nil {
-		return nil, err
-	}
-	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
+	return fopts
 }
 
 // ownTimeout is the timeout fusefs must apply itself: none when the

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,16 @@ type fileSystem struct {
 
 	// back is SOURCE, reached only through descriptors (backing.go).
 	back *backing
+	// requests counts FUSE requests by opcode (requests.go).
+	requests reqCounts
+	// attrTimeout and entryTimeout are the kernel's attribute and entry
+	// cache timeouts (Options).
+	attrTimeout, entryTimeout time.Duration
+	// invalidations counts kernel cache invalidations of files changed
+	// on SOURCE (node_attrcache.go).
+	invalidations atomic.Uint64
+	// dirFDs counts the descriptors directory nodes keep (node_dirfd.go).
+	dirFDs atomic.Int64
 }
 
 // node is a node of the mount backed by SOURCE. It embeds fs.Inode
@@ -50,14 +61,24 @@ type node struct {
 
 	fs.Inode
 	fsys *fileSystem
+	// dir is a directory node's kept descriptor (node_dirfd.go).
+	dir dirFD
+	// told is what the kernel was last told of n's attributes
+	// (node_attrcache.go).
+	told toldAttrs
 }
 
 // noRelease is the type of node.Release.
 type noRelease struct{}
 
 // newNode returns the node for a backing inode found or created in n.
+// The kernel gets st as the node's attributes.
 func (n *node) newNode(ctx context.Context, st *syscall.Stat_t, btime unix.StatxTimestamp) *fs.Inode {
-	return n.NewInode(ctx, &node{fsys: n.fsys}, n.fsys.back.stableAttr(st, btime))
+	child := n.NewInode(ctx, &node{fsys: n.fsys}, n.fsys.back.stableAttr(st, btime))
+	if cn, ok := child.Operations().(*node); ok {
+		cn.tell(stampOfStat(st))
+	}
+	return child
 }
 
 // isRoot reports whether n is the mount's root directory.

@@ -23,7 +23,7 @@ var _ = (fs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if fga, ok := f.(fs.FileGetattrer); ok {
-		return fga.Getattr(ctx, out)
+		return n.toldAttr(fga.Getattr(ctx, out), &out.Attr)
 	}
 	fd, st, errno := n.openPath()
 	if errno != 0 {
@@ -31,6 +31,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	}
 	unix.Close(fd)
 	out.FromStat(&st)
+	n.tell(stampOfStat(&st))
 	return 0
 }
 
@@ -38,7 +39,11 @@ var _ = (fs.NodeStatxer)((*node)(nil))
 
 func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
 	if fsx, ok := f.(fs.FileStatxer); ok {
-		return fsx.Statx(ctx, flags, mask, out)
+		errno := fsx.Statx(ctx, flags, mask, out)
+		if errno == 0 {
+			n.tell(stampOfStatx(&out.Statx))
+		}
+		return errno
 	}
 	fd, _, errno := n.openPath()
 	if errno != 0 {
@@ -51,6 +56,7 @@ func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask ui
 		return n.errno(err)
 	}
 	out.FromStatx(&x)
+	n.tell(stampOfStatx(&out.Statx))
 	return 0
 }
 
@@ -123,9 +129,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return n.exclusive(ctx, "setattr", rel, []string{scan}, func() syscall.Errno {
 		if isHandle {
 			// The handle's descriptor is the inode that was opened.
-			return h.LoopbackFile.Setattr(ctx, in, out)
+			return n.toldAttr(h.LoopbackFile.Setattr(ctx, in, out), &out.Attr)
 		}
-		return n.setattr(in, out)
+		return n.toldAttr(n.setattr(in, out), &out.Attr)
 	})
 }
 

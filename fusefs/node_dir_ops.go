@@ -27,24 +27,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		}
 		return nil, syscall.ENOENT
 	}
-	var st syscall.Stat_t
-	var btime unix.StatxTimestamp
-	var err error
-	if n.isRoot() {
-		// SOURCE's path has no symlink (resolved at the mount) and the
-		// name is one component, not followed: one call, as on a plain
-		// loopback, for the lookup that starts every path.
-		st, btime, err = statx(unix.AT_FDCWD, n.fsys.back.path+"/"+name, 0)
-	} else {
-		dfd, done, errno := n.openDir()
-		if errno != 0 {
-			return nil, errno
-		}
-		st, btime, err = statx(dfd, name, 0)
-		done()
-	}
-	if err != nil {
-		return nil, n.errno(err)
+	st, btime, errno := n.lookupStat(name)
+	if errno != 0 {
+		return nil, errno
 	}
 	out.Attr.FromStat(&st)
 	return n.newNode(ctx, &st, btime), 0
@@ -97,19 +82,9 @@ func (n *node) refuseName(name string) syscall.Errno {
 var _ = (fs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if errno := n.refuseName(name); errno != 0 {
-		return nil, errno
-	}
-	var child *fs.Inode
-	errno := n.change(ctx, "mkdir", n.childPath(name), []string{n.entryScan(name, true)}, func(dfd int) syscall.Errno {
-		if err := unix.Mkdirat(dfd, name, mode); err != nil {
-			return n.errno(err)
-		}
-		var errno syscall.Errno
-		child, errno = n.adoptNew(ctx, dfd, name, unix.S_IFDIR, out)
-		return errno
+	return n.makeEntry(ctx, "mkdir", name, unix.S_IFDIR, out, func(dfd int) error {
+		return unix.Mkdirat(dfd, name, mode)
 	})
-	return child, errno
 }
 
 var _ = (fs.NodeRmdirer)((*node)(nil))
@@ -137,37 +112,41 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 var _ = (fs.NodeMknoder)((*node)(nil))
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if errno := n.refuseName(name); errno != 0 {
-		return nil, errno
-	}
-	var child *fs.Inode
-	errno := n.change(ctx, "mknod", n.childPath(name), []string{n.entryScan(name, false)}, func(dfd int) syscall.Errno {
-		if err := unix.Mknodat(dfd, name, mode, int(rdev)); err != nil {
-			return n.errno(err)
-		}
-		var errno syscall.Errno
-		child, errno = n.adoptNew(ctx, dfd, name, mode&unix.S_IFMT, out)
-		return errno
+	return n.makeEntry(ctx, "mknod", name, mode&unix.S_IFMT, out, func(dfd int) error {
+		return unix.Mknodat(dfd, name, mode, int(rdev))
 	})
-	return child, errno
 }
 
 var _ = (fs.NodeSymlinker)((*node)(nil))
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.makeEntry(ctx, "symlink", name, unix.S_IFLNK, out, func(dfd int) error {
+		return unix.Symlinkat(target, dfd, name)
+	})
+}
+
+// makeEntry is mkdir, mknod and symlink: under the exclusive lock of the
+// entry's scan (at the root, a new directory is a scan), mk creates
+// name of type typ in dfd, the checked descriptor of n, and adoptNew
+// gives it to the caller.
+func (n *node) makeEntry(ctx context.Context, op, name string, typ uint32, out *fuse.EntryOut, mk func(dfd int) error) (*fs.Inode, syscall.Errno) {
 	if errno := n.refuseName(name); errno != 0 {
 		return nil, errno
 	}
 	var child *fs.Inode
-	errno := n.change(ctx, "symlink", n.childPath(name), []string{n.entryScan(name, false)}, func(dfd int) syscall.Errno {
-		if err := unix.Symlinkat(target, dfd, name); err != nil {
+	scan := n.entryScan(name, typ == unix.S_IFDIR)
+	errno := n.change(ctx, op, n.childPath(name), []string{scan}, func(dfd int) syscall.Errno {
+		if err := mk(dfd); err != nil {
 			return n.errno(err)
 		}
 		var errno syscall.Errno
-		child, errno = n.adoptNew(ctx, dfd, name, unix.S_IFLNK, out)
+		child, errno = n.adoptNew(ctx, dfd, name, typ, out)
 		return errno
 	})
-	return child, errno
+	if errno != 0 {
+		return nil, errno
+	}
+	return child, 0
 }
 
 var _ = (fs.NodeLinker)((*node)(nil))

@@ -58,29 +58,77 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if n.fsys.readOnly && isWriteOpen(flags) {
 		return nil, 0, syscall.EROFS
 	}
+	if errno := n.stillThere(); errno != 0 {
+		return nil, 0, errno
+	}
 	scan, rel := n.scan()
 	req := lockReq{op: "open", path: rel, mode: openMode(flags), nonblock: flags&syscall.O_NONBLOCK != 0}
-	var h *handle
-	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
-		fd, errno := n.openFile(flags)
-		if errno != 0 {
-			return false, errno
-		}
-		h = n.fsys.newHandle(fd, req, scan, leases)
-		return true, 0
+	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
+		return n.openFile(flags)
 	})
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return h, 0, 0
+	return h, openFlags, 0
+}
+
+// stillThere answers an OPEN of a name the kernel took from its entry
+// cache as a LOOKUP would have, before the open waits for a lock: ENOENT
+// when the name went from SOURCE meanwhile (or SOURCE itself went).
+// Without it, an open of a file removed on SOURCE would wait for the
+// scan's lock (held, say, by the writer that removed it) before failing.
+// It only refuses early: whatever it finds, the open resolves and checks
+// the file again after the lock (openSelf). One statx by SOURCE's path,
+// which follows the path as every resolution does; none when names are
+// not cached.
+func (n *node) stillThere() syscall.Errno {
+	if n.fsys.entryTimeout == 0 || n.isRoot() {
+		return 0
+	}
+	if _, parent := n.Parent(); parent == nil {
+		return 0 // no name (unlinked while open, O_TMPFILE): nothing cached
+	}
+	var st unix.Stat_t
+	err := unix.Fstatat(unix.AT_FDCWD, n.fsys.back.path+"/"+n.relPath(), &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.ENOENT || err == unix.ENOTDIR {
+		return err.(syscall.Errno)
+	}
+	return 0
+}
+
+// openFlags are the FUSE flags of every open and create: no FLUSH on
+// close(2) (file_flush.go).
+const openFlags = fuse.FOPEN_NOFLUSH
+
+// lockedHandle is how Open, Create and Tmpfile lock: it takes req.mode on
+// scan, runs open (which resolves the file only now), and hands the
+// leases to the handle of the descriptor open returns; on failure they
+// are released. The handle is returned as an interface only when there is
+// one: a nil *handle in an fs.FileHandle is not nil, and go-fuse would
+// use it.
+func (fsys *fileSystem) lockedHandle(ctx context.Context, req lockReq, scan string, open func() (int, syscall.Errno)) (fs.FileHandle, syscall.Errno) {
+	var h *handle
+	errno := fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
+		fd, errno := open()
+		if errno != 0 {
+			return false, errno
+		}
+		h = fsys.newHandle(fd, req, scan, leases)
+		return true, 0
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	return h, 0
 }
 
 // openFile opens n's backing file for an OPEN with flags.
 func (n *node) openFile(flags uint32) (int, syscall.Errno) {
-	fd, _, errno := n.openSelf(backingFlags(flags))
+	fd, st, errno := n.openSelf(backingFlags(flags))
 	if errno != 0 {
 		return -1, errno
 	}
+	n.refresh(&st)
 	err := finishOpen(fd, flags)
 	if err == nil && flags&syscall.O_TRUNC != 0 {
 		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
@@ -115,35 +163,46 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno := n.refuseName(name); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	scan := n.entryScan(name, false)
 	req := lockReq{op: "create", path: n.childPath(name), mode: lockmgr.Exclusive, nonblock: flags&syscall.O_NONBLOCK != 0}
-	var child *fs.Inode
-	var h *handle
-	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
-		dfd, done, errno := n.openDir()
-		if errno != 0 {
-			return false, errno
-		}
-		defer done()
+	return n.createFile(ctx, req, n.entryScan(name, false), flags, mode, out, func(dfd int) (int, syscall.Errno) {
 		fd, err := unix.Openat(dfd, name, backingFlags(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode(mode))
 		if err == unix.EEXIST && flags&syscall.O_EXCL == 0 {
-			return false, syscall.ESTALE
+			return -1, syscall.ESTALE
 		}
 		if err != nil {
-			return false, n.errno(err)
+			return -1, n.errno(err)
+		}
+		return fd, 0
+	})
+}
+
+// createFile is Create and Tmpfile once the request is known: under the
+// lock, create (which calls openat with O_CREAT or O_TMPFILE in dfd, the
+// checked descriptor of n) makes the file, newFile finishes it, and the
+// handle keeps the lease.
+func (n *node) createFile(ctx context.Context, req lockReq, scan string, flags, mode uint32, out *fuse.EntryOut, create func(dfd int) (int, syscall.Errno)) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	var child *fs.Inode
+	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
+		dfd, done, errno := n.openDir()
+		if errno != 0 {
+			return -1, errno
+		}
+		defer done()
+		fd, errno := create(dfd)
+		if errno != 0 {
+			return -1, errno
 		}
 		child, errno = n.newFile(ctx, fd, dfd, flags, mode, out)
 		if errno != 0 {
 			unix.Close(fd)
-			return false, errno
+			return -1, errno
 		}
-		h = n.fsys.newHandle(fd, req, scan, leases)
-		return true, 0
+		return fd, 0
 	})
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	return child, h, 0, 0
+	return child, h, openFlags, 0
 }
 
 // newFile finishes a create or O_TMPFILE open of the file fd, created
@@ -173,31 +232,14 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	scan, rel := n.scan()
 	req := lockReq{op: "tmpfile", path: rel + "/(O_TMPFILE)", mode: lockmgr.Exclusive, nonblock: flags&syscall.O_NONBLOCK != 0}
-	var child *fs.Inode
-	var h *handle
-	errno := n.fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
-		dfd, done, errno := n.openDir()
-		if errno != 0 {
-			return false, errno
-		}
-		defer done()
+	return n.createFile(ctx, req, scan, flags, mode, out, func(dfd int) (int, syscall.Errno) {
 		// O_EXCL here means: never to be linked.
 		fd, err := unix.Openat(dfd, ".", backingFlags(flags)|int(flags&syscall.O_EXCL)|unix.O_TMPFILE|unix.O_CLOEXEC, createMode(mode))
 		if err != nil {
-			return false, n.errno(err)
+			return -1, n.errno(err)
 		}
-		child, errno = n.newFile(ctx, fd, dfd, flags, mode, out)
-		if errno != 0 {
-			unix.Close(fd)
-			return false, errno
-		}
-		h = n.fsys.newHandle(fd, req, scan, leases)
-		return true, 0
+		return fd, 0
 	})
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	return child, h, 0, 0
 }
 
 // newHandle makes the handle of an open backing file fd and the leases of

@@ -41,6 +41,27 @@ type Options struct {
 	// and writes go through the daemon. For tests and measurements.
 	NoPassthrough bool
 
+	// EntryTimeout, AttrTimeout and NegativeTimeout are how long the
+	// kernel may use a name, attributes, or the absence of a name without
+	// asking the daemon again; zero asks every time. What a program sees
+	// after it got a scan lock does not depend on them (node_attrcache.go):
+	// they bound how stale a name or a stat may be for a program that
+	// holds no lock while another process changes SOURCE directly. The
+	// command line's defaults are DefaultEntryTimeout and its siblings.
+	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
+
 	// Logger receives the log; nil discards it.
 	Logger logrus.FieldLogger
 }
+
+// The default cache timeouts of the command line. A name removed,
+// renamed or created on SOURCE by another process is seen by lookups
+// within DefaultEntryTimeout; negative entries are not cached, so a file
+// created on SOURCE is found at once; an unlocked stat lags by
+// DefaultAttrTimeout at most. Measured in scripts/bench (README): longer
+// timeouts gain nothing more in its workloads.
+const (
+	DefaultEntryTimeout    = 100 * time.Millisecond
+	DefaultAttrTimeout     = 100 * time.Millisecond
+	DefaultNegativeTimeout = time.Duration(0)
+)

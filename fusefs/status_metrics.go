@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"bytes"
+	"maps"
 	"runtime"
 	"slices"
 	"strconv"
@@ -32,6 +33,9 @@ import (
 //	scanlockfs_opens_total                   counter  files opened or created through the mount
 //	scanlockfs_daemon_reads_total            counter  reads served by the daemon (0 with passthrough)
 //	scanlockfs_daemon_writes_total           counter  writes served by the daemon (0 with passthrough)
+//	scanlockfs_fuse_requests_total{op}       counter  FUSE requests by opcode (LOOKUP, GETATTR, OPEN, FLUSH...)
+//	scanlockfs_dir_fds                       gauge    directory descriptors kept for lookups
+//	scanlockfs_cache_invalidations_total     counter  kernel caches of files changed on SOURCE dropped at OPEN
 //	process_open_fds                         gauge    descriptors the daemon has open
 //	go_goroutines                            gauge    goroutines of the daemon
 //	process_start_time_seconds               gauge    when the daemon started (the mount, here)
@@ -41,6 +45,11 @@ type metricsInput struct {
 	lock   lockmgr.Stats
 	fs     Stats
 	errnos map[syscall.Errno]uint64
+	// requests counts FUSE requests by opcode name.
+	requests map[string]uint64
+	dirFDs   int64
+	// invalidations counts kernel cache invalidations at OPEN.
+	invalidations uint64
 	// openFDs is -1 when /proc/self/fd cannot be read.
 	openFDs    int
 	goroutines int
@@ -97,6 +106,13 @@ func renderMetrics(in metricsInput) []byte {
 	w.counter("scanlockfs_daemon_reads_total", "Read requests served by the daemon (zero with kernel passthrough).", u(in.fs.Reads))
 	w.counter("scanlockfs_daemon_writes_total", "Write requests served by the daemon (zero with kernel passthrough).", u(in.fs.Writes))
 
+	w.family("scanlockfs_fuse_requests_total", "counter", "FUSE requests the kernel sent, by opcode.")
+	for _, op := range slices.Sorted(maps.Keys(in.requests)) {
+		w.sample("scanlockfs_fuse_requests_total", `op="`+op+`"`, u(in.requests[op]))
+	}
+	w.gauge("scanlockfs_dir_fds", "Descriptors of directories the daemon keeps for lookups in them.", strconv.FormatInt(in.dirFDs, 10))
+	w.counter("scanlockfs_cache_invalidations_total", "Opens that found the file changed on SOURCE since the kernel cached it, and dropped the kernel's attributes and data of it.", u(in.invalidations))
+
 	if in.openFDs >= 0 {
 		w.gauge("process_open_fds", "Number of open file descriptors of the daemon.", strconv.Itoa(in.openFDs))
 	}
@@ -114,9 +130,12 @@ func (fsys *fileSystem) gatherMetrics() metricsInput {
 		cluster: fsys.mgr.ClusterStats(),
 		fs: Stats{Opens: fsys.stats.opens.Load(), Reads: fsys.stats.reads.Load(),
 			Writes: fsys.stats.writes.Load()},
-		errnos:     fsys.errnos.snapshot(),
-		openFDs:    countOpenFDs(),
-		goroutines: runtime.NumGoroutine(),
+		errnos:        fsys.errnos.snapshot(),
+		requests:      fsys.requests.snapshot(),
+		dirFDs:        fsys.dirFDs.Load(),
+		invalidations: fsys.invalidations.Load(),
+		openFDs:       countOpenFDs(),
+		goroutines:    runtime.NumGoroutine(),
 	}
 	if fsys.status != nil {
 		in.started = fsys.status.started

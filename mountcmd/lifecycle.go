@@ -52,6 +52,8 @@ type Config struct {
 	DebugFUSE  bool          // log every FUSE request
 	// NoPassthrough serves reads and writes through the daemon.
 	NoPassthrough bool
+	// The kernel's cache timeouts (fusefs.Options).
+	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	// Detach makes Announce leave the foreground (the --daemon server):
 	// standard error goes to LogFile (or /dev/null, the log to syslog).
 	Detach  bool
@@ -110,6 +112,7 @@ func StartMount(ctx context.Context, cfg Config) (*Mount, error) {
 	srv, err := fusefs.Mount(mountpoint, fusefs.Options{
 		Source: source, Manager: mgr, Timeout: cfg.Timeout, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther,
 		DebugFUSE: cfg.DebugFUSE, NoPassthrough: cfg.NoPassthrough, Logger: log,
+		EntryTimeout: cfg.EntryTimeout, AttrTimeout: cfg.AttrTimeout, NegativeTimeout: cfg.NegativeTimeout,
 	})
 	if err != nil {
 		_ = mgr.Close()

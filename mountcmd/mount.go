@@ -10,13 +10,16 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"scanlockfs/fusefs"
 	"scanlockfs/lockmgr"
 )
 
@@ -75,6 +78,10 @@ func mountCommand(argv []string) *cli.Command {
 			logFormatFlag(),
 			&cli.StringFlag{Name: "log-file", TakesFile: true, Usage: "append the log to `FILE` instead of standard error"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and reply (at debug level; implies --log-level debug)"},
+			cacheTimeoutFlag("entry-timeout", fusefs.DefaultEntryTimeout, "the kernel keeps a name for `D` without asking again: a name created, removed or renamed on SOURCE by another process is seen within D"),
+			cacheTimeoutFlag("attr-timeout", fusefs.DefaultAttrTimeout, "the kernel keeps attributes for `D`: an unlocked stat of a file changed on SOURCE by another process lags by D at most (an open under the scan lock never does)"),
+			cacheTimeoutFlag("negative-timeout", fusefs.DefaultNegativeTimeout, "the kernel remembers for `D` that a name does not exist (0: a file created on SOURCE is found at once)"),
+			&cli.StringFlag{Name: "cpu-profile", Hidden: true, TakesFile: true, Usage: "write the daemon's CPU profile (pprof) to `FILE` when it unmounts; for scripts/bench/README.md"},
 			&cli.BoolFlag{Name: "no-passthrough", Usage: "serve reads and writes through the daemon instead of the kernel's FUSE passthrough (root, Linux >= 6.9): slower, but open files fail with ENOTCONN instead of going on unlocked if the daemon dies"},
 		}, etcdFlags()...),
 		Action: func(c *cli.Context) error { return mountAction(c, argv) },
@@ -112,6 +119,17 @@ func mountAction(c *cli.Context, argv []string) error {
 		defer cfg.LogFile.Close()
 	}
 	cfg.Detach = child
+	if p := c.String("cpu-profile"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return usageErrorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return usageErrorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	return runMount(c.App.Writer, cfg)
 }
 
@@ -129,7 +147,14 @@ func mountConfig(c *cli.Context, source, mountpoint string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	var cache [3]time.Duration
+	for i, f := range []string{"entry-timeout", "attr-timeout", "negative-timeout"} {
+		if cache[i], err = parseCacheTimeout(f, c.String(f)); err != nil {
+			return Config{}, err
+		}
+	}
 	cfg := Config{Etcd: etcd,
+		EntryTimeout: cache[0], AttrTimeout: cache[1], NegativeTimeout: cache[2],
 		Source: source, Mountpoint: mountpoint, LockDir: c.String(flagLockDir), Timeout: timeout,
 		ReadOnly: c.Bool("read-only"), AllowOther: c.Bool("allow-other"), InfoFiles: c.Bool("info-files"),
 		Recover: c.Bool("recover"), DebugFUSE: c.Bool("debug-fuse"), NoPassthrough: c.Bool("no-passthrough"),

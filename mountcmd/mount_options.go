@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -38,6 +39,10 @@ var optionFlags = map[string]string{
 	"etcd_key":           "etcd-key",
 	"etcd_user":          "etcd-user",
 	"etcd_password_file": "etcd-password-file",
+	// libfuse's names for the cache timeouts.
+	"entry_timeout":    "entry-timeout",
+	"attr_timeout":     "attr-timeout",
+	"negative_timeout": "negative-timeout",
 }
 
 // boolOptions are the options whose flag is a switch.
@@ -179,6 +184,21 @@ func applyMountOptions(c *cli.Context, trailing []string) error {
 	return nil
 }
 
+// cacheTimeoutFlag is one of the kernel cache timeout flags.
+func cacheTimeoutFlag(name string, def time.Duration, usage string) cli.Flag {
+	return &cli.StringFlag{Name: name, Value: def.String(), Usage: usage}
+}
+
+// parseCacheTimeout reads the value of a cache timeout flag: a Go
+// duration or a number of seconds (libfuse's entry_timeout=0.5).
+func parseCacheTimeout(flag, s string) (time.Duration, error) {
+	d, err := parseTimeout(s)
+	if err != nil {
+		return 0, usageErrorf("--%s %q: want a duration such as 100ms or 1s, or a number of seconds, not negative", flag, s)
+	}
+	return d, nil
+}
+
 // mountHelperArgs recognises the way mount.fuse3 starts the program of a
 // "fuse.scanlockfs" mount: `scanlockfs SOURCE MOUNTPOINT [-o OPTIONS]`,
 // with no command name. It returns the equivalent command line of the
@@ -227,6 +247,7 @@ func isCommandName(s string) bool {
 const mountOptionsHelp = `Options in mount(8) style (-o, or the options field of /etc/fstab), each the same as a flag:
   timeout=D  allow_other  ro|read_only (rw undoes it)  info_files=false  lock_dir=DIR
   log_level=L  log_format=text|json  log_file=PATH  debug_fuse  recover
+  entry_timeout=D  attr_timeout=D  negative_timeout=D (D: 100ms, 1s, or seconds as in libfuse: 0.5)
 Accepted without effect: rw, defaults, dev, suid, exec, nodev, nosuid, auto, noauto, nofail,
 _netdev, user(s), x-* (x-systemd.*), comment=, and the atime options. The mount is always
 nosuid,nodev. An option wins over a flag given on the same command line.`

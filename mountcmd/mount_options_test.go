@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseMountOptions(t *testing.T) {
@@ -34,6 +35,8 @@ func TestParseMountOptions(t *testing.T) {
 			[]flagSetting{{"timeout", "5s"}, {"allow-other", "true"}}},
 		{"default_permissions with allow_other", []string{"allow_other,default_permissions"},
 			[]flagSetting{{"allow-other", "true"}}},
+		{"cache timeouts, libfuse's names", []string{"entry_timeout=0.5,attr_timeout=1s,negative_timeout=0"},
+			[]flagSetting{{"entry-timeout", "0.5"}, {"attr-timeout", "1s"}, {"negative-timeout", "0"}}},
 		{"nothing", nil, nil},
 	} {
 		got, err := parseMountOptions(c.lists)
@@ -106,6 +109,19 @@ func TestMountHelperArgs(t *testing.T) {
 		got, ok := mountHelperArgs(c.args)
 		if ok != (c.want != nil) || !reflect.DeepEqual(got, c.want) {
 			t.Errorf("mountHelperArgs(%q) = %q, %v; want %q", c.args, got, ok, c.want)
+		}
+	}
+}
+
+func TestParseCacheTimeout(t *testing.T) {
+	for in, want := range map[string]time.Duration{"100ms": 100 * time.Millisecond, "0.5": 500 * time.Millisecond, "0": 0, "1h": time.Hour} {
+		if got, err := parseCacheTimeout("attr-timeout", in); err != nil || got != want {
+			t.Errorf("parseCacheTimeout(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1s", "soon", ""} {
+		if _, err := parseCacheTimeout("entry-timeout", in); err == nil || !strings.Contains(err.Error(), "--entry-timeout") {
+			t.Errorf("parseCacheTimeout(%q): %v, want an error naming --entry-timeout", in, err)
 		}
 	}
 }

@@ -269,7 +269,7 @@ func (b *bench) runWorkloads(ctx context.Context) error {
 	if err := os.MkdirAll(b.src, 0o755); err != nil {
 		return err
 	}
-	fsWork := b.sel[1] || b.sel[2] || b.sel[3] || b.sel[4] || b.sel[5] || b.sel[6] || b.sel[8]
+	fsWork := b.sel[1] || b.sel[2] || b.sel[3] || b.sel[4] || b.sel[5] || b.sel[6] || b.sel[8] || b.sel[10] || b.sel[11]
 	var targets []*target
 	if fsWork {
 		b.logf("creating data under %s", b.src)
@@ -282,6 +282,11 @@ func (b *bench) runWorkloads(ctx context.Context) error {
 			return err
 		}
 		targets = append(targets, &target{name: vLoopback, root: lb.mnt, daemon: lb})
+		lbd, err := b.mount(ctx, vLoopback, vLoopbackDefaults, b.src, "--go-fuse-defaults")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, &target{name: vLoopbackDefaults, root: lbd.mnt, daemon: lbd})
 		if b.slfsMissing == "" {
 			sl, err := b.mount(ctx, vScanlockfs, "scanlockfs", b.src)
 			if err != nil {
@@ -315,6 +320,8 @@ func (b *bench) runWorkloads(ctx context.Context) error {
 		{9, func(ctx context.Context, _ []*target) error { return b.workloadMemory(ctx) }},
 		{10, func(ctx context.Context, _ []*target) error { return b.workloadEtcd(ctx) }},
 		{11, b.workloadPlantdb},
+		{12, b.workloadFind},
+		{13, b.workloadPipeline},
 	}
 	for _, s := range steps {
 		if !b.sel[s.n] {

@@ -77,9 +77,12 @@ func TestSmoke(t *testing.T) {
 		t.Log("python3 missing: the Python peer is not checked")
 	}
 	want := map[string][]string{}
-	for _, id := range []string{"1a", "1b", "1c", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "4c", "4d", "5a", "5b", "6"} {
-		want[id] = []string{vNative, vLoopback, vScanlockfs}
+	for _, id := range []string{"1a", "1b", "1c", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "4c", "4d", "5a", "5b", "6", "12", "13"} {
+		want[id] = fsVariants
 	}
+	// Passthrough off: mounts of their own, no loopback-defaults.
+	want["4c"] = []string{vNative, vLoopback, vScanlockfs}
+	want["4d"] = want["4c"]
 	want["8"] = []string{vScanlockfs}
 	want["11a"] = []string{vScanlockfs}
 	want["11b"] = []string{vScanlockfs}

@@ -104,7 +104,7 @@ func (b *bench) createStatData() error {
 	c := b.cfg
 	// Fresh directories for every target and repetition, so that each
 	// first touch through a mount is a real first touch.
-	for _, t := range []string{vNative, vLoopback, vScanlockfs} {
+	for _, t := range fsVariants {
 		for k := 0; k < c.Warmup+c.Reps; k++ {
 			if err := makeEmptyFiles(filepath.Join(b.src, statScan(t, k)), "f", c.StatFiles); err != nil {
 				return err
@@ -117,7 +117,7 @@ func (b *bench) createStatData() error {
 // createCreateData is workload 3's: an empty directory per target and
 // repetition.
 func (b *bench) createCreateData() error {
-	for _, t := range []string{vNative, vLoopback, vScanlockfs} {
+	for _, t := range fsVariants {
 		for k := 0; k < b.cfg.Reps; k++ {
 			if err := os.MkdirAll(filepath.Join(b.src, createScan(t), fmt.Sprint("r", k)), 0o755); err != nil {
 				return err

@@ -3,8 +3,10 @@
 // fs.Options and fuse.MountOptions as scanlockfs, so that the difference
 // between the two is what locking costs.
 //
-//	loopback [--no-passthrough] [--allow-other] SOURCE MOUNTPOINT
+//	loopback [--no-passthrough] [--allow-other] [--go-fuse-defaults] SOURCE MOUNTPOINT
 //
+// --go-fuse-defaults mounts with go-fuse's default options instead
+// (options.go): the plain FUSE view of a directory a new user would try.
 // --allow-other lets other users in with the kernel's permission checks,
 // as scanlockfs --allow-other does (scripts/pjdfstest compares the two).
 //
@@ -28,8 +30,9 @@ func main() {
 	noPassthrough := flag.Bool("no-passthrough", false, "serve reads and writes through the daemon instead of kernel passthrough")
 	debug := flag.Bool("debug-fuse", false, "log every FUSE request")
 	allowOther := flag.Bool("allow-other", false, "let other users use the mount, with default_permissions, as scanlockfs --allow-other")
+	goFuseDefaults := flag.Bool("go-fuse-defaults", false, "mount with go-fuse's default options (1 s cache timeouts, passthrough) instead of scanlockfs's")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: %s [--no-passthrough] [--allow-other] SOURCE MOUNTPOINT\n", os.Args[0])
+		fmt.Fprintf(os.Stderr, "usage: %s [--no-passthrough] [--allow-other] [--go-fuse-defaults] SOURCE MOUNTPOINT\n", os.Args[0])
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -37,13 +40,13 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), flag.Arg(1), *noPassthrough, *allowOther, *debug); err != nil {
+	if err := run(flag.Arg(0), flag.Arg(1), *noPassthrough, *allowOther, *goFuseDefaults, *debug); err != nil {
 		fmt.Fprintf(os.Stderr, "loopback: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(source, mountpoint string, noPassthrough, allowOther, debug bool) error {
+func run(source, mountpoint string, noPassthrough, allowOther, goFuseDefaults, debug bool) error {
 	src, err := filepath.Abs(source)
 	if err != nil {
 		return err
@@ -56,7 +59,7 @@ func run(source, mountpoint string, noPassthrough, allowOther, debug bool) error
 	if err != nil {
 		return err
 	}
-	opts := mountOptions(src, noPassthrough, debug)
+	opts := mountOptions(src, noPassthrough, goFuseDefaults, debug)
 	if allowOther {
 		opts.MountOptions.AllowOther = true
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")

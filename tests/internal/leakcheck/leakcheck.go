@@ -1,7 +1,8 @@
 // Package leakcheck tells whether a scanlockfs daemon is back to where it
 // started once its clients are gone: no flock held or awaited on SOURCE
 // (a lease or a waiting writer of the daemon would hold one), the same
-// open descriptors apart from the lock files lockmgr keeps open by design,
+// open descriptors apart from the lock files lockmgr keeps open by design
+// and the directories fusefs keeps for lookups (scanlockfs_dir_fds),
 // and, where the mount serves metrics, no holder or waiter and the
 // goroutine count back to the baseline.
 //
@@ -30,6 +31,10 @@ type Snapshot struct {
 	// FDs counts the process's descriptors by what they name, without the
 	// lock files in the lock directory.
 	FDs map[string]int
+	// Dirs are the names in FDs that are directories: fusefs keeps a
+	// descriptor of a directory for the lookups in it until the kernel
+	// forgets it, as many as the metric scanlockfs_dir_fds says.
+	Dirs map[string]bool
 	// LockFDs counts descriptors on files of the lock directory. lockmgr
 	// keeps a scan's lock file open while the scan is in use and for up to
 	// 64 idle scans after (lockmgr's "Descriptors"), never two for one file.
@@ -55,7 +60,7 @@ const MaxPidfds = 256
 // metrics is the path of the mount's Prometheus metrics file ("" or a
 // missing file: no metrics).
 func Take(pid int, lockDir, metrics string) (*Snapshot, error) {
-	s := &Snapshot{PID: pid, FDs: map[string]int{}, LockFDs: map[string]int{}}
+	s := &Snapshot{PID: pid, FDs: map[string]int{}, Dirs: map[string]bool{}, LockFDs: map[string]int{}}
 	fds, err := procfs.ReadFDs(pid)
 	if err != nil {
 		return nil, err
@@ -74,6 +79,11 @@ func Take(pid int, lockDir, metrics string) (*Snapshot, error) {
 			s.Pidfds = append(s.Pidfds, p)
 		default:
 			s.FDs[target]++
+			// Through the descriptor: a directory removed meanwhile is
+			// named "... (deleted)".
+			if st, err := os.Stat(fmt.Sprintf("/proc/%d/fd/%d", pid, fd.Num)); err == nil && st.IsDir() {
+				s.Dirs[target] = true
+			}
 		}
 	}
 	if s.Flocks, err = flocksOf(pid); err != nil {
@@ -177,11 +187,13 @@ func Leaks(base, cur *Snapshot) []string {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	newPairs := 0
+	newPairs, newDirs := 0, 0
 	for _, k := range keys {
 		n, b := cur.FDs[k], base.FDs[k]
 		switch {
 		case n <= b:
+		case cur.Dirs[k] && n == b+1:
+			newDirs++ // kept for lookups, checked below
 		case strings.HasPrefix(k, "pipe:") && n == 2 && b == 0:
 			newPairs++ // both ends here: a splice pair, counted below
 		case k == "/dev/null" && n == b+1:
@@ -189,6 +201,9 @@ func Leaks(base, cur *Snapshot) []string {
 		default:
 			out = append(out, fmt.Sprintf("%d descriptor(s) on %s, %d at the baseline", n, k, b))
 		}
+	}
+	if kept := cur.Metrics["scanlockfs_dir_fds"] - base.Metrics["scanlockfs_dir_fds"]; float64(newDirs) > kept {
+		out = append(out, fmt.Sprintf("%d new descriptors on directories, the daemon keeps %v for lookups (scanlockfs_dir_fds)", newDirs, kept))
 	}
 	if newPairs > MaxSplicePairs() {
 		out = append(out, fmt.Sprintf("%d new pipe pairs, more than go-fuse's splice pool keeps (%d)", newPairs, MaxSplicePairs()))

@@ -1,0 +1,165 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"scanlockfs/lockmgr"
+)
+
+// The coherence contract with the kernel's caches on (README,
+// "Coherence"): a program that opens a file after a writer outside the
+// mount released the scan's lock sees the writer's data, the size from
+// fstat and from stat after the open at once, whatever the kernel cached
+// before. Each rule runs for the three kinds of writers on SOURCE: a Go
+// process with lockmgr, `scanlockfs run`, and the plantdb-protocol Python
+// peer; with the default timeouts, and with timeouts of an hour, which
+// leave the kernel's caches nothing to expire on their own in the test.
+
+// coherenceReader opens the file, fstats it, stats its path, reads it
+// whole, and prints [data, fstat size, stat size] as JSON, or the errno
+// name when the open fails. (The sizes come before the read: the kernel
+// asks the daemon for attributes again after a read anyway, to update
+// the access time, which would hide a stale size.) It stats the path
+// once more at the end, so that the kernel caches everything again.
+const coherenceReader = `
+import errno, json, os, sys
+p = sys.argv[1]
+try:
+    fd = os.open(p, os.O_RDONLY)
+except OSError as e:
+    print(errno.errorcode[e.errno]); sys.exit(0)
+fsize = os.fstat(fd).st_size
+ssize = os.stat(p).st_size
+data = b""
+while True:
+    b = os.read(fd, 65536)
+    if not b:
+        break
+    data += b
+os.close(fd)
+os.stat(p)
+print(json.dumps([data.decode(), fsize, ssize], separators=(",", ":")))
+`
+
+// coherenceChange makes one change of a rule to SOURCE's file.
+const coherenceChange = `
+import os, sys
+rule, p = sys.argv[1], sys.argv[2]
+if rule == "grew":
+    with open(p, "a") as f: f.write("more data\n")
+elif rule == "shrank":
+    os.truncate(p, 3)
+elif rule == "rewritten":
+    with open(p, "r+") as f: f.write("XYZ")
+elif rule == "renamed":
+    with open(p + ".new", "w") as f: f.write("replacement\n")
+    os.rename(p + ".new", p)
+elif rule == "deleted":
+    os.unlink(p)
+elif rule == "created":
+    with open(p, "w") as f: f.write("created\n")
+`
+
+var coherenceRules = []struct {
+	rule   string
+	exists bool   // the file exists before the change
+	want   string // its content after, "" if it is gone
+}{
+	{"grew", true, "original\nmore data\n"},
+	{"shrank", true, "ori"},
+	{"rewritten", true, "XYZginal\n"},
+	{"renamed", true, "replacement\n"},
+	{"deleted", true, ""},
+	{"created", false, "created\n"},
+}
+
+// readerSees is what coherenceReader prints for content want ("" for a
+// missing file).
+func readerSees(want string) string {
+	if want == "" {
+		return "ENOENT"
+	}
+	b, _ := json.Marshal([]any{want, len(want), len(want)})
+	return string(b)
+}
+
+func TestCoherenceWritersOutsideTheMount(t *testing.T) {
+	const scan = "scanC"
+	writers := []struct {
+		name string
+		// locked runs change while the writer holds scan exclusively on
+		// src.
+		locked func(t *testing.T, src string, change func())
+	}{
+		{"lockmgr", func(t *testing.T, src string, change func()) {
+			m, err := lockmgr.New(src)
+			must(t, err)
+			defer m.Close()
+			l, err := m.Acquire(context.Background(), scan, lockmgr.Exclusive, lockmgr.ProcessOwner())
+			must(t, err)
+			change()
+			must(t, l.Release())
+		}},
+		{"scanlockfs run", nil}, // the change runs as the command
+		{"plantdb peer", func(t *testing.T, src string, change func()) {
+			p := startPython(t, "plantdb peer", nil, plantdbPeer(t), "serve", src, scan)
+			p.expect("ready")
+			p.send("acquire exclusive 60000")
+			p.expect("ok")
+			change()
+			p.send("release")
+			p.expect("released")
+		}},
+	}
+	for _, timeouts := range []struct {
+		name  string
+		flags []string
+	}{
+		{"default timeouts", nil},
+		{"one-hour timeouts", []string{"--entry-timeout", "1h", "--attr-timeout", "1h"}},
+	} {
+		for _, w := range writers {
+			t.Run(timeouts.name+"/"+w.name, func(t *testing.T) {
+				t.Parallel()
+				src := scanDB(t, scan)
+				d := mountT(t, src, timeouts.flags...)
+				for _, r := range coherenceRules {
+					name := "f-" + r.rule
+					srcFile := filepath.Join(src, scan, name)
+					if r.exists {
+						must(t, os.WriteFile(srcFile, []byte("original\n"), 0o644))
+					}
+					mntFile := d.path(filepath.Join(scan, name))
+					before := "original\n"
+					if !r.exists {
+						before = ""
+					}
+					// What the kernel caches now: the name (or its
+					// absence), the attributes, the data.
+					if got := strings.TrimSpace(run(t, "python3", "-c", coherenceReader, mntFile)); got != readerSees(before) {
+						t.Fatalf("%s before the change: read %s, want %s", r.rule, got, readerSees(before))
+					}
+					change := func() { run(t, "python3", "-c", coherenceChange, r.rule, srcFile) }
+					if w.locked != nil {
+						w.locked(t, src, change)
+					} else {
+						run(t, binScanlockfs, "run", "--exclusive", src, scan, "--", "python3", "-c", coherenceChange, r.rule, srcFile)
+					}
+					if got := strings.TrimSpace(run(t, "python3", "-c", coherenceReader, mntFile)); got != readerSees(r.want) {
+						t.Errorf("%s by %s, then an open through the mount: read %s, want %s", r.rule, w.name, got, readerSees(r.want))
+					}
+				}
+				// At least the grown and the shrunk file were found
+				// changed at their open.
+				if n := metricValue(t, d.metrics(t), "scanlockfs_cache_invalidations_total"); n < 2 {
+					t.Errorf("%v kernel cache invalidations, want 2 or more", n)
+				}
+			})
+		}
+	}
+}
