@@ -5,7 +5,8 @@
 #
 # Builds scanlockfs and the plain loopback baseline, creates its data
 # under $TMPDIR, mounts and unmounts by itself, and prints a Markdown
-# table of workloads 1-11 (native, loopback, scanlockfs, ratios, targets).
+# table of workloads 1-13 (native, loopback, loopback-defaults, scanlockfs,
+# ratios, targets).
 # Needs FUSE (/dev/fuse; fusermount3 from Debian's fuse3 unless root) and
 # python3 for the plantdb peer. See scripts/bench/README.md and -h.
 set -euo pipefail

@@ -16,13 +16,19 @@ import (
 // (internal/testpeer/plantdb_peer.py --constructor, plantdb's
 // ScanLockManager step by step) pointed at MNT.
 
-// lockDirInodes maps the names in SOURCE/.locks to their inode numbers.
+// lockDirInodes maps the lock files in SOURCE/.locks to their inode numbers.
 func lockDirInodes(t *testing.T, src string) map[string]uint64 {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join(src, ".locks"))
 	must(t, err)
 	m := map[string]uint64{}
 	for _, e := range entries {
+		// Only the lock files: the daemon rewrites .info files (a new
+		// inode each time) and removes them, even between ReadDir and
+		// Lstat.
+		if !strings.HasSuffix(e.Name(), ".lock") {
+			continue
+		}
 		var st syscall.Stat_t
 		must(t, syscall.Lstat(filepath.Join(src, ".locks", e.Name()), &st))
 		m[e.Name()] = st.Ino
