@@ -3,27 +3,41 @@
 // fs.Options and fuse.MountOptions as scanlockfs, so that the difference
 // between the two is what locking costs.
 //
-//	loopback [--no-passthrough] [--allow-other] [--go-fuse-defaults] SOURCE MOUNTPOINT
+//	loopback [--no-passthrough] [--allow-other] [--go-fuse-defaults] [--count-requests] SOURCE MOUNTPOINT
 //
 // --go-fuse-defaults mounts with go-fuse's default options instead
 // (options.go): the plain FUSE view of a directory a new user would try.
 // --allow-other lets other users in with the kernel's permission checks,
 // as scanlockfs --allow-other does (scripts/pjdfstest compares the two).
 //
+// Every FUSE request is counted by opcode, with scanlockfs's own counter
+// (fusefs.CountRequests), so that both pay the same for it. With
+// --count-requests the loopback answers each line "requests" on stdin
+// with one line "requests OP=N ..." (the opcodes counted so far, sorted)
+// on stdout: the bench reads the counts without a request of its own on
+// the mount (scanlockfs shows them in .locks/metrics).
+//
 // It runs in the foreground, prints "loopback: mounted SOURCE on
 // MOUNTPOINT" when the mount is ready, and unmounts on SIGINT or SIGTERM.
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"scanlockfs/fusefs"
 )
 
 func main() {
@@ -31,8 +45,9 @@ func main() {
 	debug := flag.Bool("debug-fuse", false, "log every FUSE request")
 	allowOther := flag.Bool("allow-other", false, "let other users use the mount, with default_permissions, as scanlockfs --allow-other")
 	goFuseDefaults := flag.Bool("go-fuse-defaults", false, "mount with go-fuse's default options (1 s cache timeouts, passthrough) instead of scanlockfs's")
+	countRequests := flag.Bool("count-requests", false, `answer each line "requests" on stdin with the FUSE requests counted so far by opcode`)
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: %s [--no-passthrough] [--allow-other] [--go-fuse-defaults] SOURCE MOUNTPOINT\n", os.Args[0])
+		fmt.Fprintf(os.Stderr, "usage: %s [--no-passthrough] [--allow-other] [--go-fuse-defaults] [--count-requests] SOURCE MOUNTPOINT\n", os.Args[0])
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -40,13 +55,13 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), flag.Arg(1), *noPassthrough, *allowOther, *goFuseDefaults, *debug); err != nil {
+	if err := run(flag.Arg(0), flag.Arg(1), *noPassthrough, *allowOther, *goFuseDefaults, *countRequests, *debug); err != nil {
 		fmt.Fprintf(os.Stderr, "loopback: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(source, mountpoint string, noPassthrough, allowOther, goFuseDefaults, debug bool) error {
+func run(source, mountpoint string, noPassthrough, allowOther, goFuseDefaults, countRequests, debug bool) error {
 	src, err := filepath.Abs(source)
 	if err != nil {
 		return err
@@ -64,12 +79,21 @@ func run(source, mountpoint string, noPassthrough, allowOther, goFuseDefaults, d
 		opts.MountOptions.AllowOther = true
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
-	server, err := fs.Mount(mnt, root, opts)
+	// fs.Mount, with the requests counted as fusefs.Mount counts them.
+	raw, counts := fusefs.CountRequests(fs.NewNodeFS(root, opts))
+	server, err := fuse.NewServer(raw, mnt, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount %s on %s: %w", src, mnt, err)
 	}
-	// fs.Mount has waited for the kernel: the mount is usable now.
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return fmt.Errorf("mount %s on %s: %w", src, mnt, err)
+	}
+	// The kernel has the mount: it is usable now.
 	fmt.Printf("loopback: mounted %s on %s\n", src, mnt)
+	if countRequests {
+		go answerRequests(counts)
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -97,4 +121,25 @@ func run(source, mountpoint string, noPassthrough, allowOther, goFuseDefaults, d
 	}
 	<-done
 	return nil
+}
+
+// answerRequests answers each line "requests" on stdin with the counts
+// by opcode, until stdin ends.
+func answerRequests(counts func() map[string]uint64) {
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) != "requests" {
+			fmt.Fprintf(os.Stderr, "loopback: unknown command %q on stdin\n", sc.Text())
+			continue
+		}
+		m := counts()
+		var b strings.Builder
+		b.WriteString("requests")
+		for _, op := range slices.Sorted(maps.Keys(m)) {
+			if m[op] > 0 {
+				fmt.Fprintf(&b, " %s=%d", op, m[op])
+			}
+		}
+		fmt.Println(b.String())
+	}
 }
