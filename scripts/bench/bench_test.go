@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,8 +102,17 @@ func TestSmoke(t *testing.T) {
 			want[id] = append(want[id], vPython)
 		}
 	}
+	// FUSE requests per operation, on every FUSE target of the row.
+	wantReqs := map[string][]string{}
+	for _, id := range []string{"1a", "1b", "1c", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "5a", "5b", "6", "12", "13"} {
+		wantReqs[id] = fsVariants[1:]
+	}
+	wantReqs["4c"] = []string{vLoopback, vScanlockfs}
+	wantReqs["4d"] = wantReqs["4c"]
 	checkCSV(t, out("bench.csv"), want)
+	checkRequestsCSV(t, out("bench.csv"), wantReqs)
 	checkMarkdown(t, stdout.String(), want)
+	checkRequestsMarkdown(t, stdout.String(), wantReqs)
 	if md, err := os.ReadFile(out("bench.md")); err != nil || !bytes.Equal(md, stdout.Bytes()) {
 		t.Errorf("-markdown file differs from what was printed (%v)", err)
 	}
@@ -111,7 +122,7 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
-func checkCSV(t *testing.T, path string, want map[string][]string) {
+func readCSV(t *testing.T, path string) [][]string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -122,6 +133,12 @@ func checkCSV(t *testing.T, path string, want map[string][]string) {
 	if err != nil {
 		t.Fatalf("CSV: %v", err)
 	}
+	return recs
+}
+
+func checkCSV(t *testing.T, path string, want map[string][]string) {
+	t.Helper()
+	recs := readCSV(t, path)
 	if len(recs) < 2 || strings.Join(recs[0], ",") != strings.Join(csvHeader, ",") {
 		t.Fatalf("CSV header %q, want %q", recs[0], csvHeader)
 	}
@@ -154,6 +171,102 @@ func checkCSV(t *testing.T, path string, want map[string][]string) {
 		for _, v := range variants {
 			if !got[id][v] {
 				t.Errorf("CSV has no %s measurement of %s", v, id)
+			}
+		}
+	}
+}
+
+// checkRequestsCSV checks the requests columns: filled on the lines of
+// want (and only on FUSE targets), and exact where the protocol fixes the
+// count, which also proves that the bench's own readings of the counters
+// were taken off and that the counts belong to the timed part: one OPEN
+// per open(2), one OPENDIR per listing, a LOOKUP per first stat, READs
+// when passthrough is off.
+func checkRequestsCSV(t *testing.T, path string, want map[string][]string) {
+	t.Helper()
+	recs := readCSV(t, path)
+	col := map[string]int{}
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	got := map[string]map[string]map[string]float64{}
+	for _, r := range recs[1:] {
+		id, variant, per := r[col["id"]], r[col["variant"]], r[col["requests_per"]]
+		if per == "" {
+			continue
+		}
+		if variant == vNative {
+			t.Errorf("CSV %s/native has requests", id)
+		}
+		total, err := strconv.ParseFloat(r[col["requests_total"]], 64)
+		if err != nil || total < 0 {
+			t.Errorf("CSV %s/%s: requests_total %q", id, variant, r[col["requests_total"]])
+		}
+		byOp := map[string]float64{}
+		sum := 0.0
+		for _, kv := range strings.Fields(r[col["requests_by_op"]]) {
+			op, n, _ := strings.Cut(kv, "=")
+			v, err := strconv.ParseFloat(n, 64)
+			if err != nil || v <= 0 || op == "" {
+				t.Errorf("CSV %s/%s: requests_by_op %q", id, variant, r[col["requests_by_op"]])
+			}
+			byOp[op] = v
+			sum += v
+		}
+		if math.Abs(sum-total) > 1e-3*max(1, total) {
+			t.Errorf("CSV %s/%s: requests by opcode add up to %g, total %g", id, variant, sum, total)
+		}
+		if got[id] == nil {
+			got[id] = map[string]map[string]float64{}
+		}
+		got[id][variant] = byOp
+	}
+	exact := []struct {
+		ids []string
+		op  string
+		n   float64
+	}{{[]string{"1a", "1b", "1c"}, "OPEN", 1}, {[]string{"2c"}, "OPENDIR", 1}}
+	for id, variants := range want {
+		for _, v := range variants {
+			byOp, ok := got[id][v]
+			if !ok {
+				t.Errorf("CSV has no requests of %s on %s", id, v)
+				continue
+			}
+			for _, e := range exact {
+				if slices.Contains(e.ids, id) && math.Abs(byOp[e.op]-e.n) > 1e-9 {
+					t.Errorf("CSV %s/%s: %s %g per operation, want %g (all: %v)", id, v, e.op, byOp[e.op], e.n, byOp)
+				}
+			}
+			if (id == "2a" && byOp["LOOKUP"] < 1) || (id == "4c" && byOp["READ"] == 0) {
+				t.Errorf("CSV %s/%s: requests %v", id, v, byOp)
+			}
+		}
+	}
+}
+
+// checkRequestsMarkdown checks that the requests table has a filled cell
+// for every row and target of want.
+func checkRequestsMarkdown(t *testing.T, md string, want map[string][]string) {
+	t.Helper()
+	head := "| # | workload | per | " + strings.Join(fsVariants[1:], " | ") + " |"
+	_, table, ok := strings.Cut(md, head+"\n")
+	if !ok {
+		t.Fatalf("Markdown has no requests table %q:\n%s", head, md)
+	}
+	cells := map[string][]string{}
+	for _, line := range strings.Split(table, "\n")[1:] {
+		if !strings.HasPrefix(line, "|") {
+			break
+		}
+		c := strings.Split(line, "|")
+		cells[strings.TrimSpace(c[1])] = c[4 : len(c)-1]
+	}
+	for id, variants := range want {
+		for _, v := range variants {
+			i := slices.Index(fsVariants[1:], v)
+			if c, ok := cells[id]; !ok || strings.TrimSpace(c[i]) == "—" {
+				t.Errorf("Markdown requests table has no %s figure for %s", v, id)
 			}
 		}
 	}

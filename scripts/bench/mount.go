@@ -20,11 +20,16 @@ const fuseSuperMagic = 0x65735546
 // daemon is a mount process: scanlockfs or the plain loopback.
 type daemon struct {
 	label     string // e.g. "scanlockfs", "loopback-nopt"
+	kind      string // vScanlockfs or vLoopback
 	src, mnt  string
 	p         *proc
 	logPath   string
 	logFile   *os.File
 	unmounted bool
+	// counter reads the daemon's FUSE request counters (requests.go);
+	// counterOf sets it up at first use.
+	counter      *reqCounter
+	counterTried bool
 }
 
 // mount starts a FUSE server in its own process and waits for the line
@@ -42,12 +47,14 @@ func (b *bench) mount(ctx context.Context, kind, label, src string, flags ...str
 	case vScanlockfs:
 		argv = append([]string{b.scanlockfsBin, "mount"}, flags...)
 	case vLoopback:
-		argv = append([]string{b.loopbackBin}, flags...)
+		// It counts its requests like scanlockfs; the bench reads them on
+		// its stdin.
+		argv = append([]string{b.loopbackBin, "--count-requests"}, flags...)
 	default:
 		return nil, fmt.Errorf("unknown mount kind %q", kind)
 	}
 	argv = append(argv, src, mnt)
-	d := &daemon{label: label, src: src, mnt: mnt, logPath: filepath.Join(b.dir, "log", label+".log")}
+	d := &daemon{label: label, kind: kind, src: src, mnt: mnt, logPath: filepath.Join(b.dir, "log", label+".log")}
 	if err := os.MkdirAll(filepath.Dir(d.logPath), 0o755); err != nil {
 		return nil, err
 	}
@@ -96,6 +103,9 @@ func (d *daemon) unmount() error {
 		return nil
 	}
 	d.unmounted = true
+	if d.counter != nil {
+		d.counter.close() // a held .locks/metrics would keep the mount busy
+	}
 	var errs []string
 	if d.p.cmd.Process != nil {
 		_ = d.p.cmd.Process.Signal(syscall.SIGTERM)

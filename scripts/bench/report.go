@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"encoding/csv"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -70,6 +73,72 @@ type row struct {
 	higherBetter bool
 	goal         goal
 	samples      map[string][]float64
+	// per names one operation of the row for its FUSE requests ("" for a
+	// row without them); reqs sums them by variant (requests.go).
+	per  string
+	reqs map[string]*reqTally
+}
+
+// reqTally is the FUSE requests of a row's measured repetitions on one
+// target, and the operations they served.
+type reqTally struct {
+	counts reqCounts
+	ops    int
+}
+
+// perOp is the mean number of requests per operation, by opcode.
+func (t *reqTally) perOp() map[string]float64 {
+	m := map[string]float64{}
+	for op, n := range t.counts {
+		if n > 0 {
+			m[op] = float64(n) / float64(t.ops)
+		}
+	}
+	return m
+}
+
+// total is the mean number of requests of any opcode per operation.
+func (t *reqTally) total() float64 {
+	var sum float64
+	for _, v := range t.perOp() {
+		sum += v
+	}
+	return sum
+}
+
+// String lists the opcodes, most frequent first: "OPEN 1, RELEASE 1,
+// LOOKUP 0.02".
+func (t *reqTally) String() string {
+	m := t.perOp()
+	ops := slices.SortedFunc(maps.Keys(m), func(a, b string) int {
+		if c := cmp.Compare(m[b], m[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(ops))
+	for i, op := range ops {
+		parts[i] = op + " " + fmtReqs(m[op])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// csv lists the opcodes by name, "LOOKUP=0.02 OPEN=1 RELEASE=1", with
+// six significant digits.
+func (t *reqTally) csv() string {
+	m := t.perOp()
+	var parts []string
+	for _, op := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, op+"="+strconv.FormatFloat(m[op], 'g', 6, 64))
+	}
+	return strings.Join(parts, " ")
+}
+
+// countRequests makes r report the FUSE requests per operation, one
+// operation being what per names ("open", "file", "listing").
+func (r *row) countRequests(per string) *row {
+	r.per = per
+	return r
 }
 
 func (r *row) subject() string {
@@ -150,6 +219,28 @@ func (rp *report) add(id, variant string, v float64) {
 	r.samples[variant] = append(r.samples[variant], v)
 }
 
+// addRequests adds the requests counts of ops operations of row id on
+// variant. Negative counts (a release counted with the part before) are
+// dropped.
+func (rp *report) addRequests(id, variant string, counts reqCounts, ops int) {
+	r, ok := rp.byID[id]
+	if !ok || r.per == "" {
+		panic("bench: requests for row " + id + ", which counts none") // a bug in this program
+	}
+	if r.reqs == nil {
+		r.reqs = map[string]*reqTally{}
+	}
+	t := r.reqs[variant]
+	if t == nil {
+		t = &reqTally{counts: reqCounts{}}
+		r.reqs[variant] = t
+	}
+	for op, n := range counts {
+		t.counts[op] += max(n, 0)
+	}
+	t.ops += ops
+}
+
 func (rp *report) notef(format string, args ...any) {
 	rp.notes = append(rp.notes, fmt.Sprintf(format, args...))
 }
@@ -205,6 +296,13 @@ func (rp *report) writeMarkdown(w io.Writer) {
 			return []string{cell(r.samples[vNative]), cell(r.samples[vLoopback]), cell(r.samples[vLoopbackDefaults]), cell(r.samples[vScanlockfs]),
 				ratioCell(r.ratio(vLoopback)), ratioCell(r.ratio(vLoopbackDefaults)), ratioCell(r.ratio(vNative))}
 		})
+	var reqRows []*row
+	for _, r := range fsRows {
+		if len(r.reqs) > 0 {
+			reqRows = append(reqRows, r)
+		}
+	}
+	writeRequests(w, reqRows)
 	writeTable(w, "Lock manager alone (workload 7): Go lockmgr processes against Python processes on plantdb's protocol, same run.",
 		"| # | measure | unit | Go lockmgr | Python peer | Go/Python | target | |",
 		lockRows, func(r *row) []string {
@@ -213,6 +311,44 @@ func (rp *report) writeMarkdown(w io.Writer) {
 	for _, n := range rp.notes {
 		fmt.Fprintln(w, "- "+n)
 	}
+}
+
+// writeRequests prints the FUSE requests per operation of rows (if any).
+func writeRequests(w io.Writer, rows []*row) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "FUSE requests per operation, by opcode (mean over the measured repetitions; the bench's own reading of the counters is taken off), total first.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| # | workload | per | loopback | loopback-defaults | scanlockfs |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	for _, r := range rows {
+		cells := []string{r.id, r.name, r.per}
+		for _, v := range []string{vLoopback, vLoopbackDefaults, vScanlockfs} {
+			cells = append(cells, reqCell(r.reqs[v]))
+		}
+		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+	}
+	fmt.Fprintln(w)
+}
+
+func reqCell(t *reqTally) string {
+	if t == nil || t.ops == 0 {
+		return "—"
+	}
+	if len(t.perOp()) == 0 {
+		return "0"
+	}
+	return fmtReqs(t.total()) + ": " + t.String()
+}
+
+// fmtReqs prints a number of requests with three significant digits and
+// no trailing zeros: 1, 0.6, 0.0333, 212.
+func fmtReqs(v float64) string {
+	if v >= 100 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
 }
 
 // writeTable prints rows (if any) as a Markdown table under title: each
@@ -234,9 +370,14 @@ func writeTable(w io.Writer, title, header string, rows []*row, figures func(*ro
 }
 
 // csvHeader is the CSV's first line: one line per row and variant; the
-// ratios, target and status are on the subject's line (scanlockfs or go).
+// ratios, target and status are on the subject's line (scanlockfs or go);
+// the FUSE requests per operation on each FUSE target's line (what one
+// operation is, the mean number of requests, and the mean by opcode as
+// "LOOKUP=0.02 OPEN=1 RELEASE=1"). New columns go at the end, so that
+// readers of older files keep working.
 var csvHeader = []string{"section", "id", "workload", "unit", "better", "variant", "n",
-	"median", "p25", "p75", "min", "max", "ratio_vs_loopback", "ratio_vs_native", "ratio_vs_python", "target", "status", "ratio_vs_loopback_defaults"}
+	"median", "p25", "p75", "min", "max", "ratio_vs_loopback", "ratio_vs_native", "ratio_vs_python", "target", "status", "ratio_vs_loopback_defaults",
+	"requests_per", "requests_total", "requests_by_op"}
 
 func (rp *report) writeCSV(path string) error {
 	f, err := os.Create(path)
@@ -267,7 +408,7 @@ func (rp *report) writeCSV(path string) error {
 			}
 			s := summarize(xs)
 			rec := []string{r.section, r.id, r.name, r.unit, better, v, strconv.Itoa(s.N),
-				num(s.Median), num(s.P25), num(s.P75), num(s.Min), num(s.Max), "", "", "", "", "", ""}
+				num(s.Median), num(s.P25), num(s.P75), num(s.Min), num(s.Max), "", "", "", "", "", "", "", "", ""}
 			if v == r.subject() {
 				if r.section == sectionLock {
 					rec[14] = num(r.ratio(vPython))
@@ -278,6 +419,9 @@ func (rp *report) writeCSV(path string) error {
 				}
 				rec[15] = r.goal.String()
 				rec[16] = r.status()
+			}
+			if t := r.reqs[v]; t != nil && t.ops > 0 {
+				rec[18], rec[19], rec[20] = r.per, num(t.total()), t.csv()
 			}
 			_ = w.Write(rec)
 		}

@@ -75,9 +75,9 @@ func perOp(d time.Duration, n int) float64 { return float64(d.Nanoseconds()) / 1
 // write+close of existing files spread over many scans.
 func (b *bench) workloadOpen(ctx context.Context, targets []*target) error {
 	rp := b.rep
-	rp.define(sectionFS, "1a", "open+close", "µs/op", false, goal{goalVsLoopback, 1.15})
-	rp.define(sectionFS, "1b", "open+4 KiB read+close", "µs/op", false, goal{goalVsLoopback, 1.15})
-	rp.define(sectionFS, "1c", "open+4 KiB write+close", "µs/op", false, goal{goalVsLoopback, 1.15})
+	rp.define(sectionFS, "1a", "open+close", "µs/op", false, goal{goalVsLoopback, 1.15}).countRequests("open")
+	rp.define(sectionFS, "1b", "open+4 KiB read+close", "µs/op", false, goal{goalVsLoopback, 1.15}).countRequests("open")
+	rp.define(sectionFS, "1c", "open+4 KiB write+close", "µs/op", false, goal{goalVsLoopback, 1.15}).countRequests("open")
 	var rel []string
 	for s := 0; s < b.cfg.Scans; s++ {
 		for j := 0; j < filesPerScan(b.cfg.Files, b.cfg.Scans, s); j++ {
@@ -94,12 +94,16 @@ func (b *bench) workloadOpen(ctx context.Context, targets []*target) error {
 		{"1b", "reading", unix.O_RDONLY, func(fd int) (int, error) { return unix.Read(fd, buf) }},
 		{"1c", "writing", unix.O_WRONLY, func(fd int) (int, error) { return unix.Pwrite(fd, buf, 0) }},
 	}
-	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, _ int) (map[string]float64, error) {
+	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, rep int) (map[string]float64, error) {
 		paths := make([]string, len(rel))
 		for i, r := range rel {
 			paths[i] = filepath.Join(t.root, r)
 		}
 		res := map[string]float64{}
+		m, err := b.meter(t, rep)
+		if err != nil {
+			return nil, err
+		}
 		for _, op := range ops {
 			start := time.Now()
 			for _, p := range paths {
@@ -108,6 +112,9 @@ func (b *bench) workloadOpen(ctx context.Context, targets []*target) error {
 				}
 			}
 			res[op.id] = perOp(time.Since(start), len(paths))
+			if err := m.mark(op.id, len(paths)); err != nil {
+				return nil, err
+			}
 		}
 		return res, nil
 	})
@@ -136,9 +143,9 @@ func openIOClose(path string, flags int, what string, io func(fd int) (int, erro
 // target has never seen) and repeated, and readdir of a big directory.
 func (b *bench) workloadStat(ctx context.Context, targets []*target) error {
 	rp := b.rep
-	rp.define(sectionFS, "2a", "stat, first touch", "µs/op", false, goal{goalVsLoopback, 1.05})
-	rp.define(sectionFS, "2b", "stat, repeated", "µs/op", false, goal{goalVsLoopback, 1.05})
-	rp.define(sectionFS, "2c", fmt.Sprintf("readdir of %d entries", b.cfg.ReaddirEntries), "ms", false, goal{goalVsLoopback, 1.05})
+	rp.define(sectionFS, "2a", "stat, first touch", "µs/op", false, goal{goalVsLoopback, 1.05}).countRequests("stat")
+	rp.define(sectionFS, "2b", "stat, repeated", "µs/op", false, goal{goalVsLoopback, 1.05}).countRequests("stat")
+	rp.define(sectionFS, "2c", fmt.Sprintf("readdir of %d entries", b.cfg.ReaddirEntries), "ms", false, goal{goalVsLoopback, 1.05}).countRequests("listing")
 	n := b.cfg.StatFiles
 	buf := make([]byte, 64<<10)
 	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, rep int) (map[string]float64, error) {
@@ -148,6 +155,10 @@ func (b *bench) workloadStat(ctx context.Context, targets []*target) error {
 			paths[i] = filepath.Join(dir, fmt.Sprintf("f%05d", i))
 		}
 		res := map[string]float64{}
+		m, err := b.meter(t, rep)
+		if err != nil {
+			return nil, err
+		}
 		var st unix.Stat_t
 		for pass, id := range []string{"2a", "2b"} {
 			start := time.Now()
@@ -157,6 +168,9 @@ func (b *bench) workloadStat(ctx context.Context, targets []*target) error {
 				}
 			}
 			res[id] = perOp(time.Since(start), n)
+			if err := m.mark(id, n); err != nil {
+				return nil, err
+			}
 		}
 
 		list := filepath.Join(t.root, readdirScan, "list")
@@ -185,7 +199,7 @@ func (b *bench) workloadStat(ctx context.Context, targets []*target) error {
 		if total == 0 {
 			return nil, fmt.Errorf("readdir %s returned nothing", list)
 		}
-		return res, nil
+		return res, m.mark("2c", 1)
 	})
 }
 
@@ -193,8 +207,8 @@ func (b *bench) workloadStat(ctx context.Context, targets []*target) error {
 // one scan, then unlink of them.
 func (b *bench) workloadCreate(ctx context.Context, targets []*target) error {
 	rp := b.rep
-	rp.define(sectionFS, "3a", "create+4 KiB write+close", "µs/op", false, goal{goalVsLoopback, 1.2})
-	rp.define(sectionFS, "3b", "unlink", "µs/op", false, goal{})
+	rp.define(sectionFS, "3a", "create+4 KiB write+close", "µs/op", false, goal{goalVsLoopback, 1.2}).countRequests("file")
+	rp.define(sectionFS, "3b", "unlink", "µs/op", false, goal{}).countRequests("unlink")
 	n := b.cfg.CreateFiles
 	buf := make([]byte, 4096)
 	// Every repetition creates new files in a new directory: nothing to
@@ -206,6 +220,10 @@ func (b *bench) workloadCreate(ctx context.Context, targets []*target) error {
 			paths[i] = filepath.Join(dir, fmt.Sprintf("new_%05d.bin", i))
 		}
 		res := map[string]float64{}
+		m, err := b.meter(t, rep)
+		if err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		for _, p := range paths {
 			fd, err := openRetry(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
@@ -219,6 +237,9 @@ func (b *bench) workloadCreate(ctx context.Context, targets []*target) error {
 			}
 		}
 		res["3a"] = perOp(time.Since(start), n)
+		if err := m.mark("3a", n); err != nil {
+			return nil, err
+		}
 		start = time.Now()
 		for _, p := range paths {
 			if err := unlinkRetry(p); err != nil {
@@ -226,6 +247,6 @@ func (b *bench) workloadCreate(ctx context.Context, targets []*target) error {
 			}
 		}
 		res["3b"] = perOp(time.Since(start), n)
-		return res, nil
+		return res, m.mark("3b", n)
 	})
 }

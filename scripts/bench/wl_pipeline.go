@@ -26,7 +26,7 @@ func pipelineScan(s int) string { return fmt.Sprintf("img_%03d", s) }
 // directories (every name looked up, every file stat'ed).
 func (b *bench) workloadFind(ctx context.Context, targets []*target) error {
 	n := b.cfg.ReaddirEntries
-	b.rep.define(sectionFS, "12", fmt.Sprintf("find -ls of %d files", n), "ms", false, goal{goalVsLoopback, 1.0})
+	b.rep.define(sectionFS, "12", fmt.Sprintf("find -ls of %d files", n), "ms", false, goal{goalVsLoopback, 1.0}).countRequests("file")
 	for i := 0; i < n; i++ {
 		if i%100 == 0 {
 			if err := makeEmptyFiles(filepath.Join(b.src, findScan, fmt.Sprint("d", i/100)), "f", min(100, n-i)); err != nil {
@@ -34,9 +34,16 @@ func (b *bench) workloadFind(ctx context.Context, targets []*target) error {
 			}
 		}
 	}
-	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, _ int) (map[string]float64, error) {
+	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, rep int) (map[string]float64, error) {
+		m, err := b.meter(t, rep)
+		if err != nil {
+			return nil, err
+		}
 		ms, err := timedIn(ctx, "", "", "sh", "-c", "find \"$1\" -ls > /dev/null", "find", filepath.Join(t.root, findScan))
-		return map[string]float64{"12": ms}, err
+		if err != nil {
+			return nil, err
+		}
+		return map[string]float64{"12": ms}, m.mark("12", n)
 	})
 }
 
@@ -44,7 +51,7 @@ func (b *bench) workloadFind(ctx context.Context, targets []*target) error {
 // KiB spread over 20 scans (xargs -P 4 cat), as an image pipeline does.
 func (b *bench) workloadPipeline(ctx context.Context, targets []*target) error {
 	n := max(b.cfg.Files/2, pipelineScans)
-	b.rep.define(sectionFS, "13", fmt.Sprintf("image pipeline: %d workers read %d files of 256 KiB in %d scans", pipelineWorkers, n, pipelineScans), "ms", false, goal{goalVsLoopback, 1.0})
+	b.rep.define(sectionFS, "13", fmt.Sprintf("image pipeline: %d workers read %d files of 256 KiB in %d scans", pipelineWorkers, n, pipelineScans), "ms", false, goal{goalVsLoopback, 1.0}).countRequests("file")
 	block := make([]byte, pipelineSize)
 	var rel []string
 	for i := 0; i < n; i++ {
@@ -58,8 +65,15 @@ func (b *bench) workloadPipeline(ctx context.Context, targets []*target) error {
 		rel = append(rel, r)
 	}
 	list := strings.Join(rel, "\n") + "\n"
-	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, _ int) (map[string]float64, error) {
+	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, rep int) (map[string]float64, error) {
+		m, err := b.meter(t, rep)
+		if err != nil {
+			return nil, err
+		}
 		ms, err := timedIn(ctx, t.root, list, "xargs", "-P", fmt.Sprint(pipelineWorkers), "-n", "25", "cat")
-		return map[string]float64{"13": ms}, err
+		if err != nil {
+			return nil, err
+		}
+		return map[string]float64{"13": ms}, m.mark("13", n)
 	})
 }

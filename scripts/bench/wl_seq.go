@@ -22,10 +22,10 @@ const noPassthroughFlag = "--no-passthrough"
 // with passthrough forced off, on mounts of their own.
 func (b *bench) workloadSeq(ctx context.Context, targets []*target) error {
 	rp := b.rep
-	rp.define(sectionFS, "4a", "sequential read, passthrough", "MiB/s", true, goal{goalVsNativeMin, 0.9})
-	rp.define(sectionFS, "4b", "sequential write, passthrough", "MiB/s", true, goal{goalVsNativeMin, 0.9})
-	rp.define(sectionFS, "4c", "sequential read, passthrough off", "MiB/s", true, goal{})
-	rp.define(sectionFS, "4d", "sequential write, passthrough off", "MiB/s", true, goal{})
+	rp.define(sectionFS, "4a", "sequential read, passthrough", "MiB/s", true, goal{goalVsNativeMin, 0.9}).countRequests("MiB")
+	rp.define(sectionFS, "4b", "sequential write, passthrough", "MiB/s", true, goal{goalVsNativeMin, 0.9}).countRequests("MiB")
+	rp.define(sectionFS, "4c", "sequential read, passthrough off", "MiB/s", true, goal{}).countRequests("MiB")
+	rp.define(sectionFS, "4d", "sequential write, passthrough off", "MiB/s", true, goal{}).countRequests("MiB")
 
 	all, unmount, err := b.seqTargets(ctx, targets)
 	defer unmount()
@@ -114,7 +114,12 @@ func (b *bench) seqTargets(ctx context.Context, targets []*target) (all []*seqTa
 // returns the MiB/s of each for s's rows; rep < 0 is a warm-up.
 func (b *bench) seqOnce(s *seqTarget, rep int, buf []byte) (map[string]float64, error) {
 	size := int64(b.cfg.SeqSize)
+	mibs := int(size >> 20)
 	in := filepath.Join(s.root, seqScan, "data.bin")
+	m, err := b.meter(s.target, rep)
+	if err != nil {
+		return nil, err
+	}
 	var cpu0 time.Duration
 	if s.daemon != nil {
 		cpu0, _ = procCPU(s.daemon.p.pid())
@@ -135,6 +140,9 @@ func (b *bench) seqOnce(s *seqTarget, rep int, buf []byte) (map[string]float64, 
 		s.cpu += cpu1 - cpu0
 		s.readGiB += float64(size) / (1 << 30)
 	}
+	if err := m.mark(s.ids[0], mibs); err != nil {
+		return nil, err
+	}
 
 	out := filepath.Join(s.root, seqScan, "out_"+s.label+".bin")
 	start = time.Now()
@@ -142,6 +150,9 @@ func (b *bench) seqOnce(s *seqTarget, rep int, buf []byte) (map[string]float64, 
 		return nil, err
 	}
 	writeT := time.Since(start)
+	if err := m.mark(s.ids[1], mibs); err != nil {
+		return nil, err
+	}
 	var st unix.Stat_t
 	if err := statRetry(out, &st); err != nil || st.Size != size {
 		return nil, fmt.Errorf("%s has %d bytes after writing %d (%v)", out, st.Size, size, err)

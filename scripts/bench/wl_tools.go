@@ -15,19 +15,26 @@ import (
 // cp -r of it into a new scan.
 func (b *bench) workloadTools(ctx context.Context, targets []*target) error {
 	rp := b.rep
-	rp.define(sectionFS, "5a", fmt.Sprintf("tar -c of a %d-file scan", b.cfg.TreeFiles), "ms", false, goal{goalVsLoopback, 1.15})
-	rp.define(sectionFS, "5b", fmt.Sprintf("cp -r of a %d-file scan into a new scan", b.cfg.TreeFiles), "ms", false, goal{goalVsLoopback, 1.15})
+	rp.define(sectionFS, "5a", fmt.Sprintf("tar -c of a %d-file scan", b.cfg.TreeFiles), "ms", false, goal{goalVsLoopback, 1.15}).countRequests("file")
+	rp.define(sectionFS, "5b", fmt.Sprintf("cp -r of a %d-file scan into a new scan", b.cfg.TreeFiles), "ms", false, goal{goalVsLoopback, 1.15}).countRequests("file")
 	return b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, rep int) (map[string]float64, error) {
 		res := map[string]float64{}
 		tar := exec.CommandContext(ctx, "tar", "-cf", "-", "-C", t.root, treeScan)
 		tar.Stdout = io.Discard
 		var stderr limitedBuffer
 		tar.Stderr = &stderr
+		m, err := b.meter(t, rep)
+		if err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		if err := tar.Run(); err != nil {
 			return nil, fmt.Errorf("tar -c %s: %v: %s", t.root, err, stderr.String())
 		}
 		res["5a"] = float64(time.Since(start).Nanoseconds()) / 1e6
+		if err := m.mark("5a", b.cfg.TreeFiles); err != nil {
+			return nil, err
+		}
 
 		dst := filepath.Join(t.root, fmt.Sprintf("cp_%s_%d", t.name, rep+b.cfg.Warmup))
 		cp := exec.CommandContext(ctx, "cp", "-r", filepath.Join(t.root, treeScan), dst)
@@ -37,6 +44,9 @@ func (b *bench) workloadTools(ctx context.Context, targets []*target) error {
 			return nil, fmt.Errorf("cp -r into %s: %v: %s", dst, err, stderr.String())
 		}
 		res["5b"] = float64(time.Since(start).Nanoseconds()) / 1e6
+		if err := m.mark("5b", b.cfg.TreeFiles); err != nil {
+			return nil, err
+		}
 		// Through the same target, so that the mount's view stays true.
 		if err := os.RemoveAll(dst); err != nil {
 			return nil, err
@@ -60,7 +70,7 @@ func (l *limitedBuffer) String() string { return string(l.b) }
 // start together; the figure is the wall time until the last is done.
 // Locking must not serialize different scans.
 func (b *bench) workloadParallel(ctx context.Context, targets []*target) error {
-	b.rep.define(sectionFS, "6", fmt.Sprintf("4 parallel readers in 4 scans, %d files each", b.cfg.ParFiles), "ms", false, goal{goalVsLoopback, 1.15})
+	b.rep.define(sectionFS, "6", fmt.Sprintf("4 parallel readers in 4 scans, %d files each", b.cfg.ParFiles), "ms", false, goal{goalVsLoopback, 1.15}).countRequests("file")
 	var readers []*proc
 	defer func() { _ = finishAll(readers) }()
 	for i := 0; i < 4; i++ {
@@ -73,7 +83,11 @@ func (b *bench) workloadParallel(ctx context.Context, targets []*target) error {
 			return err
 		}
 	}
-	err := b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, _ int) (map[string]float64, error) {
+	err := b.interleave(ctx, targets, b.cfg.Reps, b.cfg.Warmup, func(t *target, rep int) (map[string]float64, error) {
+		m, err := b.meter(t, rep)
+		if err != nil {
+			return nil, err
+		}
 		for i, p := range readers {
 			if err := p.send("read %s %d", filepath.Join(t.root, parScan(i), "images"), b.cfg.ParFiles); err != nil {
 				return nil, err
@@ -95,7 +109,7 @@ func (b *bench) workloadParallel(ctx context.Context, targets []*target) error {
 			}
 			last = max(last, e)
 		}
-		return map[string]float64{"6": float64(last-first) / 1e6}, nil
+		return map[string]float64{"6": float64(last-first) / 1e6}, m.mark("6", 4*b.cfg.ParFiles)
 	})
 	if err != nil {
 		return err
