@@ -6,7 +6,7 @@
 # Builds scanlockfs and the plain loopback baseline, creates its data
 # under $TMPDIR, mounts and unmounts by itself, and prints a Markdown
 # table of workloads 1-13 (native, loopback, loopback-defaults, scanlockfs,
-# ratios, targets).
+# ratios, targets) and one of the FUSE requests per operation.
 # Needs FUSE (/dev/fuse; fusermount3 from Debian's fuse3 unless root) and
 # python3 for the plantdb peer. See scripts/bench/README.md and -h.
 set -euo pipefail

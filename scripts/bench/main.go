@@ -8,8 +8,9 @@
 //
 // It builds the scanlockfs binary and the loopback program, creates its
 // data under a temporary directory, mounts and always unmounts by itself,
-// prints a Markdown table and writes a CSV (and, with -plot, a bar chart
-// of the ratios).
+// prints a Markdown table of the times and one of the FUSE requests per
+// operation on each FUSE target (requests.go), and writes a CSV (and,
+// with -plot, a bar chart of the ratios).
 //
 //	./scripts/bench.sh [-plot ratios.png] [-csv bench.csv] [flags]
 //
@@ -219,7 +220,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: ./scripts/bench.sh [flags]\n\n"+
 			"Measures workloads 1-9 of the benchmark issue (10: the cluster lock against a local etcd; 11: next to plantdb; 12: find -ls; 13: an image pipeline) natively, through a plain loopback\n"+
-			"mount and through scanlockfs; prints a Markdown table, writes a CSV.\n\nFlags:\n")
+			"mount and through scanlockfs; prints Markdown tables of the times and of the FUSE requests per operation,\nwrites a CSV.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +66,21 @@ func (c reqCounts) times(k int64) reqCounts {
 }
 
 func (c reqCounts) equal(d reqCounts) bool { return len(c.minus(d)) == 0 }
+
+// String lists the counts by opcode name: "OPEN 1, READ 2, RELEASE 1"
+// ("no request" for none).
+func (c reqCounts) String() string {
+	var parts []string
+	for _, op := range slices.Sorted(maps.Keys(c)) {
+		if c[op] != 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", op, c[op]))
+		}
+	}
+	if len(parts) == 0 {
+		return "no request"
+	}
+	return strings.Join(parts, ", ")
+}
 
 // reqCounter reads the request counters of one mount daemon.
 type reqCounter struct {
@@ -166,24 +183,23 @@ func metricsRequests(fd int) (reqCounts, error) {
 	if err != nil {
 		return nil, err
 	}
-	var data bytes.Buffer
+	defer unix.Close(g)
+	// Reads of one size, so that a reading costs the same READs as the
+	// document grows (it stays far below 64 KiB).
+	var data []byte
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := unix.Read(g, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			unix.Close(g)
+		switch {
+		case err == unix.EINTR:
+		case err != nil:
 			return nil, err
+		case n == 0:
+			return parseRequestMetrics(data)
+		default:
+			data = append(data, buf[:n]...)
 		}
-		if n == 0 {
-			break
-		}
-		data.Write(buf[:n])
 	}
-	unix.Close(g)
-	return parseRequestMetrics(data.Bytes())
 }
 
 // parseRequestMetrics reads the lines
