@@ -27,7 +27,9 @@ import (
 // and unlisted once both are gone.
 func TestStatusShowsMountHoldersAndWaiters(t *testing.T) {
 	t.Parallel()
-	d := mountT(t, scanDB(t, "scanA", "scanB"), "--log-level", "debug")
+	// The reader waits through all the checks below, python3's start-ups
+	// included: on a loaded machine that can outlast the default timeout.
+	d := mountT(t, scanDB(t, "scanA", "scanB"), "--log-level", "debug", "--timeout", "10m")
 	f := d.path("scanA/files.json")
 	w, r := startClient(t, "writer"), startClient(t, "reader")
 	w.mustOpen("w", f, "w")
@@ -67,7 +69,7 @@ func TestStatusShowsMountHoldersAndWaiters(t *testing.T) {
 		t.Errorf("python3 json.load of scanA.info: %q", got)
 	}
 	st := d.mountStatus(t)
-	if st.Source != d.src || st.Mountpoint != d.mnt || st.PID != d.cmd.Process.Pid || st.TimeoutSeconds != 30 || st.Error != "" {
+	if st.Source != d.src || st.Mountpoint != d.mnt || st.PID != d.cmd.Process.Pid || st.TimeoutSeconds != 600 || st.Error != "" {
 		t.Errorf("status.json header: %+v", st)
 	}
 	if len(st.Scans) != 1 || st.Scans[0].Holders[0].PID != w.pid() || st.Scans[0].Waiters[0].PID != r.pid() {
@@ -120,6 +122,9 @@ func TestStatusShowsMountHoldersAndWaiters(t *testing.T) {
 func TestStatusShowsSourceHolders(t *testing.T) {
 	t.Parallel()
 	d := mountT(t, scanDB(t, "scanA", "scanB"), "--log-level", "debug")
+	if st := d.mountStatus(t); st.TimeoutSeconds != 30 {
+		t.Errorf("status.json of a mount with the default timeout: timeout_seconds %v, want 30", st.TimeoutSeconds)
+	}
 
 	direct := startClient(t, "lockmgr user")
 	direct.send("lock l %s scanA exclusive", d.src)
