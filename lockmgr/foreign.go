@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -75,6 +76,8 @@ const (
 
 // foreignState is what this process knows of foreign use of one scan.
 type foreignState struct {
+	signs atomic.Uint64 // signs of foreign use seen (markForeign), ever
+
 	mu         sync.Mutex // a leaf
 	until      time.Time  // foreign use known until then
 	lastID     fileID     // the lock file last opened; survives closeFile
@@ -114,6 +117,7 @@ func (f *lockFile) markForeign(why string) {
 	first := !now.Before(f.fs.until)
 	f.fs.until = now.Add(foreignTTL)
 	f.fs.mu.Unlock()
+	f.fs.signs.Add(1)
 	f.b.foreignAt.Store(now.UnixNano())
 	if first {
 		f.b.log.WithFields(logrus.Fields{"scan": f.id, "why": why}).Debug("a process outside scanlockfs uses the scan")
