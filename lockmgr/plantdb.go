@@ -24,7 +24,7 @@ const plantdbReleaseWait = time.Second
 //
 // But while plantdb is in that window its S.info still names it although
 // it holds no lock any more. So, right after we got the flock and before
-// the path check: if S.info was written by a live process that is not a
+// the path check (unless the lock file is quiet: see quietNow): if S.info was written by a live process that is not a
 // scanlockfs process and holds no flock on our file, wait (bounded) until
 // S.info goes away or changes, which plantdb does right after the unlink.
 // It reports whether, instead, S.info names a live plantdb reader that
