@@ -49,9 +49,17 @@
 //
 //   - A lock file is never unlinked while anybody may hold it: after every
 //     successful flock the descriptor is compared (device, inode) with
-//     the path, and on a mismatch the lock is dropped and taken again on
-//     what the path names now; lock files are only unlinked by PurgeStale
-//     while holding them exclusively.
+//     what the lock file's name names now, and on a mismatch the lock is
+//     dropped and taken again on that; lock files are only unlinked by
+//     PurgeStale while holding them exclusively. The name is looked up
+//     relative to the lock directory's parent, as .locks/S.lock (one
+//     short lookup instead of the whole path): it still goes through the
+//     lock directory's entry, so a lock directory removed, renamed or
+//     replaced since it was opened shows as a mismatch, and the lock
+//     file is then opened in the directory the path names now (or a
+//     symbolic link there refused). The whole path is walked instead once
+//     a second, so that a replaced ancestor (the scan root moved away and
+//     another put in its place) is noticed too.
 //   - One flock per scan per process. Inside the process, holders are
 //     counted in memory: flock on two descriptors of one file would
 //     conflict with itself. The process holds the flock in the strongest
@@ -99,9 +107,10 @@
 // # Descriptors
 //
 // A scan's lock file stays open from its first use until Close, or until
-// more than 64 scans are idle (nobody holds or waits for them) and it is
-// the one that became idle least recently; releasing only unlocks it. This saves an open and a close per acquisition and is
-// safe because of the check after every flock: if another process's
+// more than 1,024 scans are idle (nobody holds or waits for them; at most
+// a quarter of RLIMIT_NOFILE) and it is the one that became idle least
+// recently; releasing only unlocks it. This saves an open and a close per
+// acquisition and is safe because of the check after every flock: if another process's
 // clean-up (or plantdb's release) unlinked the file meanwhile, the flock
 // on the old descriptor succeeds, the check fails, and the file the path
 // names now is opened and locked instead (Stats.Replaced counts it).
@@ -185,11 +194,17 @@
 // takes the flock between plantdb's unlock and its unlink holds a file
 // that then loses its name, and the next plantdb acquisition creates and
 // locks a new one. Our processes close that window for plantdb's
-// release: after every flock, while S.info still names a live process
-// that is not a scanlockfs process and holds no flock on our file, we
-// wait (up to a second) until S.info goes away, and only then check the
-// path (plantdb unlinks S.lock before S.info, so this order cannot miss
-// the unlink). What stays open:
+// release: after a flock, while S.info still names a live process that
+// is not a scanlockfs process and holds no flock on our file, we wait (up
+// to a second) until S.info goes away, and only then check the path
+// (plantdb unlinks S.lock before S.info, so this order cannot miss the
+// unlink). That look at S.info is skipped while the lock file is quiet
+// (plantdb.go): this process created it, or held it exclusively when its
+// ctime was already older than two seconds, and neither its ctime nor
+// any foreign sign changed since. plantdb opens S.lock with O_TRUNC on
+// every attempt, which changes the ctime, and the path checks after each
+// flock and before each release see it; an uncontended acquisition then
+// costs two flock calls and two stat calls. What stays open:
 //
 //   - plantdb's stale clean-up (it writes no S.info) racing one of our
 //     acquisitions;
@@ -197,7 +212,13 @@
 //     process saw any sign of plantdb on the scan: when it releases, it
 //     unlinks the file, and a writer then gets a new file while ours still
 //     reads (a reader of ours counts it in Stats.LostLockFiles);
-//   - a plantdb process stopped for longer than a second in its release;
+//   - a plantdb process stopped for longer than a second in its release,
+//     or for longer than two seconds between its open and its flock of a
+//     lock file this process held exclusively meanwhile;
+//   - where file time stamps are coarse (no multigrain time stamps: Linux
+//     before 6.13, or file systems other than ext4, XFS, Btrfs, tmpfs), a
+//     plantdb open in the same clock tick as our creation of the lock
+//     file, which leaves its ctime unchanged;
 //   - a plantdb release whose S.info another plantdb release removed,
 //     by a process never seen holding an orphan (see below).
 //

@@ -1,7 +1,6 @@
 package lockmgr
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -52,9 +51,10 @@ type flockBackend struct {
 	started   time.Time
 	foreignAt atomic.Int64 // when foreign use of any scan was last seen (UnixNano; see foreign.go)
 
-	mu         sync.Mutex // guards files, idle, raceLogged, and every lockFile's users and elem
+	mu         sync.Mutex // guards files, idle, raceLogged, and every lockFile's users and idle links
 	files      map[string]*lockFile
-	idle       list.List       // lock files nobody uses, still open; most recently used at the front
+	idle       idleList        // lock files nobody uses, still open
+	maxIdle    int             // how many of them stay open
 	raceLogged map[string]bool // scans whose plantdb race was logged (foreign.go)
 }
 
@@ -63,7 +63,18 @@ var _ backend = (*flockBackend)(nil)
 func newFlockBackend(dir *lockDir, lockDirPath string, cfg config, log logrus.FieldLogger, pid int, host string, stats *counters, lost lostFunc) *flockBackend {
 	return &flockBackend{dir: dir, lockDir: lockDirPath, cfg: cfg, log: log, pid: pid, hostname: host,
 		stats: stats, lost: lost, closeCh: make(chan struct{}), files: make(map[string]*lockFile),
-		started: time.Now(), raceLogged: make(map[string]bool)}
+		started: time.Now(), raceLogged: make(map[string]bool), maxIdle: maxIdleFiles()}
+}
+
+// maxIdleFiles is how many lock files of idle scans stay open:
+// maxIdleScans, but at most a quarter of the descriptors the process may
+// open (a FUSE daemon needs its descriptors for the files it serves).
+func maxIdleFiles() int {
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil || rl.Cur >= 4*maxIdleScans {
+		return maxIdleScans
+	}
+	return max(int(rl.Cur/4), 16)
 }
 
 // lockFile is the flock backend's state of one scan: its lock file, kept
@@ -73,15 +84,25 @@ type lockFile struct {
 	b                            *flockBackend
 	id                           string
 	lockPath, infoPath, gatePath string
+	lockRel                      string // the lock file's name for lockDir.nameStat
+	gateName                     string
 
-	users int           // scheduler handles; guarded by b.mu
-	elem  *list.Element // in b.idle while users is 0 and fd is open; guarded by b.mu
+	users int // scheduler handles; guarded by b.mu
+	// In b.idle while users is 0 and fd is open; guarded by b.mu.
+	inIdle             bool
+	idlePrev, idleNext *lockFile
 
 	// fd and fid are only touched by the goroutine in lock or unlock (the
 	// scheduler lets one at a time in), or by b.mu holders while users is 0.
 	fd       int    // the lock file, or -1
 	fid      fileID // identity of fd's file
 	kernelEx bool   // our flock on fd is LOCK_EX (also for a shared hold in foreign mode)
+	// quiet: no process outside this protocol can be using the lock file
+	// unseen as long as its ctime is still quietCtime and no foreign sign
+	// came after the quietSigns-th (see quietNow in plantdb.go).
+	quiet      bool
+	quietCtime int64
+	quietSigns uint64
 
 	fs foreignState // foreign use of the scan (foreign.go)
 
@@ -109,15 +130,13 @@ func (b *flockBackend) open(id string) backendScan {
 	defer b.mu.Unlock()
 	f := b.files[id]
 	if f == nil {
-		f = &lockFile{b: b, id: id, lockPath: b.lockDir + "/" + id + ".lock",
-			infoPath: b.lockDir + "/" + id + ".info", gatePath: b.lockDir + "/" + id + ".gate", fd: -1, gateFD: -1}
+		f = &lockFile{b: b, id: id, lockPath: b.lockDir + "/" + id + ".lock", lockRel: b.dir.relName(id + ".lock"),
+			infoPath: b.lockDir + "/" + id + ".info", gatePath: b.lockDir + "/" + id + ".gate", gateName: id + ".gate",
+			fd: -1, gateFD: -1}
 		f.infoDone.L = &f.mu
 		b.files[id] = f
 	}
-	if f.elem != nil {
-		b.idle.Remove(f.elem)
-		f.elem = nil
-	}
+	b.idle.remove(f)
 	f.users++
 	return f
 }
@@ -137,19 +156,16 @@ func (f *lockFile) done() {
 		return
 	}
 	f.closeGate()
-	f.elem = b.idle.PushFront(f)
-	for b.idle.Len() > maxIdleScans {
-		b.forgetIdle(b.idle.Back().Value.(*lockFile))
+	b.idle.pushFront(f)
+	for b.idle.n > b.maxIdle {
+		b.forgetIdle(b.idle.back())
 	}
 }
 
 // forgetIdle closes an unused lock file and forgets it. Nobody else can
 // reach f: its users are 0 and b.mu is held.
 func (b *flockBackend) forgetIdle(f *lockFile) {
-	if f.elem != nil {
-		b.idle.Remove(f.elem)
-		f.elem = nil
-	}
+	b.idle.remove(f)
 	delete(b.files, f.id)
 	f.closeFile()
 }
@@ -166,8 +182,8 @@ func (b *flockBackend) shutdown() {
 func (b *flockBackend) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for b.idle.Len() > 0 {
-		b.forgetIdle(b.idle.Back().Value.(*lockFile))
+	for b.idle.n > 0 {
+		b.forgetIdle(b.idle.back())
 	}
 }
 
@@ -179,9 +195,9 @@ func (f *lockFile) lock(ctx context.Context, req holdRequest) (Mode, error) {
 	got, err := f.flock(ctx, req)
 	var tid int
 	var infoID fileID
-	if err == nil {
-		tid = unix.Gettid()
-		if b.cfg.infoFiles && b.cfg.infoDelay <= 0 {
+	if err == nil && b.cfg.infoFiles {
+		tid = unix.Gettid() // for .info only: a system call of its own
+		if b.cfg.infoDelay <= 0 {
 			// Synchronous .info: written before the grant, while the
 			// scheduler keeps every release away.
 			infoID = b.writeInfo(f.id, req.to, req.owner, time.Now(), tid)
@@ -318,7 +334,8 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 // starts over), or fails (no flock kept; the error says why).
 func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 	b, path := f.b, f.lockPath
-	if b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
+	quiet := f.quietNow()
+	if !quiet && b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
 		// A plantdb reader shares our flock: its release would unlink the
 		// file under us. Give it back and wait (in LOCK_EX now: foreign
 		// use is known).
@@ -341,6 +358,13 @@ func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 		b.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
 		return false, nil
 	}
+	if quiet && st.Ctim.Nano() != f.quietCtime {
+		// Somebody changed the lock file since we last looked (plantdb's
+		// open truncates it): it may be releasing the scan right now.
+		// Confirm the way a lock file never seen quiet is confirmed.
+		f.quiet = false
+		return f.confirm(ctx, req)
+	}
 	f.noteGrant(&st)
 	if !f.kernelEx && f.foreignKnown() {
 		// Foreign use just became known: our shared flock could be shared
@@ -360,6 +384,7 @@ func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 			return false, nil
 		}
 	}
+	f.noteQuiet(&st)
 	return true, nil
 }
 
@@ -418,13 +443,20 @@ func (f *lockFile) openLockFile() error {
 		return err
 	}
 	before := time.Now()
-	fd, st, err := b.dir.openFile(f.id+".lock", unix.O_RDWR, true, uint32(b.cfg.fileMode), true)
+	fd, st, created, err := b.dir.openOrCreate(f.id+".lock", unix.O_RDWR, true, uint32(b.cfg.fileMode), true)
 	if err != nil {
 		return lockFileError(f.lockPath, err)
 	}
-	b.fixMode(fd, &st)
+	if b.fixMode(fd, &st) && created {
+		_ = unix.Fstat(fd, &st) // the ctime of the chmod, for quiet
+	}
 	f.fd, f.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
 	f.noteOpened(f.fid, &st, before)
+	if created {
+		// Every other process that uses the file opens it after this,
+		// and plantdb's open (O_TRUNC) changes its ctime.
+		f.setQuiet(&st)
+	}
 	return nil
 }
 
@@ -438,11 +470,13 @@ func (b *flockBackend) fixModeFD(fd int) {
 	}
 }
 
-// fixMode is fixModeFD with the file's status already at hand.
-func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) {
+// fixMode is fixModeFD with the file's status already at hand. It
+// reports whether it changed the mode.
+func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) bool {
 	if st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != b.cfg.fileMode {
-		_ = unix.Fchmod(fd, uint32(b.cfg.fileMode))
+		return unix.Fchmod(fd, uint32(b.cfg.fileMode)) == nil
 	}
+	return false
 }
 
 // closeFile closes the lock file, which drops any flock on it,
@@ -451,7 +485,7 @@ func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) {
 func (f *lockFile) closeFile() {
 	if f.fd >= 0 {
 		unix.Close(f.fd)
-		f.fd, f.fid, f.kernelEx = -1, fileID{}, false
+		f.fd, f.fid, f.kernelEx, f.quiet = -1, fileID{}, false, false
 	}
 	f.closeGate()
 }
@@ -484,11 +518,12 @@ func flockNB(fd, how int) (bool, error) {
 	}
 }
 
-// stillNamed reports whether the lock file's path names the file f.fd
-// has open. The path,
-// not the directory's descriptor: a lock directory replaced meanwhile
-// (removed and created again) is then noticed, and the file opened anew
-// in the new one. A symbolic link is never the same file.
+// stillNamed reports whether the lock file's name names the file f.fd
+// has open, looked up through the lock directory's entry in its parent
+// (lockDir.nameStat): a lock directory replaced meanwhile (removed and
+// created again, or renamed and another put in its place) is then
+// noticed, and the file opened anew in the new one. A symbolic link is
+// never the same file.
 func (f *lockFile) stillNamed() (bool, error) {
 	var st unix.Stat_t
 	return f.stillNamedStat(&st)
@@ -496,7 +531,7 @@ func (f *lockFile) stillNamed() (bool, error) {
 
 // stillNamedStat is stillNamed, leaving the path's status in st.
 func (f *lockFile) stillNamedStat(st *unix.Stat_t) (bool, error) {
-	if err := unix.Lstat(f.lockPath, st); err != nil {
+	if err := f.b.dir.nameStat(f.lockRel, f.lockPath, st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return false, nil
 		}
@@ -514,6 +549,9 @@ func (f *lockFile) checkStillNamed(held Mode) {
 	same, err := f.stillNamedStat(&st)
 	if err == nil && same {
 		f.noteForeignAttempt(&st)
+	}
+	if err != nil || !same || st.Ctim.Nano() != f.quietCtime {
+		f.quiet = false
 	}
 	if err == nil && !same {
 		f.b.lost(f.id, held, "the lock file was removed or replaced while this process held it (a plantdb process unlinks it when it releases); "+
@@ -565,10 +603,10 @@ func (f *lockFile) gateSet() bool {
 	defer f.gateMu.Unlock()
 	if f.gateFD < 0 {
 		var st unix.Stat_t
-		if unix.Lstat(f.gatePath, &st) != nil {
+		if f.b.dir.lstat(f.gateName, &st) != nil {
 			return false // no writer has ever waited here
 		}
-		g, _, err := f.b.dir.openFile(f.id+".gate", unix.O_RDONLY, false, 0, false)
+		g, _, err := f.b.dir.openFile(f.gateName, unix.O_RDONLY, false, 0, false)
 		if err != nil {
 			return false
 		}
@@ -691,3 +729,44 @@ func statID(st os.FileInfo) fileID {
 	}
 	return fileID{}
 }
+
+// idleList is the flock backend's lock files of idle scans, most recently
+// used first, linked through the files themselves (no allocation per
+// release).
+type idleList struct {
+	front, last *lockFile
+	n           int
+}
+
+func (l *idleList) pushFront(f *lockFile) {
+	f.inIdle, f.idlePrev, f.idleNext = true, nil, l.front
+	if l.front != nil {
+		l.front.idlePrev = f
+	} else {
+		l.last = f
+	}
+	l.front = f
+	l.n++
+}
+
+// remove takes f out of the list if it is in it.
+func (l *idleList) remove(f *lockFile) {
+	if !f.inIdle {
+		return
+	}
+	if f.idlePrev != nil {
+		f.idlePrev.idleNext = f.idleNext
+	} else {
+		l.front = f.idleNext
+	}
+	if f.idleNext != nil {
+		f.idleNext.idlePrev = f.idlePrev
+	} else {
+		l.last = f.idlePrev
+	}
+	f.inIdle, f.idlePrev, f.idleNext = false, nil, nil
+	l.n--
+}
+
+// back is the least recently used lock file.
+func (l *idleList) back() *lockFile { return l.last }

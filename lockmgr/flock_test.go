@@ -25,20 +25,20 @@ func openLockFileNames(t *testing.T, dir string) map[string]bool {
 	return open
 }
 
-// TestIdleLockFilesLRU: when more than maxIdleScans scans are idle, the
+// TestIdleLockFilesLRU: when more scans than the idle cache holds are idle, the
 // lock file closed is the one used least recently, never one just used.
 func TestIdleLockFilesLRU(t *testing.T) {
 	m := newManager(t, t.TempDir(), WithInfoFiles(false))
 	use := func(id string) { mustRelease(t, mustAcquire(t, m, id, Shared, testOwner("a"))) }
-	for i := range maxIdleScans {
+	for i := range m.back.maxIdle {
 		use("scan" + strconv.Itoa(i))
 	}
 	use("scan0") // now the most recently used
 	for i := range 4 {
 		use("new" + strconv.Itoa(i)) // evicts scan1..scan4, the least recently used
 		open := openLockFileNames(t, m.LockDir())
-		if len(open) != maxIdleScans {
-			t.Fatalf("%d lock files open, want %d", len(open), maxIdleScans)
+		if len(open) != m.back.maxIdle {
+			t.Fatalf("%d lock files open, want %d", len(open), m.back.maxIdle)
 		}
 		if !open["scan0.lock"] || !open["new"+strconv.Itoa(i)+".lock"] {
 			t.Fatalf("a recently used lock file was closed: scan0 %v, new%d %v", open["scan0.lock"], i, open["new"+strconv.Itoa(i)+".lock"])

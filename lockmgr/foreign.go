@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -38,14 +39,15 @@ import (
 //   - leaves the scan free at hand-over for a foreign poller seen waiting,
 //     until its next attempt or lingerMax (linger).
 //
-// The signs of foreign use cost no system call of their own: the lstat
+// The signs of foreign use cost no system call of their own: the stat
 // of the lock file after each grant and before each release (the path
-// checks) gives its inode and its modification time, which plantdb's
-// O_CREAT|O_WRONLY|O_TRUNC open sets on every attempt and ours never
-// change (a lock file opened anew with a recent one costs a statx, to
-// tell a truncation from the file's creation); the S.info that
-// awaitPlantdbRelease reads names its writer. In foreign mode a reader
-// joining our hold costs an lstat, a grant the orphan check. A
+// checks) gives its inode and its modification time (and ctime), which
+// plantdb's O_CREAT|O_WRONLY|O_TRUNC open sets on every attempt and ours
+// never change (a lock file opened anew with a recent one costs a statx,
+// to tell a truncation from the file's creation); the S.info that
+// awaitPlantdbRelease reads (when the lock file is not quiet: plantdb.go)
+// names its writer. In foreign mode a reader joining our hold costs a
+// stat, a grant the orphan check. A
 // process that sees none of them never reads /proc/locks on the way to a
 // grant, except at the first open of a scan's lock file in its first
 // minute or within a minute of a foreign sign on any scan (it cannot know
@@ -75,6 +77,8 @@ const (
 
 // foreignState is what this process knows of foreign use of one scan.
 type foreignState struct {
+	signs atomic.Uint64 // signs of foreign use seen (markForeign), ever
+
 	mu         sync.Mutex // a leaf
 	until      time.Time  // foreign use known until then
 	lastID     fileID     // the lock file last opened; survives closeFile
@@ -114,6 +118,7 @@ func (f *lockFile) markForeign(why string) {
 	first := !now.Before(f.fs.until)
 	f.fs.until = now.Add(foreignTTL)
 	f.fs.mu.Unlock()
+	f.fs.signs.Add(1)
 	f.b.foreignAt.Store(now.UnixNano())
 	if first {
 		f.b.log.WithFields(logrus.Fields{"scan": f.id, "why": why}).Debug("a process outside scanlockfs uses the scan")
@@ -215,7 +220,7 @@ func (f *lockFile) joinable() bool {
 	id := f.fs.lastID // f.fid belongs to the goroutine in lock or unlock
 	f.fs.mu.Unlock()
 	var st unix.Stat_t
-	if unix.Lstat(f.lockPath, &st) != nil || (fileID{dev: st.Dev, ino: st.Ino}) != id {
+	if f.b.dir.nameStat(f.lockRel, f.lockPath, &st) != nil || (fileID{dev: st.Dev, ino: st.Ino}) != id {
 		return false
 	}
 	return !f.noteForeignAttempt(&st)
@@ -237,7 +242,7 @@ func (f *lockFile) linger(ctx context.Context) {
 	start := time.Now()
 	for time.Now().Before(deadline) {
 		var st unix.Stat_t
-		if unix.Lstat(f.lockPath, &st) != nil || st.Mtim.Nano() != at {
+		if f.b.dir.nameStat(f.lockRel, f.lockPath, &st) != nil || st.Mtim.Nano() != at {
 			f.awaitForeignGrant(ctx, st.Mtim.Nano())
 			break
 		}

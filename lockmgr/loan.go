@@ -242,7 +242,7 @@ func (sc *scheduler) keep(s *scan) {
 // scheduler to close. It is called with s.mu held and returns with it
 // held.
 func (sc *scheduler) sleepHeld(s *scan, timer <-chan time.Time) {
-	ch := s.changed
+	ch := s.changedHeld()
 	s.sleepers++
 	s.mu.Unlock()
 	select {

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,18 +37,27 @@ const maxInfoSize = 64 << 10
 // without following a symbolic link.
 type lockDir struct {
 	path string
+	base string // the last element of path, "" if path has none (it is "/")
 
 	mu     sync.RWMutex // guards the fields below; write-held only to change them
 	fd     int          // -1 while the directory does not exist (WithReadOnly)
 	id     fileID
 	closed bool
+	// parentFD is path's parent directory, through which fd was opened
+	// (O_PATH, -1 if it could not be opened): the check after a flock
+	// looks the lock file up as base/S.lock relative to it (nameStat).
+	parentFD int
+	fullAt   atomic.Int64 // when nameStat last walked the whole path (UnixNano)
 }
 
 // openLockDir opens the lock directory at path. A missing directory is
 // not an error (a read-only manager may find none); a symbolic link or
 // anything but a directory is.
 func openLockDir(path string) (*lockDir, error) {
-	d := &lockDir{path: path, fd: -1}
+	d := &lockDir{path: path, fd: -1, parentFD: -1}
+	if b := filepath.Base(path); b != "/" && b != "." && b != ".." {
+		d.base = b
+	}
 	if err := d.refresh(); err != nil {
 		return nil, err
 	}
@@ -78,7 +90,7 @@ func (d *lockDir) refresh() error {
 	if same {
 		return nil
 	}
-	fd, err := unix.Open(d.path, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	pfd, fd, err := d.openDir()
 	if err != nil {
 		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 			return symlinkDirError(d.path)
@@ -86,21 +98,85 @@ func (d *lockDir) refresh() error {
 		return fmt.Errorf("%w: lock directory %s: %w", ErrLockFile, d.path, err)
 	}
 	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
+		closeFDs(pfd, fd)
 		return fmt.Errorf("%w: lock directory %s: %w", ErrLockFile, d.path, err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		unix.Close(fd)
+		closeFDs(pfd, fd)
 		return nil
 	}
-	if d.fd >= 0 {
-		unix.Close(d.fd)
-	}
-	d.fd, d.id = fd, fileID{dev: st.Dev, ino: st.Ino}
+	closeFDs(d.parentFD, d.fd)
+	d.parentFD, d.fd, d.id = pfd, fd, fileID{dev: st.Dev, ino: st.Ino}
 	return nil
 }
+
+// openDir opens the lock directory's parent and, through it, the lock
+// directory itself without following a symbolic link (both O_PATH). The
+// parent is -1 if it cannot be opened: then the directory is opened by
+// its path, and nameStat walks the whole path.
+func (d *lockDir) openDir() (pfd, fd int, err error) {
+	pfd = -1
+	if d.base != "" {
+		pfd, err = unix.Open(filepath.Dir(d.path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			pfd = -1
+		}
+	}
+	if pfd >= 0 {
+		fd, err = unix.Openat(pfd, d.base, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	} else {
+		fd, err = unix.Open(d.path, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		closeFDs(pfd)
+		return -1, -1, err
+	}
+	return pfd, fd, nil
+}
+
+// closeFDs closes the descriptors that are not -1.
+func closeFDs(fds ...int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// fullPathEvery is how often nameStat walks the whole path anyway.
+var fullPathEvery = time.Second
+
+// nameStat puts in st the status of what a file of the lock directory is
+// named now, without following a symbolic link in the last element: rel
+// is its name relative to the lock directory's parent (relName), path
+// its whole path. It looks rel up from the parent's descriptor: one short
+// lookup that still goes through the lock directory's entry in its
+// parent, so that a lock directory removed, renamed or replaced since it
+// was opened is seen not to name the file any more (a symbolic link
+// swapped in for it is followed, as in the whole path; refresh then
+// refuses it). Once every fullPathEvery, and without the parent's
+// descriptor, it walks the whole path instead, which also notices a
+// replaced ancestor of the lock directory (the scan root moved away and
+// another put in its place).
+func (d *lockDir) nameStat(rel, path string, st *unix.Stat_t) error {
+	now := time.Now().UnixNano()
+	d.mu.RLock()
+	pfd := d.parentFD
+	if pfd >= 0 && now-d.fullAt.Load() < int64(fullPathEvery) {
+		err := unix.Fstatat(pfd, rel, st, unix.AT_SYMLINK_NOFOLLOW)
+		d.mu.RUnlock()
+		return err
+	}
+	d.mu.RUnlock()
+	d.fullAt.Store(now)
+	return unix.Lstat(path, st)
+}
+
+// relName is the name of a file of the lock directory relative to its
+// parent, for nameStat.
+func (d *lockDir) relName(name string) string { return d.base + "/" + name }
 
 // checkLockDirStat refuses a lock directory that is a symbolic link or
 // not a directory.
@@ -124,10 +200,8 @@ func symlinkDirError(path string) error {
 // close closes the descriptor. Later operations fail with ENOENT.
 func (d *lockDir) close() {
 	d.mu.Lock()
-	if d.fd >= 0 {
-		unix.Close(d.fd)
-		d.fd = -1
-	}
+	closeFDs(d.parentFD, d.fd)
+	d.parentFD, d.fd = -1, -1
 	d.closed = true
 	d.mu.Unlock()
 }
@@ -200,6 +274,12 @@ func checkFile(st *unix.Stat_t) error {
 // readOnlyFallback, a file that may not be opened for writing is opened
 // read-only. It returns the descriptor and the file's status.
 func (d *lockDir) openFile(name string, flags int, create bool, perm uint32, readOnlyFallback bool) (fd int, st unix.Stat_t, err error) {
+	fd, st, _, err = d.openOrCreate(name, flags, create, perm, readOnlyFallback)
+	return fd, st, err
+}
+
+// openOrCreate is openFile, reporting also whether it created the file.
+func (d *lockDir) openOrCreate(name string, flags int, create bool, perm uint32, readOnlyFallback bool) (fd int, st unix.Stat_t, created bool, err error) {
 	err = d.use(func(dfd int) error {
 		for {
 			pfd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -219,6 +299,7 @@ func (d *lockDir) openFile(name string, flags int, create bool, perm uint32, rea
 					unix.Close(fd)
 					return err
 				}
+				created = true
 				return nil
 			}
 			if err != nil {
@@ -236,9 +317,9 @@ func (d *lockDir) openFile(name string, flags int, create bool, perm uint32, rea
 		}
 	})
 	if err != nil {
-		return -1, st, err
+		return -1, st, false, err
 	}
-	return fd, st, nil
+	return fd, st, created, nil
 }
 
 // reopen opens for real the file that the O_PATH descriptor pfd, already

@@ -97,25 +97,34 @@ func TestNewRefusesSymlinkedLockDir(t *testing.T) {
 }
 
 // A lock directory swapped for a symbolic link while the manager runs
-// is not followed either: the next lock file open fails, naming it.
+// is not followed either: the next acquisition fails, naming it, whether
+// the scan's lock file was never opened or is still open from an earlier
+// use (the check after the flock sees that its name is gone).
 func TestSymlinkSwappedInAfterNew(t *testing.T) {
-	root := t.TempDir()
-	m := newManager(t, root)
-	elsewhere := t.TempDir()
-	lockDir := filepath.Join(root, LockDirName)
-	if err := os.Rename(lockDir, filepath.Join(root, "old")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(elsewhere, lockDir); err != nil {
-		t.Fatal(err)
-	}
-	_, err := m.TryAcquire("s", Exclusive, testOwner("a"))
-	if !errors.Is(err, ErrLockFile) {
-		t.Fatalf("acquire through a symlinked lock directory: %v, want ErrLockFile", err)
-	}
-	mustContain(t, err, lockDir, "symbolic link")
-	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
-		t.Errorf("files created through the link: %v", entries)
+	for _, cached := range []bool{false, true} {
+		t.Run(map[bool]string{false: "new", true: "cached"}[cached], func(t *testing.T) {
+			root := t.TempDir()
+			m := newManager(t, root)
+			if cached {
+				warm(t, m, "s")
+			}
+			elsewhere := t.TempDir()
+			lockDir := filepath.Join(root, LockDirName)
+			if err := os.Rename(lockDir, filepath.Join(root, "old")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(elsewhere, lockDir); err != nil {
+				t.Fatal(err)
+			}
+			_, err := m.TryAcquire("s", Exclusive, testOwner("a"))
+			if !errors.Is(err, ErrLockFile) {
+				t.Fatalf("acquire through a symlinked lock directory: %v, want ErrLockFile", err)
+			}
+			mustContain(t, err, lockDir, "symbolic link")
+			if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+				t.Errorf("files created through the link: %v", entries)
+			}
+		})
 	}
 }
 

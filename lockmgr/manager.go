@@ -14,8 +14,8 @@ import (
 
 // maxIdleScans bounds the lock files the flock backend keeps open after
 // their scan's last lease is released (see "Descriptors" in the package
-// documentation).
-const maxIdleScans = 64
+// documentation): a working set of that many scans opens no lock file.
+const maxIdleScans = 1024
 
 // Manager hands out shared and exclusive scan locks. It is safe for
 // concurrent use by many goroutines; see the package documentation for

@@ -42,11 +42,12 @@ type scan struct {
 	owners   map[ownerID]*ownerHold
 	leases   map[*Lease]struct{}
 	queue    []*waiter
-	changed  chan struct{} // closed and replaced on every state change...
-	sleepers int           // ...if goroutines sleep on it
-	busy     bool          // a goroutine is talking to the backend (without mu)
-	dropping bool          // ...to drop the hold (which does not wait)
-	held     Mode          // what the backend holds for this process; 0 while it is being dropped
+	queue0   [2]*waiter    // queue's first backing array
+	changed  chan struct{} // closed on every state change if goroutines sleep on it (nil until one does)
+	sleepers int
+	busy     bool // a goroutine is talking to the backend (without mu)
+	dropping bool // ...to drop the hold (which does not wait)
+	held     Mode // what the backend holds for this process; 0 while it is being dropped
 	// Loans (loan.go): leases granted under another process's hold,
 	// before the backend held the scan for them.
 	keeping  bool               // a keeper goroutine runs for the scan
@@ -100,12 +101,12 @@ func (sc *scheduler) ref(id string) *scan {
 	s := sc.scans[id]
 	if s == nil {
 		s = &scan{
-			id:      id,
-			hold:    sc.back.open(id),
-			owners:  make(map[ownerID]*ownerHold),
-			leases:  make(map[*Lease]struct{}),
-			changed: make(chan struct{}),
+			id:     id,
+			hold:   sc.back.open(id),
+			owners: make(map[ownerID]*ownerHold),
+			leases: make(map[*Lease]struct{}),
 		}
+		s.queue = s.queue0[:0]
 		sc.scans[id] = s
 	}
 	s.refs++
@@ -252,7 +253,7 @@ func (sc *scheduler) wait(ctx *lazyCtx, s *scan, w *waiter, try bool, start time
 			w.recorded = true
 			s.hold.waiting(w.mode, 1)
 		}
-		ch := s.changed
+		ch := s.changedHeld()
 		s.sleepers++
 		s.mu.Unlock()
 		select {
@@ -378,11 +379,20 @@ func (s *scan) dequeueHeld(w *waiter) {
 // broadcastHeld wakes every goroutine sleeping on the scan's state; s.mu
 // is held.
 func (s *scan) broadcastHeld() {
-	if s.sleepers == 0 {
-		return // the common uncontended case: no channel to replace
+	if s.sleepers == 0 || s.changed == nil {
+		return // the common uncontended case: no channel to close
 	}
 	close(s.changed)
-	s.changed = make(chan struct{})
+	s.changed = nil // the next sleeper makes a new one
+}
+
+// changedHeld returns the channel that the next change of s closes; s.mu
+// is held.
+func (s *scan) changedHeld() chan struct{} {
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
 }
 
 // grantHeld records a lease of owner in mode; s.mu is held.
