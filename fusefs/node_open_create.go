@@ -58,11 +58,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if n.fsys.readOnly && isWriteOpen(flags) {
 		return nil, 0, syscall.EROFS
 	}
-	if errno := n.stillThere(); errno != 0 {
-		return nil, 0, errno
-	}
 	scan, rel := n.scan()
-	req := lockReq{op: "open", path: rel, mode: openMode(flags), nonblock: flags&syscall.O_NONBLOCK != 0}
+	req := lockReq{op: "open", path: rel, mode: openMode(flags), nonblock: flags&syscall.O_NONBLOCK != 0, beforeWait: n.stillThere}
 	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
 		return n.openFile(flags)
 	})
@@ -78,9 +75,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // Without it, an open of a file removed on SOURCE would wait for the
 // scan's lock (held, say, by the writer that removed it) before failing.
 // It only refuses early: whatever it finds, the open resolves and checks
-// the file again after the lock (openSelf). One statx by SOURCE's path,
-// which follows the path as every resolution does; none when names are
-// not cached.
+// the file again after the lock (openSelf). It runs only when the open
+// would wait (lockReq.beforeWait): an open granted at once finds a
+// removed file gone in openSelf anyway, so the uncontended path does
+// not resolve the path twice. One statx by SOURCE's path, which
+// follows the path as every resolution does; none when names are not
+// cached.
 func (n *node) stillThere() syscall.Errno {
 	if n.fsys.entryTimeout == 0 || n.isRoot() {
 		return 0
