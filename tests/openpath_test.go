@@ -9,7 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The open path's checks that run only when needed.
+// The open path: a check that runs only before a wait, and what an open
+// file's descriptor answers.
 
 // An open through a cached name of a file removed on SOURCE fails with
 // ENOENT at once, as the lookup would have, also while another process
