@@ -230,8 +230,10 @@ func threadProcess(tid int) (process, bool) {
 		case err == nil:
 		case errors.Is(err, unix.ESRCH):
 			return process{}, false
-		default:
-			threadPidfdsWork.Store(false) // EINVAL: flag unknown
+		case errors.Is(err, unix.EINVAL): // the flag is unknown
+			threadPidfdsWork.Store(false)
+			fd = -1
+		default: // EMFILE...: /proc this time
 			fd = -1
 		}
 	}
