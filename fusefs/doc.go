@@ -58,9 +58,11 @@
 //     up again and checks the new inode itself. Nothing is done to it.
 //   - Changes of a node's own attributes go through an O_PATH descriptor
 //     of the checked inode (fchownat(AT_EMPTY_PATH), or /proc/self/fd/N
-//     for chmod, truncate, utimensat and xattrs); entries are changed with
-//     *at calls on a checked descriptor of the directory; links are made
-//     from a descriptor of the checked target. Opens add O_NONBLOCK (a
+//     for chmod, truncate, utimensat and xattrs; xattr reads of a file
+//     that is open use the open file's descriptor, node_files.go); entries
+//     are changed with *at calls on a checked descriptor of the
+//     directory; links are made from a descriptor of the checked target.
+//     Opens add O_NONBLOCK (a
 //     FIFO swapped in cannot block a daemon thread), truncate for O_TRUNC
 //     only once the file is checked, and a create that finds the name
 //     taken answers ESTALE rather than open a file the kernel did not check.
@@ -86,8 +88,9 @@
 // The owner of a lock is the calling process: FUSE reports the calling
 // thread, which is mapped to its thread group (owner.go). The owner key
 // is the process's pid and start time (lockmgr.ProcessKey), read once per
-// process and kept with a pidfd that proves the pid still names it, so
-// that a process that gets the pid of an exited holder is another owner.
+// process and kept with a pidfd that proves the pid still names it (a
+// thread pidfd for the other threads of a process), so that a process
+// that gets the pid of an exited holder is another owner.
 // lockmgr lets an
 // owner take a scan it holds again, and upgrade a shared lock it is the
 // only holder of; two shared holders that both want exclusive get

@@ -25,6 +25,8 @@ type handle struct {
 	req   lockReq
 	scan  string         // "" when the file is in no scan
 	lease *lockmgr.Lease // nil when the file is in no scan
+	fd    int            // the backing descriptor, owned by LoopbackFile
+	node  *node          // the node whose open file this is (node_files.go); nil in unit tests
 
 	released atomic.Bool
 }
@@ -38,6 +40,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		h.fsys.log.WithField("path", h.req.path).Error("BUG: file handle released twice; ignoring the second release")
 		return syscall.EBADF
 	}
+	h.detach()
 	errno := h.LoopbackFile.Release(ctx)
 	if errno != 0 {
 		h.fsys.log.WithField("path", h.req.path).WithField("errno", errno).Warn("closing backing file failed")

@@ -18,7 +18,17 @@ type lockReq struct {
 	path     string // path relative to the mount, for the log and status
 	mode     lockmgr.Mode
 	nonblock bool // O_NONBLOCK: fail with EAGAIN instead of waiting
+	// beforeWait, if set, runs only when the request would wait (or
+	// fail with EAGAIN): an errno it returns refuses the request at
+	// once, instead of after the wait.
+	beforeWait func() syscall.Errno
 }
+
+// refusedEarly is a request that beforeWait refused: not a refusal of
+// the lock, so it is not counted as one.
+type refusedEarly struct{ errno syscall.Errno }
+
+func (e refusedEarly) Error() string { return e.errno.Error() }
 
 // lock takes req.mode on every scan in scans ("" entries are skipped,
 // duplicates taken once) for the process that made the request. Scans are
@@ -52,6 +62,9 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 		l, err := fsys.lockOne(ctx, req, id, owner)
 		if err != nil {
 			fsys.unlock(req, leases)
+			if e, ok := err.(refusedEarly); ok {
+				return nil, e.errno
+			}
 			return nil, fsys.errnoOf(fsys.reqLog(req, id, owner), err)
 		}
 		leases = append(leases, l)
@@ -63,13 +76,18 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 }
 
 // lockOne takes scan id for owner. The uncontended path is one request
-// that does not wait; only a request that would wait consults the rules
-// of a holder's family (inherit.go), and then waits, or is granted as
-// the holder it acts as.
+// that does not wait; only a request that would wait runs
+// req.beforeWait, consults the rules of a holder's family (inherit.go),
+// and then waits, or is granted as the holder it acts as.
 func (fsys *fileSystem) lockOne(ctx context.Context, req lockReq, id string, owner lockmgr.Owner) (*lockmgr.Lease, error) {
 	l, err := fsys.mgr.TryAcquire(id, req.mode, owner, lockmgr.Probe())
 	if !errors.Is(err, lockmgr.ErrWouldBlock) && !errors.Is(err, lockmgr.ErrDeadlock) {
 		return l, err
+	}
+	if req.beforeWait != nil {
+		if errno := req.beforeWait(); errno != 0 {
+			return nil, refusedEarly{errno}
+		}
 	}
 	o, opts := fsys.actingAs(req, id, owner)
 	if req.nonblock {

@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"os"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -19,9 +18,10 @@ const setIDBits = syscall.S_ISUID | syscall.S_ISGID
 // those are left out at creation (no root-owned set-ID file exists, even
 // for an instant) and set by keepSetID once the file is the caller's. The
 // kernel has already applied its rules to the mode it sent (the caller's
-// umask, and no set-group-ID for a group the caller is not in).
+// umask, and no set-group-ID for a group the caller is not in). Root is
+// daemonIsRoot, read once, as for giveToCaller: not a getuid(2) per create.
 func createMode(mode uint32) uint32 {
-	if os.Getuid() == 0 {
+	if daemonIsRoot {
 		return mode &^ setIDBits
 	}
 	return mode

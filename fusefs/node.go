@@ -66,6 +66,8 @@ type node struct {
 	// told is what the kernel was last told of n's attributes
 	// (node_attrcache.go).
 	told toldAttrs
+	// files are the descriptors of n's open files (node_files.go).
+	files openFiles
 }
 
 // noRelease is the type of node.Release.

@@ -290,25 +290,36 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 var _ = (fs.NodeGetxattrer)((*node)(nil))
 
+// Getxattr reads through a descriptor of an open file of n if there is
+// one (node_files.go), else through the checked inode.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	fd, _, errno := n.openPath()
-	if errno != 0 {
-		return 0, errno
-	}
-	defer unix.Close(fd)
-	sz, err := unix.Getxattr(procPath(fd), attr, dest)
-	return uint32(max(sz, 0)), n.errnoQuiet(err)
+	return n.readXattr(
+		func(fd int) (int, error) { return unix.Fgetxattr(fd, attr, dest) },
+		func(path string) (int, error) { return unix.Getxattr(path, attr, dest) })
 }
 
 var _ = (fs.NodeListxattrer)((*node)(nil))
 
+// Listxattr is like Getxattr.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	fd, _, errno := n.openPath()
-	if errno != 0 {
-		return 0, errno
+	return n.readXattr(
+		func(fd int) (int, error) { return unix.Flistxattr(fd, dest) },
+		func(path string) (int, error) { return unix.Listxattr(path, dest) })
+}
+
+// readXattr is an xattr read of n: fromFD on a descriptor of an open file
+// of n, or else fromPath on the /proc/self/fd path of n's checked inode.
+func (n *node) readXattr(fromFD func(fd int) (int, error), fromPath func(path string) (int, error)) (uint32, syscall.Errno) {
+	var sz int
+	var err error
+	if !n.withOpenFD(func(fd int) { sz, err = fromFD(fd) }) {
+		fd, _, errno := n.openPath()
+		if errno != 0 {
+			return 0, errno
+		}
+		defer unix.Close(fd)
+		sz, err = fromPath(procPath(fd))
 	}
-	defer unix.Close(fd)
-	sz, err := unix.Listxattr(procPath(fd), dest)
 	return uint32(max(sz, 0)), n.errnoQuiet(err)
 }
 

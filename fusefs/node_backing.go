@@ -110,6 +110,9 @@ func (n *node) giveToCaller(ctx context.Context, fd, dfd int, st *syscall.Stat_t
 	if st.Uid != 0 {
 		return n.stale()
 	}
+	if c.Uid == 0 && c.Gid == st.Gid {
+		return 0 // root's own group: nothing to give, setgid directory or not
+	}
 	gid := int(c.Gid)
 	var dst unix.Stat_t
 	if err := unix.Fstat(dfd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {

@@ -58,13 +58,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if n.fsys.readOnly && isWriteOpen(flags) {
 		return nil, 0, syscall.EROFS
 	}
-	if errno := n.stillThere(); errno != 0 {
-		return nil, 0, errno
-	}
 	scan, rel := n.scan()
-	req := lockReq{op: "open", path: rel, mode: openMode(flags), nonblock: flags&syscall.O_NONBLOCK != 0}
-	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
-		return n.openFile(flags)
+	req := lockReq{op: "open", path: rel, mode: openMode(flags), nonblock: flags&syscall.O_NONBLOCK != 0, beforeWait: n.stillThere}
+	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, *node, syscall.Errno) {
+		fd, errno := n.openFile(flags)
+		return fd, n, errno
 	})
 	if errno != 0 {
 		return nil, 0, errno
@@ -78,9 +76,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // Without it, an open of a file removed on SOURCE would wait for the
 // scan's lock (held, say, by the writer that removed it) before failing.
 // It only refuses early: whatever it finds, the open resolves and checks
-// the file again after the lock (openSelf). One statx by SOURCE's path,
-// which follows the path as every resolution does; none when names are
-// not cached.
+// the file again after the lock (openSelf). It runs only when the open
+// would wait (lockReq.beforeWait): an open granted at once finds a
+// removed file gone in openSelf anyway, so the uncontended path does
+// not resolve the path twice. One statx by SOURCE's path, which
+// follows the path as every resolution does; none when names are not
+// cached.
 func (n *node) stillThere() syscall.Errno {
 	if n.fsys.entryTimeout == 0 || n.isRoot() {
 		return 0
@@ -102,18 +103,19 @@ const openFlags = fuse.FOPEN_NOFLUSH
 
 // lockedHandle is how Open, Create and Tmpfile lock: it takes req.mode on
 // scan, runs open (which resolves the file only now), and hands the
-// leases to the handle of the descriptor open returns; on failure they
-// are released. The handle is returned as an interface only when there is
-// one: a nil *handle in an fs.FileHandle is not nil, and go-fuse would
-// use it.
-func (fsys *fileSystem) lockedHandle(ctx context.Context, req lockReq, scan string, open func() (int, syscall.Errno)) (fs.FileHandle, syscall.Errno) {
+// leases to the handle of the descriptor open returns, a file of the
+// node open returns; on failure they are released. The handle is
+// returned as an interface only when there is one: a nil *handle in an
+// fs.FileHandle is not nil, and go-fuse would use it.
+func (fsys *fileSystem) lockedHandle(ctx context.Context, req lockReq, scan string, open func() (int, *node, syscall.Errno)) (fs.FileHandle, syscall.Errno) {
 	var h *handle
 	errno := fsys.underLock(ctx, req, []string{scan}, func(leases []*lockmgr.Lease) (bool, syscall.Errno) {
-		fd, errno := open()
+		fd, of, errno := open()
 		if errno != 0 {
 			return false, errno
 		}
 		h = fsys.newHandle(fd, req, scan, leases)
+		h.attach(of)
 		return true, 0
 	})
 	if errno != 0 {
@@ -182,22 +184,23 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 // handle keeps the lease.
 func (n *node) createFile(ctx context.Context, req lockReq, scan string, flags, mode uint32, out *fuse.EntryOut, create func(dfd int) (int, syscall.Errno)) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	var child *fs.Inode
-	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, syscall.Errno) {
+	h, errno := n.fsys.lockedHandle(ctx, req, scan, func() (int, *node, syscall.Errno) {
 		dfd, done, errno := n.openDir()
 		if errno != 0 {
-			return -1, errno
+			return -1, nil, errno
 		}
 		defer done()
 		fd, errno := create(dfd)
 		if errno != 0 {
-			return -1, errno
+			return -1, nil, errno
 		}
 		child, errno = n.newFile(ctx, fd, dfd, flags, mode, out)
 		if errno != 0 {
 			unix.Close(fd)
-			return -1, errno
+			return -1, nil, errno
 		}
-		return fd, 0
+		cn, _ := child.Operations().(*node)
+		return fd, cn, 0
 	})
 	if errno != 0 {
 		return nil, nil, 0, errno
@@ -245,7 +248,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 // newHandle makes the handle of an open backing file fd and the leases of
 // its open.
 func (fsys *fileSystem) newHandle(fd int, req lockReq, scan string, leases []*lockmgr.Lease) *handle {
-	h := &handle{LoopbackFile: fs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), req.path)), fsys: fsys, req: req, scan: scan}
+	h := &handle{LoopbackFile: fs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), req.path)), fsys: fsys, req: req, scan: scan, fd: fd}
 	if len(leases) > 0 {
 		h.lease = leases[0]
 	}

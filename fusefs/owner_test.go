@@ -2,10 +2,12 @@ package fusefs
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -189,5 +191,38 @@ func TestProcessOfWithoutPidfd(t *testing.T) {
 	}
 	if _, ok := processOf(1 << 30); ok {
 		t.Error("a process that does not exist was identified")
+	}
+}
+
+// TestThreadPidfdCache: a thread that is not its process's leader is
+// cached with a pidfd of its own after its first request, so that its
+// next requests read nothing in /proc; once it exits, its entry counts
+// no more.
+func TestThreadPidfdCache(t *testing.T) {
+	want, ok := processOf(os.Getpid())
+	if !ok {
+		t.Fatal("this process is not identified")
+	}
+	tid, stop := otherThread(t)
+	if got, ok := processOf(tid); !ok || got != want {
+		stop()
+		t.Fatalf("processOf(thread %d) = %+v, %v; want %+v", tid, got, ok, want)
+	}
+	if !threadPidfdsWork.Load() {
+		stop()
+		t.Skip("no thread pidfds here (Linux < 6.9): threads are mapped through /proc")
+	}
+	if got, ok := threads.cached(tid); !ok || got != want {
+		t.Errorf("thread %d not cached after its first lookup: %+v, %v", tid, got, ok)
+	}
+	stop() // the goroutine returns with its thread locked: the thread exits
+	for range 1000 {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); os.IsNotExist(err) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p, ok := threads.cached(tid); ok {
+		t.Errorf("exited thread %d still cached as %+v", tid, p)
 	}
 }
