@@ -129,7 +129,7 @@ type dirWatch struct {
 func newNotifier(fsys *fileSystem) *notifier {
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
-		fsys.log.WithError(err).Warn("no inotify: names changed on SOURCE are seen after the entry timeout")
+		fsys.log.WithError(err).Warn("no inotify: names changed on SOURCE are seen within an entry timeout of 100ms at most")
 		return nil
 	}
 	nt := &notifier{fsys: fsys, file: os.NewFile(uintptr(fd), "inotify"), own: newOwnChanges(),
@@ -176,7 +176,7 @@ func (n *node) watch() {
 		w.tried.Store(true)
 		nt.watchFailures.Add(1)
 		if errors.Is(err, unix.ENOSPC) && !nt.limitLogged.Swap(true) {
-			n.fsys.log.Warn("inotify watch limit reached (fs.inotify.max_user_watches): names changed on SOURCE in directories beyond it are seen after the entry timeout")
+			n.fsys.log.Warn("inotify watch limit reached (fs.inotify.max_user_watches): names changed on SOURCE in directories beyond it are seen within an entry timeout of 100ms at most")
 		} else if n.fsys.debug {
 			n.fsys.log.WithField("path", n.relPath()).WithError(err).Debug("cannot watch directory")
 		}
@@ -302,11 +302,23 @@ func (nt *notifier) read() {
 		k, err := nt.file.Read(buf)
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) {
-				nt.fsys.log.WithError(err).Warn("inotify read failed: names changed on SOURCE are seen after the entry timeout")
+				nt.fsys.log.WithError(err).Warn("inotify read failed: names changed on SOURCE are seen within an entry timeout of 100ms at most")
+				nt.uncoverAll()
 			}
 			return
 		}
 		nt.parse(buf[:k])
+	}
+}
+
+// uncoverAll gives up on notification: lookups get the short entry
+// timeout everywhere.
+func (nt *notifier) uncoverAll() {
+	nt.mu.Lock()
+	defer nt.mu.Unlock()
+	for _, n := range nt.byWD {
+		n.watched.tried.Store(true)
+		n.watched.covered.Store(false)
 	}
 }
 
