@@ -90,6 +90,8 @@ type notifier struct {
 	closed  bool
 
 	limitLogged atomic.Bool
+	// failed is set when events can no longer be read: no new watches.
+	failed atomic.Bool
 	// events, sent, overflows and watchFailures are counters and
 	// watches a gauge for .locks/metrics.
 	events, sent, overflows, watchFailures atomic.Uint64
@@ -162,7 +164,7 @@ func (n *node) watch() {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.wd.Load() != 0 || w.tried.Load() {
+	if w.wd.Load() != 0 || w.tried.Load() || nt.failed.Load() {
 		return
 	}
 	path, done, errno := n.watchPath()
@@ -314,6 +316,7 @@ func (nt *notifier) read() {
 // uncoverAll gives up on notification: lookups get the short entry
 // timeout everywhere.
 func (nt *notifier) uncoverAll() {
+	nt.failed.Store(true)
 	nt.mu.Lock()
 	defer nt.mu.Unlock()
 	for _, n := range nt.byWD {
