@@ -185,9 +185,9 @@ func (n *node) watch() {
 		return
 	}
 	nt.mu.Lock()
-	if prev, ok := nt.byWD[int32(wd)]; ok && prev != n || nt.closed {
-		// The same directory under another node (or closing): the
-		// other node owns the watch.
+	if prev, ok := nt.byWD[int32(wd)]; ok && prev != n || nt.closed || nt.failed.Load() {
+		// The same directory under another node, which owns the
+		// watch; or the notifier stopped.
 		nt.mu.Unlock()
 		w.tried.Store(true)
 		return
