@@ -139,10 +139,17 @@
 //
 // # Caching and data path
 //
-// Entry, attribute and negative timeouts are zero and opens never set
-// FOPEN_KEEP_CACHE, so that a program that gets the lock after a writer
-// released it sees that writer's data and size, also when the writer
-// wrote to SOURCE directly. Reads and writes use the kernel's passthrough
-// to the backing file where available (root, Linux 6.9 and later), so
-// they never reach the daemon; open, create and release always do.
+// The kernel caches names and attributes for the entry and attribute
+// timeouts (Options; 1 s by default, no negative entries), and opens
+// never set FOPEN_KEEP_CACHE. What a program that gets the lock after a
+// writer on SOURCE released it must see (data, size, stat after the
+// open) is made true at OPEN, under the lock (node_attrcache.go). Names
+// created, removed or renamed on SOURCE, and modes, owners and times
+// changed there, are passed to the kernel as inotify reports them
+// (notify.go), from goroutines of their own, never from a handler;
+// directories whose changes inotify may miss (network file systems,
+// watch limit) get an entry timeout of 100 ms at most instead. Reads and
+// writes use the kernel's passthrough to the backing file where
+// available (root, Linux 6.9 and later), so they never reach the
+// daemon; open, create and release always do.
 package fusefs

@@ -150,6 +150,7 @@ func (fsys *fileSystem) underLock(ctx context.Context, req lockReq, scans []stri
 	if errno != 0 {
 		return errno
 	}
+	fsys.notify.granted(ctx) // notify_own.go
 	kept, errno := fn(leases)
 	if !kept || errno != 0 {
 		fsys.unlock(req, leases)

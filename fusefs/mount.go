@@ -80,19 +80,28 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	}
 	root := &node{fsys: fsys}
 	fsys.root = root.EmbeddedInode()
+	fsys.notify = newNotifier(fsys)
+	root.watch()
 
 	direct := os.Geteuid() == 0
 	unix.Umask(0)
-	srv, err := serve(mountpoint, root, fuseOptions(opts, src, direct), &fsys.requests)
+	srv, err := serve(mountpoint, root, fuseOptions(opts, src, direct), &fsys.requests, fsys.notify)
 	if err != nil {
+		fsys.notify.close()
 		return nil, err
 	}
 	return &Server{srv: srv, fsys: fsys, mountpoint: mountpoint, direct: direct}, nil
 }
 
-// serve is fs.Mount with every request counted in counts (requests.go).
-func serve(mountpoint string, root fs.InodeEmbedder, fopts *fs.Options, counts *reqCounts) (*fuse.Server, error) {
-	raw := &countingFS{RawFileSystem: fs.NewNodeFS(root, fopts), n: counts}
+// serve is fs.Mount with every request counted in counts (requests.go),
+// and tickets for the requests that change names if nt watches SOURCE
+// (notify_own.go).
+func serve(mountpoint string, root fs.InodeEmbedder, fopts *fs.Options, counts *reqCounts, nt *notifier) (*fuse.Server, error) {
+	var inner fuse.RawFileSystem = fs.NewNodeFS(root, fopts)
+	if nt != nil {
+		inner = &ownChangeFS{RawFileSystem: inner, o: nt.own}
+	}
+	raw := &countingFS{RawFileSystem: inner, n: counts}
 	srv, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
 	if err != nil {
 		return nil, err
@@ -168,7 +177,10 @@ func hiddenName(src, lockDir string) string {
 
 // Wait returns when the file system is unmounted and every request has
 // been answered.
-func (s *Server) Wait() { s.srv.Wait() }
+func (s *Server) Wait() {
+	s.srv.Wait()
+	s.fsys.notify.close()
+}
 
 // Unmount unmounts the file system; it fails with a "busy" error while
 // files of it are open. go-fuse already retries a few times for a

@@ -48,6 +48,9 @@ type fileSystem struct {
 	invalidations atomic.Uint64
 	// dirFDs counts the descriptors directory nodes keep (node_dirfd.go).
 	dirFDs atomic.Int64
+	// notify passes changes made on SOURCE to the kernel (notify.go);
+	// nil without inotify.
+	notify *notifier
 }
 
 // node is a node of the mount backed by SOURCE. It embeds fs.Inode
@@ -68,6 +71,8 @@ type node struct {
 	told toldAttrs
 	// files are the descriptors of n's open files (node_files.go).
 	files openFiles
+	// watched is a directory node's inotify watch (notify.go).
+	watched dirWatch
 }
 
 // noRelease is the type of node.Release.

@@ -27,11 +27,13 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		}
 		return nil, syscall.ENOENT
 	}
+	n.watch()
 	st, btime, errno := n.lookupStat(name)
 	if errno != 0 {
 		return nil, errno
 	}
 	out.Attr.FromStat(&st)
+	n.entryTimeout(out)
 	return n.newNode(ctx, &st, btime), 0
 }
 
@@ -42,6 +44,7 @@ var _ = (fs.NodeOpendirHandler)((*node)(nil))
 // directory out of the listing and adds the status view. go-fuse reads
 // directories through the handle returned here.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	n.watch() // READDIRPLUS gives the kernel names
 	fd, _, errno := n.openSelf(unix.O_RDONLY | unix.O_DIRECTORY)
 	if errno != 0 {
 		return nil, 0, errno

@@ -93,8 +93,10 @@ func (n *node) keepDirFD(fd int) bool {
 
 var _ = (fs.NodeOnForgetter)((*node)(nil))
 
-// OnForget closes the kept descriptor of a node the kernel forgot.
+// OnForget closes the kept descriptor of a node the kernel forgot, and
+// removes its watch (notify.go).
 func (n *node) OnForget() {
+	n.unwatch()
 	d := &n.dir
 	d.mu.Lock()
 	defer d.mu.Unlock()

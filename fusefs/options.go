@@ -44,24 +44,30 @@ type Options struct {
 	// EntryTimeout, AttrTimeout and NegativeTimeout are how long the
 	// kernel may use a name, attributes, or the absence of a name without
 	// asking the daemon again; zero asks every time. What a program sees
-	// after it got a scan lock does not depend on them (node_attrcache.go):
-	// they bound how stale a name or a stat may be for a program that
-	// holds no lock while another process changes SOURCE directly. The
-	// command line's defaults are DefaultEntryTimeout and its siblings.
+	// after it got a scan lock does not depend on them (node_attrcache.go),
+	// nor do names changed on SOURCE by another process, which are passed
+	// on as inotify reports them (notify.go): they bound how stale a stat
+	// of a file whose data changed may be for a program that holds no
+	// lock, and names where notification may miss changes. The command
+	// line's defaults are DefaultEntryTimeout and its siblings.
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 
 	// Logger receives the log; nil discards it.
 	Logger logrus.FieldLogger
 }
 
-// The default cache timeouts of the command line. A name removed,
-// renamed or created on SOURCE by another process is seen by lookups
-// within DefaultEntryTimeout; negative entries are not cached, so a file
-// created on SOURCE is found at once; an unlocked stat lags by
-// DefaultAttrTimeout at most. Measured in scripts/bench (README): longer
-// timeouts gain nothing more in its workloads.
+// The default cache timeouts of the command line, go-fuse's (and
+// libfuse's): 1 s for names and attributes, no negative entries. A name
+// created, removed or renamed on SOURCE by another process is passed to
+// the kernel as soon as inotify reports it (notify.go), whatever the
+// entry timeout, which then only bounds directories that could not be
+// watched; an unlocked stat of a file whose data changed lags by
+// DefaultAttrTimeout at most. Negative entries stay off: notification
+// is asynchronous, and without them a file created on SOURCE is found at
+// once by the next lookup, as before; none of scripts/bench's workloads
+// looks a missing name up twice.
 const (
-	DefaultEntryTimeout    = 100 * time.Millisecond
-	DefaultAttrTimeout     = 100 * time.Millisecond
+	DefaultEntryTimeout    = time.Second
+	DefaultAttrTimeout     = time.Second
 	DefaultNegativeTimeout = time.Duration(0)
 )

@@ -36,6 +36,11 @@ import (
 //	scanlockfs_fuse_requests_total{op}       counter  FUSE requests by opcode (LOOKUP, GETATTR, OPEN, FLUSH...)
 //	scanlockfs_dir_fds                       gauge    directory descriptors kept for lookups
 //	scanlockfs_cache_invalidations_total     counter  kernel caches of files changed on SOURCE dropped at OPEN
+//	scanlockfs_notify_events_total           counter  inotify events read (changes on SOURCE, the mount's own included)
+//	scanlockfs_notify_invalidations_total    counter  names or attributes the kernel was told changed on SOURCE
+//	scanlockfs_notify_overflows_total        counter  inotify queue overflows (everything invalidated)
+//	scanlockfs_notify_watch_failures_total   counter  directories that could not be watched (entry timeout applies)
+//	scanlockfs_notify_watches                gauge    directories of SOURCE watched now
 //	process_open_fds                         gauge    descriptors the daemon has open
 //	go_goroutines                            gauge    goroutines of the daemon
 //	process_start_time_seconds               gauge    when the daemon started (the mount, here)
@@ -50,6 +55,7 @@ type metricsInput struct {
 	dirFDs   int64
 	// invalidations counts kernel cache invalidations at OPEN.
 	invalidations uint64
+	notify        notifyStats
 	// openFDs is -1 when /proc/self/fd cannot be read.
 	openFDs    int
 	goroutines int
@@ -112,6 +118,11 @@ func renderMetrics(in metricsInput) []byte {
 	}
 	w.gauge("scanlockfs_dir_fds", "Descriptors of directories the daemon keeps for lookups in them.", strconv.FormatInt(in.dirFDs, 10))
 	w.counter("scanlockfs_cache_invalidations_total", "Opens that found the file changed on SOURCE since the kernel cached it, and dropped the kernel's attributes and data of it.", u(in.invalidations))
+	w.counter("scanlockfs_notify_events_total", "inotify events read from SOURCE's watched directories, the mount's own changes included.", u(in.notify.events))
+	w.counter("scanlockfs_notify_invalidations_total", "Names and attributes the kernel was told had changed on SOURCE.", u(in.notify.sent))
+	w.counter("scanlockfs_notify_overflows_total", "inotify queue overflows, after which every cached name was invalidated.", u(in.notify.overflows))
+	w.counter("scanlockfs_notify_watch_failures_total", "Directories that could not be watched; their names lag by the entry timeout.", u(in.notify.watchFailures))
+	w.gauge("scanlockfs_notify_watches", "Directories of SOURCE watched for changes now.", strconv.FormatInt(in.notify.watches, 10))
 
 	if in.openFDs >= 0 {
 		w.gauge("process_open_fds", "Number of open file descriptors of the daemon.", strconv.Itoa(in.openFDs))
@@ -134,6 +145,7 @@ func (fsys *fileSystem) gatherMetrics() metricsInput {
 		requests:      fsys.requests.snapshot(),
 		dirFDs:        fsys.dirFDs.Load(),
 		invalidations: fsys.invalidations.Load(),
+		notify:        fsys.notify.stats(),
 		openFDs:       countOpenFDs(),
 		goroutines:    runtime.NumGoroutine(),
 	}

@@ -88,34 +88,51 @@ func readerSees(want string) string {
 	return string(b)
 }
 
+// outsideWriter is a kind of writer on SOURCE, outside the mount.
+type outsideWriter struct {
+	name string
+	// locked runs change while the writer holds scan exclusively on src;
+	// nil for `scanlockfs run`, whose command makes the change.
+	locked func(t *testing.T, src, scan string, change func())
+}
+
+// outsideWriters are the writers the coherence tests run: a Go process
+// with lockmgr, `scanlockfs run`, and the plantdb-protocol Python peer.
+var outsideWriters = []outsideWriter{
+	{"lockmgr", func(t *testing.T, src, scan string, change func()) {
+		m, err := lockmgr.New(src)
+		must(t, err)
+		defer m.Close()
+		l, err := m.Acquire(context.Background(), scan, lockmgr.Exclusive, lockmgr.ProcessOwner())
+		must(t, err)
+		change()
+		must(t, l.Release())
+	}},
+	{"scanlockfs run", nil}, // the change runs as the command
+	{"plantdb peer", func(t *testing.T, src, scan string, change func()) {
+		p := startPython(t, "plantdb peer", nil, plantdbPeer(t), "serve", src, scan)
+		p.expect("ready")
+		p.send("acquire exclusive 60000")
+		p.expect("ok")
+		change()
+		p.send("release")
+		p.expect("released")
+	}},
+}
+
+// change runs the command argv (a separate process changing src) as w
+// would, holding scan.
+func (w outsideWriter) change(t *testing.T, src, scan string, argv ...string) {
+	t.Helper()
+	if w.locked == nil {
+		run(t, binScanlockfs, append([]string{"run", "--exclusive", src, scan, "--"}, argv...)...)
+		return
+	}
+	w.locked(t, src, scan, func() { run(t, argv[0], argv[1:]...) })
+}
+
 func TestCoherenceWritersOutsideTheMount(t *testing.T) {
 	const scan = "scanC"
-	writers := []struct {
-		name string
-		// locked runs change while the writer holds scan exclusively on
-		// src.
-		locked func(t *testing.T, src string, change func())
-	}{
-		{"lockmgr", func(t *testing.T, src string, change func()) {
-			m, err := lockmgr.New(src)
-			must(t, err)
-			defer m.Close()
-			l, err := m.Acquire(context.Background(), scan, lockmgr.Exclusive, lockmgr.ProcessOwner())
-			must(t, err)
-			change()
-			must(t, l.Release())
-		}},
-		{"scanlockfs run", nil}, // the change runs as the command
-		{"plantdb peer", func(t *testing.T, src string, change func()) {
-			p := startPython(t, "plantdb peer", nil, plantdbPeer(t), "serve", src, scan)
-			p.expect("ready")
-			p.send("acquire exclusive 60000")
-			p.expect("ok")
-			change()
-			p.send("release")
-			p.expect("released")
-		}},
-	}
 	for _, timeouts := range []struct {
 		name  string
 		flags []string
@@ -123,7 +140,7 @@ func TestCoherenceWritersOutsideTheMount(t *testing.T) {
 		{"default timeouts", nil},
 		{"one-hour timeouts", []string{"--entry-timeout", "1h", "--attr-timeout", "1h"}},
 	} {
-		for _, w := range writers {
+		for _, w := range outsideWriters {
 			t.Run(timeouts.name+"/"+w.name, func(t *testing.T) {
 				t.Parallel()
 				src := scanDB(t, scan)
@@ -144,12 +161,7 @@ func TestCoherenceWritersOutsideTheMount(t *testing.T) {
 					if got := strings.TrimSpace(run(t, "python3", "-c", coherenceReader, mntFile)); got != readerSees(before) {
 						t.Fatalf("%s before the change: read %s, want %s", r.rule, got, readerSees(before))
 					}
-					change := func() { run(t, "python3", "-c", coherenceChange, r.rule, srcFile) }
-					if w.locked != nil {
-						w.locked(t, src, change)
-					} else {
-						run(t, binScanlockfs, "run", "--exclusive", src, scan, "--", "python3", "-c", coherenceChange, r.rule, srcFile)
-					}
+					w.change(t, src, scan, "python3", "-c", coherenceChange, r.rule, srcFile)
 					if got := strings.TrimSpace(run(t, "python3", "-c", coherenceReader, mntFile)); got != readerSees(r.want) {
 						t.Errorf("%s by %s, then an open through the mount: read %s, want %s", r.rule, w.name, got, readerSees(r.want))
 					}

@@ -12,7 +12,7 @@ import (
 // The baseline is only honest if it mounts exactly as scanlockfs does.
 // These mirror fusefs.Mount (fusefs/mount.go) with scanlockfs's default
 // flags: the entry and attribute timeouts of fusefs.DefaultEntryTimeout
-// and DefaultAttrTimeout (100 ms), no negative entries, direct mount as
+// and DefaultAttrTimeout (1 s), no negative entries, direct mount as
 // root, atomic O_TRUNC, passthrough unless disabled the same way. Only
 // the name differs, so that the mounts can be told apart (fuse.loopback
 // in /proc/mounts). Keep them in step with fusefs; the bench compares the
@@ -24,8 +24,8 @@ import (
 // would: go-fuse's default options (1 s timeouts for entries, attributes
 // and negative entries), passthrough on.
 var (
-	entryTimeout    = 100 * time.Millisecond
-	attrTimeout     = 100 * time.Millisecond
+	entryTimeout    = time.Second
+	attrTimeout     = time.Second
 	negativeTimeout = time.Duration(0)
 )
 
