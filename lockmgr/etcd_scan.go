@@ -47,6 +47,10 @@ type etcdScan struct {
 	sess     atomic.Pointer[etcdSession] // the session the key is under
 	mode     atomic.Int32                // Mode held (0 while queued or free)
 	lostHold atomic.Bool                 // the session ended while held
+	// newer is the create revision of the newest key of another
+	// process seen put for the scan while we have ours (watchQueues;
+	// guarded by b.mu): above rev, somebody queued behind us.
+	newer int64
 
 	watchMu     sync.Mutex // guards watchCancel and heldKey
 	watchCancel context.CancelFunc
@@ -103,8 +107,11 @@ func (s *etcdScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 }
 
 // enqueue puts our key for req in etcd under the live session and reads
-// the scan's queue, in one transaction. A session whose lease etcd no
-// longer knows (it expired while we were idle) is replaced once.
+// the scan's queue, in one transaction. A key this process kept idle
+// (etcd_idle.go) is rewritten in place if nobody queued behind it since;
+// otherwise the put must create the key, at the end of the queue. A
+// session whose lease etcd no longer knows (it expired while we were
+// idle) is replaced once.
 func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, *clientv3.TxnResponse, error) {
 	b := s.b
 	val := b.holder
@@ -122,13 +129,28 @@ func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, 
 		s.key = s.dir + strconv.FormatInt(int64(sess.id), 16)
 		s.sess.Store(sess)
 		b.register(s)
-		resp, err := b.cli.Txn(ctx).Then(
+		idle := b.claimIdle(s.id, s.key, sess)
+		resp, err := b.cli.Txn(ctx).If(idle.queueCmp(s.key, s.dir)...).Then(
 			clientv3.OpPut(s.key, string(data), clientv3.WithLease(sess.id)),
 			clientv3.OpGet(s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
-		).Commit()
-		if err == nil {
+		).Else(clientv3.OpGet(s.key)).Commit()
+		if err == nil && resp.Succeeded {
 			s.putRev = resp.Header.Revision
+			if idle != nil {
+				b.stats.idleReuses.Add(1)
+			}
 			return sess, resp, nil
+		}
+		if err == nil {
+			// Our key is still there: kept idle while somebody queued
+			// behind it, or its deletion is not done yet. Delete that
+			// version and queue afresh.
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+				err = b.deleteKey(ctx, s.key, kvs[0].ModRevision)
+			}
+			if err == nil {
+				continue
+			}
 		}
 		s.release()
 		switch {
@@ -273,31 +295,54 @@ func (s *etcdScan) readQueue(ctx context.Context) ([]*mvccpb.KeyValue, int64, er
 	}
 }
 
-// release deletes our key, if any. When etcd cannot be reached, the
-// deletion is retried in the background until it succeeds or the session
-// ends (its lease then removes the key).
+// unlock drops the hold: its key is kept idle for this process's next
+// acquisition of the scan (etcd_idle.go) or deleted at once.
+func (s *etcdScan) unlock() {
+	if s.mode.Load() != 0 && s.b.keepIdleKey(s) {
+		s.forget()
+		return
+	}
+	s.release()
+}
+
+// release deletes our key, if any.
 func (s *etcdScan) release() {
-	s.stopWatch()
-	key, sess, putRev := s.key, s.sess.Load(), s.putRev
-	s.key, s.rev, s.putRev = "", 0, 0
-	s.mode.Store(0)
-	s.lostHold.Store(false)
-	s.b.unregister(s)
+	key, sess, putRev := s.forget()
 	if key == "" || sess == nil || sess.expired(s.b.now()) {
 		return
 	}
-	b := s.b
-	err := b.deleteKey(key, putRev)
+	s.b.removeKey(s.id, key, putRev, sess)
+}
+
+// forget resets the scan to "no key" and returns what the key was.
+func (s *etcdScan) forget() (key string, sess *etcdSession, putRev int64) {
+	s.stopWatch()
+	key, sess, putRev = s.key, s.sess.Load(), s.putRev
+	s.key, s.rev, s.putRev = "", 0, 0
+	s.mode.Store(0)
+	s.lostHold.Store(false)
+	s.b.mu.Lock()
+	s.b.unregisterLocked(s)
+	s.newer = 0
+	s.b.mu.Unlock()
+	return key, sess, putRev
+}
+
+// removeKey deletes key (only the version put at putRev). When etcd
+// cannot be reached, the deletion is retried in the background until it
+// succeeds or the session ends (its lease then removes the key).
+func (b *etcdBackend) removeKey(id, key string, putRev int64, sess *etcdSession) {
+	err := b.deleteKey(b.bgCtx, key, putRev)
 	if err == nil || b.bgCtx.Err() != nil {
 		return
 	}
 	b.stats.releaseRetries.Add(1)
-	b.log.WithError(err).WithField("scan", s.id).Warn("removing the etcd key of a released scan failed; retrying in the background")
+	b.log.WithError(err).WithField("scan", id).Warn("removing the etcd key of a released scan failed; retrying in the background")
 	b.bgWG.Add(1)
 	go func() {
 		defer b.bgWG.Done()
 		for !sess.expired(b.now()) {
-			if err := b.deleteKey(key, putRev); err == nil || b.bgCtx.Err() != nil {
+			if err := b.deleteKey(b.bgCtx, key, putRev); err == nil || b.bgCtx.Err() != nil {
 				return
 			}
 			select {
@@ -314,8 +359,8 @@ func (s *etcdScan) release() {
 // deleteKey deletes key if it is still the version we put at revision
 // putRev (0: whatever version): a retry in the background must never
 // delete the key of a later hold of the same scan by this session.
-func (b *etcdBackend) deleteKey(key string, putRev int64) error {
-	ctx, cancel := context.WithTimeout(b.bgCtx, b.ttl/3)
+func (b *etcdBackend) deleteKey(ctx context.Context, key string, putRev int64) error {
+	ctx, cancel := context.WithTimeout(ctx, b.ttl/3)
 	defer cancel()
 	if putRev == 0 {
 		_, err := b.cli.Delete(ctx, key)

@@ -15,12 +15,18 @@ import (
 // one etcd cluster with a short TTL.
 func etcdHosts(t *testing.T, n int) ([]*Manager, *testutil.Etcd) {
 	t.Helper()
+	return etcdHostsKeeping(t, n, 0)
+}
+
+// etcdHostsKeeping is etcdHosts with EtcdConfig.KeepIdle set to keep.
+func etcdHostsKeeping(t *testing.T, n int, keep time.Duration) ([]*Manager, *testutil.Etcd) {
+	t.Helper()
 	e := testutil.StartEtcd(t, 1)
 	root := t.TempDir()
 	var ms []*Manager
 	for range n {
 		ms = append(ms, newManager(t, root, WithLockDir(t.TempDir()), WithInfoDelay(0),
-			WithEtcd(EtcdConfig{Client: testutil.EtcdClient(t, e.Endpoints), TTL: 2 * time.Second})))
+			WithEtcd(EtcdConfig{Client: testutil.EtcdClient(t, e.Endpoints), TTL: 2 * time.Second, KeepIdle: keep})))
 	}
 	return ms, e
 }
