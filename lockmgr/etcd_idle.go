@@ -42,6 +42,7 @@ type idleKey struct {
 	sess         *etcdSession
 	rev          int64         // its create revision: its place in the queue
 	putRev       int64         // the revision of our last put of it
+	holder       etcdHolder    // what it says
 	claimed      chan struct{} // closed when an acquisition takes it over
 	newcomer     chan struct{} // signalled when another key of the scan is put
 }
@@ -56,7 +57,7 @@ func (b *etcdBackend) keepIdleKey(s *etcdScan) bool {
 		s.lostHold.Load() || sess.expired(b.now()) {
 		return false
 	}
-	k := &idleKey{id: s.id, dir: s.dir, key: s.key, sess: sess, rev: s.rev, putRev: s.putRev,
+	k := &idleKey{id: s.id, dir: s.dir, key: s.key, sess: sess, rev: s.rev, putRev: s.putRev, holder: s.holder,
 		claimed: make(chan struct{}), newcomer: make(chan struct{}, 1)}
 	b.mu.Lock()
 	ok := b.sess == sess && s.newer <= s.rev && b.idle[s.id] == nil && len(b.idle) < maxIdleKeys

@@ -11,31 +11,27 @@ import (
 	"scanlockfs/internal/testutil"
 )
 
-// scanKeys returns the keys of scan id in etcd, oldest first.
-func scanKeys(t *testing.T, e *testutil.Etcd, id string) []*struct {
-	key    string
-	rev    int64
-	holder etcdHolder
-} {
+// etcdKey is a key of a scan as etcd stores it.
+type etcdKey struct {
+	key      string
+	rev, mod int64 // create and mod revisions
+	holder   etcdHolder
+}
+
+// scanKeys returns the keys of scan id in etcd, oldest first, and the
+// store's revision.
+func scanKeys(t *testing.T, e *testutil.Etcd, id string) ([]etcdKey, int64) {
 	t.Helper()
 	g, err := testutil.EtcdClient(t, e.Endpoints).Get(context.Background(), DefaultEtcdPrefix+"scans/"+id+"/",
 		clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*struct {
-		key    string
-		rev    int64
-		holder etcdHolder
-	}
+	var out []etcdKey
 	for _, kv := range g.Kvs {
-		out = append(out, &struct {
-			key    string
-			rev    int64
-			holder etcdHolder
-		}{string(kv.Key), kv.CreateRevision, decodeHolder(kv.Value)})
+		out = append(out, etcdKey{string(kv.Key), kv.CreateRevision, kv.ModRevision, decodeHolder(kv.Value)})
 	}
-	return out
+	return out, g.Header.Revision
 }
 
 // A scan taken again soon after its release rewrites the key it kept,
@@ -47,17 +43,17 @@ func TestEtcdReacquireRewritesIdleKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := scanKeys(t, e, "s")
+	first, _ := scanKeys(t, e, "s")
 	l.Release()
-	if got := scanKeys(t, e, "s"); len(got) != 1 || got[0].key != first[0].key {
+	if got, _ := scanKeys(t, e, "s"); len(got) != 1 || got[0].key != first[0].key {
 		t.Fatalf("keys after the release: %+v; want the key kept idle", got)
 	}
 	if l, err = m.Acquire(context.Background(), "s", Shared, testOwner("b")); err != nil {
 		t.Fatal(err)
 	}
 	defer l.Release()
-	got := scanKeys(t, e, "s")
-	if len(got) != 1 || got[0].key != first[0].key || got[0].rev != first[0].rev {
+	got, _ := scanKeys(t, e, "s")
+	if len(got) != 1 || got[0].key != first[0].key || got[0].rev != first[0].rev || got[0].mod == first[0].mod {
 		t.Fatalf("keys after the second acquisition: %+v; want %s rewritten at revision %d", got, first[0].key, first[0].rev)
 	}
 	if h := got[0].holder; h.Mode != Shared || h.Owner != "b" {
@@ -65,6 +61,33 @@ func TestEtcdReacquireRewritesIdleKey(t *testing.T) {
 	}
 	if n := m.cluster.stats.idleReuses.Load(); n != 1 {
 		t.Fatalf("%d acquisitions reused an idle key; want 1", n)
+	}
+}
+
+// The same owner taking the scan again in the same mode writes nothing:
+// its idle key already says so, and keeps its time.
+func TestEtcdReacquireBySameOwnerWritesNothing(t *testing.T) {
+	ms, e := etcdHostsKeeping(t, 1, time.Hour)
+	m := ms[0]
+	for range 3 {
+		l, err := m.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	}
+	before, rev := scanKeys(t, e, "s")
+	l, err := m.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, rev2 := scanKeys(t, e, "s")
+	l.Release()
+	if len(after) != 1 || after[0] != before[0] || rev2 != rev {
+		t.Fatalf("key %+v at revision %d, then %+v at revision %d; want it unchanged, and no write", before, rev, after, rev2)
+	}
+	if n := m.cluster.stats.idleReuses.Load(); n != 3 {
+		t.Fatalf("%d acquisitions reused the idle key; want 3", n)
 	}
 }
 
@@ -77,7 +100,7 @@ func TestEtcdIdleKeyYieldsToOtherHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Release()
-	if got := scanKeys(t, e, "s"); len(got) != 1 {
+	if got, _ := scanKeys(t, e, "s"); len(got) != 1 {
 		t.Fatalf("keys after the release: %+v; want host a's kept idle", got)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -87,7 +110,7 @@ func TestEtcdIdleKeyYieldsToOtherHost(t *testing.T) {
 		t.Fatalf("host b behind host a's idle key: %v", err)
 	}
 	defer lb.Release()
-	if got := scanKeys(t, e, "s"); len(got) != 1 || got[0].holder.Owner != "b" {
+	if got, _ := scanKeys(t, e, "s"); len(got) != 1 || got[0].holder.Owner != "b" {
 		t.Fatalf("keys while host b holds the scan: %+v", got)
 	}
 }
@@ -116,7 +139,8 @@ func TestEtcdReleaseWithWaiterDeletesKey(t *testing.T) {
 	if idle != 0 {
 		t.Fatal("host a kept its key idle while host b waited for it")
 	}
-	for _, k := range scanKeys(t, e, "s") {
+	keys, _ := scanKeys(t, e, "s")
+	for _, k := range keys {
 		if k.holder.Owner == "a" {
 			t.Fatalf("host a's key is still there after its release: %+v", k)
 		}
@@ -185,7 +209,7 @@ func TestEtcdIdleKeyOfLostSession(t *testing.T) {
 	if _, err := b.TryAcquire("s", Shared, testOwner("b")); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("host b while host a holds the scan again: %v; want ErrWouldBlock", err)
 	}
-	if got := scanKeys(t, e, "s"); len(got) != 1 {
+	if got, _ := scanKeys(t, e, "s"); len(got) != 1 {
 		t.Fatalf("keys: %+v; want host a's new key only", got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,6 +29,12 @@ type etcdHolder struct {
 	Since    time.Time `json:"since"`
 }
 
+// sameAs reports whether h says what o says, but for the time.
+func (h etcdHolder) sameAs(o etcdHolder) bool {
+	o.Since = h.Since
+	return h == o
+}
+
 // etcdScan is the etcd backend's state of one scan in this process: at
 // most one key, PREFIX/scans/S/LEASE (LEASE in hexadecimal), whose value
 // is an etcdHolder. Keys are served in the order of their create
@@ -40,9 +47,10 @@ type etcdScan struct {
 	id  string
 	dir string // PREFIX/scans/S/
 
-	key    string // our key, "" if none
-	rev    int64  // its create revision
-	putRev int64  // the revision of our put: release deletes only that version
+	key    string     // our key, "" if none
+	rev    int64      // its create revision
+	putRev int64      // the revision of our put: release deletes only that version
+	holder etcdHolder // what the key says
 
 	sess     atomic.Pointer[etcdSession] // the session the key is under
 	mode     atomic.Int32                // Mode held (0 while queued or free)
@@ -68,11 +76,10 @@ func (s *etcdScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 	if req.from != 0 {
 		s.release()
 	}
-	sess, resp, err := s.enqueue(ctx, req)
+	sess, kvs, rev, err := s.enqueue(ctx, req)
 	if err != nil {
 		return 0, err
 	}
-	kvs, rev := resp.Responses[1].GetResponseRange().Kvs, resp.Header.Revision
 	waited := false
 	for {
 		ours, blocked := s.blocked(kvs, req.to)
@@ -107,39 +114,32 @@ func (s *etcdScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 }
 
 // enqueue puts our key for req in etcd under the live session and reads
-// the scan's queue, in one transaction. A key this process kept idle
-// (etcd_idle.go) is rewritten in place if nobody queued behind it since;
-// otherwise the put must create the key, at the end of the queue. A
-// session whose lease etcd no longer knows (it expired while we were
-// idle) is replaced once.
-func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, *clientv3.TxnResponse, error) {
+// the scan's queue (its keys in create-revision order, and the revision
+// read), in one transaction. A key this process kept idle (etcd_idle.go)
+// is taken over in place if nobody queued behind it since; otherwise the
+// put must create the key, at the end of the queue. A session whose
+// lease etcd no longer knows (it expired while we were idle) is replaced
+// once.
+func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, []*mvccpb.KeyValue, int64, error) {
 	b := s.b
 	val := b.holder
 	val.Mode, val.User, val.Owner, val.Since = req.to, req.owner.User, req.owner.Key, time.Now()
 	if req.owner.PID != 0 {
 		val.PID, val.Command = req.owner.PID, procComm(req.owner.PID)
 	}
-	data, _ := json.Marshal(val)
 	var pause backoff
 	for attempt := 0; ; attempt++ {
 		sess, err := b.session(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		s.key = s.dir + strconv.FormatInt(int64(sess.id), 16)
 		s.sess.Store(sess)
 		b.register(s)
 		idle := b.claimIdle(s.id, s.key, sess)
-		resp, err := b.cli.Txn(ctx).If(idle.queueCmp(s.key, s.dir)...).Then(
-			clientv3.OpPut(s.key, string(data), clientv3.WithLease(sess.id)),
-			clientv3.OpGet(s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
-		).Else(clientv3.OpGet(s.key)).Commit()
+		resp, queue, err := s.queueTxn(ctx, sess, idle, val)
 		if err == nil && resp.Succeeded {
-			s.putRev = resp.Header.Revision
-			if idle != nil {
-				b.stats.idleReuses.Add(1)
-			}
-			return sess, resp, nil
+			return sess, queue.Kvs, resp.Header.Revision, nil
 		}
 		if err == nil {
 			// Our key is still there: kept idle while somebody queued
@@ -159,12 +159,43 @@ func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, 
 			continue
 		case transient(err):
 			if werr := pause.wait(ctx, b.closeCh, err); werr != nil {
-				return nil, nil, werr
+				return nil, nil, 0, werr
 			}
 			continue
 		}
-		return nil, nil, b.clusterError("queueing for scan "+s.id, err)
+		return nil, nil, 0, b.clusterError("queueing for scan "+s.id, err)
 	}
+}
+
+// queueTxn is enqueue's transaction: if queueCmp holds, it puts val in
+// our key and reads the queue; otherwise it reads our key. An idle key
+// that already says val (but for its time) is not written at all: the
+// transaction is then a read, which etcd serves without a raft write, and
+// the key keeps its time (this process held the scan, or kept it idle,
+// ever since). It returns the queue read, if it was.
+func (s *etcdScan) queueTxn(ctx context.Context, sess *etcdSession, idle *idleKey, val etcdHolder) (*clientv3.TxnResponse, *etcdpb.RangeResponse, error) {
+	b := s.b
+	same := idle != nil && idle.holder.sameAs(val)
+	if same {
+		val.Since = idle.holder.Since
+	}
+	ops := []clientv3.Op{clientv3.OpGet(s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))}
+	if !same {
+		data, _ := json.Marshal(val)
+		ops = append([]clientv3.Op{clientv3.OpPut(s.key, string(data), clientv3.WithLease(sess.id))}, ops...)
+	}
+	resp, err := b.cli.Txn(ctx).If(idle.queueCmp(s.key, s.dir)...).Then(ops...).Else(clientv3.OpGet(s.key)).Commit()
+	if err != nil || !resp.Succeeded {
+		return resp, nil, err
+	}
+	s.holder, s.putRev = val, resp.Header.Revision
+	if same {
+		s.putRev = idle.putRev
+	}
+	if idle != nil {
+		b.stats.idleReuses.Add(1)
+	}
+	return resp, resp.Responses[len(ops)-1].GetResponseRange(), nil
 }
 
 // transient reports whether an error of etcd may go away by itself (a
@@ -318,7 +349,7 @@ func (s *etcdScan) release() {
 func (s *etcdScan) forget() (key string, sess *etcdSession, putRev int64) {
 	s.stopWatch()
 	key, sess, putRev = s.key, s.sess.Load(), s.putRev
-	s.key, s.rev, s.putRev = "", 0, 0
+	s.key, s.rev, s.putRev, s.holder = "", 0, 0, etcdHolder{}
 	s.mode.Store(0)
 	s.lostHold.Store(false)
 	s.b.mu.Lock()
