@@ -34,6 +34,17 @@ func scanKeys(t *testing.T, e *testutil.Etcd, id string) ([]etcdKey, int64) {
 	return out, g.Header.Revision
 }
 
+// takeAndRelease takes scan s exclusively on m as owner a and releases
+// it: with KeepIdle, m keeps the key idle.
+func takeAndRelease(t *testing.T, m *Manager) {
+	t.Helper()
+	l, err := m.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+}
+
 // A scan taken again soon after its release rewrites the key it kept,
 // in its place, with the new holder's mode and owner.
 func TestEtcdReacquireRewritesIdleKey(t *testing.T) {
@@ -70,11 +81,7 @@ func TestEtcdReacquireBySameOwnerWritesNothing(t *testing.T) {
 	ms, e := etcdHostsKeeping(t, 1, time.Hour)
 	m := ms[0]
 	for range 3 {
-		l, err := m.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.Release()
+		takeAndRelease(t, m)
 	}
 	before, rev := scanKeys(t, e, "s")
 	l, err := m.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
@@ -95,11 +102,7 @@ func TestEtcdReacquireBySameOwnerWritesNothing(t *testing.T) {
 // that host queues (here KeepIdle is an hour).
 func TestEtcdIdleKeyYieldsToOtherHost(t *testing.T) {
 	ms, e := etcdHostsKeeping(t, 2, time.Hour)
-	l, err := ms[0].Acquire(context.Background(), "s", Exclusive, testOwner("a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Release()
+	takeAndRelease(t, ms[0])
 	if got, _ := scanKeys(t, e, "s"); len(got) != 1 {
 		t.Fatalf("keys after the release: %+v; want host a's kept idle", got)
 	}
@@ -165,11 +168,7 @@ func TestEtcdReacquireQueuesBehindNewcomer(t *testing.T) {
 		case <-ab.bgCtx.Done():
 		}
 	}
-	l, err := a.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Release()
+	takeAndRelease(t, a)
 	order := make(chan string, 2)
 	go acquireThenRelease(t, b, "s", Exclusive, "b", order)
 	waitFor(t, "host b is queued behind host a's idle key", func() bool { return clusterWaiters(t, a, "s") == 1 })
@@ -187,22 +186,10 @@ func TestEtcdReacquireQueuesBehindNewcomer(t *testing.T) {
 func TestEtcdIdleKeyOfLostSession(t *testing.T) {
 	ms, e := etcdHostsKeeping(t, 2, time.Hour)
 	a, b := ms[0], ms[1]
+	takeAndRelease(t, a)
+	revokeAllLeases(t, e)
 	l, err := a.Acquire(context.Background(), "s", Exclusive, testOwner("a"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	l.Release()
-	c := testutil.EtcdClient(t, e.Endpoints)
-	leases, err := c.Leases(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ls := range leases.Leases {
-		if _, err := c.Revoke(context.Background(), ls.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if l, err = a.Acquire(context.Background(), "s", Exclusive, testOwner("a")); err != nil {
 		t.Fatalf("host a after its session was revoked: %v", err)
 	}
 	defer l.Release()

@@ -163,16 +163,7 @@ func TestEtcdLostSessionFencesLeases(t *testing.T) {
 	if l.Lost() {
 		t.Fatal("a fresh lease is lost")
 	}
-	c := testutil.EtcdClient(t, e.Endpoints)
-	leases, err := c.Leases(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ls := range leases.Leases {
-		if _, err := c.Revoke(context.Background(), ls.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
+	revokeAllLeases(t, e)
 	lb, err := b.Acquire(context.Background(), "s", Exclusive, testOwner("b"))
 	if err != nil {
 		t.Fatalf("host b after host a's lease was revoked: %v", err)
@@ -188,6 +179,22 @@ func TestEtcdLostSessionFencesLeases(t *testing.T) {
 	l.Release()
 	if _, err := a.TryAcquire("s", Shared, testOwner("a2")); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("after the lost hold was released, host a sees %v; want ErrWouldBlock (b holds it)", err)
+	}
+}
+
+// revokeAllLeases revokes every lease of the cluster, as when they
+// expired while their processes were stopped.
+func revokeAllLeases(t *testing.T, e *testutil.Etcd) {
+	t.Helper()
+	c := testutil.EtcdClient(t, e.Endpoints)
+	leases, err := c.Leases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ls := range leases.Leases {
+		if _, err := c.Revoke(context.Background(), ls.ID); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
