@@ -51,9 +51,10 @@ type EtcdConfig struct {
 	StartTimeout time.Duration
 	// KeepIdle is how long the key of a released scan is kept for this
 	// process's next acquisition of the scan, which then costs one etcd
-	// write instead of two (default DefaultEtcdKeepIdle; negative: the key
-	// is deleted at once). A key kept idle goes as soon as another process
-	// queues for the scan (etcd_idle.go).
+	// write (none if the key already names the holder) instead of two
+	// (default DefaultEtcdKeepIdle; negative: the key is deleted at once).
+	// A key kept idle goes as soon as another process queues for the scan
+	// (etcd_idle.go).
 	KeepIdle time.Duration
 }
 
@@ -251,7 +252,7 @@ type clusterCounters struct {
 	renewals, renewalErrors atomic.Uint64
 	acquires, acquireNanos  atomic.Uint64
 	waits, releaseRetries   atomic.Uint64
-	idleReuses              atomic.Uint64 // acquisitions that rewrote a key kept idle
+	idleReuses              atomic.Uint64 // acquisitions that took back a key kept idle
 }
 
 // ClusterStats are the etcd backend's counters, for metrics.

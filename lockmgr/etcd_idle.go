@@ -13,8 +13,8 @@ import (
 // acquisition (one put) followed by a release (one delete) costs two of
 // them. Instead, a process that drops a scan nobody queued for keeps its
 // key for EtcdConfig.KeepIdle: its next acquisition of the scan within
-// that time rewrites the key in place (one write, and the release cost
-// none); otherwise the key is deleted when the time is up, or as soon as
+// that time takes the key back in place (one write, none if the key
+// already names the new holder; the release cost none); otherwise the key is deleted when the time is up, or as soon as
 // another process puts a key for the scan, so that nobody waits for a key
 // nobody uses for longer than it takes to notice. To notice without a
 // request per release, the backend watches every put under the prefix
@@ -29,11 +29,12 @@ import (
 // misses (while it restarts) keep an idle key for KeepIdle at most.
 //
 // An idle key waits for nothing and goes by itself, so it adds no wait
-// to the deadlock argument of etcd_hold.go; it is held by no lease of
-// this process, so a session lost meanwhile fences nothing (the key goes
-// with the lease).
+// to the deadlock argument of etcd_hold.go; no Lease is granted under
+// it, so a session lost meanwhile fences nothing (the key goes with the
+// session's etcd lease).
 
-// maxIdleKeys bounds the keys kept idle at once (each has a watch).
+// maxIdleKeys bounds the keys kept idle at once (each has a goroutine
+// and a timer).
 const maxIdleKeys = 128
 
 // idleKey is a released scan's key kept for reuse.
@@ -75,7 +76,7 @@ func (b *etcdBackend) keepIdleKey(s *etcdScan) bool {
 }
 
 // claimIdle takes over the idle key of scan id, if it is key under the
-// live session sess, and stops its watch; nil if there is none.
+// live session sess, and ends its linger; nil if there is none.
 func (b *etcdBackend) claimIdle(id, key string, sess *etcdSession) *idleKey {
 	b.mu.Lock()
 	k := b.idle[id]
@@ -105,7 +106,7 @@ func (b *etcdBackend) dropIdle(k *idleKey) bool {
 
 // queueCmp is the condition of enqueue's put. With k (a key we kept
 // idle): it is still the version we put, and no key of the scan is newer,
-// so rewriting it keeps the order. Without: the key does not exist, so
+// so taking it back in place keeps the order. Without: the key does not exist, so
 // the put creates it at the end of the queue (an older version left by a
 // deletion still under way must not keep its place).
 func (k *idleKey) queueCmp(key, dir string) []clientv3.Cmp {
