@@ -260,6 +260,16 @@
 // deadlock). A key that cannot be deleted (etcd unreachable) is retried in
 // the background until its session ends.
 //
+// A released key nobody queued behind is not deleted at once but kept
+// idle for EtcdConfig.KeepIdle (etcd_idle.go): the process's next
+// acquisition of the scan within that time takes it back in place, in a
+// transaction that checks that it is still the version left and that no
+// key of the scan is newer (so the order is the one a new key would get);
+// when the key already names the new holder, that transaction only reads.
+// An idle key is deleted when KeepIdle is up, or as soon as another
+// process puts a key for the scan: the backend watches every put under
+// the prefix while it runs.
+//
 // A session ends when etcd says the lease is gone, or when the local
 // clock passes the lower bound of its expiry without a renewal (a process
 // stopped or cut off longer than the TTL). Its holds are then reported to

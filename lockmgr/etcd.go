@@ -18,10 +18,12 @@ import (
 // a lease that this process keeps alive; see "Several hosts" in the
 // package documentation for the protocol and etcd_scan.go for the queue.
 
-// DefaultEtcdPrefix and DefaultEtcdTTL are WithEtcd's defaults.
+// DefaultEtcdPrefix, DefaultEtcdTTL and DefaultEtcdKeepIdle are WithEtcd's
+// defaults.
 const (
-	DefaultEtcdPrefix = "/scanlockfs/"
-	DefaultEtcdTTL    = 10 * time.Second
+	DefaultEtcdPrefix   = "/scanlockfs/"
+	DefaultEtcdTTL      = 10 * time.Second
+	DefaultEtcdKeepIdle = 10 * time.Millisecond
 )
 
 // Sentinel errors of the cluster backend.
@@ -47,6 +49,13 @@ type EtcdConfig struct {
 	// StartTimeout bounds New's first contact with the cluster (default
 	// 5 s).
 	StartTimeout time.Duration
+	// KeepIdle is how long the key of a released scan is kept for this
+	// process's next acquisition of the scan, which then costs one etcd
+	// write (none if the key already names the holder) instead of two
+	// (default DefaultEtcdKeepIdle; negative: the key is deleted at once).
+	// A key kept idle goes as soon as another process queues for the scan
+	// (etcd_idle.go).
+	KeepIdle time.Duration
 }
 
 // WithEtcd makes every lock also a cluster-wide lock in etcd, taken
@@ -72,10 +81,16 @@ type etcdBackend struct {
 	closed   atomic.Bool
 	stats    clusterCounters
 	creating chan struct{} // a token: one goroutine at a time creates a session
+	keepIdle time.Duration // EtcdConfig.KeepIdle; 0: off
+	// lingerIdle keeps an idle key until it is claimed or deleted
+	// (etcd_idle.go; tests replace it).
+	lingerIdle func(*idleKey)
 
-	mu    sync.Mutex // guards sess and held
+	mu    sync.Mutex // guards sess, held, keyed and idle
 	sess  *etcdSession
 	held  map[*etcdScan]struct{} // scans with a key (held or queued)
+	keyed map[string]*etcdScan   // the same, by scan id
+	idle  map[string]*idleKey    // released scans whose key is kept, by scan id
 	bgWG  sync.WaitGroup
 	bgCtx context.Context
 	bgEnd context.CancelFunc
@@ -94,11 +109,16 @@ func newEtcdBackend(ec *EtcdConfig, log logrus.FieldLogger, pid int, host string
 	if start <= 0 {
 		start = 5 * time.Second
 	}
+	keep := ec.KeepIdle
+	if keep == 0 {
+		keep = DefaultEtcdKeepIdle
+	}
 	cmd, _ := os.Executable()
 	b := &etcdBackend{cli: ec.Client, prefix: prefix + "scans/", ttl: ttl, start: start, log: log, lost: lost,
 		holder: etcdHolder{Hostname: host, PID: pid, Command: cmdName(cmd)},
 		base:   time.Now(), closeCh: make(chan struct{}), creating: make(chan struct{}, 1),
-		held: make(map[*etcdScan]struct{})}
+		keepIdle: max(keep, 0), held: make(map[*etcdScan]struct{}), keyed: make(map[string]*etcdScan), idle: make(map[string]*idleKey)}
+	b.lingerIdle = b.linger
 	b.bgCtx, b.bgEnd = context.WithCancel(context.Background())
 	return b
 }
@@ -132,6 +152,10 @@ func (b *etcdBackend) connect() error {
 				ErrCluster, b.endpoints(), b.start)
 		}
 		return err
+	}
+	if b.keepIdle > 0 {
+		b.bgWG.Add(1)
+		go b.watchQueues()
 	}
 	return nil
 }
@@ -170,13 +194,21 @@ func (b *etcdBackend) close() {
 func (b *etcdBackend) register(s *etcdScan) {
 	b.mu.Lock()
 	b.held[s] = struct{}{}
+	b.keyed[s.id] = s
 	b.mu.Unlock()
 }
 
 func (b *etcdBackend) unregister(s *etcdScan) {
 	b.mu.Lock()
-	delete(b.held, s)
+	b.unregisterLocked(s)
 	b.mu.Unlock()
+}
+
+func (b *etcdBackend) unregisterLocked(s *etcdScan) {
+	delete(b.held, s)
+	if b.keyed[s.id] == s {
+		delete(b.keyed, s.id)
+	}
 }
 
 // sessionLost marks every scan held under sess lost and reports it.
@@ -220,6 +252,7 @@ type clusterCounters struct {
 	renewals, renewalErrors atomic.Uint64
 	acquires, acquireNanos  atomic.Uint64
 	waits, releaseRetries   atomic.Uint64
+	idleReuses              atomic.Uint64 // acquisitions that took back a key kept idle
 }
 
 // ClusterStats are the etcd backend's counters, for metrics.

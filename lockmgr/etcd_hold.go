@@ -15,7 +15,10 @@ import "context"
 // (plantdb, flock(1), other managers) wait for the flock only, which its
 // holder gives up without needing anything from them. Taking etcd
 // first would let a process hold the cluster lock while it waits for a
-// local plantdb holder, stalling every host for a local reason.
+// local plantdb holder, stalling every host for a local reason. A key
+// kept idle after its release (etcd_idle.go) is held by nobody without
+// the flock, but it waits for nothing either: it goes by itself within
+// KeepIdle, sooner when somebody queues behind it.
 type clusterBackend struct {
 	local *flockBackend
 	etcd  *etcdBackend
@@ -62,9 +65,10 @@ func (h *clusterScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 	return req.to, nil
 }
 
-// unlock implements backendScan: the etcd key first, then the flock.
+// unlock implements backendScan: the etcd key first (deleted, or kept
+// idle for a while: etcd_idle.go), then the flock.
 func (h *clusterScan) unlock() {
-	h.etcd.release()
+	h.etcd.unlock()
 	h.local.unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,6 +29,12 @@ type etcdHolder struct {
 	Since    time.Time `json:"since"`
 }
 
+// sameAs reports whether h says what o says, but for the time.
+func (h etcdHolder) sameAs(o etcdHolder) bool {
+	o.Since = h.Since
+	return h == o
+}
+
 // etcdScan is the etcd backend's state of one scan in this process: at
 // most one key, PREFIX/scans/S/LEASE (LEASE in hexadecimal), whose value
 // is an etcdHolder. Keys are served in the order of their create
@@ -40,13 +47,18 @@ type etcdScan struct {
 	id  string
 	dir string // PREFIX/scans/S/
 
-	key    string // our key, "" if none
-	rev    int64  // its create revision
-	putRev int64  // the revision of our put: release deletes only that version
+	key    string     // our key, "" if none
+	rev    int64      // its create revision
+	putRev int64      // the revision of our put: release deletes only that version
+	holder etcdHolder // what the key says
 
 	sess     atomic.Pointer[etcdSession] // the session the key is under
 	mode     atomic.Int32                // Mode held (0 while queued or free)
 	lostHold atomic.Bool                 // the session ended while held
+	// newer is the create revision of the newest key of another
+	// process seen put for the scan while we have ours (watchQueues;
+	// guarded by b.mu): above rev, somebody queued behind us.
+	newer int64
 
 	watchMu     sync.Mutex // guards watchCancel and heldKey
 	watchCancel context.CancelFunc
@@ -64,11 +76,10 @@ func (s *etcdScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 	if req.from != 0 {
 		s.release()
 	}
-	sess, resp, err := s.enqueue(ctx, req)
+	sess, kvs, rev, err := s.enqueue(ctx, req)
 	if err != nil {
 		return 0, err
 	}
-	kvs, rev := resp.Responses[1].GetResponseRange().Kvs, resp.Header.Revision
 	waited := false
 	for {
 		ours, blocked := s.blocked(kvs, req.to)
@@ -103,32 +114,43 @@ func (s *etcdScan) lock(ctx context.Context, req holdRequest) (Mode, error) {
 }
 
 // enqueue puts our key for req in etcd under the live session and reads
-// the scan's queue, in one transaction. A session whose lease etcd no
-// longer knows (it expired while we were idle) is replaced once.
-func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, *clientv3.TxnResponse, error) {
+// the scan's queue (its keys in create-revision order, and the revision
+// read), in one transaction. A key this process kept idle (etcd_idle.go)
+// is taken over in place if nobody queued behind it since; otherwise the
+// put must create the key, at the end of the queue. A session whose
+// lease etcd no longer knows (it expired while we were idle) is replaced
+// once.
+func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, []*mvccpb.KeyValue, int64, error) {
 	b := s.b
 	val := b.holder
 	val.Mode, val.User, val.Owner, val.Since = req.to, req.owner.User, req.owner.Key, time.Now()
 	if req.owner.PID != 0 {
 		val.PID, val.Command = req.owner.PID, procComm(req.owner.PID)
 	}
-	data, _ := json.Marshal(val)
 	var pause backoff
 	for attempt := 0; ; attempt++ {
 		sess, err := b.session(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		s.key = s.dir + strconv.FormatInt(int64(sess.id), 16)
 		s.sess.Store(sess)
 		b.register(s)
-		resp, err := b.cli.Txn(ctx).Then(
-			clientv3.OpPut(s.key, string(data), clientv3.WithLease(sess.id)),
-			clientv3.OpGet(s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
-		).Commit()
+		idle := b.claimIdle(s.id, s.key, sess)
+		resp, queue, err := s.queueTxn(ctx, sess, idle, val)
+		if err == nil && resp.Succeeded {
+			return sess, queue.Kvs, resp.Header.Revision, nil
+		}
 		if err == nil {
-			s.putRev = resp.Header.Revision
-			return sess, resp, nil
+			// Our key is still there: kept idle while somebody queued
+			// behind it, or its deletion is not done yet. Delete that
+			// version and queue afresh.
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+				err = b.deleteKey(ctx, s.key, kvs[0].ModRevision)
+			}
+			if err == nil {
+				continue
+			}
 		}
 		s.release()
 		switch {
@@ -137,12 +159,43 @@ func (s *etcdScan) enqueue(ctx context.Context, req holdRequest) (*etcdSession, 
 			continue
 		case transient(err):
 			if werr := pause.wait(ctx, b.closeCh, err); werr != nil {
-				return nil, nil, werr
+				return nil, nil, 0, werr
 			}
 			continue
 		}
-		return nil, nil, b.clusterError("queueing for scan "+s.id, err)
+		return nil, nil, 0, b.clusterError("queueing for scan "+s.id, err)
 	}
+}
+
+// queueTxn is enqueue's transaction: if queueCmp holds, it puts val in
+// our key and reads the queue; otherwise it reads our key. An idle key
+// that already says val (but for its time) is not written at all: the
+// transaction is then a read, which etcd serves without a raft write, and
+// the key keeps its time (this process held the scan, or kept it idle,
+// ever since). It returns the queue read, if it was.
+func (s *etcdScan) queueTxn(ctx context.Context, sess *etcdSession, idle *idleKey, val etcdHolder) (*clientv3.TxnResponse, *etcdpb.RangeResponse, error) {
+	b := s.b
+	same := idle != nil && idle.holder.sameAs(val)
+	if same {
+		val.Since = idle.holder.Since
+	}
+	ops := []clientv3.Op{clientv3.OpGet(s.dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))}
+	if !same {
+		data, _ := json.Marshal(val)
+		ops = append([]clientv3.Op{clientv3.OpPut(s.key, string(data), clientv3.WithLease(sess.id))}, ops...)
+	}
+	resp, err := b.cli.Txn(ctx).If(idle.queueCmp(s.key, s.dir)...).Then(ops...).Else(clientv3.OpGet(s.key)).Commit()
+	if err != nil || !resp.Succeeded {
+		return resp, nil, err
+	}
+	s.holder, s.putRev = val, resp.Header.Revision
+	if same {
+		s.putRev = idle.putRev
+	}
+	if idle != nil {
+		b.stats.idleReuses.Add(1)
+	}
+	return resp, resp.Responses[len(ops)-1].GetResponseRange(), nil
 }
 
 // transient reports whether an error of etcd may go away by itself (a
@@ -273,31 +326,54 @@ func (s *etcdScan) readQueue(ctx context.Context) ([]*mvccpb.KeyValue, int64, er
 	}
 }
 
-// release deletes our key, if any. When etcd cannot be reached, the
-// deletion is retried in the background until it succeeds or the session
-// ends (its lease then removes the key).
+// unlock drops the hold: its key is kept idle for this process's next
+// acquisition of the scan (etcd_idle.go) or deleted at once.
+func (s *etcdScan) unlock() {
+	if s.mode.Load() != 0 && s.b.keepIdleKey(s) {
+		s.forget()
+		return
+	}
+	s.release()
+}
+
+// release deletes our key, if any.
 func (s *etcdScan) release() {
-	s.stopWatch()
-	key, sess, putRev := s.key, s.sess.Load(), s.putRev
-	s.key, s.rev, s.putRev = "", 0, 0
-	s.mode.Store(0)
-	s.lostHold.Store(false)
-	s.b.unregister(s)
+	key, sess, putRev := s.forget()
 	if key == "" || sess == nil || sess.expired(s.b.now()) {
 		return
 	}
-	b := s.b
-	err := b.deleteKey(key, putRev)
+	s.b.removeKey(s.id, key, putRev, sess)
+}
+
+// forget resets the scan to "no key" and returns what the key was.
+func (s *etcdScan) forget() (key string, sess *etcdSession, putRev int64) {
+	s.stopWatch()
+	key, sess, putRev = s.key, s.sess.Load(), s.putRev
+	s.key, s.rev, s.putRev, s.holder = "", 0, 0, etcdHolder{}
+	s.mode.Store(0)
+	s.lostHold.Store(false)
+	s.b.mu.Lock()
+	s.b.unregisterLocked(s)
+	s.newer = 0
+	s.b.mu.Unlock()
+	return key, sess, putRev
+}
+
+// removeKey deletes key (only the version put at putRev). When etcd
+// cannot be reached, the deletion is retried in the background until it
+// succeeds or the session ends (its lease then removes the key).
+func (b *etcdBackend) removeKey(id, key string, putRev int64, sess *etcdSession) {
+	err := b.deleteKey(b.bgCtx, key, putRev)
 	if err == nil || b.bgCtx.Err() != nil {
 		return
 	}
 	b.stats.releaseRetries.Add(1)
-	b.log.WithError(err).WithField("scan", s.id).Warn("removing the etcd key of a released scan failed; retrying in the background")
+	b.log.WithError(err).WithField("scan", id).Warn("removing the etcd key of a released scan failed; retrying in the background")
 	b.bgWG.Add(1)
 	go func() {
 		defer b.bgWG.Done()
 		for !sess.expired(b.now()) {
-			if err := b.deleteKey(key, putRev); err == nil || b.bgCtx.Err() != nil {
+			if err := b.deleteKey(b.bgCtx, key, putRev); err == nil || b.bgCtx.Err() != nil {
 				return
 			}
 			select {
@@ -314,8 +390,8 @@ func (s *etcdScan) release() {
 // deleteKey deletes key if it is still the version we put at revision
 // putRev (0: whatever version): a retry in the background must never
 // delete the key of a later hold of the same scan by this session.
-func (b *etcdBackend) deleteKey(key string, putRev int64) error {
-	ctx, cancel := context.WithTimeout(b.bgCtx, b.ttl/3)
+func (b *etcdBackend) deleteKey(ctx context.Context, key string, putRev int64) error {
+	ctx, cancel := context.WithTimeout(ctx, b.ttl/3)
 	defer cancel()
 	if putRev == 0 {
 		_, err := b.cli.Delete(ctx, key)

@@ -15,12 +15,18 @@ import (
 // one etcd cluster with a short TTL.
 func etcdHosts(t *testing.T, n int) ([]*Manager, *testutil.Etcd) {
 	t.Helper()
+	return etcdHostsKeeping(t, n, 0)
+}
+
+// etcdHostsKeeping is etcdHosts with EtcdConfig.KeepIdle set to keep.
+func etcdHostsKeeping(t *testing.T, n int, keep time.Duration) ([]*Manager, *testutil.Etcd) {
+	t.Helper()
 	e := testutil.StartEtcd(t, 1)
 	root := t.TempDir()
 	var ms []*Manager
 	for range n {
 		ms = append(ms, newManager(t, root, WithLockDir(t.TempDir()), WithInfoDelay(0),
-			WithEtcd(EtcdConfig{Client: testutil.EtcdClient(t, e.Endpoints), TTL: 2 * time.Second})))
+			WithEtcd(EtcdConfig{Client: testutil.EtcdClient(t, e.Endpoints), TTL: 2 * time.Second, KeepIdle: keep})))
 	}
 	return ms, e
 }
@@ -157,16 +163,7 @@ func TestEtcdLostSessionFencesLeases(t *testing.T) {
 	if l.Lost() {
 		t.Fatal("a fresh lease is lost")
 	}
-	c := testutil.EtcdClient(t, e.Endpoints)
-	leases, err := c.Leases(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ls := range leases.Leases {
-		if _, err := c.Revoke(context.Background(), ls.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
+	revokeAllLeases(t, e)
 	lb, err := b.Acquire(context.Background(), "s", Exclusive, testOwner("b"))
 	if err != nil {
 		t.Fatalf("host b after host a's lease was revoked: %v", err)
@@ -182,6 +179,22 @@ func TestEtcdLostSessionFencesLeases(t *testing.T) {
 	l.Release()
 	if _, err := a.TryAcquire("s", Shared, testOwner("a2")); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("after the lost hold was released, host a sees %v; want ErrWouldBlock (b holds it)", err)
+	}
+}
+
+// revokeAllLeases revokes every lease of the cluster, as when they
+// expired while their processes were stopped.
+func revokeAllLeases(t *testing.T, e *testutil.Etcd) {
+	t.Helper()
+	c := testutil.EtcdClient(t, e.Endpoints)
+	leases, err := c.Leases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ls := range leases.Leases {
+		if _, err := c.Revoke(context.Background(), ls.ID); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
