@@ -198,13 +198,9 @@
 // is not a scanlockfs process and holds no flock on our file, we wait (up
 // to a second) until S.info goes away, and only then check the path
 // (plantdb unlinks S.lock before S.info, so this order cannot miss the
-// unlink). That look at S.info is skipped while the lock file is quiet
-// (plantdb.go): this process created it, or held it exclusively when its
-// ctime was already older than two seconds, and neither its ctime nor
-// any foreign sign changed since. plantdb opens S.lock with O_TRUNC on
-// every attempt, which changes the ctime, and the path checks after each
-// flock and before each release see it; an uncontended acquisition then
-// costs two flock calls and two stat calls. What stays open:
+// unlink). An uncontended acquisition costs two flock calls and three
+// stat calls (S.info, and the lock file's name after the flock and
+// before the release). What stays open:
 //
 //   - plantdb's stale clean-up (it writes no S.info) racing one of our
 //     acquisitions;
@@ -212,13 +208,7 @@
 //     process saw any sign of plantdb on the scan: when it releases, it
 //     unlinks the file, and a writer then gets a new file while ours still
 //     reads (a reader of ours counts it in Stats.LostLockFiles);
-//   - a plantdb process stopped for longer than a second in its release,
-//     or for longer than two seconds between its open and its flock of a
-//     lock file this process held exclusively meanwhile;
-//   - where file time stamps are coarse (no multigrain time stamps: Linux
-//     before 6.13, or file systems other than ext4, XFS, Btrfs, tmpfs), a
-//     plantdb open in the same clock tick as our creation of the lock
-//     file, which leaves its ctime unchanged;
+//   - a plantdb process stopped for longer than a second in its release;
 //   - a plantdb release whose S.info another plantdb release removed,
 //     by a process never seen holding an orphan (see below).
 //

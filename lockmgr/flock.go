@@ -97,12 +97,6 @@ type lockFile struct {
 	fd       int    // the lock file, or -1
 	fid      fileID // identity of fd's file
 	kernelEx bool   // our flock on fd is LOCK_EX (also for a shared hold in foreign mode)
-	// quiet: no process outside this protocol can be using the lock file
-	// unseen as long as its ctime is still quietCtime and no foreign sign
-	// came after the quietSigns-th (see quietNow in plantdb.go).
-	quiet      bool
-	quietCtime int64
-	quietSigns uint64
 
 	fs foreignState // foreign use of the scan (foreign.go)
 
@@ -334,8 +328,7 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 // starts over), or fails (no flock kept; the error says why).
 func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 	b, path := f.b, f.lockPath
-	quiet := f.quietNow()
-	if !quiet && b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
+	if b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
 		// A plantdb reader shares our flock: its release would unlink the
 		// file under us. Give it back and wait (in LOCK_EX now: foreign
 		// use is known).
@@ -358,13 +351,6 @@ func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 		b.log.WithField("path", path).Debug("lock file replaced while locking; retrying")
 		return false, nil
 	}
-	if quiet && st.Ctim.Nano() != f.quietCtime {
-		// Somebody changed the lock file since we last looked (plantdb's
-		// open truncates it): it may be releasing the scan right now.
-		// Confirm the way a lock file never seen quiet is confirmed.
-		f.quiet = false
-		return f.confirm(ctx, req)
-	}
 	f.noteGrant(&st)
 	if !f.kernelEx && f.foreignKnown() {
 		// Foreign use just became known: our shared flock could be shared
@@ -384,7 +370,6 @@ func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 			return false, nil
 		}
 	}
-	f.noteQuiet(&st)
 	return true, nil
 }
 
@@ -443,20 +428,13 @@ func (f *lockFile) openLockFile() error {
 		return err
 	}
 	before := time.Now()
-	fd, st, created, err := b.dir.openOrCreate(f.id+".lock", unix.O_RDWR, true, uint32(b.cfg.fileMode), true)
+	fd, st, err := b.dir.openFile(f.id+".lock", unix.O_RDWR, true, uint32(b.cfg.fileMode), true)
 	if err != nil {
 		return lockFileError(f.lockPath, err)
 	}
-	if b.fixMode(fd, &st) && created {
-		_ = unix.Fstat(fd, &st) // the ctime of the chmod, for quiet
-	}
+	b.fixMode(fd, &st)
 	f.fd, f.fid = fd, fileID{dev: st.Dev, ino: st.Ino}
 	f.noteOpened(f.fid, &st, before)
-	if created {
-		// Every other process that uses the file opens it after this,
-		// and plantdb's open (O_TRUNC) changes its ctime.
-		f.setQuiet(&st)
-	}
 	return nil
 }
 
@@ -472,11 +450,10 @@ func (b *flockBackend) fixModeFD(fd int) {
 
 // fixMode is fixModeFD with the file's status already at hand. It
 // reports whether it changed the mode.
-func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) bool {
+func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) {
 	if st.Uid == uint32(os.Geteuid()) && os.FileMode(st.Mode&0o7777) != b.cfg.fileMode {
-		return unix.Fchmod(fd, uint32(b.cfg.fileMode)) == nil
+		_ = unix.Fchmod(fd, uint32(b.cfg.fileMode))
 	}
-	return false
 }
 
 // closeFile closes the lock file, which drops any flock on it,
@@ -485,7 +462,7 @@ func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) bool {
 func (f *lockFile) closeFile() {
 	if f.fd >= 0 {
 		unix.Close(f.fd)
-		f.fd, f.fid, f.kernelEx, f.quiet = -1, fileID{}, false, false
+		f.fd, f.fid, f.kernelEx = -1, fileID{}, false
 	}
 	f.closeGate()
 }
@@ -549,9 +526,6 @@ func (f *lockFile) checkStillNamed(held Mode) {
 	same, err := f.stillNamedStat(&st)
 	if err == nil && same {
 		f.noteForeignAttempt(&st)
-	}
-	if err != nil || !same || st.Ctim.Nano() != f.quietCtime {
-		f.quiet = false
 	}
 	if err == nil && !same {
 		f.b.lost(f.id, held, "the lock file was removed or replaced while this process held it (a plantdb process unlinks it when it releases); "+

@@ -45,10 +45,8 @@ import (
 // plantdb's O_CREAT|O_WRONLY|O_TRUNC open sets on every attempt and ours
 // never change (a lock file opened anew with a recent one costs a statx,
 // to tell a truncation from the file's creation); the S.info that
-// awaitPlantdbRelease reads (when the lock file is not quiet: plantdb.go)
-// names its writer. In foreign mode a reader joining our hold costs a
-// stat, a grant the orphan check. A
-// process that sees none of them never reads /proc/locks on the way to a
+// awaitPlantdbRelease reads names its writer. In foreign mode a reader
+// joining our hold costs a stat, a grant the orphan check. A process that sees none of them never reads /proc/locks on the way to a
 // grant, except at the first open of a scan's lock file in its first
 // minute or within a minute of a foreign sign on any scan (it cannot know
 // what happened to that file before it looked).

@@ -103,19 +103,17 @@ func TestIdleDescriptorSurvivesPurge(t *testing.T) {
 // If we take the flock in between, the file loses its name under us and
 // the next plantdb acquisition locks a new file. We must see the plantdb
 // .info still naming its releasing writer, wait, and lock the new file.
-// "quiet": the lock file is one this process created and keeps open, on
-// which grants skip the look at .info until its ctime changes, as
-// plantdb's open changes it.
+// "cached": the lock file is one this process created and keeps open.
 func TestPlantdbReleaseWindow(t *testing.T) {
 	for _, c := range []struct {
-		mode  Mode
-		quiet bool
+		mode   Mode
+		cached bool
 	}{{Exclusive, false}, {Shared, false}, {Exclusive, true}, {Shared, true}} {
 		mode := c.mode
-		t.Run(mode.String()+map[bool]string{false: "", true: "/quiet"}[c.quiet], func(t *testing.T) {
+		t.Run(mode.String()+map[bool]string{false: "", true: "/cached"}[c.cached], func(t *testing.T) {
 			root := t.TempDir()
 			m := newManager(t, root, WithInfoFiles(false))
-			if c.quiet {
+			if c.cached {
 				warm(t, m, "s")
 			}
 			path := filepath.Join(root, ".locks", "s.lock")

@@ -274,12 +274,6 @@ func checkFile(st *unix.Stat_t) error {
 // readOnlyFallback, a file that may not be opened for writing is opened
 // read-only. It returns the descriptor and the file's status.
 func (d *lockDir) openFile(name string, flags int, create bool, perm uint32, readOnlyFallback bool) (fd int, st unix.Stat_t, err error) {
-	fd, st, _, err = d.openOrCreate(name, flags, create, perm, readOnlyFallback)
-	return fd, st, err
-}
-
-// openOrCreate is openFile, reporting also whether it created the file.
-func (d *lockDir) openOrCreate(name string, flags int, create bool, perm uint32, readOnlyFallback bool) (fd int, st unix.Stat_t, created bool, err error) {
 	err = d.use(func(dfd int) error {
 		for {
 			pfd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -299,7 +293,6 @@ func (d *lockDir) openOrCreate(name string, flags int, create bool, perm uint32,
 					unix.Close(fd)
 					return err
 				}
-				created = true
 				return nil
 			}
 			if err != nil {
@@ -317,9 +310,9 @@ func (d *lockDir) openOrCreate(name string, flags int, create bool, perm uint32,
 		}
 	})
 	if err != nil {
-		return -1, st, false, err
+		return -1, st, err
 	}
-	return fd, st, created, nil
+	return fd, st, nil
 }
 
 // reopen opens for real the file that the O_PATH descriptor pfd, already

@@ -8,27 +8,25 @@ import (
 )
 
 // The check after every flock looks the lock file up through the lock
-// directory's entry in its parent (lockDir.nameStat), and the look at
-// S.info is skipped while the lock file is quiet (plantdb.go). These
-// tests use a lock file this process already has open and quiet: the
-// state in which a cheaper check could miss what the whole path shows.
+// directory's entry in its parent (lockDir.nameStat). These tests use a
+// lock file this process already has open: the state in which a cheaper
+// check could miss what the whole path shows.
 
-// warm uses scan s once, so that its lock file stays open (idle cache)
-// and is quiet (this process created it).
+// warm uses scan s once, so that its lock file stays open (idle cache).
 func warm(t *testing.T, m *Manager, s string) {
 	t.Helper()
 	mustRelease(t, mustAcquire(t, m, s, Exclusive, testOwner("warm")))
 	m.back.mu.Lock()
 	f := m.back.files[s]
 	m.back.mu.Unlock()
-	if f == nil || f.fd < 0 || !f.quietNow() {
-		t.Fatalf("scan %s: lock file not kept open and quiet after its first use", s)
+	if f == nil || f.fd < 0 {
+		t.Fatalf("scan %s: lock file not kept open after its first use", s)
 	}
 }
 
 // TestReplacedWhileCached: the lock directory or the lock file is
 // replaced (or removed) while this process keeps the scan's lock file
-// open and quiet. Other processes lock what the path names now, so must
+// open. Other processes lock what the path names now, so must
 // we: the old file protects nothing.
 func TestReplacedWhileCached(t *testing.T) {
 	for _, how := range []string{"dir renamed", "dir removed", "file unlinked", "file replaced"} {

@@ -24,7 +24,7 @@ const plantdbReleaseWait = time.Second
 //
 // But while plantdb is in that window its S.info still names it although
 // it holds no lock any more. So, right after we got the flock and before
-// the path check (unless the lock file is quiet: see quietNow): if S.info was written by a live process that is not a
+// the path check: if S.info was written by a live process that is not a
 // scanlockfs process and holds no flock on our file, wait (bounded) until
 // S.info goes away or changes, which plantdb does right after the unlink.
 // It reports whether, instead, S.info names a live plantdb reader that
@@ -106,50 +106,4 @@ func (b *flockBackend) plantdbReleasing(f *lockFile, name string, mode Mode) (re
 		}
 	}
 	return true, false
-}
-
-// The look at S.info costs a system call on every grant, so a grant makes
-// it only when plantdb may be on the scan unseen. Every plantdb attempt
-// opens S.lock with O_TRUNC, which changes its ctime, and flocks it right
-// after; the lock file's status, looked at after every flock and before
-// every release (the path checks), shows that change. So once this
-// process knows that nobody else uses the lock file at a given ctime
-// (quiet), a grant that finds the file still named, with that ctime, and
-// no foreign sign since, needs no look at S.info: no plantdb process has
-// opened the file since, so none can be in its release. Quiet starts
-//
-//   - when this process creates the lock file (every other process opens
-//     it later), or
-//   - at an exclusive grant (nobody else holds the file) outside foreign
-//     mode, when the file's ctime is older than foreignRecent (a plantdb
-//     process stopped longer than that between its open and its flock
-//     could flock it later without a change of its own);
-//
-// and ends at any change of the ctime, any foreign sign (markForeign),
-// or when the lock file is closed. The ctime's granularity is the
-// kernel's file time stamp: where it is coarse (no multigrain time
-// stamps: Linux before 6.13, or another file system than ext4, XFS,
-// Btrfs or tmpfs), a plantdb open in the same clock tick as our creation
-// of the file leaves it unchanged.
-
-// quietNow reports whether a grant may skip the look at S.info.
-func (f *lockFile) quietNow() bool {
-	return f.quiet && f.fs.signs.Load() == f.quietSigns
-}
-
-// setQuiet starts quiet at the lock file's status st.
-func (f *lockFile) setQuiet(st *unix.Stat_t) {
-	f.quiet, f.quietCtime, f.quietSigns = true, st.Ctim.Nano(), f.fs.signs.Load()
-}
-
-// noteQuiet runs at the end of a confirmed grant (st: the lock file's
-// status after the flock): quiet starts at an exclusive grant outside
-// foreign mode whose ctime is old enough.
-func (f *lockFile) noteQuiet(st *unix.Stat_t) {
-	if f.quietNow() || !f.kernelEx || f.foreignKnown() {
-		return
-	}
-	if time.Since(time.Unix(0, st.Ctim.Nano())) > foreignRecent {
-		f.setQuiet(st)
-	}
 }
