@@ -162,50 +162,41 @@ type ownChangeFS struct {
 	o *ownChanges
 }
 
-func (f *ownChangeFS) Create(x <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	f.o.enter(x, name)
+// changing runs op, request x of the raw layer, which changes names.
+func (f *ownChangeFS) changing(x <-chan struct{}, names []string, op func() fuse.Status) fuse.Status {
+	f.o.enter(x, names...)
 	defer f.o.leave(x)
-	return f.RawFileSystem.Create(x, in, name, out)
+	return op()
+}
+
+func (f *ownChangeFS) Create(x <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	return f.changing(x, []string{name}, func() fuse.Status { return f.RawFileSystem.Create(x, in, name, out) })
 }
 
 func (f *ownChangeFS) Mknod(x <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	f.o.enter(x, name)
-	defer f.o.leave(x)
-	return f.RawFileSystem.Mknod(x, in, name, out)
+	return f.changing(x, []string{name}, func() fuse.Status { return f.RawFileSystem.Mknod(x, in, name, out) })
 }
 
 func (f *ownChangeFS) Mkdir(x <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	f.o.enter(x, name)
-	defer f.o.leave(x)
-	return f.RawFileSystem.Mkdir(x, in, name, out)
+	return f.changing(x, []string{name}, func() fuse.Status { return f.RawFileSystem.Mkdir(x, in, name, out) })
 }
 
 func (f *ownChangeFS) Unlink(x <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	f.o.enter(x, name)
-	defer f.o.leave(x)
-	return f.RawFileSystem.Unlink(x, h, name)
+	return f.changing(x, []string{name}, func() fuse.Status { return f.RawFileSystem.Unlink(x, h, name) })
 }
 
 func (f *ownChangeFS) Rmdir(x <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	f.o.enter(x, name)
-	defer f.o.leave(x)
-	return f.RawFileSystem.Rmdir(x, h, name)
+	return f.changing(x, []string{name}, func() fuse.Status { return f.RawFileSystem.Rmdir(x, h, name) })
 }
 
 func (f *ownChangeFS) Rename(x <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	f.o.enter(x, oldName, newName)
-	defer f.o.leave(x)
-	return f.RawFileSystem.Rename(x, in, oldName, newName)
+	return f.changing(x, []string{oldName, newName}, func() fuse.Status { return f.RawFileSystem.Rename(x, in, oldName, newName) })
 }
 
 func (f *ownChangeFS) Link(x <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	f.o.enter(x, name)
-	defer f.o.leave(x)
-	return f.RawFileSystem.Link(x, in, name, out)
+	return f.changing(x, []string{name}, func() fuse.Status { return f.RawFileSystem.Link(x, in, name, out) })
 }
 
 func (f *ownChangeFS) Symlink(x <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	f.o.enter(x, name)
-	defer f.o.leave(x)
-	return f.RawFileSystem.Symlink(x, h, target, name, out)
+	return f.changing(x, []string{name}, func() fuse.Status { return f.RawFileSystem.Symlink(x, h, target, name, out) })
 }
