@@ -14,8 +14,9 @@ import (
 // them. Instead, a process that drops a scan nobody queued for keeps its
 // key for EtcdConfig.KeepIdle: its next acquisition of the scan within
 // that time takes the key back in place (one write, none if the key
-// already names the new holder; the release cost none); otherwise the key is deleted when the time is up, or as soon as
-// another process puts a key for the scan, so that nobody waits for a key
+// already names the new holder; the release cost none); otherwise the
+// key is deleted when the time is up, or as soon as another process
+// puts a key for the scan, so that nobody waits for a key
 // nobody uses for longer than it takes to notice. To notice without a
 // request per release, the backend watches every put under the prefix
 // (watchQueues) for as long as it runs.

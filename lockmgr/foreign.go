@@ -46,10 +46,11 @@ import (
 // never change (a lock file opened anew with a recent one costs a statx,
 // to tell a truncation from the file's creation); the S.info that
 // awaitPlantdbRelease reads names its writer. In foreign mode a reader
-// joining our hold costs a stat, a grant the orphan check. A process that sees none of them never reads /proc/locks on the way to a
-// grant, except at the first open of a scan's lock file in its first
-// minute or within a minute of a foreign sign on any scan (it cannot know
-// what happened to that file before it looked).
+// joining our hold costs a stat, a grant the orphan check. A process
+// that sees none of them never reads /proc/locks on the way to a grant,
+// except at the first open of a scan's lock file in its first minute or
+// within a minute of a foreign sign on any scan (it cannot know what
+// happened to that file before it looked).
 
 const (
 	// foreignTTL is how long one sign of a foreign process keeps a scan
