@@ -62,7 +62,7 @@ func (fsys *fileSystem) lock(ctx context.Context, req lockReq, scans ...string) 
 		l, err := fsys.lockOne(ctx, req, id, owner)
 		if err != nil {
 			fsys.unlock(req, leases)
-			if e, ok := err.(refusedEarly); ok {
+			if e := (refusedEarly{}); errors.As(err, &e) {
 				return nil, e.errno
 			}
 			return nil, fsys.errnoOf(fsys.reqLog(req, id, owner), err)
