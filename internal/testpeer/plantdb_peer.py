@@ -17,7 +17,10 @@ removed), os.makedirs(ROOT/.locks, exist_ok=True), its log file
 ROOT/.locks/lock_manager.log opened 'w' (logging.FileHandler's default
 here), and the stale clean-up: for each *.lock listed in ROOT/.locks,
 open it 'w', flock(LOCK_EX | LOCK_NB), flock(LOCK_UN), close, unlink (a
-failure keeps the file). It then logs to that file as plantdb does: the
+failure keeps the file). Two constructors run at once race on the probe
+(one removes the file the other is about to remove): plantdb then fails
+with FileNotFoundError; the peer tolerates that one error, so that tests
+starting several peers check the locks, not plantdb's start-up. It then logs to that file as plantdb does: the
 clean-up's lines, a warning on a failed attempt, and errors of release.
 
 Commands (every result is one line of space-separated words on stdout;
@@ -73,20 +76,26 @@ class LockTimeout(Exception):
 class PlantdbLocks:
     """plantdb's acquire/release protocol for one process."""
 
-    def __init__(self, root, retry_sleep=0.1, release_pause=0.0, constructor=False):
+    def __init__(self, root, retry_sleep=0.1, release_pause=0.0, constructor=False, stall=False):
         self.locks_dir = os.path.join(root, ".locks")
         self.retry_sleep = retry_sleep
         # Extra sleep between close() and unlink() on release: it widens
         # the window in which plantdb unlinks a file another process may
         # have just locked (a descheduled plantdb process does the same).
         self.release_pause = release_pause
+        # Stop once between the first open and its flock, as a plantdb
+        # process descheduled there does (see --stall-first-open).
+        self.stall = stall
         self.log_file = None
         self.warned = {}
         if constructor:
             probe = os.path.join(root, ".write_test.tmp")
             with open(probe, "w") as f:
                 f.write("test")
-            os.remove(probe)
+            try:
+                os.remove(probe)
+            except FileNotFoundError:
+                pass  # another constructor's probe removal (see the module doc)
         os.makedirs(self.locks_dir, exist_ok=True)
         if constructor:
             self.log_file = open(os.path.join(self.locks_dir, "lock_manager.log"), "w")
@@ -128,6 +137,10 @@ class PlantdbLocks:
             fd = None
             try:
                 fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+                if self.stall:
+                    self.stall = False
+                    out("opened")
+                    sys.stdin.readline()
                 fcntl.flock(fd, how | fcntl.LOCK_NB)
             except OSError:
                 if fd is not None:
@@ -309,10 +322,12 @@ def main():
     p.add_argument("--retry-sleep", type=float, default=0.1, help="sleep between attempts (plantdb: 0.1 s)")
     p.add_argument("--release-pause", type=float, default=0.0, help="sleep between close and unlink on release")
     p.add_argument("--counter", help="counter file for increment")
+    p.add_argument("--stall-first-open", action="store_true",
+                   help='after the first open of the lock file print "opened" and wait for a line on stdin before its flock')
     p.add_argument("--constructor", action="store_true",
                    help="do the constructor's steps: write probe, log file, stale clean-up")
     a = p.parse_args()
-    locks = PlantdbLocks(a.root, a.retry_sleep, a.release_pause, a.constructor)
+    locks = PlantdbLocks(a.root, a.retry_sleep, a.release_pause, a.constructor, a.stall_first_open)
     try:
         {"hold": cmd_hold, "bench": cmd_bench, "intervals": cmd_intervals, "increment": cmd_increment, "serve": cmd_serve}[a.command](locks, a)
     except LockTimeout:
