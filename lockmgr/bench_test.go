@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"scanlockfs/internal/procfs"
 )
 
 // Benchmarks. Performance is reported here, never asserted in tests. One
@@ -236,4 +238,27 @@ func BenchmarkWriterWait(b *testing.B) {
 		r.ok("stop")
 	}
 	report(b, "wait", waits)
+}
+
+// BenchmarkOrphanSweep: the look at every process's descriptors that a
+// grant in foreign mode makes when the lock file changed since its last
+// look (fence.go); its cost grows with the processes and descriptors of
+// the machine (reported).
+func BenchmarkOrphanSweep(b *testing.B) {
+	m := newManager(b, b.TempDir(), WithInfoFiles(false))
+	l, err := m.TryAcquire("s", Exclusive, testOwner("a"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	l.Release()
+	fb := m.back
+	f := fb.open("s").(*lockFile)
+	defer f.done()
+	pids, _ := procfs.PIDs()
+	b.ReportMetric(float64(len(pids)), "processes")
+	for b.Loop() {
+		f.fence.clean = fileID{}
+		f.sweepOrphans()
+		f.unlockFences()
+	}
 }

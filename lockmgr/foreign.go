@@ -3,7 +3,6 @@ package lockmgr
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -340,6 +339,48 @@ func (f *lockFile) awaitOrphans(ctx context.Context, mode Mode, try bool) ([]int
 	}
 }
 
+// guardOrphans is the part of confirm that deals with orphaned lock
+// files: it waits for their holders (awaitOrphans) and fences the
+// orphans that other processes have open (fence.go), keeping our flock.
+// false: the grant was given back, start over.
+func (f *lockFile) guardOrphans(ctx context.Context, try bool) (bool, error) {
+	for {
+		// The mode of our flock, not the one requested: in foreign mode a
+		// shared hold is LOCK_EX, because a plantdb reader on an orphan
+		// unlinks our file when it leaves.
+		released, err := f.awaitOrphans(ctx, f.kernelMode(), try)
+		if err != nil {
+			f.dropFlock()
+			return false, err
+		}
+		if len(released) > 0 && !f.keepsName(ctx, released) {
+			f.closeFile() // unlinked by the orphan's holder's release
+			f.b.stats.replaced.Add(1)
+			return false, nil
+		}
+		busy := f.lockFences()
+		if !f.kernelEx && f.foreignKnown() {
+			f.dropFlock() // an orphan just made foreign use known: LOCK_EX now
+			return false, nil
+		}
+		if !busy {
+			return true, nil
+		}
+		// Another process locked an orphan since awaitOrphans looked.
+		if try {
+			f.dropFlock()
+			return false, fmt.Errorf("%w: scan %s is held by another process through a lock file that was unlinked", ErrWouldBlock, f.id)
+		}
+		if !f.sleep(ctx, lingerTick) {
+			f.dropFlock()
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			return false, ErrClosed
+		}
+	}
+}
+
 // keepsName runs after holders of orphaned lock files (pids) let go:
 // plantdb's release goes on with unlink(S.lock), which then names the
 // file we kept our place with. It waits until that happened (false: our
@@ -366,7 +407,7 @@ func (f *lockFile) findOrphans() (orphans []orphanHolder, holders []int) {
 	if err != nil {
 		return nil, nil
 	}
-	var dirID *fileID
+	var inDir func(path string) bool
 	seen := map[int]bool{}
 	cleared := map[heldFile]bool{}
 	// A file still named S.lock could become an orphan later: the cache
@@ -402,15 +443,10 @@ func (f *lockFile) findOrphans() (orphans []orphanHolder, holders []int) {
 			if (fileID{dev: df.Dev, ino: df.Ino}) != pl.file {
 				continue
 			}
-			if dirID == nil {
-				dirID = &fileID{}
-				var st unix.Stat_t
-				if unix.Stat(f.b.lockDir, &st) == nil {
-					*dirID = fileID{dev: st.Dev, ino: st.Ino}
-				}
+			if inDir == nil {
+				inDir = f.b.inLockDir()
 			}
-			var st unix.Stat_t
-			if unix.Stat(filepath.Dir(df.Path), &st) == nil && (fileID{dev: st.Dev, ino: st.Ino}) == *dirID {
+			if inDir(df.Path) {
 				seen[pl.pid] = true
 				delete(cleared, key)
 				orphans = append(orphans, orphanHolder{pid: pl.pid, mode: pl.mode})

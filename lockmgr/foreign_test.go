@@ -3,6 +3,7 @@ package lockmgr
 import (
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -99,6 +100,54 @@ func TestOrphanedPlantdbWriterIsWaitedFor(t *testing.T) {
 	waitsForOrphan(t, m, hook, b, Shared)
 }
 
+// TestPlantdbStalledBeforeItsFlockIsFenced: a plantdb reader opens the
+// lock file and stalls before its flock; another plantdb release unlinks
+// the file meanwhile. /proc/locks shows nothing yet, so our grant on a new
+// file goes through; the stalled process must then not be able to lock
+// the orphan while we hold the scan (fence.go): its attempt fails and it
+// polls the file named s.lock, which it gets once we released.
+func TestPlantdbStalledBeforeItsFlockIsFenced(t *testing.T) {
+	for _, mode := range []Mode{Exclusive, Shared} {
+		t.Run(mode.String(), func(t *testing.T) {
+			root := t.TempDir()
+			m, _ := loggedManager(t, root)
+			lock := filepath.Join(root, ".locks", "s.lock")
+			p := startPeer(t, "hold", root, "s", "--mode", "shared", "--retry-sleep", "0.01", "--stall-first-open")
+			if line := p.recv(); line != "opened" {
+				t.Fatalf("peer: %q", line)
+			}
+			if err := os.Remove(lock); err != nil { // what another plantdb process's release does
+				t.Fatal(err)
+			}
+			l := mustAcquire(t, m, "s", mode, testOwner("w"))
+			created := mtime(t, lock)
+			p.send("go")
+			// plantdb's open truncates: a new modification time shows the
+			// peer past its attempt on the orphan, polling the named file.
+			waitFor(t, "the peer's next attempt", func() bool {
+				select {
+				case line := <-p.lines:
+					t.Fatalf("the stalled plantdb reader said %q while our %v hold lasts", line, mode)
+				default:
+				}
+				return mtime(t, lock) != created
+			})
+			released := mono()
+			l.Release()
+			line := p.recv()
+			ts, ok := strings.CutPrefix(line, "granted ")
+			at, err := strconv.ParseInt(ts, 10, 64)
+			if !ok || err != nil {
+				t.Fatalf("peer: %q", line)
+			}
+			if at < released {
+				t.Fatalf("the plantdb reader was granted at %d, before our release at %d", at, released)
+			}
+			peerRelease(t, p)
+		})
+	}
+}
+
 // TestOrphanWaitHonoursTimeout: waiting for an orphan's holder ends with
 // the request's deadline, and the flock kept meanwhile is given back.
 func TestOrphanWaitHonoursTimeout(t *testing.T) {
@@ -125,9 +174,12 @@ func TestOrphanWaitHonoursTimeout(t *testing.T) {
 // hold LOCK_EX, so a plantdb reader arriving later waits for them.
 func TestPlantdbReaderNeverSharesOurHold(t *testing.T) {
 	root := t.TempDir()
-	m, _ := loggedManager(t, root)
+	m, hook := loggedManager(t, root)
 	x := peerHold(t, root, "s", "shared")
 	w := goAcquire(t, m, context.Background(), "s", Shared, testOwner("r"))
+	// Our reader must have met the plantdb reader (its S.info) before
+	// that one leaves; a loaded machine may delay it past the release.
+	waitFor(t, "our reader to see the plantdb reader", func() bool { return hook.has("a process outside scanlockfs uses the scan") })
 	pending(t, w, "our reader while a plantdb reader holds the scan")
 	released := peerRelease(t, x)
 	r := get(t, w)
@@ -225,6 +277,18 @@ func waitsForOrphan(t *testing.T, m *Manager, hook *memHook, holder *proc, mode 
 }
 
 // raceWarnings counts the warnings about a plantdb race naming pid.
+// has reports whether a message containing msg was logged.
+func (h *memHook) has(msg string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, l := range h.l {
+		if strings.Contains(l, msg) {
+			return true
+		}
+	}
+	return false
+}
+
 func raceWarnings(h *memHook, pid int) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
