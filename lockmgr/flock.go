@@ -56,6 +56,8 @@ type flockBackend struct {
 	idle       idleList        // lock files nobody uses, still open
 	maxIdle    int             // how many of them stay open
 	raceLogged map[string]bool // scans whose plantdb race was logged (foreign.go)
+
+	names nameWatch // the lock directory's watch for lost names (nameguard.go)
 }
 
 var _ backend = (*flockBackend)(nil)
@@ -98,7 +100,9 @@ type lockFile struct {
 	fid      fileID // identity of fd's file
 	kernelEx bool   // our flock on fd is LOCK_EX (also for a shared hold in foreign mode)
 
-	fs foreignState // foreign use of the scan (foreign.go)
+	fs    foreignState // foreign use of the scan (foreign.go)
+	fence fenceState   // orphaned lock files others have open (fence.go)
+	guard guardState   // new lock files taken when ours lost its name (nameguard.go)
 
 	gateMu sync.Mutex // guards gateFD; a leaf: nothing is locked while it is held
 	gateFD int        // S.gate, read-only, once seen while in use; -1 if not
@@ -162,6 +166,7 @@ func (b *flockBackend) forgetIdle(f *lockFile) {
 	b.idle.remove(f)
 	delete(b.files, f.id)
 	f.closeFile()
+	f.closeFences()
 }
 
 // shutdown implements backend.
@@ -169,6 +174,7 @@ func (b *flockBackend) shutdown() {
 	if b.closed.CompareAndSwap(false, true) {
 		close(b.closeCh)
 		b.infoSweep.stop()
+		b.stopWatch()
 	}
 }
 
@@ -241,6 +247,8 @@ func (f *lockFile) unlock() {
 			f.closeFile()
 		}
 	}
+	f.guardOff()
+	f.unlockFences()
 }
 
 // flock takes the flock of the scan in req.to, starting from req.from (0
@@ -280,6 +288,11 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 		}
 		ok, got, err := f.try(cur, to, req.loan)
 		cur = got
+		if !ok && cur == 0 {
+			// An upgrade that lost its flock: no fence of ours may make
+			// the holder wait for us meanwhile.
+			f.unlockFences()
+		}
 		if to == Exclusive && !ok && err == nil && gate < 0 && !req.try {
 			gate = f.takeGate()
 		}
@@ -294,6 +307,9 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 		}
 		if ok {
 			granted, err := f.confirm(ctx, req)
+			if err != nil || !granted {
+				f.guardOff()
+			}
 			if err != nil {
 				return 0, err
 			}
@@ -336,6 +352,7 @@ func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 		return false, nil
 	}
 	var st unix.Stat_t
+	f.guardOn() // before the check: a name lost after it is guarded
 	same, err := f.stillNamedStat(&st)
 	if err != nil {
 		f.closeFile()
@@ -359,16 +376,7 @@ func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
 		return false, nil
 	}
 	if f.needOrphanCheck() {
-		released, err := f.awaitOrphans(ctx, req.to, req.try)
-		if err != nil {
-			f.dropFlock()
-			return false, err
-		}
-		if len(released) > 0 && !f.keepsName(ctx, released) {
-			f.closeFile() // unlinked by the orphan's holder's release
-			b.stats.replaced.Add(1)
-			return false, nil
-		}
+		return f.guardOrphans(ctx, req.try)
 	}
 	return true, nil
 }
@@ -407,6 +415,7 @@ func (f *lockFile) kernelMode() Mode {
 // dropFlock gives back a flock just taken; closing the file instead is
 // the fallback.
 func (f *lockFile) dropFlock() {
+	f.unlockFences()
 	f.kernelEx = false
 	if err := unix.Flock(f.fd, unix.LOCK_UN); err != nil {
 		f.closeFile()
@@ -460,6 +469,7 @@ func (b *flockBackend) fixMode(fd int, st *unix.Stat_t) {
 // and the gate with it (the lock file is closed when it was replaced, and
 // PurgeStale unlinks a gate only with its lock file).
 func (f *lockFile) closeFile() {
+	f.unlockFences()
 	if f.fd >= 0 {
 		unix.Close(f.fd)
 		f.fd, f.fid, f.kernelEx = -1, fileID{}, false
@@ -526,6 +536,10 @@ func (f *lockFile) checkStillNamed(held Mode) {
 	same, err := f.stillNamedStat(&st)
 	if err == nil && same {
 		f.noteForeignAttempt(&st)
+	}
+	if err == nil && !same && f.guarded() {
+		f.b.log.WithField("scan", f.id).Debug("the lock file lost its name during our hold; the new one was held in time")
+		return
 	}
 	if err == nil && !same {
 		f.b.lost(f.id, held, "the lock file was removed or replaced while this process held it (a plantdb process unlinks it when it releases); "+

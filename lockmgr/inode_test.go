@@ -2,6 +2,7 @@ package lockmgr
 
 import (
 	"context"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -145,25 +146,74 @@ func TestPlantdbReleaseWindow(t *testing.T) {
 	}
 }
 
-// TestLostLockFileIsReported: a lock file unlinked while we hold it
-// (which only a process outside the protocol does) is reported on release.
+// TestLostLockFileIsReported: a lock file replaced while we hold it by
+// a file another holder has locked already (which only a process outside
+// the protocol does) is reported on release: exclusion may have been
+// broken.
 func TestLostLockFileIsReported(t *testing.T) {
 	root := t.TempDir()
 	m := newManager(t, root, WithInfoFiles(false))
 	l := mustAcquire(t, m, "s", Exclusive, testOwner("a"))
-	if err := os.Remove(filepath.Join(root, ".locks", "s.lock")); err != nil {
+	lock := filepath.Join(root, ".locks", "s.lock")
+	other, err := os.Create(lock + ".new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := unix.Flock(int(other.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(lock+".new", lock); err != nil {
 		t.Fatal(err)
 	}
 	mustRelease(t, l)
 	if n := m.Stats().LostLockFiles; n != 1 {
 		t.Errorf("LostLockFiles = %d, want 1", n)
 	}
-	// And the next acquisition recreates and locks the file.
+	// And the next acquisition locks the file now named s.lock.
+	other.Close()
 	start := time.Now()
 	l = mustAcquire(t, m, "s", Exclusive, testOwner("a"))
 	defer l.Release()
-	if got := flockHolders(t, filepath.Join(root, ".locks", "s.lock")); got[os.Getpid()] != Exclusive {
-		t.Fatalf("recreated lock file held by %v (after %v)", got, time.Since(start))
+	if got := flockHolders(t, lock); got[os.Getpid()] != Exclusive {
+		t.Fatalf("lock file held by %v (after %v)", got, time.Since(start))
+	}
+}
+
+// TestLostNameIsGuarded: plantdb's release unlinks whatever s.lock
+// names, also the file of our hold (a release we could not see coming).
+// Our hold then takes the new s.lock at once, so that a plantdb attempt
+// finds it locked until our release, and the release reports nothing
+// lost. Shared: the hold of a process that did not know plantdb yet
+// (LOCK_SH), which a plantdb reader may share before it unlinks the file.
+func TestLostNameIsGuarded(t *testing.T) {
+	for _, mode := range []Mode{Exclusive, Shared} {
+		t.Run(mode.String(), func(t *testing.T) {
+			root := t.TempDir()
+			m := newManager(t, root, WithInfoFiles(false))
+			l := mustAcquire(t, m, "s", mode, testOwner("a"))
+			lock := filepath.Join(root, ".locks", "s.lock")
+			var before unix.Stat_t
+			if err := unix.Stat(lock, &before); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(lock); err != nil { // plantdb's release
+				t.Fatal(err)
+			}
+			waitFor(t, "a new s.lock", func() bool {
+				var st unix.Stat_t
+				return unix.Stat(lock, &st) == nil && st.Ino != before.Ino
+			})
+			w := startPeer(t, "hold", root, "s", "--mode", "exclusive", "--retry-sleep", "0.01", "--timeout", "0.3")
+			if line := w.recv(); line != "timeout" {
+				t.Fatalf("a plantdb writer got %q while our %v hold lasts", line, mode)
+			}
+			mustRelease(t, l)
+			if n := m.Stats().LostLockFiles; n != 0 {
+				t.Errorf("LostLockFiles = %d, want 0: the new lock file was held in time", n)
+			}
+			peerRelease(t, peerHold(t, root, "s", "exclusive"))
+		})
 	}
 }
 

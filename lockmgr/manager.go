@@ -107,6 +107,9 @@ func New(root string, opts ...Option) (*Manager, error) {
 	} else if cfg.etcd != nil {
 		m.cluster = newEtcdBackend(cfg.etcd, cfg.log, m.pid, host, m.holdLost) // status only
 	}
+	if !cfg.readOnly {
+		m.back.watchNames() // at once: a daemon's descriptors are all open before it serves
+	}
 	m.sched = newScheduler(sb, cfg.timeout, cfg.log, m.debug)
 	if cfg.purgeStale {
 		removed, err := m.PurgeStale(false)
