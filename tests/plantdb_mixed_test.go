@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -45,14 +46,16 @@ func TestMixedLoadWithPlantdbNeverOverlapsOurHolders(t *testing.T) {
 
 	var plantdbOnly, holds int
 	for run := range runs {
+		logDir := t.TempDir()
 		r, pp := mixedRun(t, soak.Config{
 			Source: src, Mount: d.mnt, Scans: scans, MountWorkers: 4, DirectWorkers: 1, WriteRatio: 0.5,
 			Duration: per, Timeout: timeout, Seed: uint64(time.Now().UnixNano()),
-			WorkerBin: worker, PlantdbPeer: peer, LogDir: t.TempDir(), Stderr: testWriter{t},
+			WorkerBin: worker, PlantdbPeer: peer, LogDir: logDir, Stderr: testWriter{t},
 		})
 		ours := r.ByKind[checker.Overlap] - pp.ByKind[checker.Overlap]
 		others := r.ViolationCount() - r.ByKind[checker.Overlap]
 		if ours > 0 || others > 0 {
+			dumpStderr(t, logDir)
 			t.Fatalf("round %d: %d overlaps involving a scanlockfs holder, %d other violations:\n%s", run, ours, others, r.Summary())
 		}
 		t.Logf("round %d: %d plantdb-vs-plantdb overlaps; %s", run, pp.ByKind[checker.Overlap], r.Summary())
@@ -179,7 +182,14 @@ func runHoldLoop(ctx context.Context, cfg soak.Config, name, scan, flag string, 
 		log.Want(seq, scan, mode, checker.Now())
 		cmd := exec.CommandContext(ctx, binScanlockfs, "run", flag, "--timeout", cfg.Timeout.String(), cfg.Source, scan,
 			"--", "python3", "-c", holdProgram)
+		// Its warnings (a lost lock file) are shown if the round fails.
+		ef, err := os.Create(filepath.Join(cfg.LogDir, fmt.Sprintf("%s-%d.stderr", name, seq)))
+		if err != nil {
+			return err
+		}
+		cmd.Stderr = ef
 		out, err := cmd.Output()
+		ef.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -199,4 +209,15 @@ func runHoldLoop(ctx context.Context, cfg soak.Config, name, scan, flag string, 
 		log.End(seq, scan, mode, ts[1], checker.None, checker.None)
 	}
 	return nil
+}
+
+// dumpStderr logs what the `scanlockfs run` processes of a round said.
+func dumpStderr(t *testing.T, dir string) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.stderr"))
+	must(t, err)
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && len(b) > 0 {
+			t.Logf("%s:\n%s", filepath.Base(f), b)
+		}
+	}
 }
