@@ -203,25 +203,28 @@
 // before the release). What stays open:
 //
 //   - plantdb's stale clean-up (it writes no S.info) racing one of our
-//     acquisitions;
-//   - a plantdb reader joining a shared flock of ours taken before this
-//     process saw any sign of plantdb on the scan: when it releases, it
-//     unlinks the file, and a writer then gets a new file while ours still
-//     reads (a reader of ours counts it in Stats.LostLockFiles);
-//   - a plantdb process stopped for longer than a second in its release;
-//   - a plantdb release whose S.info another plantdb release removed,
-//     by a process never seen holding an orphan (see below).
+//     acquisitions, a plantdb release we could not see coming (its S.info
+//     removed by another release) and a plantdb reader joining a shared
+//     flock of ours taken before this process saw any sign of plantdb:
+//     each unlinks our file during our hold, and a name guard (an inotify
+//     watch on the lock directory, nameguard.go) then creates and locks
+//     the new S.lock at once, so that only a plantdb attempt within the
+//     microseconds between the unlink and our flock gets in (a plantdb
+//     process stopped for more than a second in its release, whose unlink
+//     comes late, is caught the same way).
 //
 // plantdb also races itself: its release unlinks a file another plantdb
-// process may still hold (an orphan). Where plantdb is known to be active
-// on a scan, or cannot be ruled out, a grant waits for the holder of an
-// orphaned S.lock in a conflicting mode (found in /proc/locks and
-// /proc/PID/fd), shared requests take LOCK_EX so that no plantdb reader
-// shares our flock, and a hand-over leaves the scan free for plantdb's
-// next attempt once plantdb was seen trying: see foreign.go.
+// process may still hold (an orphan), or have opened and not yet locked.
+// Where plantdb is known to be active on a scan, or cannot be ruled out,
+// a grant waits for the holder of an orphaned S.lock in a conflicting
+// mode (found in /proc/locks and /proc/PID/fd), locks the orphans that
+// other processes have open (fences, fence.go), shared requests take
+// LOCK_EX so that no plantdb reader shares our flock, and a hand-over
+// leaves the scan free for plantdb's next attempt once plantdb was seen
+// trying: see foreign.go.
 //
-// Our release checks that the path still names our file; if not, it logs
-// a warning and counts it in Stats.LostLockFiles, because exclusion may
+// Our release checks that the path still names our file (or a guard's);
+// if not, it logs a warning and counts it in Stats.LostLockFiles, because exclusion may
 // have been broken during the hold. (A sticky lock directory would stop
 // plantdb from unlinking our files, but where fs.protected_regular is set
 // it also stops plantdb from opening them with O_CREAT.)
