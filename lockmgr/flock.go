@@ -307,9 +307,6 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 		}
 		if ok {
 			granted, err := f.confirm(ctx, req)
-			if err != nil || !granted {
-				f.guardOff()
-			}
 			if err != nil {
 				return 0, err
 			}
@@ -343,6 +340,15 @@ func (f *lockFile) flock(ctx context.Context, req holdRequest) (Mode, error) {
 // grant stands, or whether the flock was given back or lost (the caller
 // starts over), or fails (no flock kept; the error says why).
 func (f *lockFile) confirm(ctx context.Context, req holdRequest) (bool, error) {
+	granted, err := f.checkGrant(ctx, req)
+	if err != nil || !granted {
+		f.guardOff()
+	}
+	return granted, err
+}
+
+// checkGrant is confirm without the end of the name guard on failure.
+func (f *lockFile) checkGrant(ctx context.Context, req holdRequest) (bool, error) {
 	b, path := f.b, f.lockPath
 	if b.awaitPlantdbRelease(ctx, f, f.kernelMode()) {
 		// A plantdb reader shares our flock: its release would unlink the
