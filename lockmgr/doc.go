@@ -208,7 +208,8 @@
 //     flock of ours taken before this process saw any sign of plantdb:
 //     each unlinks our file during our hold, and a name guard (an inotify
 //     watch on the lock directory, nameguard.go) then creates and locks
-//     the new S.lock at once, so that only a plantdb attempt within the
+//     the new S.lock at once (for holds taken with LOCK_SH, and any hold
+//     where plantdb is known), so that only a plantdb attempt within the
 //     microseconds between the unlink and our flock gets in (a plantdb
 //     process stopped for more than a second in its release, whose unlink
 //     comes late, is caught the same way).

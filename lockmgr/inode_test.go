@@ -184,26 +184,30 @@ func TestLostLockFileIsReported(t *testing.T) {
 // names, also the file of our hold (a release we could not see coming).
 // Our hold then takes the new s.lock at once, so that a plantdb attempt
 // finds it locked until our release, and the release reports nothing
-// lost. Shared: the hold of a process that did not know plantdb yet
-// (LOCK_SH), which a plantdb reader may share before it unlinks the file.
+// lost. Exclusive: plantdb known on the scan. Shared: the hold of a
+// process that did not know plantdb yet (LOCK_SH), which a plantdb reader
+// may share before it unlinks the file.
 func TestLostNameIsGuarded(t *testing.T) {
 	for _, mode := range []Mode{Exclusive, Shared} {
 		t.Run(mode.String(), func(t *testing.T) {
 			root := t.TempDir()
 			m := newManager(t, root, WithInfoFiles(false))
+			if mode == Exclusive {
+				// Exclusive holds are guarded where plantdb is known: our
+				// reader meets a plantdb reader (its S.info).
+				p := peerHold(t, root, "s", "shared")
+				if _, err := m.TryAcquire("s", Shared, testOwner("r")); !isWouldBlock(err) {
+					t.Fatalf("TryAcquire next to a plantdb reader: %v, want ErrWouldBlock", err)
+				}
+				peerRelease(t, p)
+			}
 			l := mustAcquire(t, m, "s", mode, testOwner("a"))
 			lock := filepath.Join(root, ".locks", "s.lock")
-			var before unix.Stat_t
-			if err := unix.Stat(lock, &before); err != nil {
-				t.Fatal(err)
-			}
 			if err := os.Remove(lock); err != nil { // plantdb's release
 				t.Fatal(err)
 			}
-			waitFor(t, "a new s.lock", func() bool {
-				var st unix.Stat_t
-				return unix.Stat(lock, &st) == nil && st.Ino != before.Ino
-			})
+			// (The new file may get the old one's inode number.)
+			waitFor(t, "a new s.lock", func() bool { return exists(lock) })
 			w := startPeer(t, "hold", root, "s", "--mode", "exclusive", "--retry-sleep", "0.01", "--timeout", "0.3")
 			if line := w.recv(); line != "timeout" {
 				t.Fatalf("a plantdb writer got %q while our %v hold lasts", line, mode)

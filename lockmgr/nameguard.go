@@ -26,7 +26,12 @@ import (
 // a guard, kept until our release, which plantdb's polling attempts then
 // find locked. Only an attempt that lands in the microseconds between
 // the unlink and the guard's flock still gets in; then the guard fails
-// and our release reports the hold as lost, as before.
+// and our release reports the hold as lost, as before. Guarded are the
+// holds on scans where plantdb is known, and every hold taken with
+// LOCK_SH (a plantdb reader may share it unseen); an exclusive hold with
+// no sign of plantdb is not, because then only a tool outside the
+// protocol unlinks the file, such as rm -r of the database, which a
+// guard would fight.
 
 // guardState is what a scan's hold keeps through lost names. Its mutex
 // is a leaf: the watcher's goroutine and the goroutine in lock or unlock
@@ -74,7 +79,11 @@ func (f *lockFile) guarded() bool {
 func (f *lockFile) guardName() {
 	f.guard.mu.Lock()
 	defer f.guard.mu.Unlock()
-	if !f.guard.on {
+	if !f.guard.on || f.guard.kernel == unix.LOCK_EX && !f.foreignKnown() {
+		// An exclusive hold with no sign of plantdb: only a tool outside
+		// the protocol unlinks the file (rm -r of the database), and a
+		// guard would fight it. A shared one may be shared by a plantdb
+		// reader that was never seen.
 		return
 	}
 	var st unix.Stat_t
