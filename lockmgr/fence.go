@@ -21,8 +21,8 @@ import (
 //
 // So a grant that checks for orphans also looks for processes that have
 // an orphaned S.lock of the scan open (/proc/PID/fd, every process), opens
-// each such file itself through /proc/PID/fd/N and flocks it as it flocks
-// S.lock: a fence. While we hold the scan, such a process's flock on the
+// each such file itself through /proc/PID/fd/N and flocks it in the mode
+// requested: a fence. While we hold the scan, such a process's flock on the
 // orphan fails (plantdb's LOCK_NB attempt then closes it and tries the
 // file named S.lock, which we hold); a fence already held by someone else
 // is a holder of the scan, waited for like the orphans' holders. Our
@@ -61,13 +61,13 @@ type fenceState struct {
 // the same) and locks the fences as we hold S.lock. It reports busy when
 // another process holds one of them: the caller waits as for an orphan's
 // holder.
-func (f *lockFile) lockFences() (busy bool) {
+func (f *lockFile) lockFences(mode Mode) (busy bool) {
 	if f.fence.clean == f.fid {
 		return false
 	}
 	f.sweepOrphans()
-	how := unix.LOCK_SH
-	if f.kernelEx {
+	how := unix.LOCK_SH // a plantdb reader may still share an orphan with our readers
+	if mode == Exclusive {
 		how = unix.LOCK_EX
 	}
 	for _, fc := range f.fence.fences {

@@ -382,7 +382,7 @@ func (f *lockFile) checkGrant(ctx context.Context, req holdRequest) (bool, error
 		return false, nil
 	}
 	if f.needOrphanCheck() {
-		return f.guardOrphans(ctx, req.try)
+		return f.guardOrphans(ctx, req.to, req.try)
 	}
 	return true, nil
 }

@@ -343,12 +343,12 @@ func (f *lockFile) awaitOrphans(ctx context.Context, mode Mode, try bool) ([]int
 // files: it waits for their holders (awaitOrphans) and fences the
 // orphans that other processes have open (fence.go), keeping our flock.
 // false: the grant was given back, start over.
-func (f *lockFile) guardOrphans(ctx context.Context, try bool) (bool, error) {
+func (f *lockFile) guardOrphans(ctx context.Context, mode Mode, try bool) (bool, error) {
 	for {
-		// The mode of our flock, not the one requested: in foreign mode a
-		// shared hold is LOCK_EX, because a plantdb reader on an orphan
-		// unlinks our file when it leaves.
-		released, err := f.awaitOrphans(ctx, f.kernelMode(), try)
+		// In the mode requested: a plantdb reader on an orphan may share
+		// with our readers; its release then unlinks our file, which the
+		// name guard (nameguard.go) catches.
+		released, err := f.awaitOrphans(ctx, mode, try)
 		if err != nil {
 			f.dropFlock()
 			return false, err
@@ -358,7 +358,7 @@ func (f *lockFile) guardOrphans(ctx context.Context, try bool) (bool, error) {
 			f.b.stats.replaced.Add(1)
 			return false, nil
 		}
-		busy := f.lockFences()
+		busy := f.lockFences(mode)
 		if !f.kernelEx && f.foreignKnown() {
 			f.dropFlock() // an orphan just made foreign use known: LOCK_EX now
 			return false, nil

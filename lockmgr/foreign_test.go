@@ -100,19 +100,23 @@ func TestOrphanedPlantdbWriterIsWaitedFor(t *testing.T) {
 	waitsForOrphan(t, m, hook, b, Shared)
 }
 
-// TestPlantdbStalledBeforeItsFlockIsFenced: a plantdb reader opens the
+// TestPlantdbStalledBeforeItsFlockIsFenced: a plantdb process opens the
 // lock file and stalls before its flock; another plantdb release unlinks
 // the file meanwhile. /proc/locks shows nothing yet, so our grant on a new
 // file goes through; the stalled process must then not be able to lock
 // the orphan while we hold the scan (fence.go): its attempt fails and it
 // polls the file named s.lock, which it gets once we released.
 func TestPlantdbStalledBeforeItsFlockIsFenced(t *testing.T) {
-	for _, mode := range []Mode{Exclusive, Shared} {
+	for _, c := range []struct {
+		mode Mode
+		peer string // the stalled plantdb process: one that conflicts with mode
+	}{{Exclusive, "shared"}, {Shared, "exclusive"}} {
+		mode := c.mode
 		t.Run(mode.String(), func(t *testing.T) {
 			root := t.TempDir()
 			m, _ := loggedManager(t, root)
 			lock := filepath.Join(root, ".locks", "s.lock")
-			p := startPeer(t, "hold", root, "s", "--mode", "shared", "--retry-sleep", "0.01", "--stall-first-open")
+			p := startPeer(t, "hold", root, "s", "--mode", c.peer, "--retry-sleep", "0.01", "--stall-first-open")
 			if line := p.recv(); line != "opened" {
 				t.Fatalf("peer: %q", line)
 			}
@@ -127,7 +131,7 @@ func TestPlantdbStalledBeforeItsFlockIsFenced(t *testing.T) {
 			waitFor(t, "the peer's next attempt", func() bool {
 				select {
 				case line := <-p.lines:
-					t.Fatalf("the stalled plantdb reader said %q while our %v hold lasts", line, mode)
+					t.Fatalf("the stalled plantdb %s said %q while our %v hold lasts", c.peer, line, mode)
 				default:
 				}
 				return mtime(t, lock) != created
@@ -141,7 +145,7 @@ func TestPlantdbStalledBeforeItsFlockIsFenced(t *testing.T) {
 				t.Fatalf("peer: %q", line)
 			}
 			if at < released {
-				t.Fatalf("the plantdb reader was granted at %d, before our release at %d", at, released)
+				t.Fatalf("the plantdb %s was granted at %d, before our release at %d", c.peer, at, released)
 			}
 			peerRelease(t, p)
 		})
