@@ -21,10 +21,9 @@ import (
 //
 // So the backend watches the lock directory (one inotify watch, read by
 // one goroutine). When the lock file of a scan we hold loses its name
-// (unlinked, renamed, or another file renamed over it),
-// it opens S.lock at once (creating it) and flocks it as we flock ours:
-// a guard, kept until our release, which plantdb's polling attempts then
-// find locked. Only an attempt that lands in the microseconds between
+// (unlinked, renamed, or another file renamed over it), it opens S.lock
+// at once (creating it) and flocks it as we flock ours: a guard, kept
+// until our release, which plantdb's polling attempts then find locked. Only an attempt that lands in the microseconds between
 // the unlink and the guard's flock still gets in; then the guard fails
 // and our release reports the hold as lost, as before. Guarded are the
 // holds on scans where plantdb is known, and every hold taken with
@@ -33,9 +32,9 @@ import (
 // protocol unlinks the file, such as rm -r of the database, which a
 // guard would fight.
 
-// guardState is what a scan's hold keeps through lost names. Its mutex
-// is a leaf: the watcher's goroutine and the goroutine in lock or unlock
-// both take it.
+// guardState is what a scan's hold keeps through lost names. The
+// watcher's goroutine and the goroutine in lock or unlock both take its
+// mutex; under it only the foreign state's mutex (a leaf) is taken.
 type guardState struct {
 	mu     sync.Mutex
 	on     bool  // a hold of ours is granted and not being released
