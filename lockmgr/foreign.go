@@ -269,6 +269,18 @@ func (f *lockFile) awaitForeignGrant(ctx context.Context, since int64) {
 	}
 }
 
+// pause is sleep for a wait that fails when it ends early: ctx's error,
+// or ErrClosed.
+func (f *lockFile) pause(ctx context.Context, d time.Duration) error {
+	if f.sleep(ctx, d) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return ErrClosed
+}
+
 // sleep waits d; false if ctx or the backend ended first.
 func (f *lockFile) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -329,11 +341,8 @@ func (f *lockFile) awaitOrphans(ctx context.Context, mode Mode, try bool) ([]int
 		if try {
 			return nil, fmt.Errorf("%w: scan %s is held by process %d through a lock file that was unlinked", ErrWouldBlock, f.id, orphans[0].pid)
 		}
-		if !f.sleep(ctx, delay) {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, ErrClosed
+		if err := f.pause(ctx, delay); err != nil {
+			return nil, err
 		}
 		delay = min(delay*2, orphanPollMax)
 	}
@@ -371,12 +380,9 @@ func (f *lockFile) guardOrphans(ctx context.Context, mode Mode, try bool) (bool,
 			f.dropFlock()
 			return false, fmt.Errorf("%w: scan %s is held by another process through a lock file that was unlinked", ErrWouldBlock, f.id)
 		}
-		if !f.sleep(ctx, lingerTick) {
+		if err := f.pause(ctx, lingerTick); err != nil {
 			f.dropFlock()
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			return false, ErrClosed
+			return false, err
 		}
 	}
 }
