@@ -113,7 +113,6 @@ type lockFile struct {
 	since    time.Time
 	epoch    uint64 // incremented whenever held becomes non-zero or stronger
 	owner    Owner  // the owner whose request took the flock, for .info
-	tid      int    // the thread that took it, for .info
 	info     infoState
 
 	wrec waitRecord // this process's waiting record (waitrec.go)
@@ -193,20 +192,16 @@ func (b *flockBackend) close() {
 func (f *lockFile) lock(ctx context.Context, req holdRequest) (Mode, error) {
 	b := f.b
 	got, err := f.flock(ctx, req)
-	var tid int
 	var infoID fileID
-	if err == nil && b.cfg.infoFiles {
-		tid = unix.Gettid() // for .info only: a system call of its own
-		if b.cfg.infoDelay <= 0 {
-			// Synchronous .info: written before the grant, while the
-			// scheduler keeps every release away.
-			infoID = b.writeInfo(f.id, req.to, req.owner, time.Now(), tid)
-		}
+	if err == nil && b.cfg.infoFiles && b.cfg.infoDelay <= 0 {
+		// Synchronous .info: written before the grant, while the
+		// scheduler keeps every release away.
+		infoID = b.writeInfo(f.id, req.to, req.owner, time.Now())
 	}
 	f.mu.Lock()
 	if got > f.held {
 		f.epoch++
-		f.owner, f.tid = req.owner, tid
+		f.owner = req.owner
 	}
 	f.setHeld(got)
 	if !infoID.zero() {

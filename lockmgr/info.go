@@ -23,6 +23,10 @@ const infoTool = "scanlockfs"
 // may write it: what it says is a claim (User above all), and it holds
 // no file path. This package writes no Note (older versions wrote the
 // owner's note, a path or a command line, there); it still reads one.
+// ThreadID is, in files written here, the thread that wrote the file: a
+// goroutine holds a lock, not a thread, and asking the thread that took
+// the flock cost a system call on every grant for a file most short
+// holds never write.
 type Info struct {
 	ScanID    string  `json:"scan_id"`
 	LockType  string  `json:"lock_type"`
@@ -140,9 +144,9 @@ func (b *flockBackend) infoDue(f *lockFile) {
 	}
 	for !f.info.busy && f.held != 0 && f.info.epoch != f.epoch && !b.closed.Load() {
 		f.info.busy = true
-		epoch, mode, owner, since, tid := f.epoch, f.held, f.owner, f.since, f.tid
+		epoch, mode, owner, since := f.epoch, f.held, f.owner, f.since
 		f.mu.Unlock()
-		id := b.writeInfo(f.id, mode, owner, since, tid)
+		id := b.writeInfo(f.id, mode, owner, since)
 		f.mu.Lock()
 		f.info.busy = false
 		if !id.zero() {
@@ -176,14 +180,14 @@ var tmpSeq atomic.Uint64
 // + rename) so that readers never see half a file, and returns the
 // identity of the new file. A failure (a full disk, say) is logged and
 // leaves no temporary file behind: the lock itself does not depend on it.
-func (b *flockBackend) writeInfo(id string, mode Mode, owner Owner, since time.Time, tid int) fileID {
+func (b *flockBackend) writeInfo(id string, mode Mode, owner Owner, since time.Time) fileID {
 	inf := Info{
 		ScanID:    id,
 		LockType:  mode.String(),
 		User:      owner.User,
 		Timestamp: float64(since.UnixNano()) / 1e9,
 		PID:       b.pid,
-		ThreadID:  tid,
+		ThreadID:  unix.Gettid(),
 		Owner:     owner.Key,
 		OwnerPID:  owner.PID,
 		Hostname:  b.hostname,
