@@ -101,15 +101,8 @@ type notifier struct {
 // union of their masks; self for an attribute change of the directory
 // itself; all after an overflow.
 type dirEvents struct {
-	names     map[string]nameEvent
+	names     map[string]uint32
 	self, all bool
-}
-
-// nameEvent is the union of a name's event masks, and the last ticket
-// of the mount's own requests that may have caused them (notify_own.go).
-type nameEvent struct {
-	mask uint32
-	upTo uint64
 }
 
 // dirWatch is a directory node's watch. mu orders changes; the fields

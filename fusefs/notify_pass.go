@@ -6,13 +6,19 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 )
 
 // Reading inotify's events and passing them on to the kernel (notify.go
-// says what and why): one reader goroutine queues each directory's events
-// and starts a goroutine per directory with events, which checks each
-// name against SOURCE and tells the kernel what it has wrong.
+// says what and why): one reader goroutine checks each name against
+// SOURCE and, where the kernel has something wrong, queues the name for
+// its directory's goroutine, which tells the kernel. Most events are the
+// mount's own changes, which leave the kernel right: they are settled by
+// the reader, or by the request that made them once it ends, without a
+// goroutine. A goroutine per event cost a goroutine start and a thread
+// wake-up on every unlink and create through the mount, more than the
+// check itself.
 
 // read reads events until the notifier is closed.
 func (nt *notifier) read() {
@@ -42,16 +48,33 @@ func (nt *notifier) uncoverAll() {
 	}
 }
 
-// parse queues the events in buf.
+// nameChange is one event for a name in a watched directory.
+type nameChange struct {
+	n    *node
+	name string
+	mask uint32
+}
+
+// parse handles the events in buf: under nt.mu what concerns the watches
+// and whole directories, then each name's event (offer) without it.
 func (nt *notifier) parse(buf []byte) {
 	upTo := nt.own.mark()
+	for _, c := range nt.parseLocked(buf) {
+		nt.offer(c.n, c.name, c.mask, upTo)
+	}
+}
+
+// parseLocked handles the events in buf that concern watches and whole
+// directories, and returns the others.
+func (nt *notifier) parseLocked(buf []byte) []nameChange {
+	var names []nameChange
 	nt.mu.Lock()
 	defer nt.mu.Unlock()
 	for len(buf) >= unix.SizeofInotifyEvent {
 		ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[0]))
 		end := unix.SizeofInotifyEvent + int(ev.Len)
 		if end > len(buf) {
-			return
+			return names
 		}
 		name := string(buf[unix.SizeofInotifyEvent:end])
 		for len(name) > 0 && name[len(name)-1] == 0 {
@@ -71,18 +94,44 @@ func (nt *notifier) parse(buf []byte) {
 				n.lostWatch(ev.Wd)
 			}
 		default:
-			if n, ok := nt.byWD[ev.Wd]; ok {
-				nt.queueLocked(n, func(e *dirEvents) {
-					if name == "" {
-						e.self = true
-						return
-					}
-					ne := e.names[name]
-					e.names[name] = nameEvent{mask: ne.mask | ev.Mask, upTo: max(ne.upTo, upTo)}
-				})
+			n, ok := nt.byWD[ev.Wd]
+			switch {
+			case !ok:
+			case name == "":
+				nt.queueLocked(n, func(e *dirEvents) { e.self = true })
+			default:
+				names = append(names, nameChange{n: n, name: name, mask: ev.Mask})
 			}
 		}
 	}
+	return names
+}
+
+// offer passes on an event for name in n read after the mount's own
+// requests up to ticket upTo had their locks: once those of them that
+// change name have ended (notify_own.go), settle checks it and queues
+// it only if the kernel must be told.
+func (nt *notifier) offer(n *node, name string, mask uint32, upTo uint64) {
+	if nt.own.after(name, upTo, func() { nt.settleOrQueue(n, name, mask) }) {
+		return
+	}
+	nt.settleOrQueue(n, name, mask)
+}
+
+// settleOrQueue queues name in n for its directory's goroutine unless
+// settle finds the kernel right.
+func (nt *notifier) settleOrQueue(n *node, name string, mask uint32) {
+	if nt.settle(n, name, mask) {
+		return
+	}
+	nt.mu.Lock()
+	defer nt.mu.Unlock()
+	if nt.closed {
+		return
+	}
+	nt.queueLocked(n, func(e *dirEvents) {
+		e.names[name] = e.names[name] | mask
+	})
 }
 
 // lostWatch forgets a watch the kernel removed (its directory is gone).
@@ -106,7 +155,7 @@ func (nt *notifier) overflowLocked() {
 func (nt *notifier) queueLocked(n *node, add func(*dirEvents)) {
 	e, running := nt.pending[n]
 	if !running {
-		e = &dirEvents{names: map[string]nameEvent{}}
+		e = &dirEvents{names: map[string]uint32{}}
 		nt.pending[n] = e
 	}
 	add(e)
@@ -125,7 +174,7 @@ func (nt *notifier) flush(n *node) {
 			nt.mu.Unlock()
 			return
 		}
-		nt.pending[n] = &dirEvents{names: map[string]nameEvent{}}
+		nt.pending[n] = &dirEvents{names: map[string]uint32{}}
 		nt.mu.Unlock()
 		if e.all {
 			nt.invalidateAll(n)
@@ -134,57 +183,79 @@ func (nt *notifier) flush(n *node) {
 		if e.self {
 			nt.notified(n.NotifyContent(-1, 0))
 		}
-		for name, ne := range e.names {
-			if !nt.own.after(name, ne.upTo, func() { nt.requeue(n, name, ne.mask) }) {
-				nt.pass(n, name, ne.mask)
-			}
+		for name, mask := range e.names {
+			nt.pass(n, name, mask)
 		}
 	}
 }
 
-// requeue queues an event held back by the mount's own request, which
-// has finished.
-func (nt *notifier) requeue(n *node, name string, mask uint32) {
-	nt.mu.Lock()
-	defer nt.mu.Unlock()
-	if nt.closed {
-		return
-	}
-	nt.queueLocked(n, func(e *dirEvents) {
-		ne := e.names[name]
-		e.names[name] = nameEvent{mask: ne.mask | mask, upTo: ne.upTo}
-	})
-}
+// kernelFix is what the kernel must be told about a name.
+type kernelFix int
 
-// pass tells the kernel about name in n if what it was given differs
-// from SOURCE now.
-func (nt *notifier) pass(n *node, name string, mask uint32) {
+const (
+	fixNothing kernelFix = iota
+	fixEntry             // NotifyEntry: drop the name
+	fixDelete            // NotifyDelete: the name is gone
+	fixAttr              // NotifyContent of the child: its attributes changed
+)
+
+// check compares what the kernel was given for name in n with SOURCE
+// now, and returns what the kernel must be told, and the child it
+// concerns.
+func (n *node) check(name string, mask uint32) (kernelFix, *fs.Inode) {
 	if n.isHidden(name) {
-		return
+		return fixNothing, nil
 	}
 	child := n.GetChild(name)
-	if child == nil && mask&^uint32(unix.IN_ATTRIB) == 0 {
-		return // attributes of something the kernel has no node for
+	if child == nil && mask&^uint32(unix.IN_ATTRIB|unix.IN_DELETE|unix.IN_MOVED_FROM) == 0 {
+		// Attributes of something the kernel has no node for, or a
+		// name that went away and that the kernel does not have
+		// (the mount's own unlinks and renames), with no system
+		// call. A name that came back since has an event of its own.
+		return fixNothing, nil
 	}
 	st, btime, errno := n.lookupStat(name)
 	exists := errno == 0
 	switch {
 	case errno != 0 && errno != syscall.ENOENT:
-		nt.notified(n.NotifyEntry(name))
+		return fixEntry, child
 	case exists && child != nil && child.StableAttr() == n.fsys.back.stableAttr(&st, btime):
 		// The kernel's entry is right; its attributes may not be.
 		if mask&unix.IN_ATTRIB == 0 {
-			return
+			return fixNothing, nil
 		}
 		if cn, ok := child.Operations().(*node); ok && cn.toldStamp() != stampOfStat(&st) {
-			nt.notified(child.NotifyContent(-1, 0))
+			return fixAttr, child
 		}
+		return fixNothing, nil
 	case !exists && child == nil:
 		// The kernel has no entry, or a negative one, which is right.
+		return fixNothing, nil
 	case !exists:
-		nt.notified(n.NotifyDelete(name, child))
+		return fixDelete, child
 	default:
+		return fixEntry, child
+	}
+}
+
+// settle reports whether the kernel is right about name in n, so that
+// nothing need be queued.
+func (nt *notifier) settle(n *node, name string, mask uint32) bool {
+	fix, _ := n.check(name, mask)
+	return fix == fixNothing
+}
+
+// pass tells the kernel about name in n if what it was given differs
+// from SOURCE now. It runs on the directory's goroutine: a notification
+// may wait for the kernel's lock of the directory.
+func (nt *notifier) pass(n *node, name string, mask uint32) {
+	switch fix, child := n.check(name, mask); fix {
+	case fixEntry:
 		nt.notified(n.NotifyEntry(name))
+	case fixDelete:
+		nt.notified(n.NotifyDelete(name, child))
+	case fixAttr:
+		nt.notified(child.NotifyContent(-1, 0))
 	}
 }
 
