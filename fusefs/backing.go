@@ -219,12 +219,16 @@ func (b *backing) ino(st *syscall.Stat_t) uint64 {
 
 // stableAttr is the identity of a backing inode as a go-fuse node.
 func (b *backing) stableAttr(st *syscall.Stat_t, btime unix.StatxTimestamp) fs.StableAttr {
-	gen := uint64(1)
+	gen := uint64(noBirthGen)
 	if btime.Sec != 0 || btime.Nsec != 0 {
 		gen = uint64(btime.Sec)*1e9 + uint64(btime.Nsec)
 	}
 	return fs.StableAttr{Mode: st.Mode & unix.S_IFMT, Ino: b.ino(st), Gen: gen}
 }
+
+// noBirthGen is the generation of inodes whose file system reports no
+// birth time.
+const noBirthGen = 1
 
 // statx stats name in dirfd ("" with AT_EMPTY_PATH: dirfd itself), without
 // following a symlink, and returns the stat and the birth time.

@@ -48,11 +48,100 @@ func (n *node) openPath() (int, syscall.Stat_t, syscall.Errno) {
 // openSelf (except the root, which is SOURCE whatever it is now), and the
 // function that closes it.
 func (n *node) openDir() (int, func(), syscall.Errno) {
+	if fd, done, ok := n.keptDirAtPath(); ok {
+		return fd, done, 0
+	}
 	fd, _, errno := n.openSelf(unix.O_PATH | unix.O_DIRECTORY)
 	if errno != 0 {
 		return -1, nil, errno
 	}
 	return fd, func() { unix.Close(fd) }, 0
+}
+
+// maxKeptDepth is the deepest directory that keptDirAtPath checks name
+// by name: one statx per level, against openat2, statx and close.
+const maxKeptDepth = 2
+
+// keptDirAtPath returns n's kept descriptor (node_dirfd.go) if n is
+// still at its path: each name from SOURCE down to n, looked up without
+// following a symlink in the directory above it (SOURCE's path, or the
+// parent's kept descriptor), leads to the inode of its node. That is
+// what openSelf proves by resolving the path again, for a scan's
+// directory in one system call instead of three. It reports false when
+// n is the root, deeper than maxKeptDepth, has no kept descriptor (nor
+// its parent), or the check fails; openSelf then decides. The returned
+// function gives the descriptor back.
+func (n *node) keptDirAtPath() (int, func(), bool) {
+	if n.isRoot() {
+		return -1, nil, false
+	}
+	d := &n.dir
+	d.mu.RLock()
+	if !d.ok || !n.atPath(maxKeptDepth) {
+		d.mu.RUnlock()
+		return -1, nil, false
+	}
+	return d.fd, d.mu.RUnlock, true
+}
+
+// atPath reports whether directory n, at most depth levels below the
+// root, is still at its path (see keptDirAtPath).
+func (n *node) atPath(depth int) bool {
+	if depth <= 0 {
+		return false
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		return false
+	}
+	p, ok := parent.Operations().(*node)
+	switch {
+	case !ok:
+		return false
+	case p.isRoot():
+		return p.rootStatSame(name, n) == nil
+	default:
+		return p.atPath(depth-1) && p.dirStatSame(name, n) == nil
+	}
+}
+
+// rootStatSame checks that name at SOURCE's root, not followed, is the
+// inode of child. SOURCE's path has no symlink (resolved at the mount)
+// and name is one component.
+func (n *node) rootStatSame(name string, child *node) error {
+	st, btime, err := statx(unix.AT_FDCWD, n.fsys.back.path+"/"+name, 0)
+	if err != nil {
+		return err
+	}
+	return n.fsys.back.sameBorn(&st, btime, child)
+}
+
+// dirStatSame checks, through directory n's kept descriptor, that name
+// in n, not followed, is the inode of child.
+func (n *node) dirStatSame(name string, child *node) error {
+	d := &n.dir
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if !d.ok {
+		return syscall.ENOENT
+	}
+	st, btime, err := statx(d.fd, name, 0)
+	if err != nil {
+		return err
+	}
+	return n.fsys.back.sameBorn(&st, btime, child)
+}
+
+// sameBorn checks that st (born at btime) is the very inode of node n:
+// same inode number and birth time. A kept descriptor may be of a
+// directory removed since, whose inode number a new one got; only the
+// birth time tells them apart, so without one nothing is the same.
+func (b *backing) sameBorn(st *syscall.Stat_t, btime unix.StatxTimestamp, n *node) error {
+	want := n.StableAttr()
+	if want.Gen == noBirthGen || b.stableAttr(st, btime) != want {
+		return syscall.ESTALE
+	}
+	return nil
 }
 
 // stale is the answer when the backing name no longer leads to n's inode
