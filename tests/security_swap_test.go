@@ -85,6 +85,8 @@ try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         os.write(fd, b"pwned\n")
         os.close(fd)
+    elif op == "unlink":
+        os.unlink(path)
     elif op == "chmod":
         os.chmod(path, 0o666)
     elif op == "chown":
@@ -214,6 +216,58 @@ func TestSecuritySymlinkSwapRace(t *testing.T) {
 		r, _ := e.raceOp(t, "chown", "d/f", e.symlinkTo(t, "d", rootDir))
 		if after := fileState(t, rootFile); after != before {
 			t.Fatalf("chown through a directory swapped for a symlink changed the root file (result %s):\nbefore %s\nafter  %s", r, before, after)
+		}
+	})
+
+	// A create and an unlink in scanU/d, a directory the kernel looked
+	// names up in (so the daemon keeps its descriptor), with d swapped
+	// for a symlink to a root directory, or moved on SOURCE into another
+	// scan: nothing happens in the root directory or the other scan.
+	for _, op := range []string{"create", "unlink"} {
+		t.Run(op+" in a swapped directory", func(t *testing.T) {
+			t.Parallel()
+			e := newSwapEnv(t, cred)
+			e.userDir(t, "d")
+			e.userFile(t, "d/f", "mine\n")
+			rootDir := filepath.Join(e.outside, "dir")
+			must(t, os.Mkdir(rootDir, 0o700))
+			rootFile := filepath.Join(rootDir, "f")
+			must(t, os.WriteFile(rootFile, []byte(secretText), 0o600))
+			before := fileState(t, rootFile)
+			// A lookup in d, so that the daemon keeps d's descriptor.
+			if _, err := os.Stat(e.d.path("scanU/d/f")); err != nil {
+				t.Fatal(err)
+			}
+			name := map[string]string{"create": "new", "unlink": "f"}[op]
+			r, _ := e.raceOp(t, op, "d/"+name, e.symlinkTo(t, "d", rootDir))
+			if _, err := os.Lstat(filepath.Join(rootDir, "new")); err == nil {
+				t.Fatalf("a create through a directory swapped for a symlink made a file in the root directory (result %s)", r)
+			}
+			if after := fileState(t, rootFile); after != before {
+				t.Fatalf("%s through a directory swapped for a symlink changed the root directory (result %s):\nbefore %s\nafter  %s", op, r, before, after)
+			}
+			if r == "ok" {
+				t.Fatalf("%s through a directory swapped for a symlink succeeded", op)
+			}
+		})
+	}
+
+	// An unlink in scanU/m under scanU's lock, m being moved on SOURCE
+	// into another scan meanwhile: the file in the other scan stays.
+	t.Run("unlink in a directory moved to another scan", func(t *testing.T) {
+		t.Parallel()
+		e := newSwapEnv(t, cred)
+		e.userDir(t, "m")
+		e.userFile(t, "m/f", "mine\n")
+		must(t, os.Mkdir(e.d.srcPath("scanV"), 0o755))
+		if _, err := os.Stat(e.d.path("scanU/m/f")); err != nil {
+			t.Fatal(err)
+		}
+		r, _ := e.raceOp(t, "unlink", "m/f", func() {
+			must(t, os.Rename(e.d.srcPath("scanU/m"), e.d.srcPath("scanV/m")))
+		})
+		if _, err := os.Lstat(e.d.srcPath("scanV/m/f")); err != nil || r == "ok" {
+			t.Fatalf("an unlink under scanU's lock removed a file of the directory moved into scanV (result %s, stat %v)", r, err)
 		}
 	})
 
