@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -97,5 +98,41 @@ func waitSeen(t *testing.T, mnt, want string) string {
 			return got
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The mount's own changes of names come back from inotify too (every
+// create, rename and unlink below), and the kernel already has them
+// right: the daemon reads each event and tells the kernel nothing, and
+// the mount shows SOURCE as it is afterwards. A notification here would
+// drop, or worse contradict, an entry the kernel was just given. (A
+// chmod through the mount may still cost one needless invalidation of
+// the file's attributes: its event can be read before the SETATTR reply
+// records what the kernel was told.)
+func TestNotifyOwnChangesTellTheKernelNothing(t *testing.T) {
+	src := scanDB(t, "A")
+	dir := filepath.Join(src, "A", "images")
+	must(t, os.MkdirAll(dir, 0o755))
+	for i := range 100 {
+		must(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("img_%03d.jpg", i)), []byte("jpeg\n"), 0o644))
+	}
+	d := mountT(t, src)
+	run(t, "cp", "-r", d.path("A"), d.path("B"))
+	run(t, "sh", "-c", `cd "$1" && for f in img_0*.jpg; do mv "$f" "moved_$f"; done && rm moved_img_002.jpg && mkdir sub && echo x > sub/new`, "sh", d.path("B/images"))
+	run(t, "rm", "-r", d.path("A/images"))
+
+	lsR := `cd "$1" && ls -lR --time-style=+ .`
+	if got, want := run(t, "sh", "-c", lsR, "sh", d.path("B")), run(t, "sh", "-c", lsR, "sh", filepath.Join(src, "B")); got != want {
+		t.Errorf("after its own changes the mount shows\n%s\nSOURCE\n%s", got, want)
+	}
+	if _, err := os.Stat(d.path("A/images")); !os.IsNotExist(err) {
+		t.Errorf("A/images removed through the mount: stat says %v", err)
+	}
+	m := d.metrics(t)
+	if n := metricValue(t, m, "scanlockfs_notify_events_total"); n < 300 {
+		t.Errorf("%v inotify events read, want at least the 300 of the creates, renames and unlinks", n)
+	}
+	if n := metricValue(t, m, "scanlockfs_notify_invalidations_total"); n != 0 {
+		t.Errorf("%v notifications to the kernel for the mount's own changes, want 0", n)
 	}
 }
