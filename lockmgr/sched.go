@@ -248,8 +248,14 @@ func (sc *scheduler) wait(ctx *lazyCtx, s *scan, w *waiter, try bool, start time
 			s.mu.Unlock()
 			return nil, fmt.Errorf("%w: scan %s is held or wanted by another owner", ErrWouldBlock, s.id)
 		}
-		if !w.recorded {
-			// It really waits: other processes may see it now.
+		if !w.recorded && !s.dropping {
+			// It really waits: other processes may see it now. Not
+			// for a hold being dropped, which is gone in a moment
+			// (non-blocking calls): the kernel sends RELEASE after
+			// close(2) without waiting, so a program that closes a
+			// file of a scan and opens the next one often comes
+			// while its last lease's hold is dropped, and the record
+			// cost more system calls than the open itself.
 			w.recorded = true
 			s.hold.waiting(w.mode, 1)
 		}
