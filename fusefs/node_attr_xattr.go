@@ -118,6 +118,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if noChange(in) {
 		return n.Getattr(ctx, f, out)
 	}
+	defer n.fsys.notify.changingAttrs(ctx, n)()
 	scan, rel := n.scan()
 	h, isHandle := f.(*handle)
 	if isHandle {

@@ -155,6 +155,25 @@ func (o *ownChanges) after(name string, upTo uint64, then func()) bool {
 	return true
 }
 
+// changingAttrs gives a SETATTR of n, the request of ctx, a ticket for
+// n's name, like the requests below that change names: the IN_ATTRIB it
+// causes could otherwise be read before the request records what it told
+// the kernel (toldAttr), and cost a needless invalidation of n's
+// attributes (rsync and cp -p set them on every file). The returned
+// function ends the ticket, once that is recorded.
+func (nt *notifier) changingAttrs(ctx context.Context, n *node) func() {
+	fc, ok := ctx.(*fuse.Context)
+	if nt == nil || !ok {
+		return func() {}
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		return func() {}
+	}
+	nt.own.enter(fc.Cancel, name)
+	return func() { nt.own.leave(fc.Cancel) }
+}
+
 // ownChangeFS is the raw file system with tickets for the requests that
 // change names.
 type ownChangeFS struct {

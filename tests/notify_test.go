@@ -101,14 +101,12 @@ func waitSeen(t *testing.T, mnt, want string) string {
 	}
 }
 
-// The mount's own changes of names come back from inotify too (every
-// create, rename and unlink below), and the kernel already has them
-// right: the daemon reads each event and tells the kernel nothing, and
-// the mount shows SOURCE as it is afterwards. A notification here would
-// drop, or worse contradict, an entry the kernel was just given. (A
-// chmod through the mount may still cost one needless invalidation of
-// the file's attributes: its event can be read before the SETATTR reply
-// records what the kernel was told.)
+// The mount's own changes come back from inotify too (every create,
+// rename, unlink, chmod and utimes below), and the kernel already has
+// them right: the daemon reads each event and tells the kernel nothing,
+// and the mount shows SOURCE as it is afterwards. A notification here
+// would drop, or worse contradict, an entry or attributes the kernel was
+// just given.
 func TestNotifyOwnChangesTellTheKernelNothing(t *testing.T) {
 	src := scanDB(t, "A")
 	dir := filepath.Join(src, "A", "images")
@@ -118,7 +116,7 @@ func TestNotifyOwnChangesTellTheKernelNothing(t *testing.T) {
 	}
 	d := mountT(t, src)
 	run(t, "cp", "-r", d.path("A"), d.path("B"))
-	run(t, "sh", "-c", `cd "$1" && for f in img_0*.jpg; do mv "$f" "moved_$f"; done && rm moved_img_002.jpg && mkdir sub && echo x > sub/new`, "sh", d.path("B/images"))
+	run(t, "sh", "-c", `cd "$1" && for f in img_0*.jpg; do mv "$f" "moved_$f"; done && rm moved_img_002.jpg && chmod 600 moved_img_001.jpg && touch -d @1000000000 moved_img_003.jpg && mkdir sub && echo x > sub/new`, "sh", d.path("B/images"))
 	run(t, "rm", "-r", d.path("A/images"))
 
 	lsR := `cd "$1" && ls -lR --time-style=+ .`
