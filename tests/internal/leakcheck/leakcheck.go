@@ -192,8 +192,13 @@ func Leaks(base, cur *Snapshot) []string {
 		n, b := cur.FDs[k], base.FDs[k]
 		switch {
 		case n <= b:
-		case cur.Dirs[k] && n == b+1:
-			newDirs++ // kept for lookups, checked below
+		case cur.Dirs[k]:
+			// Kept for lookups, checked below against the count the
+			// daemon gives. Not one per name: directories removed on
+			// SOURCE whose nodes the kernel has not forgotten yet keep
+			// theirs, and a name replaced again and again (a swapping
+			// attacker's "sub2") can stand for several of them.
+			newDirs += n - b
 		case strings.HasPrefix(k, "pipe:") && n == 2 && b == 0:
 			newPairs++ // both ends here: a splice pair, counted below
 		case k == "/dev/null" && n == b+1:
