@@ -64,13 +64,13 @@ const maxKeptDepth = 2
 
 // keptDirAtPath returns n's kept descriptor (node_dirfd.go) if n is
 // still at its path: each name from SOURCE down to n, looked up without
-// following a symlink in the directory above it (SOURCE's path, or the
-// parent's kept descriptor), leads to the inode of its node. That is
-// what openSelf proves by resolving the path again, for a scan's
-// directory in one system call instead of three. It reports false when
-// n is the root, deeper than maxKeptDepth, has no kept descriptor (nor
-// its parent), or the check fails; openSelf then decides. The returned
-// function gives the descriptor back.
+// following a symlink in the directory above it (lookupStat: SOURCE's
+// path, or the parent's kept descriptor), leads to the inode of its
+// node. That is what openSelf proves by resolving the path again, for a
+// scan's directory in one system call instead of three. It reports false
+// when n is the root, deeper than maxKeptDepth, has no kept descriptor,
+// or the check fails; openSelf then decides. The returned function gives
+// the descriptor back.
 func (n *node) keptDirAtPath() (int, func(), bool) {
 	if n.isRoot() {
 		return -1, nil, false
@@ -95,53 +95,20 @@ func (n *node) atPath(depth int) bool {
 		return false
 	}
 	p, ok := parent.Operations().(*node)
-	switch {
-	case !ok:
+	if !ok || !p.isRoot() && !p.atPath(depth-1) {
 		return false
-	case p.isRoot():
-		return p.rootStatSame(name, n) == nil
-	default:
-		return p.atPath(depth-1) && p.dirStatSame(name, n) == nil
 	}
+	st, btime, errno := p.lookupStat(name)
+	return errno == 0 && n.fsys.back.sameBorn(&st, btime, n)
 }
 
-// rootStatSame checks that name at SOURCE's root, not followed, is the
-// inode of child. SOURCE's path has no symlink (resolved at the mount)
-// and name is one component.
-func (n *node) rootStatSame(name string, child *node) error {
-	st, btime, err := statx(unix.AT_FDCWD, n.fsys.back.path+"/"+name, 0)
-	if err != nil {
-		return err
-	}
-	return n.fsys.back.sameBorn(&st, btime, child)
-}
-
-// dirStatSame checks, through directory n's kept descriptor, that name
-// in n, not followed, is the inode of child.
-func (n *node) dirStatSame(name string, child *node) error {
-	d := &n.dir
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if !d.ok {
-		return syscall.ENOENT
-	}
-	st, btime, err := statx(d.fd, name, 0)
-	if err != nil {
-		return err
-	}
-	return n.fsys.back.sameBorn(&st, btime, child)
-}
-
-// sameBorn checks that st (born at btime) is the very inode of node n:
-// same inode number and birth time. A kept descriptor may be of a
+// sameBorn reports whether st (born at btime) is the very inode of node
+// n: same inode number and birth time. A kept descriptor may be of a
 // directory removed since, whose inode number a new one got; only the
 // birth time tells them apart, so without one nothing is the same.
-func (b *backing) sameBorn(st *syscall.Stat_t, btime unix.StatxTimestamp, n *node) error {
+func (b *backing) sameBorn(st *syscall.Stat_t, btime unix.StatxTimestamp, n *node) bool {
 	want := n.StableAttr()
-	if want.Gen == noBirthGen || b.stableAttr(st, btime) != want {
-		return syscall.ESTALE
-	}
-	return nil
+	return want.Gen != noBirthGen && b.stableAttr(st, btime) == want
 }
 
 // stale is the answer when the backing name no longer leads to n's inode
