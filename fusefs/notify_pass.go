@@ -109,8 +109,8 @@ func (nt *notifier) parseLocked(buf []byte) []nameChange {
 
 // offer passes on an event for name in n read after the mount's own
 // requests up to ticket upTo had their locks: once those of them that
-// change name have ended (notify_own.go), settle checks it and queues
-// it only if the kernel must be told.
+// change name have ended (notify_own.go), settleOrQueue checks it and
+// queues it only if the kernel must be told.
 func (nt *notifier) offer(n *node, name string, mask uint32, upTo uint64) {
 	if nt.own.after(name, upTo, func() { nt.settleOrQueue(n, name, mask) }) {
 		return
@@ -119,9 +119,10 @@ func (nt *notifier) offer(n *node, name string, mask uint32, upTo uint64) {
 }
 
 // settleOrQueue queues name in n for its directory's goroutine unless
-// settle finds the kernel right.
+// the kernel is right about it. The goroutine checks again before it
+// tells the kernel: SOURCE may have changed once more by then.
 func (nt *notifier) settleOrQueue(n *node, name string, mask uint32) {
-	if nt.settle(n, name, mask) {
+	if fix, _ := n.check(name, mask); fix == fixNothing {
 		return
 	}
 	nt.mu.Lock()
@@ -236,13 +237,6 @@ func (n *node) check(name string, mask uint32) (kernelFix, *fs.Inode) {
 	default:
 		return fixEntry, child
 	}
-}
-
-// settle reports whether the kernel is right about name in n, so that
-// nothing need be queued.
-func (nt *notifier) settle(n *node, name string, mask uint32) bool {
-	fix, _ := n.check(name, mask)
-	return fix == fixNothing
 }
 
 // pass tells the kernel about name in n if what it was given differs
